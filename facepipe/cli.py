@@ -1,0 +1,163 @@
+"""``facepipe`` command line.
+
+Errors a user can fix (a bad flag, a missing input, an unknown detector) print one line and exit
+with status 2; the job's own failures exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from facepipe import __version__
+from facepipe.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{s} is not a positive integer")
+    return v
+
+
+def _unit_float(s: str) -> float:
+    v = float(s)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{s} is not between 0 and 1")
+    return v
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    from facepipe.decode import DEFAULT_MAX_PIXELS
+
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image directory, Parquet file/dir, s3:// prefix, or .tar shard(s); local or s3://")
+    p.add_argument("--output", "-o", required=True, help="output root (local path or s3://bucket/prefix)")
+    g = p.add_argument_group("detection")
+    g.add_argument("--detector", default="centerface", help="registered detector name (default: centerface)")
+    g.add_argument("--detector-weights", default=None, help="weights file replacing the detector's default")
+    g.add_argument("--score-threshold", type=_unit_float, default=0.5, help="minimum detection score (default 0.5)")
+    g.add_argument("--nms-threshold", type=_unit_float, default=0.3, help="NMS IoU threshold (default 0.3)")
+    g.add_argument("--long-side", type=int, default=640, help="detector input long side in pixels; 0 = full resolution (default 640)")
+    g.add_argument("--batch-size", type=_positive_int, default=8, help="images per detector forward pass (default 8)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--image-column", default="image", help="Parquet column holding image bytes (default: image)")
+    g.add_argument("--id-column", default=None, help="Parquet column naming each row (default: row number)")
+    g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help=f"decompression-bomb guard (default {DEFAULT_MAX_PIXELS})")
+    g = p.add_argument_group("run")
+    g.add_argument("--dt", default="", help="date partition YYYY-MM-DD (default: today, UTC)")
+    g.add_argument("--run-id", default="", help="run id; rerunning an id replaces that run's files only (default: new)")
+    g.add_argument("--detect-actors", type=_positive_int, default=1, help="minimum detector actors (default 1)")
+    g.add_argument("--max-detect-actors", type=_positive_int, default=None, help="maximum detector actors (default: one per GPU, else half the CPUs)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPU slots per detector actor (default 1)")
+    g.add_argument("--rows-per-file", type=_positive_int, default=4096, help="images per output Parquet file (default 4096)")
+    g.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
+
+
+def run_config_from_args(a: argparse.Namespace):
+    from facepipe.decode import DecodeConfig
+    from facepipe.detect.stage import DetectConfig
+    from facepipe.io.sources import ReadConfig
+    from facepipe.pipeline import ComputeConfig, RunConfig
+
+    if a.long_side < 0:
+        raise UserError(f"--long-side {a.long_side} must be >= 0")
+    return RunConfig(
+        inputs=tuple(a.inputs),
+        output=a.output,
+        dt=a.dt,
+        run_id=a.run_id,
+        read=ReadConfig(image_column=a.image_column, id_column=a.id_column),
+        decode=DecodeConfig(max_pixels=a.max_pixels, long_side=a.long_side),
+        detect=DetectConfig(
+            name=a.detector,
+            weights=a.detector_weights,
+            score_threshold=a.score_threshold,
+            nms_threshold=a.nms_threshold,
+            batch_size=a.batch_size,
+            device=a.device,
+        ),
+        compute=ComputeConfig(
+            detect_actors_min=a.detect_actors,
+            detect_actors_max=a.max_detect_actors,
+            cpus_per_detect_actor=a.cpus_per_actor,
+            rows_per_file=a.rows_per_file,
+        ),
+    )
+
+
+def format_summary(m: dict) -> str:
+    c, t = m["counts"], m["timing"]
+    fails = ", ".join(f"{k} {v}" for k, v in c["failures_by_status"].items())
+    stages = t["stage_task_s"]
+    total = sum(stages.values()) or 1.0
+    stage_txt = " · ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in stages.items())
+    lines = [
+        f"facepipe run {m['run_id']} finished in {t['wall_s']:.1f}s",
+        f"  images    {c['images']} ({c['images_ok']} ok, {c['images_failed']} failed{': ' + fails if fails else ''})",
+        f"  faces     {c['faces']}",
+        f"  stages    {stage_txt}  (task seconds; stages overlap)",
+        f"  rate      {t['images_per_s']} images/s through the pipeline ({t['pipeline_s']:.1f}s), listing {t['list_s']:.1f}s",
+        f"  output    {m['output']}/images and {m['output']}/faces, partition dt={m['dt']}",
+        f"  manifest  {m['manifest_uri']}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from facepipe.pipeline import run
+
+    m = run(run_config_from_args(a), ray_address=a.ray_address)
+    print(format_summary(m))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from facepipe import demo
+    from facepipe.pipeline import RunConfig, run
+    from facepipe.io.sources import ReadConfig
+
+    archive = demo.build_demo_archive(a.workdir)
+    print(f"demo archive: {archive.root} ({archive.n_files} files: loose images, a tar shard, a Parquet file)")
+    cfg = RunConfig(inputs=archive.inputs, output=f"{a.workdir}/output", read=ReadConfig(image_column="image", id_column="key"), run_id=a.run_id)
+    m = run(cfg)
+    print(format_summary(m))
+    print(f"\nQuery it:  python -c \"import duckdb; print(duckdb.sql(\\\"select image_id, count(*) faces from read_parquet('{a.workdir}/output/faces/*/*.parquet', hive_partitioning=true) group by 1\\\"))\"")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="facepipe", description="Detect and index faces across image archives on Ray.")
+    p.add_argument("--version", action="version", version=f"facepipe {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser("run", help="extract faces from image archives into Parquet tables")
+    add_run_args(r)
+    r.set_defaults(func=cmd_run)
+    d = sub.add_parser("demo", help="build a small demo archive from real photos and run the job on it")
+    d.add_argument("--workdir", default="demo-output", help="where the archive and the output go (default: demo-output)")
+    d.add_argument("--run-id", default="demo", help="run id (default: demo; rerunning replaces it)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"facepipe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""One filesystem seam for local paths and ``s3://`` URIs (pyarrow.fs).
+
+S3 settings come from the standard AWS environment, read where the filesystem is created (on
+each Ray worker, so credentials are never captured into task arguments or logs):
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` or the instance
+profile, ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), and ``AWS_ENDPOINT_URL_S3`` (or
+``AWS_ENDPOINT_URL``) for S3-compatible servers such as SeaweedFS or MinIO.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+S3_RETRY_ATTEMPTS = 10
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+@lru_cache(maxsize=4)
+def _s3(endpoint: str | None, region: str) -> pafs.S3FileSystem:
+    kw: dict = {"region": region, "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRY_ATTEMPTS)}
+    if endpoint:
+        u = urlparse(endpoint)
+        kw["endpoint_override"] = u.netloc or u.path
+        kw["scheme"] = u.scheme or "https"
+        kw["force_virtual_addressing"] = False
+    return pafs.S3FileSystem(**kw)
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return _s3(endpoint, region)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``uri`` -> (filesystem, path inside it). Local paths become absolute."""
+    if is_s3(uri):
+        return s3_filesystem(), uri[len("s3://") :].rstrip("/")
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"unsupported URI scheme in {uri!r} (use a local path or s3://bucket/prefix)")
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def to_uri(fs: pafs.FileSystem, path: str) -> str:
+    """Inverse of :func:`resolve`: what users see in ``source_uri`` and in messages."""
+    return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.readall()
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)

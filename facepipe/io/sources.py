@@ -1,0 +1,188 @@
+"""Read stage: input URIs -> rows of (image_id, source_uri, data, read_error) through Ray Data.
+
+Inputs are first *listed* on the driver into :class:`Unit` s (one image file, one tar shard, or
+one Parquet file), then read by :class:`facepipe.io.datasource.ImageArchiveDatasource`, whose read
+tasks capture plain values only and stream blocks of at most ``rows_per_block`` rows. Units are spread over read tasks
+by size (largest first onto the least-loaded task), so every core gets work.
+
+Classification: files ending in ``.tar`` are WebDataset shards, files ending in ``.parquet`` are
+Parquet; every other file is an image candidate, recognised by its content when decoded (a text
+file named ``x.jpg`` becomes a ``not_image`` row). Names starting with ``.`` or ``_`` (``.DS_Store``,
+``_SUCCESS``) are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from facepipe.errors import UserError
+from facepipe.io import fs as fsio
+from facepipe.io.tar import iter_image_members
+
+log = logging.getLogger(__name__)
+
+READ_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("source_uri", pa.string()),
+        pa.field("data", pa.binary()),
+        pa.field("read_error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """image_column / id_column: for Parquet inputs, the binary image column (or a struct with a
+    ``bytes`` field, as Hugging Face datasets store images) and the column naming each row; without
+    an id column the row number within its file is used.
+    rows_per_block: rows in each block the read tasks emit (bounds memory per block)."""
+
+    image_column: str = "image"
+    id_column: str | None = None
+    rows_per_block: int = 16
+
+
+@dataclass(frozen=True)
+class Unit:
+    kind: str  # "image" | "tar" | "parquet"
+    uri: str
+    size: int
+
+
+def image_id_for(source_uri: str) -> str:
+    """Deterministic id of an image: 32 hex chars of BLAKE2b over its ``source_uri``."""
+    return hashlib.blake2b(source_uri.encode(), digest_size=16).hexdigest()
+
+
+def _kind(path: str) -> str:
+    low = path.lower()
+    if low.endswith(".tar"):
+        return "tar"
+    if low.endswith(".parquet"):
+        return "parquet"
+    return "image"
+
+
+def _hidden(path: str, root: str) -> bool:
+    rel = path[len(root) :].strip("/")
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
+
+
+class InputError(UserError):
+    """An input URI that cannot be read at all (missing, unreadable): a one-line user error."""
+
+
+def list_units(uris: list[str]) -> list[Unit]:
+    """List every readable unit under ``uris``, sorted by URI (deterministic)."""
+    units: list[Unit] = []
+    for uri in uris:
+        try:
+            fs, path = fsio.resolve(uri)
+            info = fs.get_file_info(path)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot access input {uri}: {e}") from None
+        if info.type == pafs.FileType.File:
+            units.append(Unit(_kind(path), fsio.to_uri(fs, path), info.size or 0))
+        elif info.type == pafs.FileType.Directory or (fsio.is_s3(uri) and info.type == pafs.FileType.NotFound):
+            try:
+                infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+            except OSError as e:
+                raise InputError(f"cannot list input {uri}: {e}") from None
+            found = [i for i in infos if i.type == pafs.FileType.File and not _hidden(i.path, path)]
+            if not found:
+                raise InputError(f"input {uri} contains no files")
+            units += [Unit(_kind(i.path), fsio.to_uri(fs, i.path), i.size or 0) for i in found]
+        else:
+            raise InputError(f"input {uri} does not exist")
+    return sorted(set(units), key=lambda u: u.uri)
+
+
+def _row(source_uri: str, data: bytes | None, error: str | None) -> dict:
+    return {"image_id": image_id_for(source_uri), "source_uri": source_uri, "data": data, "read_error": error}
+
+
+def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(fs.open_input_file(path))
+        names = pf.schema_arrow.names
+        if cfg.image_column not in names:
+            raise ValueError(f"no image column {cfg.image_column!r} (columns: {', '.join(names)})")
+        if cfg.id_column and cfg.id_column not in names:
+            raise ValueError(f"no id column {cfg.id_column!r} (columns: {', '.join(names)})")
+        img_type = pf.schema_arrow.field(cfg.image_column).type
+        struct_bytes = pa.types.is_struct(img_type) and img_type.get_field_index("bytes") >= 0
+        if not (pa.types.is_binary(img_type) or pa.types.is_large_binary(img_type) or struct_bytes):
+            raise ValueError(f"image column {cfg.image_column!r} has type {img_type}, expected binary")
+    except Exception as e:  # the whole file is unusable: one failure row names it
+        yield _row(uri, None, f"cannot read Parquet file: {e}")
+        return
+    cols = [cfg.image_column] + ([cfg.id_column] if cfg.id_column else [])
+    row_number = 0
+    try:
+        for batch in pf.iter_batches(batch_size=cfg.rows_per_block, columns=cols):
+            images = batch.column(0)
+            if struct_bytes:
+                images = images.field("bytes")
+            ids = batch.column(1).to_pylist() if cfg.id_column else range(row_number, row_number + batch.num_rows)
+            for rid, data in zip(ids, images.to_pylist()):
+                yield _row(f"{uri}#{rid}", data, None if data is not None else "image column is null")
+            row_number += batch.num_rows
+    except Exception as e:
+        yield _row(f"{uri}#row{row_number}+", None, f"Parquet file damaged after row {row_number}: {e}")
+
+
+def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
+    try:
+        with fs.open_input_stream(path) as stream:
+            for name, data in iter_image_members(stream):
+                yield _row(f"{uri}#{name}", data, None)
+    except Exception as e:  # a damaged shard: members read so far are kept, the rest is recorded
+        yield _row(uri, None, f"tar shard unreadable or damaged: {type(e).__name__}: {e}")
+
+
+def read_unit(unit: Unit, cfg: ReadConfig) -> Iterator[dict]:
+    """Rows of one unit; read failures become rows with ``read_error`` set, never exceptions."""
+    fs, path = fsio.resolve(unit.uri)
+    if unit.kind == "tar":
+        yield from _read_tar(fs, path, unit.uri)
+    elif unit.kind == "parquet":
+        yield from _read_parquet(fs, path, unit.uri, cfg)
+    else:
+        try:
+            yield _row(unit.uri, fsio.read_bytes(fs, path), None)
+        except Exception as e:
+            yield _row(unit.uri, None, f"cannot read file: {type(e).__name__}: {e}")
+
+
+def read_units(units: list[Unit], cfg: ReadConfig) -> Iterator[pa.Table]:
+    """Blocks of at most ``cfg.rows_per_block`` rows (READ_SCHEMA) from ``units`` in order."""
+    rows: list[dict] = []
+    for unit in units:
+        for row in read_unit(unit, cfg):
+            rows.append(row)
+            if len(rows) >= cfg.rows_per_block:
+                yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
+                rows = []
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
+
+
+def split_units(units: list[Unit], n: int) -> list[list[Unit]]:
+    """Partition units into at most ``n`` non-empty groups of similar total size (greedy LPT)."""
+    n = max(1, min(n, len(units)))
+    groups: list[list[Unit]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for u in sorted(units, key=lambda u: (-u.size, u.uri)):
+        i = loads.index(min(loads))
+        groups[i].append(u)
+        loads[i] += max(u.size, 1)
+    return [sorted(g, key=lambda u: u.uri) for g in groups if g]

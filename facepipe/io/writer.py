@@ -1,0 +1,161 @@
+"""Write stage: detected rows -> Hive-partitioned Parquet tables under OUT.
+
+Layout (``dt`` lives in the path only)::
+
+    OUT/images/dt=YYYY-MM-DD/part-RUN_ID-UUID.parquet
+    OUT/faces/dt=YYYY-MM-DD/part-RUN_ID-UUID.parquet
+    OUT/_runs/RUN_ID.json
+
+Protocol: write tasks put their files under ``OUT/_staging/RUN_ID/``; when every task has
+finished, the driver :func:`publish` es: it deletes the files a previous attempt of the *same*
+run id left in the tables, moves the staged files in, and writes ``_runs/RUN_ID.json`` last.
+Other runs' files and partitions are never touched, and a run that dies before publishing leaves
+the tables exactly as they were (only its staging prefix, which the next attempt clears).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from facepipe import schema
+from facepipe.io import fs as fsio
+
+STATS_SCHEMA = pa.schema(
+    [
+        pa.field("n_images", pa.int64()),
+        pa.field("n_faces", pa.int64()),
+        pa.field("status_counts", pa.string()),  # JSON object status -> count
+        pa.field("t_decode", pa.float64()),
+        pa.field("t_detect", pa.float64()),
+        pa.field("t_write", pa.float64()),
+        pa.field("files", pa.list_(pa.string())),
+    ]
+)
+
+
+def face_id_for(image_id: str, face_index: int) -> str:
+    """Deterministic face id: 32 hex chars of BLAKE2b over ``IMAGE_ID/FACE_INDEX``."""
+    return hashlib.blake2b(f"{image_id}/{face_index}".encode(), digest_size=16).hexdigest()
+
+
+def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
+    """DETECTED_SCHEMA rows -> {"images": IMAGES table, "faces": FACES table}."""
+    n = detected.num_rows
+    run = pa.array([run_id] * n, pa.string())
+    images = pa.Table.from_arrays(
+        [detected.column(f.name) if f.name != "run_id" else run for f in schema.IMAGES],
+        schema=schema.IMAGES,
+    )
+    counts = detected.column("n_faces").to_numpy(zero_copy_only=False).astype(np.int64)
+    image_ids = detected.column("image_id").to_pylist()
+    face_image = np.repeat(np.arange(n), counts)
+    face_index = np.concatenate([np.arange(c) for c in counts]) if n else np.zeros(0, np.int64)
+    nf = int(counts.sum())
+
+    def flat(col: str, k: int) -> np.ndarray:
+        vals = detected.column(col).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return vals.astype(np.float32).reshape(nf, k)
+
+    boxes, scores, lms = flat("boxes", 4), flat("scores", 1)[:, 0], flat("landmarks", schema.N_LANDMARK_VALUES)
+    detector = detected.column("detector").to_pylist()
+    fimg = [image_ids[i] for i in face_image]
+    faces = pa.Table.from_arrays(
+        [
+            pa.array([face_id_for(im, int(k)) for im, k in zip(fimg, face_index)], pa.string()),
+            pa.array(fimg, pa.string()),
+            pa.array(face_index, pa.int32()),
+            *(pa.array(boxes[:, j], pa.float32()) for j in range(4)),
+            pa.array(scores, pa.float32()),
+            pa.FixedSizeListArray.from_arrays(pa.array(lms.reshape(-1), pa.float32()), schema.N_LANDMARK_VALUES),
+            pa.array([detector[i] for i in face_image], pa.string()),
+            pa.array([run_id] * nf, pa.string()),
+        ],
+        schema=schema.FACES,
+    )
+    return {"images": images, "faces": faces}
+
+
+def staging_uri(output: str, run_id: str) -> str:
+    return fsio.join(output, "_staging", run_id)
+
+
+def part_name(run_id: str) -> str:
+    return f"part-{run_id}-{uuid.uuid4().hex[:16]}.parquet"
+
+
+def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Table:
+    """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row."""
+    t0 = time.perf_counter()
+    fs, root = fsio.resolve(staging_uri(output, run_id))
+    files = []
+    name = part_name(run_id)
+    for table_name, table in build_tables(detected, run_id).items():
+        if table.num_rows == 0:
+            continue
+        path = f"{root}/{table_name}/dt={dt}/{name}"
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        files.append(f"{table_name}/dt={dt}/{name}")
+    statuses = Counter(detected.column("status").to_pylist())
+    return pa.Table.from_pylist(
+        [
+            {
+                "n_images": detected.num_rows,
+                "n_faces": int(pc.sum(detected.column("n_faces")).as_py() or 0),
+                "status_counts": json.dumps(dict(statuses), sort_keys=True),
+                "t_decode": float(pc.sum(detected.column("t_decode")).as_py() or 0.0),
+                "t_detect": float(pc.sum(detected.column("t_detect")).as_py() or 0.0),
+                "t_write": time.perf_counter() - t0,
+                "files": files,
+            }
+        ],
+        schema=STATS_SCHEMA,
+    )
+
+
+def _delete_run_files(fs: pafs.FileSystem, table_root: str, run_id: str) -> int:
+    infos = fs.get_file_info(pafs.FileSelector(table_root, recursive=True, allow_not_found=True))
+    prefix = f"part-{run_id}-"
+    n = 0
+    for i in infos:
+        if i.type == pafs.FileType.File and i.base_name.startswith(prefix):
+            fs.delete_file(i.path)
+            n += 1
+    return n
+
+
+def clear_staging(output: str, run_id: str) -> None:
+    fs, root = fsio.resolve(staging_uri(output, run_id))
+    if fs.get_file_info(root).type != pafs.FileType.NotFound:
+        fs.delete_dir(root)
+
+
+def publish(output: str, run_id: str, staged_files: list[str]) -> dict[str, int]:
+    """Move a run's staged files into the tables, replacing only files of the same run id.
+    Returns the number of files replaced per table."""
+    fs, out = fsio.resolve(output)
+    stage = fsio.resolve(staging_uri(output, run_id))[1]
+    replaced = {t: _delete_run_files(fs, f"{out}/{t}", run_id) for t in schema.TABLES}
+    for rel in sorted(staged_files):
+        dest = f"{out}/{rel}"
+        fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+        fs.move(f"{stage}/{rel}", dest)
+    clear_staging(output, run_id)
+    return replaced
+
+
+def write_manifest(output: str, run_id: str, manifest: dict) -> str:
+    """Write ``OUT/_runs/RUN_ID.json`` (the last step of a run); returns its URI."""
+    fs, out = fsio.resolve(output)
+    fsio.write_bytes(fs, f"{out}/_runs/{run_id}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return fsio.join(output, "_runs", f"{run_id}.json")

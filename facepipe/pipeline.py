@@ -1,0 +1,243 @@
+"""The extract job: read -> decode -> detect -> write, wired on Ray Data.
+
+Stages never import this module; it only chooses resources and connects their functions:
+
+- read: :class:`~facepipe.io.datasource.ImageArchiveDatasource`, size-balanced read tasks;
+- decode: CPU tasks (``decode.decode_batch``), images resized to the detector's long side;
+- detect: an actor pool (``ActorPoolStrategy``), one GPU per actor when the cluster has GPUs;
+- write: CPU tasks writing both tables per batch into the run's staging prefix, then the driver
+  publishes them and writes ``_runs/RUN_ID.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from facepipe import __version__
+from facepipe.decode import DecodeConfig, decode_batch
+from facepipe.detect.registry import resolve_weights
+from facepipe.errors import UserError
+from facepipe.detect.stage import DetectActor, DetectConfig
+from facepipe.io import writer
+from facepipe.io.sources import ReadConfig, list_units
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Parallelism and resources.
+
+    detect_actors_min/max: size bounds of the detector actor pool; ``max`` None = one per GPU
+    when the cluster has GPUs, else half the cluster's CPUs (the other half decodes).
+    cpus_per_detect_actor / torch_threads: CPU slots per detector actor and torch's intra-op
+    threads in it (None = the same number).
+    read_parallelism: read tasks (None = 2 per cluster CPU, at most one per input unit).
+    decode_batch_size: images per decode task call. rows_per_file: images per output file.
+    """
+
+    detect_actors_min: int = 1
+    detect_actors_max: int | None = None
+    cpus_per_detect_actor: float = 1.0
+    torch_threads: int | None = None
+    read_parallelism: int | None = None
+    decode_batch_size: int = 16
+    rows_per_file: int = 4096
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    inputs: tuple[str, ...]
+    output: str
+    dt: str = ""
+    run_id: str = ""
+    read: ReadConfig = field(default_factory=ReadConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+    def resolved(self) -> "RunConfig":
+        """Fill the run date (today, UTC) and a fresh run id when not given."""
+        now = datetime.now(timezone.utc)
+        dt = self.dt or now.strftime("%Y-%m-%d")
+        run_id = self.run_id or f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+        return dataclasses.replace(self, dt=dt, run_id=run_id)
+
+
+def validate_run_id(run_id: str) -> None:
+    if not run_id or not all(c.isalnum() or c in "-_." for c in run_id) or run_id.startswith("."):
+        raise UserError(f"run id {run_id!r} must be letters, digits, '-', '_' or '.'")
+
+
+def validate_dt(dt: str) -> None:
+    try:
+        datetime.strptime(dt, "%Y-%m-%d")
+    except ValueError:
+        raise UserError(f"--dt {dt!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def ensure_ray(address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import pyarrow
+    import ray
+    import torch
+
+    return {
+        "facepipe": __version__,
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _resources(compute: ComputeConfig) -> dict:
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
+    if gpus:
+        max_actors = compute.detect_actors_max or gpus
+        actor = {"num_gpus": 1, "num_cpus": compute.cpus_per_detect_actor}
+    else:
+        max_actors = compute.detect_actors_max or max(1, cpus // 2)
+        actor = {"num_cpus": compute.cpus_per_detect_actor}
+    return {
+        "cluster_cpus": cpus,
+        "cluster_gpus": gpus,
+        "detect_actors": [min(compute.detect_actors_min, max_actors), max_actors],
+        "detect_actor_resources": actor,
+        "read_parallelism": compute.read_parallelism or 2 * cpus,
+    }
+
+
+def _no_extra_args() -> dict:
+    return {}
+
+
+def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
+    """Run the extract job; returns the run manifest (also written to ``OUT/_runs/RUN_ID.json``)."""
+    import ray.data
+
+    cfg = cfg.resolved()
+    validate_run_id(cfg.run_id)
+    validate_dt(cfg.dt)
+    try:  # fail fast, on the driver, before any cluster work
+        _, model_id = resolve_weights(cfg.detect.name, cfg.detect.weights)
+    except (KeyError, FileNotFoundError) as e:
+        raise UserError(e.args[0] if e.args else str(e)) from None
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+
+    units = list_units(list(cfg.inputs))
+    t_list = time.perf_counter() - t0
+    log.info("listed %d input units in %.1fs", len(units), t_list)
+
+    ensure_ray(ray_address)
+    if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    res = _resources(cfg.compute)
+    writer.clear_staging(cfg.output, cfg.run_id)
+
+    from facepipe.io.datasource import read_images
+
+    c = cfg.compute
+    ds = read_images(units, cfg.read, res["read_parallelism"])
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"config": cfg.decode},
+        batch_size=c.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        # Ray fuses a task map into the next actor map when their remote args are equal (the
+        # CPU-only case); a remote-args function opts out, so decoding stays in CPU tasks that run
+        # beside the detector actors instead of serially inside them.
+        ray_remote_args_fn=_no_extra_args,
+    )
+    ds = ds.map_batches(
+        DetectActor,
+        fn_constructor_kwargs={"cfg": cfg.detect, "torch_threads": c.torch_threads or max(1, int(c.cpus_per_detect_actor))},
+        compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
+        batch_size=cfg.detect.batch_size,
+        batch_format="numpy",
+        **res["detect_actor_resources"],
+    )
+    ds = ds.map_batches(
+        writer.write_batch,
+        fn_kwargs={"output": cfg.output, "run_id": cfg.run_id, "dt": cfg.dt},
+        batch_size=c.rows_per_file,
+        batch_format="pyarrow",
+        num_cpus=0.5,
+    )
+    stats = ds.take_all()
+    t_pipeline = time.perf_counter() - t0 - t_list
+
+    rows = stats
+    status_counts: dict[str, int] = {}
+    for r in rows:
+        for k, v in json.loads(r["status_counts"]).items():
+            status_counts[k] = status_counts.get(k, 0) + v
+    files = [f for r in rows for f in r["files"]]
+    n_images = sum(r["n_images"] for r in rows)
+    n_faces = sum(r["n_faces"] for r in rows)
+    stage_s = {k: round(sum(r[f"t_{k}"] for r in rows), 3) for k in ("decode", "detect", "write")}
+
+    manifest = {
+        "run_id": cfg.run_id,
+        "dt": cfg.dt,
+        "inputs": list(cfg.inputs),
+        "output": cfg.output,
+        "detector": model_id,
+        "config": dataclasses.asdict(cfg),
+        "counts": {
+            "input_units": len(units),
+            "images": n_images,
+            "images_ok": status_counts.get("ok", 0),
+            "images_failed": n_images - status_counts.get("ok", 0),
+            "failures_by_status": {k: v for k, v in sorted(status_counts.items()) if k != "ok"},
+            "faces": n_faces,
+        },
+        "timing": {
+            "list_s": round(t_list, 3),
+            "pipeline_s": round(t_pipeline, 3),
+            "stage_task_s": stage_s,
+            "images_per_s": round(n_images / t_pipeline, 2) if t_pipeline > 0 else None,
+        },
+        "resources": res,
+        "files": {t: sorted(f for f in files if f.startswith(f"{t}/")) for t in ("images", "faces")},
+        "versions": _versions(),
+        "started_at": started.isoformat(timespec="seconds"),
+    }
+    t_pub = time.perf_counter()
+    replaced = writer.publish(cfg.output, cfg.run_id, files)
+    if any(replaced.values()):
+        log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
+    manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)
+    manifest["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
+    manifest["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["manifest_uri"] = writer.write_manifest(cfg.output, cfg.run_id, manifest)
+    return manifest

@@ -1,0 +1,59 @@
+"""Arrow schemas of every table facepipe writes, declared once.
+
+Writers, tests, the README and the warehouse DDL all read these objects; nothing else spells a
+column out. Tables are Hive-partitioned by ``dt=YYYY-MM-DD`` in the path, so ``dt`` is not a
+column inside the files (DuckDB/Athena/Trino add it from the path).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: Number of landmark coordinates per face: (x, y) for left eye, right eye, nose tip,
+#: left mouth corner, right mouth corner -- "left" as seen in the image (smaller x).
+N_LANDMARK_VALUES = 10
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+#: Values of ``images.status``; anything but ``ok`` comes with an ``error`` message.
+IMAGE_STATUSES = (
+    "ok",
+    "empty",  # zero bytes
+    "not_image",  # bytes are no image format we decode
+    "corrupt",  # an image format, but truncated or damaged
+    "too_large",  # more pixels than the decompression-bomb guard allows
+    "read_error",  # the bytes could not be read from storage
+)
+
+IMAGES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("n_faces", pa.int32()),
+        pa.field("run_id", pa.string(), nullable=False),
+    ],
+    metadata={"facepipe.table": "images", "facepipe.schema_version": "1"},
+)
+
+FACES = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("face_index", pa.int32(), nullable=False),
+        pa.field("x1", pa.float32()),
+        pa.field("y1", pa.float32()),
+        pa.field("x2", pa.float32()),
+        pa.field("y2", pa.float32()),
+        pa.field("det_score", pa.float32()),
+        pa.field("landmarks", pa.list_(pa.float32(), N_LANDMARK_VALUES)),
+        pa.field("detector", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ],
+    metadata={"facepipe.table": "faces", "facepipe.schema_version": "1"},
+)
+
+#: Table name -> schema, in the order the job writes them.
+TABLES: dict[str, pa.Schema] = {"images": IMAGES, "faces": FACES}
