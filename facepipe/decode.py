@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyarrow as pa
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Default decompression-bomb guard: above every camera sold today (100-150 MP medium format),
@@ -154,37 +155,43 @@ def decode_image(data: bytes, config: DecodeConfig = DecodeConfig()) -> Decoded:
     return Decoded(rgb, width, height, rgb.shape[1] / width, rgb.shape[0] / height)
 
 
-def decode_batch(batch: dict[str, np.ndarray], config: DecodeConfig) -> dict[str, np.ndarray]:
-    """Decode a batch of read rows.
+#: Rows leaving the decode stage (declared, so all-null columns keep their types through Ray).
+DECODED_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("source_uri", pa.string()),
+        pa.field("width", pa.int32()),  # full-resolution, orientation-corrected; 0 on failure
+        pa.field("height", pa.int32()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("pixels", pa.binary()),  # (pix_h, pix_w, 3) uint8 RGB at detector size; empty on failure
+        pa.field("pix_h", pa.int32()),
+        pa.field("pix_w", pa.int32()),
+        pa.field("scale_x", pa.float64()),  # detector pixels = original pixels * scale
+        pa.field("scale_y", pa.float64()),
+        pa.field("t_decode", pa.float64()),  # seconds of decode time attributed to the row
+    ]
+)
 
-    In: ``image_id``, ``source_uri`` (str), ``data`` (bytes or None), ``read_error`` (str or None).
-    Out: ``image_id``, ``source_uri``, ``width``, ``height`` (int32, 0 on failure), ``status``,
-    ``error``, ``pixels`` (bytes of an (pix_h, pix_w, 3) uint8 array; empty on failure),
-    ``pix_h``, ``pix_w`` (int32), ``scale_x``, ``scale_y`` (float64), ``t_decode`` (seconds per row).
-    """
+
+def decode_batch(batch: dict[str, np.ndarray], config: DecodeConfig) -> pa.Table:
+    """Decode a batch of read rows (``image_id``, ``source_uri``, ``data``, ``read_error``) into a
+    DECODED_SCHEMA table, one row per input row, failures included."""
     t0 = time.perf_counter()
-    n = len(batch["image_id"])
-    out: dict[str, list] = {k: [] for k in ("width", "height", "status", "error", "pixels", "pix_h", "pix_w", "scale_x", "scale_y")}
-    for data, read_error in zip(batch["data"], batch["read_error"]):
+    rows = []
+    for image_id, uri, data, read_error in zip(batch["image_id"], batch["source_uri"], batch["data"], batch["read_error"]):
+        row = {"image_id": image_id, "source_uri": uri}
         try:
-            if read_error is not None:
-                raise DecodeFailure("read_error", str(read_error))
+            if isinstance(read_error, str):
+                raise DecodeFailure("read_error", read_error)
             d = decode_image(bytes(data) if data is not None else b"", config)
         except DecodeFailure as f:
-            row = (0, 0, f.status, f.message, b"", 0, 0, 1.0, 1.0)
+            row.update(width=0, height=0, status=f.status, error=f.message, pixels=b"", pix_h=0, pix_w=0, scale_x=1.0, scale_y=1.0)
         else:
             ph, pw = d.pixels.shape[:2]
-            row = (d.width, d.height, "ok", None, d.pixels.tobytes(), ph, pw, d.scale_x, d.scale_y)
-        for k, v in zip(out, row):
-            out[k].append(v)
-    res = {"image_id": np.asarray(batch["image_id"], dtype=object), "source_uri": np.asarray(batch["source_uri"], dtype=object)}
-    for k in ("width", "height", "pix_h", "pix_w"):
-        res[k] = np.asarray(out[k], dtype=np.int32)
-    for k in ("scale_x", "scale_y"):
-        res[k] = np.asarray(out[k], dtype=np.float64)
-    for k in ("status", "error", "pixels"):
-        arr = np.empty(n, dtype=object)
-        arr[:] = out[k]
-        res[k] = arr
-    res["t_decode"] = np.full(n, (time.perf_counter() - t0) / max(n, 1))
-    return res
+            row.update(width=d.width, height=d.height, status="ok", error=None, pixels=d.pixels.tobytes(), pix_h=ph, pix_w=pw, scale_x=d.scale_x, scale_y=d.scale_y)
+        rows.append(row)
+    per_row = (time.perf_counter() - t0) / max(len(rows), 1)
+    for row in rows:
+        row["t_decode"] = per_row
+    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)

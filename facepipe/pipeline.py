@@ -42,7 +42,8 @@ class ComputeConfig:
     cpus_per_detect_actor / torch_threads: CPU slots per detector actor and torch's intra-op
     threads in it (None = the same number).
     read_parallelism: read tasks (None = 2 per cluster CPU, at most one per input unit).
-    decode_batch_size: images per decode task call. rows_per_file: images per output file.
+    decode_batch_size: images per decode task call. decode_task_memory: bytes reserved per
+    decode task. rows_per_file: images per output file.
     """
 
     detect_actors_min: int = 1
@@ -51,6 +52,7 @@ class ComputeConfig:
     torch_threads: int | None = None
     read_parallelism: int | None = None
     decode_batch_size: int = 16
+    decode_task_memory: int = 1 << 30
     rows_per_file: int = 4096
 
 
@@ -133,10 +135,6 @@ def _resources(compute: ComputeConfig) -> dict:
     }
 
 
-def _no_extra_args() -> dict:
-    return {}
-
-
 def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     """Run the extract job; returns the run manifest (also written to ``OUT/_runs/RUN_ID.json``)."""
     import ray.data
@@ -173,10 +171,12 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         batch_size=c.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,
-        # Ray fuses a task map into the next actor map when their remote args are equal (the
-        # CPU-only case); a remote-args function opts out, so decoding stays in CPU tasks that run
-        # beside the detector actors instead of serially inside them.
-        ray_remote_args_fn=_no_extra_args,
+        # A full-resolution decode of a large PNG/TIFF needs a few hundred MB; reserving it keeps
+        # the scheduler from packing decode tasks into an OOM. It also makes decode's remote args
+        # differ from the actors', so Ray does not fuse decoding into the detector actors (it
+        # fuses a task map into the next actor map when their args are equal): decode runs in
+        # CPU tasks beside the actors instead of serially inside them.
+        memory=c.decode_task_memory,
     )
     ds = ds.map_batches(
         DetectActor,

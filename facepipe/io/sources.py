@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 
 from facepipe.errors import UserError
 from facepipe.io import fs as fsio
-from facepipe.io.tar import iter_image_members
+from facepipe.io.tar import iter_image_members, tail_is_clean
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,24 @@ def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> 
 
 
 def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
+    """Members of a shard; damage yields one extra row for the shard itself, after the members
+    read before it."""
     try:
         with fs.open_input_stream(path) as stream:
-            for name, data in iter_image_members(stream):
+            members = iter_image_members(stream)
+            while True:
+                try:
+                    name, data = next(members)
+                except StopIteration as stop:
+                    end = stop.value
+                    break
                 yield _row(f"{uri}#{name}", data, None)
-    except Exception as e:  # a damaged shard: members read so far are kept, the rest is recorded
+        with fs.open_input_file(path) as f:
+            if not tail_is_clean(f, end):
+                yield _row(uri, None, f"tar shard damaged: unreadable header at byte {end}, later members lost")
+    except Exception as e:
         yield _row(uri, None, f"tar shard unreadable or damaged: {type(e).__name__}: {e}")
+
 
 
 def read_unit(unit: Unit, cfg: ReadConfig) -> Iterator[dict]:

@@ -8,7 +8,7 @@ members of a sample (``.json``, ``.cls``, ``.txt``) are metadata and are skipped
 from __future__ import annotations
 
 import tarfile
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Generator
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"})
 
@@ -21,11 +21,14 @@ def split_key(name: str) -> tuple[str, str]:
     return key, ext if dot else ""
 
 
-def iter_image_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """Yield (member name, bytes) of the image members of a tar read as a stream.
+def iter_image_members(stream: BinaryIO) -> Generator[tuple[str, bytes], None, int]:
+    """Yield (member name, bytes) of the image members of a tar read as a stream; return the
+    archive offset just past the last member.
 
-    A damaged tar raises ``tarfile.TarError`` (or ``OSError``/``EOFError``) *after* every member
-    before the damage has been yielded, so callers can record the failure and keep those members.
+    A tar cut inside a member's data raises ``tarfile.TarError`` (or ``OSError``/``EOFError``)
+    after every member before the damage has been yielded. A tar cut or corrupted inside a
+    *header* ends the iteration silently (that is how ``tarfile`` reads streams): check the
+    returned offset with :func:`tail_is_clean`.
     """
     with tarfile.open(fileobj=stream, mode="r|*") as tf:
         for member in tf:
@@ -36,3 +39,14 @@ def iter_image_members(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
                 continue
             f = tf.extractfile(member)
             yield member.name, (f.read() if f is not None else b"")
+        return tf.offset
+
+
+def tail_is_clean(f: BinaryIO, offset: int, chunk: int = 1 << 16) -> bool:
+    """True when every byte of seekable ``f`` from ``offset`` on is zero, as in a sound tar
+    (two zero end-of-archive blocks, then zero record padding); False means members were lost."""
+    f.seek(offset)
+    while b := f.read(chunk):
+        if b.count(0) != len(b):
+            return False
+    return True

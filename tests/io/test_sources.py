@@ -1,0 +1,98 @@
+"""Read stage: listing, WebDataset tars, Parquet columns; read failures become rows, not crashes."""
+
+import io
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from facepipe.io.sources import InputError, ReadConfig, Unit, image_id_for, list_units, read_unit, read_units, split_units
+from facepipe.io.tar import split_key
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def test_listing_classifies_units_and_skips_hidden(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"1")
+    (tmp_path / "a" / "noext").write_bytes(b"2")
+    (tmp_path / ".DS_Store").write_bytes(b"3")
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "s.tar").write_bytes(b"")
+    (tmp_path / "p.parquet").write_bytes(b"")
+    kinds = {u.uri.rsplit("/", 1)[1]: u.kind for u in list_units([str(tmp_path)])}
+    assert kinds == {"x.jpg": "image", "noext": "image", "s.tar": "tar", "p.parquet": "parquet"}
+
+
+def test_missing_input_is_a_user_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        list_units([str(tmp_path / "nope")])
+    with pytest.raises(InputError, match="no files"):
+        list_units([str(tmp_path)])
+
+
+def test_webdataset_key_split():
+    assert split_key("dir/abc.seg.jpg") == ("dir/abc", "seg.jpg")
+    assert split_key("abc.jpg") == ("abc", "jpg")
+
+
+def test_tar_yields_image_members_and_records_damage(tmp_path):
+    good = tmp_path / "good.tar"
+    _tar(good, [("k1.jpg", b"img1"), ("k1.json", b"{}"), ("k2.png", b"img2")])
+    rows = list(read_unit(Unit("tar", str(good), 0), ReadConfig()))
+    assert [r["source_uri"] for r in rows] == [f"{good}#k1.jpg", f"{good}#k2.png"]
+    assert rows[0]["data"] == b"img1" and rows[0]["image_id"] == image_id_for(f"{good}#k1.jpg")
+
+    # Cut inside a member's data, and inside a header (where tarfile itself stops silently):
+    # the members before the damage are kept and the shard gets a failure row.
+    data = good.read_bytes()
+    for cut in (1536 + 100, 1024 + 100):
+        bad = tmp_path / f"bad{cut}.tar"
+        bad.write_bytes(data[:cut])
+        rows = list(read_unit(Unit("tar", str(bad), 0), ReadConfig()))
+        assert rows[0]["source_uri"] == f"{bad}#k1.jpg" and rows[0]["data"] == b"img1", cut
+        assert rows[-1]["source_uri"] == str(bad) and "damaged" in rows[-1]["read_error"], cut
+        assert len(rows) == 2, cut
+
+
+def test_parquet_binary_and_struct_columns(tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "img": pa.array([b"x", b"y"], pa.binary())}), p)
+    rows = list(read_unit(Unit("parquet", str(p), 0), ReadConfig(image_column="img", id_column="id")))
+    assert [(r["source_uri"], r["data"]) for r in rows] == [(f"{p}#a", b"x"), (f"{p}#b", b"y")]
+
+    hf = tmp_path / "hf.parquet"  # Hugging Face datasets' Image feature: struct<bytes, path>
+    pq.write_table(pa.table({"image": pa.array([{"bytes": b"z", "path": "z.jpg"}])}), hf)
+    rows = list(read_unit(Unit("parquet", str(hf), 0), ReadConfig()))
+    assert rows[0]["source_uri"] == f"{hf}#0" and rows[0]["data"] == b"z"
+
+
+def test_parquet_with_wrong_column_is_a_failure_row(tmp_path):
+    p = tmp_path / "w.parquet"
+    pq.write_table(pa.table({"image": [1, 2]}), p)
+    rows = list(read_unit(Unit("parquet", str(p), 0), ReadConfig()))
+    assert len(rows) == 1 and "expected binary" in rows[0]["read_error"]
+    rows = list(read_unit(Unit("parquet", str(p), 0), ReadConfig(image_column="pixels")))
+    assert "no image column 'pixels'" in rows[0]["read_error"]
+
+
+def test_blocks_are_bounded():
+    units = []
+    blocks = list(read_units(units, ReadConfig()))
+    assert blocks == []
+
+
+def test_split_units_balances_and_keeps_everything():
+    units = [Unit("image", f"u{i}", s) for i, s in enumerate([100, 90, 10, 10, 10, 5, 1])]
+    groups = split_units(units, 3)
+    assert sorted(u.uri for g in groups for u in g) == sorted(u.uri for u in units)
+    loads = sorted(sum(u.size for u in g) for g in groups)
+    assert loads[-1] == 100 and len(groups) == 3
+    assert len(split_units(units[:2], 8)) == 2

@@ -1,0 +1,47 @@
+"""Writer: tables follow the declared schemas; publishing replaces only the same run's files."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facepipe import schema
+from facepipe.detect.stage import DETECTED_SCHEMA
+from facepipe.io import writer
+
+
+def _detected(n_faces=(2, 0)):
+    rows = []
+    for i, k in enumerate(n_faces):
+        rows.append({
+            "image_id": f"img{i}", "source_uri": f"/x/{i}.jpg", "width": 100, "height": 80,
+            "status": "ok", "error": None, "n_faces": k, "detector": "centerface@abc",
+            "boxes": [float(v) for v in range(4 * k)], "scores": [0.9] * k,
+            "landmarks": [float(v) for v in range(10 * k)], "t_decode": 0.1, "t_detect": 0.2,
+        })
+    return pa.Table.from_pylist(rows, schema=DETECTED_SCHEMA)
+
+
+def test_tables_follow_declared_schemas():
+    t = writer.build_tables(_detected(), "r1")
+    assert t["images"].schema.equals(schema.IMAGES) and t["faces"].schema.equals(schema.FACES)
+    faces = t["faces"].to_pylist()
+    assert [f["face_index"] for f in faces] == [0, 1]
+    assert faces[1]["x1"] == 4.0 and faces[1]["landmarks"][0] == 10.0
+    assert faces[0]["face_id"] == writer.face_id_for("img0", 0) != writer.face_id_for("img0", 1)
+
+
+def test_rerun_replaces_only_its_own_files(tmp_path):
+    out = str(tmp_path)
+    for run in ("a", "b"):
+        stats = writer.write_batch(_detected(), out, run, "2026-01-01")
+        writer.publish(out, run, stats.column("files")[0].as_py())
+    first = sorted(p.name for p in tmp_path.glob("faces/dt=*/*.parquet"))
+    stats = writer.write_batch(_detected((1,)), out, "a", "2026-01-02")  # run a again, other date
+    writer.publish(out, "a", stats.column("files")[0].as_py())
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/dt=*/*.parquet"))
+    assert [f for f in files if "part-b-" in f] == [f for f in files if "part-b-" in f and "2026-01-01" in f]
+    assert len([f for f in files if "part-b-" in f]) == 2
+    a_files = [f for f in files if "part-a-" in f]
+    assert a_files and all("2026-01-02" in f for f in a_files)
+    assert not (tmp_path / "_staging" / "a").exists()
+    assert pq.read_table(tmp_path / a_files[0]).num_rows == 1
+    assert len(first) == 2

@@ -1,0 +1,80 @@
+"""The extract job end to end on a real Ray cluster; DuckDB reads what it wrote."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import archive
+from facepipe.io.sources import ReadConfig
+from facepipe.pipeline import RunConfig, run
+
+pytestmark = pytest.mark.slow
+
+
+def _config(inputs, out, run_id, dt="2026-11-01"):
+    return RunConfig(inputs=tuple(inputs), output=str(out), dt=dt, run_id=run_id, read=ReadConfig(image_column="image", id_column="key"))
+
+
+def _q(sql):
+    return duckdb.sql(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster, photos, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    arch = archive.build(root / "archive", photos)
+    out = root / "out"
+    manifest = run(_config(arch.inputs, out, "night1"))
+    return arch, out, manifest
+
+
+def test_every_input_is_one_images_row_with_its_status(first_run):
+    arch, out, m = first_run
+    rows = dict(_q(f"select source_uri, status from read_parquet('{out}/images/*/*.parquet', hive_partitioning=true)"))
+    assert rows == arch.expected_status
+    errors = _q(f"select source_uri, error from read_parquet('{out}/images/*/*.parquet') where status <> 'ok'")
+    assert all(e and "\n" not in e for _, e in errors), errors
+
+
+def test_every_face_of_the_real_photos_is_found(first_run):
+    arch, out, _ = first_run
+    counts = dict(_q(f"select source_uri, n_faces from read_parquet('{out}/images/*/*.parquet') where status = 'ok'"))
+    assert {k: counts[k] for k in arch.expected_faces} == arch.expected_faces
+
+
+def test_duckdb_counts_agree_with_the_run_manifest(first_run):
+    _, out, m = first_run
+    saved = json.loads((Path(out) / "_runs" / "night1.json").read_text())
+    assert saved["counts"] == m["counts"]
+    faces = f"read_parquet('{out}/faces/*/*.parquet', hive_partitioning=true)"
+    images = f"read_parquet('{out}/images/*/*.parquet', hive_partitioning=true)"
+    [(n_faces, n_ids, dts)] = _q(f"select count(*), count(distinct face_id), list(distinct dt::varchar) from {faces}")
+    assert n_faces == n_ids == saved["counts"]["faces"] and dts == ["2026-11-01"]
+    [(n_img, n_ok, sum_faces)] = _q(f"select count(*), count(*) filter (status = 'ok'), sum(n_faces) from {images}")
+    assert (n_img, n_ok, sum_faces) == (saved["counts"]["images"], saved["counts"]["images_ok"], n_faces)
+    assert _q(f"select count(*) from {faces} f anti join {images} i using (image_id)") == [(0,)]
+    assert set(saved["timing"]["stage_task_s"]) == {"decode", "detect", "write"}
+    assert saved["versions"]["ray"] and saved["detector"].startswith("centerface@")
+
+
+def test_landmarks_lie_in_their_boxes(first_run):
+    _, out, _ = first_run
+    bad = _q(f"""select face_id from read_parquet('{out}/faces/*/*.parquet')
+                 where not (landmarks[1] between x1 - 2 and x2 + 2 and landmarks[2] between y1 - 2 and y2 + 2
+                            and landmarks[5] between x1 and x2 and landmarks[6] between y1 and y2)""")
+    assert bad == []
+
+
+def test_rerun_of_a_run_id_replaces_it_and_keeps_other_runs(first_run, photos, tmp_path):
+    arch, out, m1 = first_run
+    other = archive.build(tmp_path / "other", photos)
+    m2 = run(_config(other.inputs[2:], out, "night2", dt="2026-11-02"))  # parquet only, next day
+    again = run(_config(arch.inputs, out, "night1"))
+    assert again["counts"] == m1["counts"]
+    per_run = dict(_q(f"select run_id, count(*) from read_parquet('{out}/faces/*/*.parquet') group by 1"))
+    assert per_run == {"night1": m1["counts"]["faces"], "night2": m2["counts"]["faces"]}
+    dup = _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet') group by 1 having count(*) > 1")
+    assert dup == []
+    assert not list((Path(out) / "_staging").glob("*"))
