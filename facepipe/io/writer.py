@@ -135,6 +135,8 @@ def _delete_run_files(fs: pafs.FileSystem, table_root: str, run_id: str) -> int:
 
 
 def clear_staging(output: str, run_id: str) -> None:
+    """Delete the run's staging prefix. The shared ``_staging`` root stays (another run may be
+    writing under it; readers ignore ``_``-prefixed paths)."""
     fs, root = fsio.resolve(staging_uri(output, run_id))
     if fs.get_file_info(root).type != pafs.FileType.NotFound:
         fs.delete_dir(root)

@@ -1,0 +1,39 @@
+"""The command line: bad flags and bad inputs are one clear line (exit 2), never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _facepipe(*args):
+    return subprocess.run([sys.executable, "-m", "facepipe.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "x"], "the following arguments are required: --output"),
+        (["run", "x", "-o", "o", "--score-threshold", "2"], "is not between 0 and 1"),
+        (["run", "x", "-o", "o", "--batch-size", "0"], "not a positive integer"),
+        (["run", "x", "-o", "o", "--no-such-flag"], "unrecognized arguments"),
+        (["run", "/no/such/dir", "-o", "o"], "input /no/such/dir does not exist"),
+        (["run", "README.md", "-o", "o", "--detector", "nope"], "unknown detector 'nope'; known: centerface"),
+        (["run", "README.md", "-o", "o", "--dt", "yesterday"], "is not a date of the form YYYY-MM-DD"),
+        (["run", "README.md", "-o", "o", "--run-id", "a/b"], "must be letters, digits"),
+        (["run", "ftp://host/x", "-o", "o"], "unsupported URI scheme"),
+    ],
+)
+def test_bad_request_is_one_line_exit_2(args, message):
+    r = _facepipe(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_the_run_flags():
+    r = _facepipe("run", "--help")
+    assert r.returncode == 0
+    for flag in ("--detector", "--score-threshold", "--long-side", "--batch-size", "--dt", "--run-id", "--image-column", "--id-column", "--max-detect-actors"):
+        assert flag in r.stdout
