@@ -129,7 +129,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
     cfg = RunConfig(inputs=archive.inputs, output=f"{a.workdir}/output", read=ReadConfig(image_column="image", id_column="key"), run_id=a.run_id)
     m = run(cfg)
     print(format_summary(m))
-    print(f"\nQuery it:  python -c \"import duckdb; print(duckdb.sql(\\\"select image_id, count(*) faces from read_parquet('{a.workdir}/output/faces/*/*.parquet', hive_partitioning=true) group by 1\\\"))\"")
+    out = f"{a.workdir}/output"
+    print(
+        "\nQuery it with DuckDB (more in the README):\n"
+        f"  SELECT i.source_uri, count(*) AS faces FROM read_parquet('{out}/faces/*/*.parquet', hive_partitioning = true) f\n"
+        f"  JOIN read_parquet('{out}/images/*/*.parquet', hive_partitioning = true) i USING (image_id) GROUP BY 1;"
+    )
     return 0
 
 

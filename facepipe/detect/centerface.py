@@ -117,11 +117,10 @@ class CenterFace(FaceDetector):
 
 
 def _onnx_targets(model: CenterFace) -> list[str]:
-    """Parameter names of ``model`` in the order the ONNX graph's convolutions run."""
-    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    # named_modules lists each Up's deconv before its lateral conv, as the graph runs them; the
-    # remaining modules (features, reduce, ups, head, heads) are declared in graph order already.
-    return names
+    """Conv module names of ``model`` in the order the ONNX graph runs its convolutions: modules
+    are declared in graph order (features, reduce, each Up's deconv before its lateral, head,
+    the four output convs), and shapes are checked one by one when loading."""
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
 def load_onnx_weights(model: CenterFace, onnx_path: Path) -> None:

@@ -33,7 +33,7 @@ def test_job_reads_and_writes_s3(s3_server, ray_cluster, photos, tmp_path):
 
     fs = fsio.s3_filesystem()
     images = pads.dataset("faces/out/images", filesystem=fs, format="parquet", partitioning="hive").to_table()
-    faces = pads.dataset("faces/out/faces", filesystem=fs, format="parquet", partitioning="hive").to_table()
+    faces = pads.dataset("faces/out/faces", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841 -- DuckDB reads it by name
     got = dict(zip(images.column("source_uri").to_pylist(), images.column("status").to_pylist()))
     assert got == arch.expected_status
     counts = dict(zip(images.column("source_uri").to_pylist(), images.column("n_faces").to_pylist()))
