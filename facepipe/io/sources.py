@@ -14,7 +14,6 @@ file named ``x.jpg`` becomes a ``not_image`` row). Names starting with ``.`` or 
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -24,8 +23,6 @@ import pyarrow.fs as pafs
 from facepipe.errors import UserError
 from facepipe.io import fs as fsio
 from facepipe.io.tar import iter_image_members, tail_is_clean
-
-log = logging.getLogger(__name__)
 
 READ_SCHEMA = pa.schema(
     [

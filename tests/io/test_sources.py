@@ -83,10 +83,15 @@ def test_parquet_with_wrong_column_is_a_failure_row(tmp_path):
     assert "no image column 'pixels'" in rows[0]["read_error"]
 
 
-def test_blocks_are_bounded():
+def test_blocks_are_bounded_and_keep_every_row(tmp_path):
     units = []
-    blocks = list(read_units(units, ReadConfig()))
-    assert blocks == []
+    for i in range(5):
+        (tmp_path / f"{i}.jpg").write_bytes(b"x")
+        units.append(Unit("image", str(tmp_path / f"{i}.jpg"), 1))
+    blocks = list(read_units(units, ReadConfig(rows_per_block=2)))
+    assert [b.num_rows for b in blocks] == [2, 2, 1]
+    assert [u for b in blocks for u in b.column("source_uri").to_pylist()] == [u.uri for u in units]
+    assert list(read_units([], ReadConfig())) == []
 
 
 def test_split_units_balances_and_keeps_everything():
