@@ -28,7 +28,7 @@ def main() -> None:
 
     from facepipe import demo
     from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.registry import create_detector
+    from facepipe.registry import create_model
 
     photos = demo.photos()
     blobs = [p.read_bytes() for p in photos.values()]
@@ -48,7 +48,7 @@ def main() -> None:
     dec_full = (time.perf_counter() - t) / (a.repeat * len(blobs))
     print(f"decode  {dec * 1e3:7.1f} ms/image to detector size (DCT-reduced JPEG)   {dec_full * 1e3:7.1f} ms/image at full size")
 
-    det = create_detector("centerface")
+    det = create_model("centerface", kind="detector")
     images = [d.pixels for d in decoded]
     det.detect(images[:2])  # warm-up
     for bs in (1, 8):

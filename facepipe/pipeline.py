@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 from facepipe import __version__
 from facepipe.decode import DecodeConfig, decode_batch
-from facepipe.detect.registry import resolve_weights
+from facepipe.registry import resolve_weights
 from facepipe.errors import UserError
 from facepipe.detect.stage import DetectActor, DetectConfig
 from facepipe.io import writer
@@ -143,7 +143,7 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     validate_run_id(cfg.run_id)
     validate_dt(cfg.dt)
     try:  # fail fast, on the driver, before any cluster work
-        _, model_id = resolve_weights(cfg.detect.name, cfg.detect.weights)
+        _, model_id = resolve_weights(cfg.detect.name, cfg.detect.weights, kind="detector")
     except (KeyError, FileNotFoundError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
     started = datetime.now(timezone.utc)

@@ -1,5 +1,5 @@
 """What every face detector shares: batching (pad to a common size), normalisation from the
-registered :class:`~facepipe.detect.registry.Preprocess`, NMS, and clipping.
+registered :class:`~facepipe.registry.Preprocess`, NMS, and clipping.
 
 A model file subclasses :class:`FaceDetector` and implements ``forward`` (raw network outputs) and
 ``decode`` (raw outputs -> candidate boxes, scores, landmarks in input-tensor pixels).
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from facepipe.detect.ops import batched_nms
-from facepipe.detect.registry import Preprocess
+from facepipe.registry import Preprocess
 
 
 @dataclass

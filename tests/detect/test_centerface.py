@@ -6,13 +6,13 @@ import torch
 
 from facepipe.decode import DecodeConfig, decode_image
 from facepipe.demo import EXPECTED_FACES
-from facepipe.detect.registry import create_detector, get_detector_spec, list_detectors
+from facepipe.registry import create_model, get_model_spec, list_models
 from facepipe.evaluate import load_imglab, recall_report
 
 
 @pytest.fixture(scope="module")
 def detector():
-    return create_detector("centerface")
+    return create_model("centerface", kind="detector")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def ort_session():
     import onnx
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-    model = onnx.load(str(get_detector_spec("centerface").weights.locate()))
+    model = onnx.load(str(get_model_spec("centerface").weights.locate()))
     # The graph lists its initializers as inputs too: keep their dims, make the image input dynamic.
     shape = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]
     inputs = {i.name: shape(i) for i in model.graph.input} | {"input.1": ["B", 3, "H", "W"]}
@@ -99,11 +99,11 @@ def test_recall_on_pascal_dev_set(detector, shared_dir):
 
 
 def test_registry_names_known_detectors_on_unknown_name():
-    assert "centerface" in list_detectors()
+    assert "centerface" in list_models("detector")
     with pytest.raises(KeyError, match="known: .*centerface"):
-        create_detector("no-such-detector")
+        create_model("no-such-detector", kind="detector")
 
 
 def test_wrong_weights_file_fails_naming_the_mismatch(tmp_path, photos):
     with pytest.raises(Exception, match="onnx|protobuf|parse|Error"):
-        create_detector("centerface", weights=photos["astronaut.png"])
+        create_model("centerface", kind="detector", weights=photos["astronaut.png"])

@@ -1,0 +1,218 @@
+"""Face chips: where each face is cut from its image (geometry) and the batched warp that cuts it.
+
+Geometry returns, per face, a 2x3 affine ``M`` mapping chip pixel (x, y) to image pixel
+``M @ (x, y, 1)``:
+
+- :func:`dlib_chip_transforms` rebuilds dlib's ``get_face_chip_details(shape, size, padding)``
+  followed by ``extract_image_chip``: a similarity fit of dlib's 5-point mean face onto the
+  landmarks gives a rotated rectangle; chip corners (0, 0), (size-1, 0), (size-1, size-1) map onto
+  that rectangle's corners.
+- :func:`template_chip_transforms` fits the landmarks onto a fixed template (insightface's
+  ArcFace 112x112 one, or any other) with a least-squares similarity.
+
+:func:`extract_chips` samples all chips of an image in one ``grid_sample`` call (bilinear, zero
+outside the image), on whatever device it is given. Like dlib, a chip much smaller than its
+source region is sampled from a 2x-downsampled level of the image (Gaussian pyramid), not
+straight from the full image, so large faces do not alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+#: dlib's 5-point mean face in [0, 1]^2 (``get_face_chip_details``), in dlib's point order.
+DLIB_MEAN_FACE_5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ]
+)
+
+#: insightface's ArcFace alignment template for 112x112 chips, in the ``faces`` landmark order
+#: (left eye, right eye, nose, mouth left, mouth right; "left" = smaller x).
+ARCFACE_TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
+)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (Umeyama, no reflection) mapping src (N, P, 2) onto dst (N, P, 2):
+    (N, 2, 3) affine matrices, float64."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    ms, md = src.mean(1, keepdims=True), dst.mean(1, keepdims=True)
+    s, d = src - ms, dst - md
+    var_s = (s**2).sum((1, 2)) / src.shape[1]
+    cov = np.einsum("npi,npj->nij", d, s) / src.shape[1]
+    u, sv, vt = np.linalg.svd(cov)
+    S = np.tile(np.eye(2), (len(src), 1, 1))
+    S[np.linalg.det(cov) < 0, 1, 1] = -1
+    R = u @ S @ vt
+    c = np.where(var_s > 0, (sv * S[:, [0, 1], [0, 1]]).sum(1) / np.where(var_s > 0, var_s, 1), 1.0)
+    A = c[:, None, None] * R
+    t = md[:, 0] - np.einsum("nij,nj->ni", A, ms[:, 0])
+    return np.concatenate([A, t[:, :, None]], 2)
+
+
+def _affine_from_3(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) affines taking 3 src points (N, 3, 2) exactly onto dst (N, 3, 2)."""
+    n = len(src)
+    X = np.concatenate([src, np.ones((n, 3, 1))], 2)  # (N, 3, 3)
+    return np.linalg.solve(X, dst).transpose(0, 2, 1)
+
+
+def dlib_chip_geometry(points: np.ndarray, size: int = 150, padding: float = 0.25) -> list[tuple[np.ndarray, float, float]]:
+    """dlib's ``get_face_chip_details`` for 5-point dlib shapes (N, 5, 2): per face the extraction
+    rectangle's centre (x, y), its width (image pixels, counted dlib's way) and its angle."""
+    points = np.asarray(points, np.float64).reshape(-1, 5, 2)
+    if len(points) == 0:
+        return []
+    chip_pts = (padding + DLIB_MEAN_FACE_5) / (2 * padding + 1) * size
+    T = similarity_transform(np.repeat(chip_pts[None], len(points), 0), points)  # chip -> image
+    out = []
+    for t in T:
+        p = t[:, :2] @ np.array([1.0, 0.0])  # rotation and scale of the fit
+        centre = t[:, :2] @ np.array([size / 2, size / 2]) + t[:, 2]
+        out.append((centre, size * float(np.hypot(*p)), float(np.arctan2(p[1], p[0]))))
+    return out
+
+
+def template_chip_transforms(landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112) -> np.ndarray:
+    """Chip -> image affines (N, 2, 3) fitting 5 landmarks (N, 5, 2) onto ``template`` (given for a
+    112-pixel chip; scaled to ``size``)."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    if len(lm) == 0:
+        return np.zeros((0, 2, 3))
+    tpl = np.asarray(template, np.float64) * (size / 112.0)
+    return similarity_transform(np.repeat(tpl[None], len(lm), 0), lm)
+
+
+_PYR_TAPS = np.array([1, 4, 6, 4, 1], np.int32)
+
+
+def pyr_down(image: np.ndarray) -> np.ndarray:
+    """dlib's ``pyramid_down<2>`` of an (H, W, 3) uint8 image: 5-tap [1 4 6 4 1] filter in both
+    directions over the valid region, every other pixel kept, integer division by 256.
+    Output ((H - 3) // 2, (W - 3) // 2, 3); pixel (x, y) is centred on input (2x + 2, 2y + 2)."""
+    h, w = image.shape[:2]
+    if h <= 8 or w <= 8:
+        return np.zeros((0, 0, 3), np.uint8)
+    wo, ho = (w - 3) // 2, (h - 3) // 2
+    x = image.astype(np.int32)
+    rows = sum(_PYR_TAPS[k] * x[:, k : k + 2 * wo : 2] for k in range(5))  # (H, wo, 3)
+    out = sum(_PYR_TAPS[k] * rows[k : k + 2 * ho : 2] for k in range(5))  # (ho, wo, 3)
+    return (out // 256).astype(np.uint8)
+
+
+def _point_down(p: np.ndarray) -> np.ndarray:
+    # dlib's pyramid_down<2>::point_down, offsets included (its level coordinates)
+    return p / 2.0 - np.array([1.25, 0.75])
+
+
+def _drect_area(tl: np.ndarray, br: np.ndarray) -> float:
+    # dlib counts a rectangle's sides inclusively: width = right - left + 1
+    return float(max(br[0] - tl[0] + 1, 0) * max(br[1] - tl[1] + 1, 0))
+
+
+def _rotate(points: np.ndarray, centre: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    d = points - centre
+    return np.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1) + centre
+
+
+@dataclass(frozen=True)
+class ChipRegion:
+    """Where one chip is sampled from: ``pixels`` (a crop of the image, possibly pyramid-reduced)
+    and the chip -> ``pixels`` affine ``M`` (2, 3)."""
+
+    pixels: np.ndarray
+    M: np.ndarray
+
+
+def dlib_chip_region(image: np.ndarray, rect_centre: np.ndarray, rect_size: float, angle: float, size: int) -> ChipRegion:
+    """dlib's ``extract_image_chip`` up to the final bilinear sampling, for one chip whose
+    (unrotated) extraction rectangle is ``rect_size`` wide around ``rect_centre``."""
+    h, w = image.shape[:2]
+    half = (rect_size - 1) / 2
+    tl, br = rect_centre - half, rect_centre + half
+    # pyramid depth: go down while the region, halved once more, still has more pixels than the chip
+    halvings, grow = 0, 2.0
+    t2, b2 = _point_down(tl), _point_down(br)
+    while _drect_area(t2, b2) > size * size:
+        halvings += 1
+        grow = grow * 2 + 2
+        t2, b2 = _point_down(t2), _point_down(b2)
+    corners = np.array([tl, [br[0], tl[1]], [tl[0], br[1]], br])
+    rot = _rotate(corners, rect_centre, angle)
+    g = grow
+    bl_ = np.floor(np.maximum(rot.min(0) - g, 0) + 0.5).astype(np.int64)
+    br_ = np.floor(np.minimum(rot.max(0) + g, [w - 1, h - 1]) + 0.5).astype(np.int64)
+    crop = image[bl_[1] : br_[1] + 1, bl_[0] : br_[0] + 1]
+    rtl, rbr = tl - bl_, br - bl_
+    for _ in range(halvings):
+        crop = pyr_down(crop)
+        rtl, rbr = _point_down(rtl), _point_down(rbr)
+    centre = (rtl + rbr) / 2
+    dst = _rotate(np.array([rtl, [rbr[0], rtl[1]], [rtl[0], rbr[1]]]), centre, angle)
+    src = np.array([[0, 0], [size - 1, 0], [0, size - 1]], np.float64)
+    return ChipRegion(crop, _affine_from_3(src[None], dst[None])[0])
+
+
+def sample_chips(regions: list[ChipRegion], size: int, device: str | torch.device = "cpu") -> np.ndarray:
+    """Bilinear-sample every region's chip in one ``grid_sample`` call on ``device``:
+    (N, size, size, 3) uint8. As dlib, a chip pixel whose 2x2 neighbourhood leaves the region is 0
+    and values are truncated to integers."""
+    n = len(regions)
+    if n == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    hmax = max(max(r.pixels.shape[0] for r in regions), 2)
+    wmax = max(max(r.pixels.shape[1] for r in regions), 2)
+    batch = np.zeros((n, hmax, wmax, 3), np.uint8)
+    for i, r in enumerate(regions):
+        batch[i, : r.pixels.shape[0], : r.pixels.shape[1]] = r.pixels
+    grid = np.stack(np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64)), -1)  # (S, S, 2)
+    A = np.stack([r.M for r in regions])
+    pts = np.einsum("nij,hwj->nhwi", A[:, :, :2], grid) + A[:, None, None, :, 2]  # (N, S, S, 2) x, y
+    hw = np.array([[r.pixels.shape[1], r.pixels.shape[0]] for r in regions], np.float64)[:, None, None, :]
+    inside = (pts >= 0).all(-1) & (np.floor(pts) + 1 < hw).all(-1)
+    # pixels -> grid_sample's [-1, 1] with align_corners=True (-1, 1 = centres of the outer pixels)
+    norm = 2 * pts / (np.array([wmax, hmax], np.float64) - 1) - 1
+    norm[~inside] = 3.0  # far outside: zero
+    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float()
+    g = torch.from_numpy(norm.astype(np.float32)).to(device)
+    out = F.grid_sample(x, g, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def dlib_face_chips(image: np.ndarray, points: np.ndarray, size: int = 150, padding: float = 0.25, device: str | torch.device = "cpu") -> np.ndarray:
+    """dlib's ``get_face_chip(image, shape, size, padding)`` for every 5-point shape (N, 5, 2) of
+    one image, sampled in one batched call: (N, size, size, 3) uint8."""
+    regions = [dlib_chip_region(image, *geo, size) for geo in dlib_chip_geometry(points, size, padding)]
+    return sample_chips(regions, size, device)
+
+
+def template_face_chips(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112, device: str | torch.device = "cpu") -> np.ndarray:
+    """Chips (N, size, size, 3) uint8 of faces whose 5 landmarks (N, 5, 2) are fitted onto ``template``."""
+    M = template_chip_transforms(landmarks, template, size)
+    regions = []
+    for m in M:
+        scale = float(np.hypot(m[0, 0], m[1, 0]))
+        angle = float(np.arctan2(m[1, 0], m[0, 0]))
+        # the chip's own square, expressed as dlib's extraction rectangle so large faces get the
+        # same anti-aliasing pyramid as dlib chips
+        centre = m[:, :2] @ np.array([(size - 1) / 2, (size - 1) / 2]) + m[:, 2]
+        regions.append(dlib_chip_region(image, centre, (size - 1) * scale + 1, angle, size))
+    return sample_chips(regions, size, device)

