@@ -1,19 +1,18 @@
-"""Face chips: where each face is cut from its image (geometry) and the batched warp that cuts it.
+"""Face chips: where each face is cut from its image, and the batched warp that cuts it.
 
-Geometry returns, per face, a 2x3 affine ``M`` mapping chip pixel (x, y) to image pixel
-``M @ (x, y, 1)``:
+Two steps, so that many faces (of many images) are warped in one call:
 
-- :func:`dlib_chip_transforms` rebuilds dlib's ``get_face_chip_details(shape, size, padding)``
-  followed by ``extract_image_chip``: a similarity fit of dlib's 5-point mean face onto the
-  landmarks gives a rotated rectangle; chip corners (0, 0), (size-1, 0), (size-1, size-1) map onto
-  that rectangle's corners.
-- :func:`template_chip_transforms` fits the landmarks onto a fixed template (insightface's
-  ArcFace 112x112 one, or any other) with a least-squares similarity.
-
-:func:`extract_chips` samples all chips of an image in one ``grid_sample`` call (bilinear, zero
-outside the image), on whatever device it is given. Like dlib, a chip much smaller than its
-source region is sampled from a 2x-downsampled level of the image (Gaussian pyramid), not
-straight from the full image, so large faces do not alias.
+1. Geometry -> :class:`ChipRegion` per face: the pixels the chip is sampled from (a crop of the
+   image, reduced by dlib's 2x Gaussian pyramid when the chip is much smaller than the face, so
+   large faces do not alias) and the chip -> region affine.
+   - :func:`dlib_chip_regions` reproduces dlib's ``get_face_chip(img, shape, size, padding)``
+     exactly: a similarity fit of dlib's 5-point mean face onto the landmarks gives a rotated
+     extraction rectangle (``get_face_chip_details``), sampled the way ``extract_image_chips``
+     does (same pyramid, same level coordinates, same corner mapping).
+   - :func:`template_chip_regions` fits 5 landmarks onto a fixed template (insightface's ArcFace
+     112x112 one by default) with a least-squares similarity.
+2. :func:`sample_chips`: one bilinear ``grid_sample`` over all regions, on any device; like dlib,
+   a chip pixel whose 2x2 neighbourhood leaves the image is 0 and values are truncated.
 """
 
 from __future__ import annotations
@@ -32,6 +31,20 @@ DLIB_MEAN_FACE_5 = np.array(
         [0.1205750620789, 0.2137274526848],
         [0.3340850613712, 0.2290642403242],
         [0.4901123135679, 0.6277975316475],
+    ]
+)
+
+#: The ``faces`` table's 5 landmarks (eye centres, nose tip, mouth corners; see
+#: :data:`facepipe.schema.LANDMARK_NAMES`) on dlib's 68-point mean face (``get_face_chip_details``):
+#: eye centre = mean of the eye's 6 points (36-41, 42-47), nose tip = point 30, mouth corners = 48, 54.
+#: Lets a dlib chip be cut straight from a detector's landmarks, without the shape predictor.
+DLIB_MEAN_FACE_DETECTOR_5 = np.array(
+    [
+        [np.mean([0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743]), np.mean([0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077])],
+        [np.mean([0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335]), np.mean([0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099])],
+        [0.490127, 0.515625],
+        [0.254149, 0.780233],
+        [0.726104, 0.780233],
     ]
 )
 
@@ -74,13 +87,14 @@ def _affine_from_3(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.solve(X, dst).transpose(0, 2, 1)
 
 
-def dlib_chip_geometry(points: np.ndarray, size: int = 150, padding: float = 0.25) -> list[tuple[np.ndarray, float, float]]:
-    """dlib's ``get_face_chip_details`` for 5-point dlib shapes (N, 5, 2): per face the extraction
-    rectangle's centre (x, y), its width (image pixels, counted dlib's way) and its angle."""
-    points = np.asarray(points, np.float64).reshape(-1, 5, 2)
+def dlib_chip_geometry(points: np.ndarray, size: int = 150, padding: float = 0.25, mean_face: np.ndarray = DLIB_MEAN_FACE_5) -> list[tuple[np.ndarray, float, float]]:
+    """dlib's ``get_face_chip_details`` for shapes (N, P, 2) whose points correspond to
+    ``mean_face`` (P, 2) in [0, 1]^2: per face the extraction rectangle's centre (x, y), its width
+    (image pixels, counted dlib's way) and its angle."""
+    points = np.asarray(points, np.float64).reshape(-1, len(mean_face), 2)
     if len(points) == 0:
         return []
-    chip_pts = (padding + DLIB_MEAN_FACE_5) / (2 * padding + 1) * size
+    chip_pts = (padding + mean_face) / (2 * padding + 1) * size
     T = similarity_transform(np.repeat(chip_pts[None], len(points), 0), points)  # chip -> image
     out = []
     for t in T:
@@ -197,15 +211,19 @@ def sample_chips(regions: list[ChipRegion], size: int, device: str | torch.devic
     return out.floor().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def dlib_chip_regions(image: np.ndarray, points: np.ndarray, size: int = 150, padding: float = 0.25, mean_face: np.ndarray = DLIB_MEAN_FACE_5) -> list[ChipRegion]:
+    """Sampling regions of dlib's ``get_face_chip(image, shape, size, padding)`` for every shape of one image."""
+    return [dlib_chip_region(image, *geo, size) for geo in dlib_chip_geometry(points, size, padding, mean_face)]
+
+
 def dlib_face_chips(image: np.ndarray, points: np.ndarray, size: int = 150, padding: float = 0.25, device: str | torch.device = "cpu") -> np.ndarray:
-    """dlib's ``get_face_chip(image, shape, size, padding)`` for every 5-point shape (N, 5, 2) of
-    one image, sampled in one batched call: (N, size, size, 3) uint8."""
-    regions = [dlib_chip_region(image, *geo, size) for geo in dlib_chip_geometry(points, size, padding)]
-    return sample_chips(regions, size, device)
+    """dlib's ``get_face_chip(image, shape, size, padding)`` for every 5-point dlib shape (N, 5, 2)
+    of one image, sampled in one batched call: (N, size, size, 3) uint8."""
+    return sample_chips(dlib_chip_regions(image, points, size, padding), size, device)
 
 
-def template_face_chips(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112, device: str | torch.device = "cpu") -> np.ndarray:
-    """Chips (N, size, size, 3) uint8 of faces whose 5 landmarks (N, 5, 2) are fitted onto ``template``."""
+def template_chip_regions(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112) -> list[ChipRegion]:
+    """Sampling regions of chips whose 5 landmarks (N, 5, 2) are fitted onto ``template`` (112-px coordinates)."""
     M = template_chip_transforms(landmarks, template, size)
     regions = []
     for m in M:
@@ -215,4 +233,4 @@ def template_face_chips(image: np.ndarray, landmarks: np.ndarray, template: np.n
         # same anti-aliasing pyramid as dlib chips
         centre = m[:, :2] @ np.array([(size - 1) / 2, (size - 1) / 2]) + m[:, 2]
         regions.append(dlib_chip_region(image, centre, (size - 1) * scale + 1, angle, size))
-    return sample_chips(regions, size, device)
+    return regions
