@@ -47,6 +47,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--long-side", type=int, default=640, help="detector input long side in pixels; 0 = full resolution (default 640)")
     g.add_argument("--batch-size", type=_positive_int, default=8, help="images per detector forward pass (default 8)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g = p.add_argument_group("embedding")
+    g.add_argument("--embedder", default="dlib_resnet", help="registered embedder: dlib_resnet (default, built in), arcface_r50, arcface_r100")
+    g.add_argument("--embedder-weights", default=None, help="embedder weights, local path or s3:// (required for ArcFace)")
+    g.add_argument("--align", choices=("auto", "dlib_sp5", "dlib_landmarks", "arcface"), default="auto",
+                   help="how faces are cut for the embedder (default auto: dlib_sp5 for dlib, arcface for ArcFace)")
+    g.add_argument("--embed-batch-size", type=_positive_int, default=32, help="face chips per embedder forward pass (default 32)")
     g = p.add_argument_group("inputs")
     g.add_argument("--image-column", default="image", help="Parquet column holding image bytes (default: image)")
     g.add_argument("--id-column", default=None, help="Parquet column naming each row (default: row number)")
@@ -63,7 +69,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 def run_config_from_args(a: argparse.Namespace):
     from facepipe.decode import DecodeConfig
+    from facepipe.align.stage import AlignConfig
     from facepipe.detect.stage import DetectConfig
+    from facepipe.embed.stage import EmbedConfig
     from facepipe.io.sources import ReadConfig
     from facepipe.pipeline import ComputeConfig, RunConfig
 
@@ -82,6 +90,13 @@ def run_config_from_args(a: argparse.Namespace):
             score_threshold=a.score_threshold,
             nms_threshold=a.nms_threshold,
             batch_size=a.batch_size,
+            device=a.device,
+        ),
+        embed=EmbedConfig(
+            name=a.embedder,
+            weights=a.embedder_weights,
+            align=AlignConfig(method=a.align),
+            batch_size=a.embed_batch_size,
             device=a.device,
         ),
         compute=ComputeConfig(

@@ -170,6 +170,8 @@ DECODED_SCHEMA = pa.schema(
         pa.field("scale_x", pa.float64()),  # detector pixels = original pixels * scale
         pa.field("scale_y", pa.float64()),
         pa.field("t_decode", pa.float64()),  # seconds of decode time attributed to the row
+        # the encoded bytes, kept for the full-resolution face chips after detection (null on failure)
+        pa.field("data", pa.binary()),
     ]
 )
 
@@ -186,10 +188,10 @@ def decode_batch(batch: dict[str, np.ndarray], config: DecodeConfig) -> pa.Table
                 raise DecodeFailure("read_error", read_error)
             d = decode_image(bytes(data) if data is not None else b"", config)
         except DecodeFailure as f:
-            row.update(width=0, height=0, status=f.status, error=f.message, pixels=b"", pix_h=0, pix_w=0, scale_x=1.0, scale_y=1.0)
+            row.update(width=0, height=0, status=f.status, error=f.message, pixels=b"", pix_h=0, pix_w=0, scale_x=1.0, scale_y=1.0, data=None)
         else:
             ph, pw = d.pixels.shape[:2]
-            row.update(width=d.width, height=d.height, status="ok", error=None, pixels=d.pixels.tobytes(), pix_h=ph, pix_w=pw, scale_x=d.scale_x, scale_y=d.scale_y)
+            row.update(width=d.width, height=d.height, status="ok", error=None, pixels=d.pixels.tobytes(), pix_h=ph, pix_w=pw, scale_x=d.scale_x, scale_y=d.scale_y, data=bytes(data))
         rows.append(row)
     per_row = (time.perf_counter() - t0) / max(len(rows), 1)
     for row in rows:

@@ -1,10 +1,11 @@
-"""The extract job: read -> decode -> detect -> write, wired on Ray Data.
+"""The extract job: read -> decode -> detect -> align -> embed -> write, wired on Ray Data.
 
 Stages never import this module; it only chooses resources and connects their functions:
 
 - read: :class:`~facepipe.io.datasource.ImageArchiveDatasource`, size-balanced read tasks;
 - decode: CPU tasks (``decode.decode_batch``), images resized to the detector's long side;
-- detect: an actor pool (``ActorPoolStrategy``), one GPU per actor when the cluster has GPUs;
+- detect, align, embed: one actor pool (``ActorPoolStrategy``, ``embed.stage.FaceActor``), one GPU
+  per actor when the cluster has GPUs; chips are cut from the full-resolution image;
 - write: CPU tasks writing both tables per batch into the run's staging prefix, then the driver
   publishes them and writes ``_runs/RUN_ID.json``.
 """
@@ -24,9 +25,11 @@ from datetime import datetime, timezone
 
 from facepipe import __version__
 from facepipe.decode import DecodeConfig, decode_batch
-from facepipe.registry import resolve_weights
+from facepipe.align.stage import resolve_method
+from facepipe.registry import get_model_spec, resolve_weights
 from facepipe.errors import UserError
-from facepipe.detect.stage import DetectActor, DetectConfig
+from facepipe.detect.stage import DetectConfig
+from facepipe.embed.stage import EmbedConfig, FaceActor
 from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
 
@@ -65,6 +68,7 @@ class RunConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def resolved(self) -> "RunConfig":
@@ -144,7 +148,9 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     validate_dt(cfg.dt)
     try:  # fail fast, on the driver, before any cluster work
         _, model_id = resolve_weights(cfg.detect.name, cfg.detect.weights, kind="detector")
-    except (KeyError, FileNotFoundError) as e:
+        _, embedder_id = resolve_weights(cfg.embed.name, cfg.embed.weights, kind="embedder")
+        resolve_method(cfg.embed.align.method, get_model_spec(cfg.embed.name).preprocess.chip)
+    except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -179,8 +185,13 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         memory=c.decode_task_memory,
     )
     ds = ds.map_batches(
-        DetectActor,
-        fn_constructor_kwargs={"cfg": cfg.detect, "torch_threads": c.torch_threads or max(1, int(c.cpus_per_detect_actor))},
+        FaceActor,
+        fn_constructor_kwargs={
+            "detect": cfg.detect,
+            "embed": cfg.embed,
+            "decode": cfg.decode,
+            "torch_threads": c.torch_threads or max(1, int(c.cpus_per_detect_actor)),
+        },
         compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
         batch_size=cfg.detect.batch_size,
         batch_format="numpy",
@@ -204,7 +215,7 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     files = [f for r in rows for f in r["files"]]
     n_images = sum(r["n_images"] for r in rows)
     n_faces = sum(r["n_faces"] for r in rows)
-    stage_s = {k: round(sum(r[f"t_{k}"] for r in rows), 3) for k in ("decode", "detect", "write")}
+    stage_s = {k: round(sum(r[f"t_{k}"] for r in rows), 3) for k in ("decode", "detect", "embed", "write")}
 
     manifest = {
         "run_id": cfg.run_id,
@@ -212,6 +223,7 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         "inputs": list(cfg.inputs),
         "output": cfg.output,
         "detector": model_id,
+        "embedder": embedder_id,
         "config": dataclasses.asdict(cfg),
         "counts": {
             "input_units": len(units),

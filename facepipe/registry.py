@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -30,6 +31,21 @@ MODEL_KINDS = ("detector", "landmarks", "embedder")
 
 
 @dataclass(frozen=True)
+class ChipSpec:
+    """How an embedder wants each face cut out of its image (see :mod:`facepipe.align.chips`).
+
+    method: ``"dlib"`` -- dlib's ``get_face_chip_details`` geometry (the chips dlib's ResNet was
+        trained on), with ``padding`` around the face; ``"arcface"`` -- similarity transform of
+        the 5 landmarks onto insightface's 112x112 template (scaled to ``size``).
+    size: output chip side in pixels.
+    """
+
+    method: str
+    size: int
+    padding: float = 0.0
+
+
+@dataclass(frozen=True)
 class Preprocess:
     """Input normalisation a checkpoint was trained with: x = (pixel[channel_order] - mean) / std."""
 
@@ -37,7 +53,7 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     pad_multiple: int = 1  # detectors: input H and W are padded up to a multiple of this
-    input_size: int | None = None  # embedders: square input side in pixels
+    chip: ChipSpec | None = None  # embedders: the face chip they take
 
 
 @dataclass(frozen=True)
@@ -142,11 +158,30 @@ def resolve_weights(name: str, weights: str | Path | None = None, kind: str | No
         if digest != spec.weights.sha256:
             raise ValueError(f"{path}: sha256 {digest} does not match the registered {spec.weights.sha256} for {name!r}")
     else:
-        path = Path(weights)
+        path = fetch_weights(str(weights)) if "://" in str(weights) else Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{spec.kind} weights {weights} not found")
         digest = sha256_file(path)
     return path, f"{name}@{digest[:12]}"
+
+
+def fetch_weights(uri: str, cache: Path | None = None) -> Path:
+    """A local copy of weights at ``uri`` (``s3://...``, read through facepipe's filesystem layer),
+    cached under ``~/.cache/facepipe/weights`` and re-fetched when the object's size changes."""
+    from facepipe.io import fs as fsio
+
+    fs, path = fsio.resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type.name != "File":
+        raise FileNotFoundError(f"weights {uri} not found")
+    root = cache or Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "weights"
+    local = root / f"{hashlib.blake2b(uri.encode(), digest_size=8).hexdigest()}-{Path(path).name}"
+    if not local.is_file() or local.stat().st_size != info.size:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_suffix(local.suffix + f".{os.getpid()}.part")
+        tmp.write_bytes(fsio.read_bytes(fs, path))
+        tmp.replace(local)
+    return local
 
 
 def create_model(name: str, weights: str | Path | None = None, device: str = "cpu", kind: str | None = None) -> "nn.Module":

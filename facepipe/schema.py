@@ -38,22 +38,41 @@ IMAGES = pa.schema(
     metadata={"facepipe.table": "images", "facepipe.schema_version": "1"},
 )
 
-FACES = pa.schema(
-    [
-        pa.field("face_id", pa.string(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("face_index", pa.int32(), nullable=False),
-        pa.field("x1", pa.float32()),
-        pa.field("y1", pa.float32()),
-        pa.field("x2", pa.float32()),
-        pa.field("y2", pa.float32()),
-        pa.field("det_score", pa.float32()),
-        pa.field("landmarks", pa.list_(pa.float32(), N_LANDMARK_VALUES)),
-        pa.field("detector", pa.string(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-    ],
-    metadata={"facepipe.table": "faces", "facepipe.schema_version": "1"},
-)
+#: Length of ``faces.embedding`` for the default embedder (dlib's ResNet); ArcFace models write 512.
+DEFAULT_EMBEDDING_DIM = 128
+
+
+def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
+    """The ``faces`` table for an embedder of ``embedding_dim`` dimensions.
+
+    ``embedding`` is a fixed-size list in Arrow and a plain LIST<FLOAT> in Parquet, so warehouses
+    see ``array<float>`` whatever the model. ``embedder`` (``NAME@SHA12`` of the weights) says how
+    to compare embeddings: dlib's are raw (norm about 1.3-1.6; same person below Euclidean 0.6),
+    ArcFace's are L2-normalised. Never compare embeddings of two different ``embedder`` values.
+    ``align`` names how the face was cut out for the embedder (``facepipe.align.stage``).
+    """
+    return pa.schema(
+        [
+            pa.field("face_id", pa.string(), nullable=False),
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("face_index", pa.int32(), nullable=False),
+            pa.field("x1", pa.float32()),
+            pa.field("y1", pa.float32()),
+            pa.field("x2", pa.float32()),
+            pa.field("y2", pa.float32()),
+            pa.field("det_score", pa.float32()),
+            pa.field("landmarks", pa.list_(pa.float32(), N_LANDMARK_VALUES)),
+            pa.field("detector", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), embedding_dim)),
+            pa.field("embedder", pa.string()),
+            pa.field("align", pa.string()),
+            pa.field("run_id", pa.string(), nullable=False),
+        ],
+        metadata={"facepipe.table": "faces", "facepipe.schema_version": "2"},
+    )
+
+
+FACES = faces_schema()
 
 #: Table name -> schema, in the order the job writes them.
 TABLES: dict[str, pa.Schema] = {"images": IMAGES, "faces": FACES}

@@ -48,6 +48,39 @@ def photos() -> dict[str, Path]:
     return demo.photos()
 
 
+@dataclass
+class PhotoFaces:
+    """One real photo at full resolution with what CenterFace finds in it (original pixels)."""
+
+    name: str
+    image: "object"  # (H, W, 3) uint8 RGB
+    boxes: "object"  # (N, 4) float32 xyxy
+    landmarks: "object"  # (N, 5, 2) float32, the faces table's order
+
+
+@pytest.fixture(scope="session")
+def photo_faces(photos) -> list[PhotoFaces]:
+    """Every test photo, decoded as the job decodes it, with CenterFace's detections."""
+    from facepipe.decode import DecodeConfig, decode_image
+    from facepipe.detect.stage import DetectConfig, detect_images
+    from facepipe.registry import create_model
+
+    det = create_model("centerface", kind="detector")
+    out = []
+    for name, path in photos.items():
+        data = path.read_bytes()
+        small = decode_image(data, DecodeConfig())
+        (found,) = detect_images(det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig())
+        out.append(PhotoFaces(name, decode_image(data, DecodeConfig(long_side=0)).pixels, found.boxes, found.landmarks))
+    return out
+
+
+@pytest.fixture(scope="session")
+def dlib():
+    """The dlib-bin wheel: reference implementation for the dlib ports (a test-only dependency)."""
+    return pytest.importorskip("dlib", reason="dlib-bin (test extra) is the reference for the dlib ports")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     p = Path(os.environ.get("FACEPIPE_SHARED", REPO.parent / "shared"))

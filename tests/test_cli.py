@@ -22,6 +22,11 @@ def _facepipe(*args):
         (["run", "README.md", "-o", "o", "--dt", "yesterday"], "is not a date of the form YYYY-MM-DD"),
         (["run", "README.md", "-o", "o", "--run-id", "a/b"], "must be letters, digits"),
         (["run", "ftp://host/x", "-o", "o"], "unsupported URI scheme"),
+        (["run", "README.md", "-o", "o", "--embedder", "nope"], "unknown embedder 'nope'; known: arcface_r100, arcface_r50, dlib_resnet"),
+        (["run", "README.md", "-o", "o", "--embedder", "arcface_r50"], "embedder 'arcface_r50' has no built-in weights"),
+        (["run", "README.md", "-o", "o", "--embedder-weights", "/no/such.pth"], "embedder weights /no/such.pth not found"),
+        (["run", "README.md", "-o", "o", "--align", "arcface"], "align method 'arcface' does not make the 'dlib' chips"),
+        (["run", "README.md", "-o", "o", "--align", "sideways"], "invalid choice: 'sideways'"),
     ],
 )
 def test_bad_request_is_one_line_exit_2(args, message):
@@ -35,5 +40,5 @@ def test_bad_request_is_one_line_exit_2(args, message):
 def test_help_lists_the_run_flags():
     r = _facepipe("run", "--help")
     assert r.returncode == 0
-    for flag in ("--detector", "--score-threshold", "--long-side", "--batch-size", "--dt", "--run-id", "--image-column", "--id-column", "--max-detect-actors"):
+    for flag in ("--detector", "--score-threshold", "--long-side", "--batch-size", "--dt", "--run-id", "--image-column", "--id-column", "--max-detect-actors", "--embedder", "--embedder-weights", "--align"):
         assert flag in r.stdout

@@ -1,9 +1,11 @@
 """The extract job end to end on a real Ray cluster; DuckDB reads what it wrote."""
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 import archive
@@ -55,8 +57,27 @@ def test_duckdb_counts_agree_with_the_run_manifest(first_run):
     [(n_img, n_ok, sum_faces)] = _q(f"select count(*), count(*) filter (status = 'ok'), sum(n_faces) from {images}")
     assert (n_img, n_ok, sum_faces) == (saved["counts"]["images"], saved["counts"]["images_ok"], n_faces)
     assert _q(f"select count(*) from {faces} f anti join {images} i using (image_id)") == [(0,)]
-    assert set(saved["timing"]["stage_task_s"]) == {"decode", "detect", "write"}
+    assert set(saved["timing"]["stage_task_s"]) == {"decode", "detect", "embed", "write"}
     assert saved["versions"]["ray"] and saved["detector"].startswith("centerface@")
+    assert saved["embedder"].startswith("dlib_resnet@")
+
+
+def test_every_face_has_an_embedding_and_same_person_faces_are_close(first_run):
+    """Embeddings are written by default, one 128-d dlib descriptor per face, and the obama photos
+    (each archived as loose file, tar member and Parquet row) are one person under 0.6."""
+    arch, out, m = first_run
+    rows = _q(f"""select i.source_uri, f.embedding, f.embedder, f.align
+                  from read_parquet('{out}/faces/*/*.parquet') f join read_parquet('{out}/images/*/*.parquet') i using (image_id)""")
+    assert len(rows) == m["counts"]["faces"]
+    assert {r[2] for r in rows} == {m["embedder"]} and all(r[3].startswith("dlib_sp5") for r in rows)
+    emb = np.array([r[1] for r in rows], np.float32)
+    assert emb.shape[1] == 128 and np.isfinite(emb).all()
+    person = [re.split("[/#]", r[0])[-1].split(".")[0].rstrip("0123456789") for r in rows]
+    obama = [i for i, p in enumerate(person) if p.startswith("obama")]
+    others = [i for i, p in enumerate(person) if not p.startswith(("obama", "biden"))]
+    d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    assert len(obama) >= 5 and d[np.ix_(obama, obama)].max() < 0.6, d[np.ix_(obama, obama)].round(2)
+    assert d[np.ix_(obama, others)].min() > 0.6, d[np.ix_(obama, others)].round(2)
 
 
 def test_landmarks_lie_in_their_boxes(first_run):

@@ -27,7 +27,7 @@ from facepipe.align.chips import (
     template_chip_regions,
 )
 from facepipe.align.shape_predictor import ShapePredictor, dlib_rects
-from facepipe.embed.base import ChipSpec
+from facepipe.registry import ChipSpec
 
 ALIGN_METHODS = ("dlib_sp5", "dlib_landmarks", "arcface")
 

@@ -1,7 +1,7 @@
 """Detect stage: decoded batch -> per-image detections in original-image pixels.
 
-``detect_batch`` is the pure core; ``DetectActor`` is its Ray adapter (model loaded once per actor
-in ``__init__``, inference in ``__call__``).
+``detect_batch`` is the pure core; its Ray adapter is ``facepipe.embed.stage.FaceActor``, which
+runs detection, alignment and embedding in one actor pool.
 """
 
 from __future__ import annotations
@@ -107,24 +107,3 @@ def detect_batch(batch: dict[str, np.ndarray], detector: FaceDetector, cfg: Dete
         },
         schema=DETECTED_SCHEMA,
     )
-
-
-class DetectActor:
-    """Ray actor: loads the detector once, then maps decoded batches with ``detect_batch``."""
-
-    def __init__(self, cfg: DetectConfig, torch_threads: int | None = None) -> None:
-        import torch
-
-        from facepipe.registry import create_model
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        device = cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.cfg = cfg
-        self.detector = create_model(cfg.name, cfg.weights, device=device, kind="detector")
-        log.info("detector %s on %s", self.detector.model_id, device)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        return detect_batch(batch, self.detector, self.cfg)

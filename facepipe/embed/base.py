@@ -1,35 +1,20 @@
 """What every face embedder shares: the chip it wants, input normalisation, batched inference.
 
 A model file subclasses :class:`FaceEmbedder`, sets the class attributes describing its output
-(``dim``, ``normalized``, ``same_person_threshold``) and its :class:`ChipSpec`, and implements
-``forward`` on a normalised (B, 3, S, S) tensor.
+(``dim``, ``normalized``, ``same_person_threshold``), registers its :class:`ChipSpec` in its
+``Preprocess`` (the registry is the one place that says how a model's input is made), and
+implements ``forward`` on a normalised (B, 3, S, S) tensor.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from facepipe.registry import Preprocess
+from facepipe.registry import ChipSpec, Preprocess
 
-
-@dataclass(frozen=True)
-class ChipSpec:
-    """How an embedder wants each face cut out of its image (see :mod:`facepipe.align.chips`).
-
-    method: ``"dlib"`` -- dlib's ``get_face_chip_details`` geometry from the 5 landmarks of dlib's
-        shape predictor (the chips dlib's ResNet was trained on), with ``padding`` around the
-        face; ``"arcface"`` -- similarity transform of the 5 landmarks onto insightface's
-        112x112 template (scaled to ``size``).
-    size: output chip side in pixels.
-    """
-
-    method: str
-    size: int
-    padding: float = 0.0
+__all__ = ["ChipSpec", "FaceEmbedder"]
 
 
 class FaceEmbedder(nn.Module):
@@ -37,12 +22,17 @@ class FaceEmbedder(nn.Module):
 
     model_id: str = "unregistered"
     preprocess: Preprocess = Preprocess()
-    chip: ChipSpec
     dim: int
     #: True when embeddings are L2-normalised (then distance = sqrt(2 - 2 cos)).
     normalized: bool
     #: Euclidean distance below which two faces are taken to be the same person.
     same_person_threshold: float
+
+    @property
+    def chip(self) -> ChipSpec:
+        if self.preprocess.chip is None:
+            raise ValueError(f"{self.model_id}: no chip spec; build embedders with facepipe.registry.create_model")
+        return self.preprocess.chip
 
     def to_input(self, chips: np.ndarray) -> torch.Tensor:
         """(N, S, S, 3) uint8 RGB chips -> (N, 3, S, S) float tensor, normalised, on the model's device."""

@@ -177,7 +177,6 @@ class DlibResNet(FaceEmbedder):
     dim = 128
     normalized = False
     same_person_threshold = DLIB_SAME_PERSON_THRESHOLD
-    chip = ChipSpec(method="dlib", size=150, padding=0.25)
 
     def __init__(self, net: DlibDnn) -> None:
         super().__init__()
@@ -232,7 +231,7 @@ DLIB_RESNET = register_model(
             sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             license="CC0 (dlib model by Davis King; PyPI face-recognition-models 0.3.0)",
         ),
-        preprocess=Preprocess(channel_order="RGB", mean=DLIB_MEAN_RGB, std=(256.0, 256.0, 256.0), input_size=150),
+        preprocess=Preprocess(channel_order="RGB", mean=DLIB_MEAN_RGB, std=(256.0, 256.0, 256.0), chip=ChipSpec(method="dlib", size=150, padding=0.25)),
         description="dlib's face recognition ResNet: 128-d, Euclidean same-person threshold 0.6; the offline default",
     )
 )

@@ -50,7 +50,6 @@ class IResNet(FaceEmbedder):
     dim = 512
     normalized = True
     same_person_threshold = ARCFACE_SAME_PERSON_THRESHOLD
-    chip = ChipSpec(method="arcface", size=112)
 
     def __init__(self, layers: tuple[int, int, int, int], num_features: int = 512) -> None:
         super().__init__()
@@ -107,7 +106,7 @@ def _builder(layers: tuple[int, int, int, int]):
     return build
 
 
-_ARCFACE_PRE = Preprocess(channel_order="RGB", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), input_size=112)
+_ARCFACE_PRE = Preprocess(channel_order="RGB", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), chip=ChipSpec(method="arcface", size=112))
 
 for _depth, _layers in (("50", (3, 4, 14, 3)), ("100", (3, 13, 30, 3))):
     register_model(

@@ -37,6 +37,7 @@ STATS_SCHEMA = pa.schema(
         pa.field("status_counts", pa.string()),  # JSON object status -> count
         pa.field("t_decode", pa.float64()),
         pa.field("t_detect", pa.float64()),
+        pa.field("t_embed", pa.float64()),
         pa.field("t_write", pa.float64()),
         pa.field("files", pa.list_(pa.string())),
     ]
@@ -49,7 +50,7 @@ def face_id_for(image_id: str, face_index: int) -> str:
 
 
 def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
-    """DETECTED_SCHEMA rows -> {"images": IMAGES table, "faces": FACES table}."""
+    """EMBEDDED_SCHEMA rows (``facepipe.embed.stage``) -> {"images": IMAGES table, "faces": faces table}."""
     n = detected.num_rows
     run = pa.array([run_id] * n, pa.string())
     images = pa.Table.from_arrays(
@@ -68,6 +69,14 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
 
     boxes, scores, lms = flat("boxes", 4), flat("scores", 1)[:, 0], flat("landmarks", schema.N_LANDMARK_VALUES)
     detector = detected.column("detector").to_pylist()
+    embedder = detected.column("embedder").to_pylist()
+    align = detected.column("align").to_pylist()
+    dims = {d for d, c in zip(detected.column("embedding_dim").to_pylist(), counts) if c}
+    if len(dims) > 1:
+        raise ValueError(f"one batch holds embeddings of several sizes: {sorted(dims)}")
+    dim = dims.pop() if dims else schema.DEFAULT_EMBEDDING_DIM
+    faces_schema = schema.faces_schema(dim)
+    emb = flat("embeddings", dim) if nf else np.zeros((0, dim), np.float32)
     fimg = [image_ids[i] for i in face_image]
     faces = pa.Table.from_arrays(
         [
@@ -78,9 +87,12 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
             pa.array(scores, pa.float32()),
             pa.FixedSizeListArray.from_arrays(pa.array(lms.reshape(-1), pa.float32()), schema.N_LANDMARK_VALUES),
             pa.array([detector[i] for i in face_image], pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
+            pa.array([embedder[i] for i in face_image], pa.string()),
+            pa.array([align[i] for i in face_image], pa.string()),
             pa.array([run_id] * nf, pa.string()),
         ],
-        schema=schema.FACES,
+        schema=faces_schema,
     )
     return {"images": images, "faces": faces}
 
@@ -115,6 +127,7 @@ def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Tab
                 "status_counts": json.dumps(dict(statuses), sort_keys=True),
                 "t_decode": float(pc.sum(detected.column("t_decode")).as_py() or 0.0),
                 "t_detect": float(pc.sum(detected.column("t_detect")).as_py() or 0.0),
+                "t_embed": float(pc.sum(detected.column("t_embed")).as_py() or 0.0),
                 "t_write": time.perf_counter() - t0,
                 "files": files,
             }

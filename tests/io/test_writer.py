@@ -4,11 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facepipe import schema
-from facepipe.detect.stage import DETECTED_SCHEMA
+from facepipe.embed.stage import EMBEDDED_SCHEMA
 from facepipe.io import writer
 
 
-def _detected(n_faces=(2, 0)):
+def _detected(n_faces=(2, 0), dim=128):
     rows = []
     for i, k in enumerate(n_faces):
         rows.append({
@@ -16,8 +16,10 @@ def _detected(n_faces=(2, 0)):
             "status": "ok", "error": None, "n_faces": k, "detector": "centerface@abc",
             "boxes": [float(v) for v in range(4 * k)], "scores": [0.9] * k,
             "landmarks": [float(v) for v in range(10 * k)], "t_decode": 0.1, "t_detect": 0.2,
+            "embedder": "dlib_resnet@def", "align": "dlib_sp5", "embedding_dim": dim,
+            "embeddings": [float(v) for v in range(dim * k)], "t_embed": 0.3,
         })
-    return pa.Table.from_pylist(rows, schema=DETECTED_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=EMBEDDED_SCHEMA)
 
 
 def test_tables_follow_declared_schemas():
@@ -27,6 +29,17 @@ def test_tables_follow_declared_schemas():
     assert [f["face_index"] for f in faces] == [0, 1]
     assert faces[1]["x1"] == 4.0 and faces[1]["landmarks"][0] == 10.0
     assert faces[0]["face_id"] == writer.face_id_for("img0", 0) != writer.face_id_for("img0", 1)
+    # each face gets its own slice of the image's flat embedding list
+    assert faces[1]["embedding"] == [float(v) for v in range(128, 256)]
+    assert faces[0]["embedder"] == "dlib_resnet@def" and faces[0]["align"] == "dlib_sp5"
+
+
+def test_faces_schema_follows_the_embedder_dimension():
+    t = writer.build_tables(_detected((1, 2), dim=512), "r1")
+    assert t["faces"].schema.equals(schema.faces_schema(512))
+    assert t["faces"].schema.field("embedding").type == pa.list_(pa.float32(), 512)
+    # no faces at all still writes the declared default schema
+    assert writer.build_tables(_detected((0,)), "r1")["faces"].schema.equals(schema.FACES)
 
 
 def test_rerun_replaces_only_its_own_files(tmp_path):
