@@ -60,9 +60,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--dt", default="", help="date partition YYYY-MM-DD (default: today, UTC)")
     g.add_argument("--run-id", default="", help="run id; rerunning an id replaces that run's files only (default: new)")
-    g.add_argument("--detect-actors", type=_positive_int, default=1, help="minimum detector actors (default 1)")
-    g.add_argument("--max-detect-actors", type=_positive_int, default=None, help="maximum detector actors (default: one per GPU, else half the CPUs)")
-    g.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPU slots per detector actor (default 1)")
+    g.add_argument("--detect-actors", type=_positive_int, default=1, help="minimum model actors (detect + align + embed; default 1)")
+    g.add_argument("--max-detect-actors", type=_positive_int, default=None, help="maximum model actors (default: one per GPU, else enough to fill half the CPUs)")
+    g.add_argument("--cpus-per-actor", type=float, default=None, help="CPU slots per model actor (default: 1 with a GPU, 0.5 on CPU-only clusters)")
     g.add_argument("--rows-per-file", type=_positive_int, default=4096, help="images per output Parquet file (default 4096)")
     g.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
 

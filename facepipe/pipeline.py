@@ -29,7 +29,7 @@ from facepipe.align.stage import resolve_method
 from facepipe.registry import get_model_spec, resolve_weights
 from facepipe.errors import UserError
 from facepipe.detect.stage import DetectConfig
-from facepipe.embed.stage import EmbedConfig, FaceActor
+from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
 from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
 
@@ -40,23 +40,28 @@ log = logging.getLogger(__name__)
 class ComputeConfig:
     """Parallelism and resources.
 
-    detect_actors_min/max: size bounds of the detector actor pool; ``max`` None = one per GPU
-    when the cluster has GPUs, else half the cluster's CPUs (the other half decodes).
-    cpus_per_detect_actor / torch_threads: CPU slots per detector actor and torch's intra-op
-    threads in it (None = the same number).
+    detect_actors_min/max: size bounds of the model actor pool; ``max`` None = one per GPU
+    when the cluster has GPUs, else as many as fill half the cluster's CPUs (the other half
+    decodes and writes).
+    cpus_per_detect_actor: CPU slots per model actor (None = 1 with a GPU, 0.5 on CPU-only
+    clusters: measured faster than 1, see bench/RESULTS.md "actor layout").
+    torch_threads: torch's intra-op threads per actor (None = the actor's CPU slots, at least 1).
     read_parallelism: read tasks (None = 2 per cluster CPU, at most one per input unit).
     decode_batch_size: images per decode task call. decode_task_memory: bytes reserved per
-    decode task. rows_per_file: images per output file.
+    decode task. rows_per_file: images per output file. embed_pool: see below.
     """
 
     detect_actors_min: int = 1
     detect_actors_max: int | None = None
-    cpus_per_detect_actor: float = 1.0
+    cpus_per_detect_actor: float | None = None
     torch_threads: int | None = None
     read_parallelism: int | None = None
     decode_batch_size: int = 16
     decode_task_memory: int = 1 << 30
     rows_per_file: int = 4096
+    #: False (default): detect, align and embed in one actor pool. True: a second actor pool for
+    #: align + embed (same resources per actor); see bench/RESULTS.md for the measured difference.
+    embed_pool: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,16 +130,19 @@ def _resources(compute: ComputeConfig) -> dict:
     res = ray.cluster_resources()
     cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
     if gpus:
+        per = compute.cpus_per_detect_actor or 1.0
         max_actors = compute.detect_actors_max or gpus
-        actor = {"num_gpus": 1, "num_cpus": compute.cpus_per_detect_actor}
+        actor = {"num_gpus": 1, "num_cpus": per}
     else:
-        max_actors = compute.detect_actors_max or max(1, cpus // 2)
-        actor = {"num_cpus": compute.cpus_per_detect_actor}
+        per = compute.cpus_per_detect_actor or 0.5
+        max_actors = compute.detect_actors_max or max(1, int(cpus / 2 / per))
+        actor = {"num_cpus": per}
     return {
         "cluster_cpus": cpus,
         "cluster_gpus": gpus,
         "detect_actors": [min(compute.detect_actors_min, max_actors), max_actors],
         "detect_actor_resources": actor,
+        "torch_threads": compute.torch_threads or max(1, int(per)),
         "read_parallelism": compute.read_parallelism or 2 * cpus,
     }
 
@@ -184,19 +192,21 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         # CPU tasks beside the actors instead of serially inside them.
         memory=c.decode_task_memory,
     )
-    ds = ds.map_batches(
-        FaceActor,
-        fn_constructor_kwargs={
-            "detect": cfg.detect,
-            "embed": cfg.embed,
-            "decode": cfg.decode,
-            "torch_threads": c.torch_threads or max(1, int(c.cpus_per_detect_actor)),
-        },
-        compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
-        batch_size=cfg.detect.batch_size,
-        batch_format="numpy",
-        **res["detect_actor_resources"],
-    )
+    threads = res["torch_threads"]
+
+    def pool() -> dict:
+        return dict(
+            compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
+            batch_size=cfg.detect.batch_size,
+            **res["detect_actor_resources"],
+        )
+
+    if c.embed_pool:
+        ds = ds.map_batches(DetectActor, fn_constructor_kwargs={"detect": cfg.detect, "torch_threads": threads}, batch_format="numpy", **pool())
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads}, batch_format="pyarrow", **pool())
+    else:
+        kwargs = {"detect": cfg.detect, "embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads}
+        ds = ds.map_batches(FaceActor, fn_constructor_kwargs=kwargs, batch_format="numpy", **pool())
     ds = ds.map_batches(
         writer.write_batch,
         fn_kwargs={"output": cfg.output, "run_id": cfg.run_id, "dt": cfg.dt},

@@ -19,7 +19,8 @@ inner corner of the eye on the image's left, base of the nose.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -129,42 +130,67 @@ class ShapePredictor(nn.Module):
         m = self.m
         if n == 0:
             return np.zeros((0, self.n_points, 2), np.float32)
-        gray = (image.astype(np.uint16).sum(axis=2) // 3).astype(np.float32)
-        h, w = gray.shape
+        h, w = image.shape[:2]
         # box-normalised [0, 1]^2 -> pixels: tl = (left, top), br = (right, bottom)
         origin = rects[:, None, :2].astype(np.float64)
         extent = (rects[:, 2:] - rects[:, :2]).astype(np.float64)[:, None, :]
         shape = np.repeat(m.initial_shape[None], n, 0)  # (N, P, 2) float32
         init = np.repeat(m.initial_shape[None], n, 0)
-        rows = np.arange(n)[:, None]
+        n_trees, n_splits = m.split_thresh.shape[1:]
+        depth = int(np.log2(n_splits + 1))
+        if 2**depth != n_splits + 1:
+            raise ValueError(f"regression trees with {n_splits} splits are not complete binary trees")
+        split_base = np.arange(n_trees) * n_splits
+        leaf_base = np.arange(n_trees) * (n_splits + 1)
         for level in range(m.split_idx.shape[0]):
             A = similarity_2x2(init, shape).astype(np.float32)  # (N, 2, 2)
             anchor = shape[:, m.anchor_idx[level]]  # (N, F, 2)
-            pts = np.einsum("nij,fj->nfi", A, m.deltas[level]) + anchor  # float32, as dlib
+            pts = np.matmul(m.deltas[level][None], A.transpose(0, 2, 1)) + anchor  # float32, as dlib
             px = _round_half_up(origin + pts.astype(np.float64) * extent)
             inside = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
-            feats = np.where(inside, gray[px[..., 1].clip(0, h - 1), px[..., 0].clip(0, w - 1)], 0.0).astype(np.float32)
-            # evaluate all trees of the level for all faces: depth = log2(leaves)
-            si, st, lv = m.split_idx[level], m.split_thresh[level], m.leaves[level]
-            n_splits = st.shape[1]
-            node = np.zeros((n, si.shape[0]), np.int64)
-            trees = np.arange(si.shape[0])[None, :]
-            while True:
-                active = node < n_splits
-                if not active.any():
-                    break
-                nd = np.minimum(node, n_splits - 1)
-                i1, i2 = si[trees, nd, 0], si[trees, nd, 1]
-                go_left = (feats[rows, i1] - feats[rows, i2]) > st[trees, nd]
-                node = np.where(active, np.where(go_left, 2 * node + 1, 2 * node + 2), node)
-            upd = lv[trees, node - n_splits]  # (N, T, P, 2)
+            # intensity (R + G + B) // 3 of the sampled pixels only (not of the whole image)
+            rgb = image[px[..., 1].clip(0, h - 1), px[..., 0].clip(0, w - 1)].astype(np.int32)
+            feats = np.where(inside, rgb.sum(-1) // 3, 0).astype(np.float32)
+            # all trees of the level for all faces at once; trees are complete, so every face
+            # reaches a leaf after `depth` splits: left (2i + 1) when f[idx1] - f[idx2] > thresh
+            idx = m.split_idx[level].reshape(-1, 2)
+            thr = m.split_thresh[level].reshape(-1)
+            node = np.zeros((n, n_trees), np.int64)
+            for _ in range(depth):
+                flat = split_base + node
+                diff = np.take_along_axis(feats, idx[flat, 0], 1) - np.take_along_axis(feats, idx[flat, 1], 1)
+                node = 2 * node + 1 + (diff <= thr[flat])
+            upd = m.leaves[level].reshape(-1, *m.leaves.shape[3:])[leaf_base + node - n_splits]  # (N, T, P, 2)
             # dlib adds tree by tree to the shape in float32; a float32 cumulative sum keeps that order
             shape = np.cumsum(np.concatenate([shape[:, None], upd], 1), axis=1, dtype=np.float32)[:, -1]
         return _round_half_up(origin + shape.astype(np.float64) * extent).astype(np.float32)
 
 
+def load_shape_predictor(path: str | Path, cache: Path | None = None) -> ShapePredictorModel:
+    """:func:`read_shape_predictor` through a cache of the parsed arrays (``.npz`` keyed by the
+    file's sha256): parsing dlib's format in Python takes seconds, loading the arrays milliseconds."""
+    from facepipe.registry import sha256_file
+
+    root = cache or Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "models"
+    cached = root / f"shape_predictor-{sha256_file(Path(path))[:16]}.npz"
+    try:
+        with np.load(cached) as z:
+            return ShapePredictorModel(**{f.name: z[f.name] for f in fields(ShapePredictorModel)})
+    except (OSError, KeyError, ValueError):
+        pass
+    model = read_shape_predictor(path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{f.name: getattr(model, f.name) for f in fields(ShapePredictorModel)})
+        tmp.replace(cached)
+    except OSError:  # a read-only home is fine: parse again next time
+        pass
+    return model
+
+
 def build_shape_predictor(weights: Path) -> ShapePredictor:
-    return ShapePredictor(read_shape_predictor(weights))
+    return ShapePredictor(load_shape_predictor(weights))
 
 
 SHAPE_PREDICTOR_5 = register_model(

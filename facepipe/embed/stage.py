@@ -3,8 +3,9 @@
 ``embed_batch`` is the pure core: for every image with faces it decodes the kept encoded bytes at
 full resolution (chips are cut from the original pixels, not the detector-sized ones), aligns
 each face (:mod:`facepipe.align.stage`), warps all chips of the batch in one call and embeds them
-in batches. ``FaceActor`` is the Ray adapter: detection, alignment and embedding share one actor
-pool, so each actor loads the three models once and faces never travel between pools.
+in batches. Ray adapters: ``FaceActor`` (default) runs detection, alignment and embedding in one
+actor pool, so each actor loads the three models once and nothing travels between pools;
+``DetectActor`` + ``EmbedActor`` are the two-pool layout (``ComputeConfig.embed_pool``).
 """
 
 from __future__ import annotations
@@ -91,24 +92,61 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-class FaceActor:
-    """Ray actor: detector, shape predictor and embedder loaded once; each decoded batch is
-    detected, aligned and embedded (``detect_batch`` then ``embed_batch``)."""
+class DetectActor:
+    """Ray actor of the two-pool layout: detection only; the encoded bytes travel on with the rows
+    (as a ``data`` column) to the :class:`EmbedActor` pool."""
 
-    def __init__(self, detect: DetectConfig, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None) -> None:
-        import torch
-
+    def __init__(self, detect: DetectConfig, torch_threads: int | None = None) -> None:
         from facepipe.registry import create_model
 
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.detect_cfg, self.embed_cfg, self.decode_cfg = detect, embed, decode
+        _threads(torch_threads)
+        self.cfg = detect
         self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        detected = detect_batch(batch, self.detector, self.cfg)
+        return detected.append_column(pa.field("data", pa.binary()), pa.array(list(batch["data"]), pa.binary()))
+
+
+class EmbedActor:
+    """Ray actor: shape predictor and embedder loaded once; aligns and embeds detected rows."""
+
+    def __init__(self, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None) -> None:
+        from facepipe.registry import create_model
+
+        _threads(torch_threads)
+        self.cfg, self.decode_cfg = embed, decode
         self.embedder = create_model(embed.name, embed.weights, device=resolve_device(embed.device), kind="embedder")
         method = resolve_method(embed.align.method, self.embedder.chip)
         self.predictor = create_model("dlib_shape_predictor_5", kind="landmarks") if method == "dlib_sp5" else None
-        log.info("face actor: %s, %s (%s)", self.detector.model_id, self.embedder.model_id, method)
+        log.info("embed actor: %s (%s)", self.embedder.model_id, method)
+
+    def embed(self, detected: pa.Table, data: list) -> pa.Table:
+        return embed_batch(detected, data, self.embedder, self.predictor, self.cfg, self.decode_cfg)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self.embed(table.drop_columns(["data"]), table.column("data").to_pylist())
+
+
+class FaceActor:
+    """Ray actor of the default one-pool layout: each decoded batch is detected, aligned and
+    embedded in the same actor (``detect_batch`` then ``embed_batch``)."""
+
+    def __init__(self, detect: DetectConfig, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None) -> None:
+        from facepipe.registry import create_model
+
+        _threads(torch_threads)
+        self.detect_cfg = detect
+        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector")
+        self.embedder = EmbedActor(embed, decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         detected = detect_batch(batch, self.detector, self.detect_cfg)
-        return embed_batch(detected, list(batch["data"]), self.embedder, self.predictor, self.embed_cfg, self.decode_cfg)
+        return self.embedder.embed(detected, list(batch["data"]))
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)

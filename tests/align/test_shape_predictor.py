@@ -40,3 +40,14 @@ def test_wrong_file_is_refused_with_the_position(tmp_path):
     bad.write_bytes(b"\x01\x01\x81\x0a\x81\x01" + b"\x00" * 3)
     with pytest.raises(DlibFormatError, match="bad.dat"):
         read_shape_predictor(bad)
+
+
+def test_parsed_model_is_cached_and_reloads_identically(tmp_path):
+    from facepipe.align.shape_predictor import load_shape_predictor
+
+    path = get_model_spec("dlib_shape_predictor_5").weights.locate()
+    first = load_shape_predictor(path, cache=tmp_path)
+    assert len(list(tmp_path.glob("shape_predictor-*.npz"))) == 1
+    again = load_shape_predictor(path, cache=tmp_path)
+    for name in ("initial_shape", "split_idx", "split_thresh", "leaves", "anchor_idx", "deltas"):
+        assert np.array_equal(getattr(first, name), getattr(again, name)), name
