@@ -41,12 +41,13 @@ def main() -> None:
     rec_ref = dlib.face_recognition_model_v1(str(get_model_spec("dlib_resnet").weights.locate()))
 
     dist = {"dlib_sp5": [], "dlib_landmarks": []}
-    ref_chips, ref_desc = [], []
+    ref_chips, ref_desc, fulls = [], [], []
     for name, path in demo.photos().items():
         data = path.read_bytes()
         small = decode_image(data, DecodeConfig())
         full = decode_image(data, DecodeConfig(long_side=0)).pixels
         (found,) = detect_images(det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig())
+        fulls.append((full, found))
         for method in dist:
             chips = cut_chips(align_image(full, found.boxes, found.landmarks, net.chip, method, sp), net.chip)
             ours = net.embed(chips)
@@ -64,8 +65,20 @@ def main() -> None:
     print(f"faces: {len(ref_chips)} (CenterFace boxes on the test photos), distance to dlib's own pipeline from the same box:")
     for method, d in dist.items():
         d = np.array(d)
-        print(f"  {method:15s} median {np.median(d):.4f}  max {d.max():.4f}  mean {d.mean():.4f}")
+        print(f"  {method:15s} median {np.median(d):.2e}  max {d.max():.2e}  mean {d.mean():.2e}")
 
+    for method in dist:
+        t = time.perf_counter()
+        for _ in range(3):
+            regions = [r for full, f in fulls for r in align_image(full, f.boxes, f.landmarks, net.chip, method, sp)]
+            cut_chips(regions, net.chip)
+        per = 1e3 * (time.perf_counter() - t) / (3 * len(ref_chips))
+        print(f"align {method:15s} {per:6.1f} ms/face (landmarks + geometry + one batched warp per pass)")
+    t = time.perf_counter()
+    for _ in range(3):
+        for full, f in fulls:
+            sp.predict(full, dlib_rects(f.boxes))
+    print(f"  of which the shape predictor {1e3 * (time.perf_counter() - t) / (3 * len(ref_chips)):6.1f} ms/face")
     chips = np.stack(ref_chips)
     ours = net.embed(chips)
     print(f"ResNet port on dlib's own chips: max |diff| {np.abs(ours - np.stack(ref_desc)).max():.2e}")
