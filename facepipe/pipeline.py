@@ -132,7 +132,8 @@ def _resources(compute: ComputeConfig) -> dict:
     if gpus:
         per = compute.cpus_per_detect_actor or 1.0
         max_actors = compute.detect_actors_max or gpus
-        actor = {"num_gpus": 1, "num_cpus": per}
+        # two pools share each GPU (one actor of each per GPU); one pool owns it
+        actor = {"num_gpus": 0.5 if compute.embed_pool else 1, "num_cpus": per}
     else:
         per = compute.cpus_per_detect_actor or 0.5
         max_actors = compute.detect_actors_max or max(1, int(cpus / 2 / per))

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from facepipe.align.chips import similarity_transform
 from facepipe.dlib_format import DlibReader
 from facepipe.registry import ModelSpec, WeightSource, register_model
 
@@ -81,25 +82,6 @@ def read_shape_predictor(path: str | Path) -> ShapePredictorModel:
     )
 
 
-def similarity_2x2(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Batched least-squares similarity (Umeyama) from src (N, P, 2) to dst (N, P, 2): the (N, 2, 2)
-    scaled rotation, computed in float64 like dlib's ``find_similarity_transform``."""
-    src = src.astype(np.float64)
-    dst = dst.astype(np.float64)
-    ms, md = src.mean(1, keepdims=True), dst.mean(1, keepdims=True)
-    s, d = src - ms, dst - md
-    var_s = (s**2).sum((1, 2)) / src.shape[1]
-    cov = np.einsum("npi,npj->nij", d, s) / src.shape[1]
-    u, sv, vt = np.linalg.svd(cov)
-    flip = np.linalg.det(cov) < 0
-    S = np.tile(np.eye(2), (len(src), 1, 1))
-    # dlib negates the smaller singular direction when the covariance is a reflection
-    S[flip, 1, 1] = -1
-    R = u @ S @ vt
-    c = np.where(var_s != 0, (sv * S[:, [0, 1], [0, 1]]).sum(1) / np.where(var_s != 0, var_s, 1), 1.0)
-    return c[:, None, None] * R
-
-
 def dlib_rects(boxes: np.ndarray) -> np.ndarray:
     """Float xyxy boxes (N, 4) -> dlib rectangles (N, 4) int64 (left, top, right, bottom), inclusive
     corners: right = round(x2) - 1, as dlib counts a w-pixel-wide box from left to left + w - 1."""
@@ -143,7 +125,8 @@ class ShapePredictor(nn.Module):
         split_base = np.arange(n_trees) * n_splits
         leaf_base = np.arange(n_trees) * (n_splits + 1)
         for level in range(m.split_idx.shape[0]):
-            A = similarity_2x2(init, shape).astype(np.float32)  # (N, 2, 2)
+            # mean shape -> current shape, 2x2 part only, computed in float64 then float32 like dlib
+            A = similarity_transform(init, shape)[:, :, :2].astype(np.float32)  # (N, 2, 2)
             anchor = shape[:, m.anchor_idx[level]]  # (N, F, 2)
             pts = np.matmul(m.deltas[level][None], A.transpose(0, 2, 1)) + anchor  # float32, as dlib
             px = _round_half_up(origin + pts.astype(np.float64) * extent)
