@@ -41,7 +41,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", required=True, help="output root (local path or s3://bucket/prefix)")
     g = p.add_argument_group("detection")
     g.add_argument("--detector", default="centerface", help="registered detector name (default: centerface)")
-    g.add_argument("--detector-weights", default=None, help="weights file replacing the detector's default")
+    g.add_argument("--detector-weights", default=None, help="detector weights, local path or s3:// (required for retinaface)")
+    g.add_argument("--detector-config", default=None, help="detector config: a preset (retinaface: mnet025, mnet025_relu, mnet025_1mb, r50) or a JSON file")
     g.add_argument("--score-threshold", type=_unit_float, default=0.5, help="minimum detection score (default 0.5)")
     g.add_argument("--nms-threshold", type=_unit_float, default=0.3, help="NMS IoU threshold (default 0.3)")
     g.add_argument("--long-side", type=int, default=640, help="detector input long side in pixels; 0 = full resolution (default 640)")
@@ -87,6 +88,7 @@ def run_config_from_args(a: argparse.Namespace):
         detect=DetectConfig(
             name=a.detector,
             weights=a.detector_weights,
+            config=a.detector_config,
             score_threshold=a.score_threshold,
             nms_threshold=a.nms_threshold,
             batch_size=a.batch_size,

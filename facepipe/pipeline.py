@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from facepipe import __version__
 from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.align.stage import resolve_method
-from facepipe.registry import get_model_spec, resolve_weights
+from facepipe.registry import create_model
 from facepipe.errors import UserError
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
@@ -155,10 +155,12 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     cfg = cfg.resolved()
     validate_run_id(cfg.run_id)
     validate_dt(cfg.dt)
-    try:  # fail fast, on the driver, before any cluster work
-        _, model_id = resolve_weights(cfg.detect.name, cfg.detect.weights, kind="detector")
-        _, embedder_id = resolve_weights(cfg.embed.name, cfg.embed.weights, kind="embedder")
-        resolve_method(cfg.embed.align.method, get_model_spec(cfg.embed.name).preprocess.chip)
+    try:  # fail fast, on the driver, before any cluster work: build both models once on CPU
+        model_id = create_model(cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config).model_id
+        embedder = create_model(cfg.embed.name, cfg.embed.weights, kind="embedder")
+        embedder_id = embedder.model_id
+        resolve_method(cfg.embed.align.method, embedder.chip)
+        del embedder
     except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
     started = datetime.now(timezone.utc)

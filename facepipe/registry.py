@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # Modules that register models; imported lazily by the registry functions.
 _MODEL_MODULES = (
     "facepipe.detect.centerface",
+    "facepipe.detect.retinaface",
     "facepipe.align.shape_predictor",
     "facepipe.embed.dlib_resnet",
     "facepipe.embed.iresnet",
@@ -91,6 +92,8 @@ class ModelSpec:
     build: ``build(weights_path) -> module`` creating the architecture and loading weights
         strictly (missing/unexpected keys raise, naming them).
     weights: the default weights, or None when users must bring their own (``weights=PATH``).
+    configs: preset names a model family takes (``create_model(..., config=NAME_OR_FILE)``,
+        passed to ``build(path, config)``); None when the weights say everything.
     """
 
     name: str
@@ -99,6 +102,7 @@ class ModelSpec:
     weights: WeightSource | None
     preprocess: Preprocess = field(default_factory=Preprocess)
     description: str = ""
+    configs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -184,14 +188,32 @@ def fetch_weights(uri: str, cache: Path | None = None) -> Path:
     return local
 
 
-def create_model(name: str, weights: str | Path | None = None, device: str = "cpu", kind: str | None = None) -> "nn.Module":
+def config_label(name: str, config: str | None) -> str:
+    """How a config shows in model ids: the preset name or the config file's stem; checks that
+    the model takes configs at all."""
+    spec = get_model_spec(name)
+    if config is None:
+        return ""
+    if spec.configs is None:
+        raise ValueError(f"{spec.kind} {name!r} takes no config (got {config!r})")
+    return config if config in spec.configs else Path(config).stem
+
+
+def create_model(
+    name: str, weights: str | Path | None = None, device: str = "cpu", kind: str | None = None, config: str | None = None
+) -> "nn.Module":
     """Build model ``name`` with its default weights (or the file ``weights``) on ``device``.
 
-    The returned module carries ``model_id`` and ``preprocess``; ``kind`` (optional) is checked.
+    ``config``: a preset name or file for model families that need one (``ModelSpec.configs``).
+    The returned module carries ``model_id`` (``NAME[:CONFIG]@SHA12``) and ``preprocess``;
+    ``kind`` (optional) is checked.
     """
     spec = get_model_spec(name, kind)
+    label = config_label(name, config)
     path, model_id = resolve_weights(name, weights, kind)
-    model = spec.build(path)
+    model = spec.build(path, config) if spec.configs is not None else spec.build(path)
+    if label:
+        model_id = model_id.replace("@", f":{label}@", 1)
     model.model_id = model_id
     model.preprocess = spec.preprocess
     return model.to(device).eval()

@@ -41,7 +41,9 @@ DETECTED_SCHEMA = pa.schema(
 class DetectConfig:
     """Detector choice and thresholds.
 
-    name / weights: a registered detector and optionally a weights file replacing its default.
+    name / weights: a registered detector and optionally weights (local path or ``s3://``)
+    replacing its default. config: a preset name or JSON file for detector families that need
+    one (RetinaFace: ``mnet025``, ``mnet025_relu``, ``mnet025_1mb``, ``r50``).
     score_threshold: minimum detection score kept. nms_threshold: IoU above which the weaker of
     two overlapping faces is dropped. batch_size: images per forward pass.
     device: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
@@ -49,6 +51,7 @@ class DetectConfig:
 
     name: str = "centerface"
     weights: str | None = None
+    config: str | None = None
     score_threshold: float = 0.5
     nms_threshold: float = 0.3
     max_faces: int = 1000

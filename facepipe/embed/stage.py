@@ -101,7 +101,7 @@ class DetectActor:
 
         _threads(torch_threads)
         self.cfg = detect
-        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector")
+        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector", config=detect.config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         detected = detect_batch(batch, self.detector, self.cfg)
@@ -137,7 +137,7 @@ class FaceActor:
 
         _threads(torch_threads)
         self.detect_cfg = detect
-        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector")
+        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector", config=detect.config)
         self.embedder = EmbedActor(embed, decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
