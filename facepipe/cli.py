@@ -155,6 +155,24 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_detect(a: argparse.Namespace) -> int:
+    from facepipe import evaluate
+    from facepipe.registry import create_model
+
+    try:
+        gt, fmt = evaluate.load_ground_truth(a.boxes, a.format)
+        det = create_model(a.detector, a.detector_weights, kind="detector", config=a.detector_config, device="cpu" if a.device == "auto" else a.device)
+        found = evaluate.detect_for_eval(det, a.images, sorted(gt), a.long_side)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(e.args[0] if len(e.args) == 1 else str(e)) from None
+    rules = ["iou", "dlib"] if fmt == "imglab" else ["iou"]
+    print(f"{det.model_id} on {len(gt)} images ({fmt} ground truth {a.boxes}), long side {a.long_side}, "
+          f"recall/precision at score >= {a.score_threshold}:")
+    for rule in rules:
+        print("  " + evaluate.evaluate(gt, found, rule, a.score_threshold).row())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="facepipe", description="Detect and index faces across image archives on Ray.")
     p.add_argument("--version", action="version", version=f"facepipe {__version__}")
@@ -167,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="demo-output", help="where the archive and the output go (default: demo-output)")
     d.add_argument("--run-id", default="demo", help="run id (default: demo; rerunning replaces it)")
     d.set_defaults(func=cmd_demo)
+    e = sub.add_parser("eval-detect", help="recall, precision and AP of a detector against ground-truth boxes")
+    e.add_argument("images", metavar="IMAGES", help="folder the ground truth's image names are relative to")
+    e.add_argument("--boxes", required=True, help="ground truth: dlib imglab XML or WIDER FACE wider_face_val_bbx_gt.txt")
+    e.add_argument("--format", choices=("auto", "imglab", "wider"), default="auto", help="ground-truth format (default: by content)")
+    e.add_argument("--detector", default="centerface", help="registered detector name (default: centerface)")
+    e.add_argument("--detector-weights", default=None, help="detector weights, local path or s3://")
+    e.add_argument("--detector-config", default=None, help="detector config preset or JSON file (retinaface)")
+    e.add_argument("--long-side", type=int, default=640, help="detector input long side, as in the job (default 640)")
+    e.add_argument("--score-threshold", type=_unit_float, default=0.5, help="operating threshold for recall/precision (default 0.5)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.set_defaults(func=cmd_eval_detect)
     return p
 
 

@@ -99,3 +99,23 @@ def test_rerun_of_a_run_id_replaces_it_and_keeps_other_runs(first_run, photos, t
     dup = _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet') group by 1 having count(*) > 1")
     assert dup == []
     assert not list((Path(out) / "_staging").glob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint, preset", [("mnet025_face_detector_1mb.pth", "mnet025_1mb"), ("mnet025_pytorch_retinaface_3c31dcd.pth", "mnet025_relu")])
+def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, tmp_path, checkpoint, preset):
+    """`facepipe run --detector retinaface --detector-weights CKPT --detector-config PRESET` through
+    Ray: every face of the real photos found, embedded, and tagged with the checkpoint's id."""
+    import dataclasses
+
+    from facepipe.detect.stage import DetectConfig
+
+    arch = archive.build(tmp_path / "archive", photos)
+    cfg = _config(arch.inputs, tmp_path / "out", "retina")
+    cfg = dataclasses.replace(cfg, detect=DetectConfig(name="retinaface", weights=str(shared_dir / "data" / "retinaface" / checkpoint), config=preset))
+    m = run(cfg)
+    assert m["detector"].startswith(f"retinaface:{preset}@")
+    counts = dict(_q(f"select source_uri, n_faces from read_parquet('{tmp_path}/out/images/*/*.parquet') where status = 'ok'"))
+    assert {k: counts[k] for k in arch.expected_faces} == arch.expected_faces
+    rows = _q(f"select detector, len(embedding) from read_parquet('{tmp_path}/out/faces/*/*.parquet')")
+    assert len(rows) == m["counts"]["faces"] and {r for r in rows} == {(m["detector"], 128)}

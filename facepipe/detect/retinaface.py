@@ -250,14 +250,19 @@ class RetinaFace(FaceDetector):
         return loc, F.softmax(cls, dim=-1)[..., 1], ldm, (x.shape[2], x.shape[3])
 
     def priors(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """(A, 4) anchors (cx, cy, s_x, s_y) in input pixels, in the heads' output order."""
-        out = []
-        for sizes, step in zip(self.cfg.min_sizes, self.cfg.steps):
-            fh, fw = -(-h // step), -(-w // step)
-            for i, j in product(range(fh), range(fw)):
-                for s in sizes:
-                    out.append(((j + 0.5) * step, (i + 0.5) * step, s, s))
-        return torch.tensor(out, dtype=torch.float32, device=device)
+        """(A, 4) anchors (cx, cy, s_x, s_y) in input pixels, in the heads' output order
+        (level, row, column, size); cached per input size."""
+        key = (h, w, str(device))
+        cache = self.__dict__.setdefault("_priors", {})
+        if key not in cache:
+            out = []
+            for sizes, step in zip(self.cfg.min_sizes, self.cfg.steps):
+                fh, fw = -(-h // step), -(-w // step)
+                for i, j in product(range(fh), range(fw)):
+                    for s in sizes:
+                        out.append(((j + 0.5) * step, (i + 0.5) * step, s, s))
+            cache[key] = torch.tensor(out, dtype=torch.float32, device=device)
+        return cache[key]
 
     def decode(self, raw: tuple, score_threshold: float) -> Candidates:
         loc, prob, ldm, (h, w) = raw
