@@ -27,6 +27,12 @@ def _facepipe(*args):
         (["run", "README.md", "-o", "o", "--embedder-weights", "/no/such.pth"], "embedder weights /no/such.pth not found"),
         (["run", "README.md", "-o", "o", "--align", "arcface"], "align method 'arcface' does not make the 'dlib' chips"),
         (["run", "README.md", "-o", "o", "--align", "sideways"], "invalid choice: 'sideways'"),
+        (["run", "README.md", "-o", "o", "--detector", "retinaface"], "detector 'retinaface' has no built-in weights"),
+        (["run", "README.md", "-o", "o", "--detector-config", "r50"], "detector 'centerface' takes no config"),
+        (["run", "README.md", "-o", "o", "--detector", "retinaface", "--detector-weights", "README.md", "--detector-config", "x9"],
+         "RetinaFace config 'x9' is neither a preset"),
+        (["eval-detect", ".", "--boxes", "/no/such.xml"], "No such file or directory"),
+        (["eval-detect", ".", "--boxes", "README.md", "--format", "wider"], "not WIDER FACE ground truth"),
     ],
 )
 def test_bad_request_is_one_line_exit_2(args, message):
