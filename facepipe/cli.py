@@ -54,6 +54,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--align", choices=("auto", "dlib_sp5", "dlib_landmarks", "arcface"), default="auto",
                    help="how faces are cut for the embedder (default auto: dlib_sp5 for dlib, arcface for ArcFace)")
     g.add_argument("--embed-batch-size", type=_positive_int, default=32, help="face chips per embedder forward pass (default 32)")
+    add_score_args(p.add_argument_group("outlier scoring (the final stage)"))
+    p.add_argument("--no-score", action="store_true", help="skip the DROCC outlier-scoring stage")
     g = p.add_argument_group("inputs")
     g.add_argument("--image-column", default="image", help="Parquet column holding image bytes (default: image)")
     g.add_argument("--id-column", default=None, help="Parquet column naming each row (default: row number)")
@@ -66,6 +68,20 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpus-per-actor", type=float, default=None, help="CPU slots per model actor (default: 1 with a GPU, 0.5 on CPU-only clusters)")
     g.add_argument("--rows-per-file", type=_positive_int, default=4096, help="images per output Parquet file (default 4096)")
     g.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
+
+
+def add_score_args(g) -> None:
+    g.add_argument("--drocc-model", default=None, help="reuse a saved DROCC model (path or s3://) instead of training one")
+    g.add_argument("--train-days", type=_positive_int, default=1, help="train on the faces of the last N date partitions (default 1)")
+    g.add_argument("--threshold-policy", choices=("fpr", "percentile", "boundary"), default="fpr",
+                   help="outlier threshold: target false-positive rate on held-out faces (default), a percentile of training scores, or 0")
+    g.add_argument("--target-fpr", type=_unit_float, default=0.01, help="for --threshold-policy fpr (default 0.01)")
+
+
+def score_config_from_args(a: argparse.Namespace, enabled: bool = True):
+    from facepipe.score.stage import ScoreConfig
+
+    return ScoreConfig(enabled=enabled, model=a.drocc_model, train_days=a.train_days, threshold_policy=a.threshold_policy, target_fpr=a.target_fpr)
 
 
 def run_config_from_args(a: argparse.Namespace):
@@ -101,6 +117,7 @@ def run_config_from_args(a: argparse.Namespace):
             batch_size=a.embed_batch_size,
             device=a.device,
         ),
+        score=score_config_from_args(a, enabled=not a.no_score),
         compute=ComputeConfig(
             detect_actors_min=a.detect_actors,
             detect_actors_max=a.max_detect_actors,
@@ -155,6 +172,29 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(a: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from facepipe.pipeline import ensure_ray, validate_dt, validate_run_id
+    from facepipe.score.stage import run_score
+
+    dt = a.dt or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    validate_dt(dt)
+    run_id = a.run_id or f"score-{dt}"
+    validate_run_id(run_id)
+    ensure_ray(a.ray_address)
+    try:
+        summary = run_score(a.output, dt, run_id, score_config_from_args(a))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    print(f"facepipe score {run_id}: {summary.get('scored', 0)} faces of dt={dt} scored, {summary.get('outliers', 0)} outliers"
+          + (f" ({summary['skipped']})" if "skipped" in summary else ""))
+    for emb, m in summary["models"].items():
+        print(f"  {emb}: {json.dumps(m)}")
+    return 0
+
+
 def cmd_eval_detect(a: argparse.Namespace) -> int:
     from facepipe import evaluate
     from facepipe.registry import create_model
@@ -185,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="demo-output", help="where the archive and the output go (default: demo-output)")
     d.add_argument("--run-id", default="demo", help="run id (default: demo; rerunning replaces it)")
     d.set_defaults(func=cmd_demo)
+    sc = sub.add_parser("score", help="DROCC outlier scores for the faces of one date partition")
+    sc.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
+    sc.add_argument("--dt", default="", help="date partition YYYY-MM-DD (default: today, UTC)")
+    sc.add_argument("--run-id", default="", help="run id of this scoring (default: score-DT; rerunning replaces it)")
+    sc.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local cluster)")
+    add_score_args(sc)
+    sc.set_defaults(func=cmd_score)
     e = sub.add_parser("eval-detect", help="recall, precision and AP of a detector against ground-truth boxes")
     e.add_argument("images", metavar="IMAGES", help="folder the ground truth's image names are relative to")
     e.add_argument("--boxes", required=True, help="ground truth: dlib imglab XML or WIDER FACE wider_face_val_bbx_gt.txt")

@@ -32,6 +32,7 @@ from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
 from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
+from facepipe.score.stage import ScoreConfig, run_score
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class RunConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def resolved(self) -> "RunConfig":
@@ -262,6 +264,13 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     if any(replaced.values()):
         log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
     manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)
+    if cfg.score.enabled:  # the final stage: outlier scores of this run's faces
+        t_score = time.perf_counter()
+        try:
+            manifest["score"] = run_score(cfg.output, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"scoring: {e}") from None
+        manifest["timing"]["score_s"] = round(time.perf_counter() - t_score, 3)
     manifest["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
     manifest["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest["manifest_uri"] = writer.write_manifest(cfg.output, cfg.run_id, manifest)

@@ -74,5 +74,18 @@ def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
 
 FACES = faces_schema()
 
+FACE_OUTLIERS = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        # DROCC's -logit: higher = more anomalous; 0 is the model's own normal/abnormal boundary
+        pa.field("drocc_score", pa.float32(), nullable=False),
+        pa.field("is_outlier", pa.bool_(), nullable=False),  # drocc_score > threshold
+        pa.field("threshold", pa.float32(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),  # drocc@HASH12 of the model artifact
+        pa.field("run_id", pa.string(), nullable=False),
+    ],
+    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "1"},
+)
+
 #: Table name -> schema, in the order the job writes them.
-TABLES: dict[str, pa.Schema] = {"images": IMAGES, "faces": FACES}
+TABLES: dict[str, pa.Schema] = {"images": IMAGES, "faces": FACES, "face_outliers": FACE_OUTLIERS}

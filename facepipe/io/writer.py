@@ -105,19 +105,26 @@ def part_name(run_id: str) -> str:
     return f"part-{run_id}-{uuid.uuid4().hex[:16]}.parquet"
 
 
-def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Table:
-    """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row."""
-    t0 = time.perf_counter()
+def stage_tables(tables: dict[str, pa.Table], output: str, run_id: str, dt: str) -> list[str]:
+    """Write each non-empty table as one Parquet file under the run's staging prefix; returns the
+    files' paths relative to it (``TABLE/dt=DT/part-RUN_ID-UUID.parquet``) for :func:`publish`."""
     fs, root = fsio.resolve(staging_uri(output, run_id))
     files = []
     name = part_name(run_id)
-    for table_name, table in build_tables(detected, run_id).items():
+    for table_name, table in tables.items():
         if table.num_rows == 0:
             continue
         path = f"{root}/{table_name}/dt={dt}/{name}"
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         pq.write_table(table, path, filesystem=fs, compression="zstd")
         files.append(f"{table_name}/dt={dt}/{name}")
+    return files
+
+
+def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Table:
+    """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row."""
+    t0 = time.perf_counter()
+    files = stage_tables(build_tables(detected, run_id), output, run_id, dt)
     statuses = Counter(detected.column("status").to_pylist())
     return pa.Table.from_pylist(
         [
@@ -147,25 +154,34 @@ def _delete_run_files(fs: pafs.FileSystem, table_root: str, run_id: str) -> int:
     return n
 
 
-def clear_staging(output: str, run_id: str) -> None:
+def clear_staging(output: str, run_id: str, tables: tuple[str, ...] | None = None) -> None:
     """Delete the run's staging prefix. The shared ``_staging`` root stays (another run may be
-    writing under it; readers ignore ``_``-prefixed paths)."""
+    writing under it; readers ignore ``_``-prefixed paths). ``tables``: only those tables' staging."""
     fs, root = fsio.resolve(staging_uri(output, run_id))
-    if fs.get_file_info(root).type != pafs.FileType.NotFound:
-        fs.delete_dir(root)
+    for d in [root] if tables is None else [f"{root}/{t}" for t in tables]:
+        if fs.get_file_info(d).type != pafs.FileType.NotFound:
+            fs.delete_dir(d)
+    if tables is not None and fs.get_file_info(root).type != pafs.FileType.NotFound:
+        left = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        if not any(i.type == pafs.FileType.File for i in left):
+            fs.delete_dir(root)
 
 
-def publish(output: str, run_id: str, staged_files: list[str]) -> dict[str, int]:
-    """Move a run's staged files into the tables, replacing only files of the same run id.
-    Returns the number of files replaced per table."""
+def publish(output: str, run_id: str, staged_files: list[str], tables: tuple[str, ...] = ("images", "faces")) -> dict[str, int]:
+    """Move a run's staged files into ``tables``, replacing only those tables' files of the same
+    run id (a stage publishes its own tables: extract ``images`` + ``faces``, scoring
+    ``face_outliers``). Returns the number of files replaced per table."""
     fs, out = fsio.resolve(output)
     stage = fsio.resolve(staging_uri(output, run_id))[1]
-    replaced = {t: _delete_run_files(fs, f"{out}/{t}", run_id) for t in schema.TABLES}
+    stray = sorted({f.split("/", 1)[0] for f in staged_files} - set(tables))
+    if stray:
+        raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
+    replaced = {t: _delete_run_files(fs, f"{out}/{t}", run_id) for t in tables}
     for rel in sorted(staged_files):
         dest = f"{out}/{rel}"
         fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
         fs.move(f"{stage}/{rel}", dest)
-    clear_staging(output, run_id)
+    clear_staging(output, run_id, tables)
     return replaced
 
 

@@ -1,0 +1,240 @@
+"""DROCC: Deep Robust One-Class Classification (Goyal et al., ICML 2020), written from the paper.
+
+Normal data is labelled 1 and trained with binary cross-entropy on logits. After
+``only_ce_epochs`` epochs, every batch also gets adversarially searched negatives: starting from
+``x + N(0, noise_std^2 I)``, ``ascent_num_steps`` steps of size ``ascent_step_size`` along the
+per-sample-normalised gradient of BCE(f(x_adv), 0) -- i.e. towards points the model calls
+normal -- with ``h = x_adv - x`` projected onto the shell ``r <= ||h|| <= gamma * r`` every
+``project_every`` steps (10, as the reference trainer). The loss adds
+``lamda * BCE(f(x_adv), 0)``: the model learns that everything at distance r..gamma*r from the
+normal data is not normal, which is what keeps it from calling everything normal.
+
+DROCC-LF (``lf=True``) measures ``h`` in a Mahalanobis-weighted norm ``sqrt(sum_i w_i h_i^2)``
+whose weights are each feature's sensitivity ``|d BCE(f(x), 1) / d x_i|`` on the batch,
+normalised to mean 1 per sample: the shell stretches along features the model ignores. (The
+projection scales ``h`` radially to the weighted shell; the reference solves for the closest
+point instead.)
+
+Inputs are standardised with the training data's mean and standard deviation (stored in the
+model), so ``radius`` is in units of per-feature standard deviations; ``radius=None`` sets it
+from the data (``radius_quantile`` of nearest-neighbour distances between training points,
+times ``radius_scale``). Scores: ``anomaly_scores`` = ``-logit``: **higher = more anomalous**.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ARTIFACT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DROCCConfig:
+    """Hyperparameters; the defaults are justified in bench/RESULTS.md ("DROCC")."""
+
+    radius: float | None = None
+    radius_scale: float = 1.0
+    radius_quantile: float = 0.5
+    gamma: float = 2.0
+    lamda: float = 1.0
+    learning_rate: float = 1e-3
+    epochs: int = 30
+    only_ce_epochs: int = 5
+    ascent_step_size: float = 0.1
+    ascent_num_steps: int = 30
+    project_every: int = 10
+    noise_std: float = 1.0
+    batch_size: int = 128
+    hidden: int = 256
+    depth: int = 2
+    lf: bool = False
+    max_train: int = 100_000
+    seed: int = 0
+
+
+class DROCCNet(nn.Module):
+    """MLP on standardised inputs: ``depth`` x (Linear(hidden) + LeakyReLU(0.01)), then Linear(1)
+    -> logit. (Leaky: with plain ReLU some runs collapsed to a constant output -- all units dead.)"""
+
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), nn.LeakyReLU(0.01)]
+            d = hidden
+        layers.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: standardised inputs (N, dim) -> logits (N,)."""
+        return self.net(z).squeeze(-1)
+
+
+def project_to_shell(h: torch.Tensor, radius: float, gamma: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale each row of ``h`` (N, D) so its norm lies in [radius, gamma * radius]; rows already
+    inside keep their length. ``weights`` (N, D): measure the norm as sqrt(sum w h^2) (DROCC-LF)."""
+    sq = h * h if weights is None else weights * h * h
+    norm = sq.sum(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
+    return h * (norm.clamp(radius, gamma * radius) / norm)
+
+
+def _unit_rows(g: torch.Tensor) -> torch.Tensor:
+    n = g.flatten(1).norm(dim=1).view(-1, *[1] * (g.dim() - 1))
+    return torch.where(n > 0, g / n.clamp_min(1e-12), torch.zeros_like(g))
+
+
+def feature_weights(model: DROCCNet, z: torch.Tensor) -> torch.Tensor:
+    """DROCC-LF's per-sample feature sensitivities |d BCE(f(z), 1) / dz|, normalised to mean 1."""
+    z = z.detach().requires_grad_(True)
+    loss = F.binary_cross_entropy_with_logits(model(z), torch.ones(len(z), device=z.device))
+    g = torch.autograd.grad(loss, z)[0].abs()
+    return g / g.mean(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def adversarial_search(model: DROCCNet, z: torch.Tensor, radius: float, cfg: DROCCConfig, generator: torch.Generator) -> torch.Tensor:
+    """Points at distance [r, gamma r] of the batch ``z`` that the model most believes normal."""
+    weights = feature_weights(model, z) if cfg.lf else None
+    noise = torch.randn(z.shape, generator=generator, device=z.device) * cfg.noise_std
+    x_adv = (z + noise).detach()
+    zeros = torch.zeros(len(z), device=z.device)
+    for step in range(cfg.ascent_num_steps):
+        x_adv.requires_grad_(True)
+        loss = F.binary_cross_entropy_with_logits(model(x_adv), zeros)
+        grad = torch.autograd.grad(loss, x_adv)[0]
+        with torch.no_grad():
+            x_adv = x_adv + cfg.ascent_step_size * _unit_rows(grad)
+            if (step + 1) % cfg.project_every == 0:
+                x_adv = z + project_to_shell(x_adv - z, radius, cfg.gamma, weights)
+        x_adv = x_adv.detach()
+    if cfg.ascent_num_steps % cfg.project_every:  # end on the shell whatever the step count
+        x_adv = z + project_to_shell(x_adv - z, radius, cfg.gamma, weights)
+    return x_adv
+
+
+def auto_radius(z: np.ndarray, quantile: float = 0.5, sample: int = 2000, seed: int = 0) -> float:
+    """``quantile`` of the distances from (a sample of) standardised points to their nearest other point."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(z), min(sample, len(z)), replace=False)
+    zs = torch.from_numpy(z[idx]).float()
+    d = torch.cdist(zs, torch.from_numpy(z).float())
+    d[torch.arange(len(idx)), torch.from_numpy(idx)] = float("inf")
+    return float(torch.quantile(d.min(dim=1).values, quantile))
+
+
+@dataclass
+class DROCCModel:
+    """A trained model: the network, the config it was trained with, and the radius used."""
+
+    net: DROCCNet
+    config: DROCCConfig
+    radius: float
+    n_train: int
+    #: Score above which a face is an outlier, and how it was chosen (set by the scoring stage).
+    threshold: float = 0.0
+    threshold_policy: str = "boundary"
+
+    @property
+    def model_id(self) -> str:
+        """``drocc@HASH12`` over the weights and config: changes whenever the model does."""
+        return f"drocc@{hashlib.sha256(self.to_bytes()).hexdigest()[:12]}"
+
+    @torch.inference_mode()
+    def anomaly_scores(self, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """(N, D) inputs -> (N,) float32 ``-logit``: higher = more anomalous (0 = the boundary)."""
+        self.net.eval()
+        out = np.empty(len(x), np.float32)
+        for s in range(0, len(x), batch_size):
+            z = self.net.standardize(torch.from_numpy(np.asarray(x[s : s + batch_size], np.float32)))
+            out[s : s + len(z)] = (-self.net(z)).numpy()
+        return out
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "version": ARTIFACT_VERSION,
+                "config": dataclasses.asdict(self.config),
+                "radius": self.radius,
+                "n_train": self.n_train,
+                "threshold": self.threshold,
+                "threshold_policy": self.threshold_policy,
+                "dim": int(self.net.mean.numel()),
+                "state_dict": self.net.state_dict(),
+            },
+            buf,
+        )
+        return buf.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes, source: str = "<bytes>") -> "DROCCModel":
+        try:
+            blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            if blob.get("version") != ARTIFACT_VERSION:
+                raise ValueError(f"artifact version {blob.get('version')}, expected {ARTIFACT_VERSION}")
+            cfg = DROCCConfig(**blob["config"])
+            net = DROCCNet(blob["dim"], cfg.hidden, cfg.depth)
+            net.load_state_dict(blob["state_dict"], strict=True)
+        except Exception as e:  # noqa: BLE001 -- any malformed artifact is one clear error
+            raise ValueError(f"{source} is not a facepipe DROCC model: {e}") from None
+        return DROCCModel(net.eval(), cfg, float(blob["radius"]), int(blob["n_train"]), float(blob["threshold"]), str(blob["threshold_policy"]))
+
+    def describe(self) -> str:
+        return json.dumps(
+            {
+                "model_id": self.model_id,
+                "radius": self.radius,
+                "n_train": self.n_train,
+                "threshold": self.threshold,
+                "threshold_policy": self.threshold_policy,
+                "config": dataclasses.asdict(self.config),
+            },
+            indent=2,
+        )
+
+
+def train_drocc(x: np.ndarray, cfg: DROCCConfig = DROCCConfig(), device: str = "cpu") -> DROCCModel:
+    """Train on normal data ``x`` (N, D) (subsampled to ``max_train``); deterministic for a seed."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    x = np.asarray(x, np.float32)
+    if len(x) > cfg.max_train:
+        x = x[np.sort(rng.choice(len(x), cfg.max_train, replace=False))]
+    if len(x) < 2:
+        raise ValueError(f"DROCC needs at least 2 training points, got {len(x)}")
+    net = DROCCNet(x.shape[1], cfg.hidden, cfg.depth).to(device)
+    mean, std = x.mean(0), x.std(0)
+    net.mean.copy_(torch.from_numpy(mean))
+    net.std.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0).astype(np.float32)))
+    z_all = ((x - mean) / net.std.cpu().numpy()).astype(np.float32)
+    radius = cfg.radius if cfg.radius is not None else auto_radius(z_all, cfg.radius_quantile, seed=cfg.seed) * cfg.radius_scale
+    z_t = torch.from_numpy(z_all).to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    for epoch in range(cfg.epochs):
+        net.train()
+        perm = torch.randperm(len(z_t), generator=gen, device=device)
+        for s in range(0, len(z_t), cfg.batch_size):
+            z = z_t[perm[s : s + cfg.batch_size]]
+            loss = F.binary_cross_entropy_with_logits(net(z), torch.ones(len(z), device=device))
+            if epoch >= cfg.only_ce_epochs:
+                x_adv = adversarial_search(net, z, radius, cfg, gen)
+                loss = loss + cfg.lamda * F.binary_cross_entropy_with_logits(net(x_adv), torch.zeros(len(z), device=device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return DROCCModel(net.cpu().eval(), cfg, float(radius), len(x))

@@ -1,0 +1,75 @@
+"""DROCC trainer pieces: the shell projection, the adversarial ascent, determinism, artifacts."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from facepipe.score.drocc import DROCCConfig, DROCCModel, DROCCNet, adversarial_search, project_to_shell, train_drocc
+
+
+def test_projection_puts_every_norm_in_the_shell():
+    torch.manual_seed(0)
+    h = torch.randn(500, 16) * torch.logspace(-2, 2, 500)[:, None]  # norms from tiny to huge
+    p = project_to_shell(h, 2.5, 2.0)
+    n = p.norm(dim=1)
+    assert (n >= 2.5 - 1e-4).all() and (n <= 5.0 + 1e-4).all()
+    inside = (h.norm(dim=1) >= 2.5) & (h.norm(dim=1) <= 5.0)
+    assert torch.allclose(p[inside], h[inside])  # already in the shell: unchanged
+    assert torch.allclose(torch.nn.functional.cosine_similarity(p, h), torch.ones(500), atol=1e-5)  # direction kept
+
+
+def test_weighted_projection_uses_the_mahalanobis_norm():
+    h = torch.randn(100, 8)
+    w = torch.rand(100, 8) * 2
+    p = project_to_shell(h, 1.0, 3.0, w)
+    n = (w * p * p).sum(dim=1).sqrt()
+    assert (n >= 1 - 1e-4).all() and (n <= 3 + 1e-4).all()
+
+
+def test_ascent_increases_the_loss_of_calling_points_abnormal():
+    """The search moves points towards where the model says "normal", i.e. up BCE(f(x), 0)."""
+    torch.manual_seed(0)
+    net = DROCCNet(8, 32, 2)
+    z = torch.randn(64, 8)
+    cfg = DROCCConfig(ascent_num_steps=20, ascent_step_size=0.1, radius=1.0)
+    gen = torch.Generator().manual_seed(0)
+    start = (z + torch.randn(z.shape, generator=torch.Generator().manual_seed(0)) * cfg.noise_std)
+    start = z + project_to_shell(start - z, 1.0, cfg.gamma)
+    adv = adversarial_search(net, z, 1.0, cfg, gen)
+    zeros = torch.zeros(len(z))
+    with torch.no_grad():
+        assert F.binary_cross_entropy_with_logits(net(adv), zeros) > F.binary_cross_entropy_with_logits(net(start), zeros)
+    d = (adv - z).norm(dim=1)
+    assert (d >= 1.0 - 1e-4).all() and (d <= 2.0 + 1e-4).all()
+
+
+def _blob(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 6)).astype(np.float32) * [1, 1, 1, 0.1, 0.1, 0.1]
+
+
+def test_same_seed_same_model_and_scores():
+    cfg = DROCCConfig(epochs=6, only_ce_epochs=2, hidden=32, seed=3)
+    a, b = train_drocc(_blob(), cfg), train_drocc(_blob(), cfg)
+    x = _blob(seed=1, n=50)
+    assert np.array_equal(a.anomaly_scores(x), b.anomaly_scores(x)) and a.model_id == b.model_id
+    c = train_drocc(_blob(), dataclasses.replace(cfg, seed=4))
+    assert c.model_id != a.model_id
+
+
+def test_far_points_score_higher_and_the_artifact_round_trips(tmp_path):
+    m = train_drocc(_blob(), DROCCConfig(epochs=15, only_ce_epochs=3, hidden=64))
+    normal, far = _blob(seed=2, n=200), _blob(seed=3, n=200) + np.array([0, 0, 0, 3, 3, 3], np.float32)
+    s_n, s_f = m.anomaly_scores(normal), m.anomaly_scores(far)
+    assert (s_f[:, None] > s_n[None, :]).mean() > 0.95  # AUC of "far" above "normal"
+    m.threshold, m.threshold_policy = 0.5, "test"
+    again = DROCCModel.from_bytes(m.to_bytes())
+    assert np.array_equal(again.anomaly_scores(far), s_f) and again.threshold == 0.5 and again.model_id == m.model_id
+
+
+def test_a_non_model_file_is_one_clear_error():
+    with pytest.raises(ValueError, match="is not a facepipe DROCC model"):
+        DROCCModel.from_bytes(b"not a model", "x.pt")

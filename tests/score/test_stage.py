@@ -1,0 +1,75 @@
+"""The scoring stage on its own: `facepipe score` over a written faces partition, the saved model
+reused with --drocc-model, and rerunning a scoring run replacing its own rows."""
+
+import json
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from facepipe.embed.stage import EMBEDDED_SCHEMA
+from facepipe.io import writer
+from facepipe.score.drocc import DROCCConfig
+from facepipe.score.stage import ScoreConfig, run_score
+
+DT = "2026-11-02"
+
+
+def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
+    """A published faces partition: clustered 128-d embeddings, plus a few far-off ones."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(10, 128)).astype(np.float32) * 0.1
+    rows = []
+    for i in range(n_images):
+        emb = centres[rng.integers(0, 10, faces_per)] + rng.normal(size=(faces_per, 128)).astype(np.float32) * 0.03
+        if i < outliers:
+            emb[0] += 1.0  # far from every identity
+        rows.append({
+            "image_id": f"img{i:03d}", "source_uri": f"/x/{i}.jpg", "width": 100, "height": 100, "status": "ok", "error": None,
+            "n_faces": faces_per, "detector": "centerface@x", "boxes": [1.0, 1.0, 9.0, 9.0] * faces_per, "scores": [0.9] * faces_per,
+            "landmarks": [5.0] * 10 * faces_per, "t_decode": 0.0, "t_detect": 0.0, "embedder": "dlib_resnet@x", "align": "dlib_sp5",
+            "embedding_dim": 128, "embeddings": emb.reshape(-1).tolist(), "t_embed": 0.0,
+        })
+    stats = writer.write_batch(pa.Table.from_pylist(rows, schema=EMBEDDED_SCHEMA), str(out), "extract1", DT)
+    writer.publish(str(out), "extract1", stats.column("files")[0].as_py())
+    return outliers
+
+
+FAST = DROCCConfig(epochs=12, only_ce_epochs=3, hidden=64)
+
+
+def _outliers(out):
+    return duckdb.sql(f"select face_id, drocc_score, is_outlier, model_id, run_id from read_parquet('{out}/face_outliers/*/*.parquet')").fetchall()
+
+
+def test_score_cli_scores_every_face_and_flags_the_far_ones(ray_cluster, tmp_path):
+    out = tmp_path / "out"
+    n_far = _write_faces(out)
+    r = subprocess.run([sys.executable, "-m", "facepipe.cli", "score", "--output", str(out), "--dt", DT, "--ray-address", ray_cluster.address],
+                       capture_output=True, text=True, timeout=600, env=ray_cluster.env)
+    assert r.returncode == 0, r.stderr
+    assert "240 faces of dt=2026-11-02 scored" in r.stdout, r.stdout
+    rows = _outliers(out)
+    assert len(rows) == 240 and {x[4] for x in rows} == {f"score-{DT}"}
+    far = {f"{writer.face_id_for(f'img{i:03d}', 0)}" for i in range(n_far)}
+    ranked = [x[0] for x in sorted(rows, key=lambda x: -x[1])]
+    assert set(ranked[:n_far]) == far  # the planted outliers score highest
+
+
+def test_saved_model_is_reused_and_reruns_replace_their_rows(ray_cluster, tmp_path):
+    out = tmp_path / "out"
+    _write_faces(out)
+    first = run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))
+    (info,) = first["models"].values()
+    reused = run_score(str(out), DT, "s2", ScoreConfig(model=info["artifact"]))
+    assert next(iter(reused["models"].values()))["model_id"] == info["model_id"]
+    by_run = {}
+    for face_id, score, _, model_id, run_id in _outliers(out):
+        by_run.setdefault(run_id, {})[face_id] = score
+    assert by_run["s1"] == by_run["s2"]  # same model, same scores
+    run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))  # rerun s1: replaces, never duplicates
+    assert sum(1 for r in _outliers(out) if r[4] == "s1") == 240
+    desc = json.loads((out / "_models" / "drocc" / (info["model_id"].replace("@", "-") + ".json")).read_text())
+    assert desc["model_id"] == info["model_id"] and desc["threshold_policy"].startswith("fpr=0.01")
