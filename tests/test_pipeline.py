@@ -123,14 +123,19 @@ def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, 
 
 def test_every_face_gets_an_outlier_score_and_the_model_is_saved(first_run):
     """The final stage: one face_outliers row per face of the run, flags consistent with the
-    threshold, and the DROCC model saved where the manifest says."""
-    _, out, m = first_run
+    threshold, and the DROCC model saved where the manifest says. (Other tests of this module
+    may rerun night1 and add night2, which has too few faces to train on: read the latest
+    manifest and compare run by run.)"""
+    _, out, _ = first_run
+    m = json.loads((Path(out) / "_runs" / "night1.json").read_text())
     s = m["score"]
     (info,) = s["models"].values()
     assert s["scored"] == m["counts"]["faces"] and "model_id" in info, s
-    rows = _q(f"select face_id, drocc_score, is_outlier, threshold, model_id, run_id from read_parquet('{out}/face_outliers/*/*.parquet')")
-    faces = {r[0] for r in _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet')")}
+    rows = _q(f"select face_id, drocc_score, is_outlier, threshold, model_id, run_id from read_parquet('{out}/face_outliers/*/*.parquet') where run_id = 'night1'")
+    faces = {r[0] for r in _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet') where run_id = 'night1'")}
     assert sorted(r[0] for r in rows) == sorted(faces)
-    assert all(r[2] == (r[1] > r[3]) and r[4] == info["model_id"] and r[5] == "night1" for r in rows)
+    assert all(r[2] == (r[1] > r[3]) and r[4] == info["model_id"] for r in rows)
     assert Path(info["artifact"]).is_file() and Path(info["artifact"]).with_suffix(".json").is_file()
     assert sum(r[2] for r in rows) == s["outliers"]
+
+
