@@ -188,6 +188,31 @@ def fetch_weights(uri: str, cache: Path | None = None) -> Path:
     return local
 
 
+def load_state_dict_strict(model: "nn.Module", path: str | Path, what: str, remap: Callable[[str], str] = lambda k: k.removeprefix("module.")) -> None:
+    """Load a PyTorch checkpoint into ``model`` strictly, keys passed through ``remap`` (default:
+    drop DataParallel's ``module.``). A checkpoint that does not fit raises one ValueError naming
+    the missing keys, the unexpected keys and the wrong shapes (first few of each)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
+    state = {remap(k): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def head(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        parts = [(label, keys) for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys]
+        raise ValueError(f"{path} does not fit {what}: " + "; ".join(f"{label}: {head(keys)}" for label, keys in parts))
+    model.load_state_dict(state, strict=True)
+
+
 def config_label(name: str, config: str | None) -> str:
     """How a config shows in model ids: the preset name or the config file's stem; checks that
     the model takes configs at all."""

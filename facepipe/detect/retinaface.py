@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from facepipe.detect.base import Candidates, FaceDetector
-from facepipe.registry import ModelSpec, Preprocess, register_model
+from facepipe.registry import ModelSpec, Preprocess, load_state_dict_strict, register_model
 
 
 @dataclass(frozen=True)
@@ -279,31 +279,10 @@ class RetinaFace(FaceDetector):
         return Candidates(boxes, prob[b, a], landmarks, b)
 
 
-def load_retinaface_state(model: RetinaFace, path: Path) -> None:
-    """Load a reference-layout checkpoint strictly (``module.`` dropped), naming bad keys."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
-
-        parts = [f"missing keys: {head(missing)}" * bool(missing), f"unexpected keys: {head(unexpected)}" * bool(unexpected), f"wrong shapes: {head(wrong)}" * bool(wrong)]
-        raise ValueError(f"{path} does not fit RetinaFace {model.cfg.backbone}: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(state, strict=True)
-
-
 def build_retinaface(weights: Path, config: str | None = None) -> RetinaFace:
     _, cfg = RetinaFaceConfig.load(config)
     model = RetinaFace(cfg)
-    load_retinaface_state(model, weights)
+    load_state_dict_strict(model, weights, f"RetinaFace {cfg.backbone}")
     return model
 
 

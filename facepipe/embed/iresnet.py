@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from facepipe.embed.base import ChipSpec, FaceEmbedder
-from facepipe.registry import ModelSpec, Preprocess, register_model
+from facepipe.registry import ModelSpec, Preprocess, load_state_dict_strict, register_model
 
 #: ArcFace models score pairs by cosine similarity; 0.3 is a common same-person cut for
 #: arcface_torch's MS1MV3/Glint360K models. As an L2 distance of unit vectors: sqrt(2 - 2 * 0.3).
@@ -75,32 +75,10 @@ class IResNet(FaceEmbedder):
         return self.features(self.fc(x))
 
 
-def load_arcface_state(model: nn.Module, path: Path) -> None:
-    """Load an arcface_torch ``backbone.pth`` strictly; a ``module.`` prefix (DataParallel) is dropped."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
-
-        parts = [f"missing keys: {head(missing)}" if missing else "", f"unexpected keys: {head(unexpected)}" if unexpected else "",
-                 "wrong shapes: " + head([f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in wrong]) if wrong else ""]
-        raise ValueError(f"{path} does not fit {type(model).__name__}: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(state, strict=True)
-
-
-def _builder(layers: tuple[int, int, int, int]):
+def _builder(layers: tuple[int, int, int, int], depth: str):
     def build(weights: Path) -> IResNet:
         model = IResNet(layers)
-        load_arcface_state(model, weights)
+        load_state_dict_strict(model, weights, f"IResNet-{depth}")
         return model
 
     return build
@@ -113,7 +91,7 @@ for _depth, _layers in (("50", (3, 4, 14, 3)), ("100", (3, 13, 30, 3))):
         ModelSpec(
             name=f"arcface_r{_depth}",
             kind="embedder",
-            build=_builder(_layers),
+            build=_builder(_layers, _depth),
             weights=None,
             preprocess=_ARCFACE_PRE,
             description=f"insightface arcface_torch IResNet-{_depth}, 512-d, L2-normalised; bring your own backbone.pth",

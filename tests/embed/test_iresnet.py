@@ -72,7 +72,7 @@ def test_loads_a_dataparallel_checkpoint_and_embeds_unit_vectors(tmp_path):
 
 def test_wrong_checkpoint_names_missing_and_unexpected_keys(tmp_path):
     _random_checkpoint(tmp_path / "r50.pth")
-    with pytest.raises(ValueError, match=r"r50.pth does not fit IResNet: missing keys: layer2\.10\."):
+    with pytest.raises(ValueError, match=r"r50.pth does not fit IResNet-100: missing keys: layer2\.10\."):
         create_model("arcface_r100", weights=tmp_path / "r50.pth", kind="embedder")
     state = torch.load(tmp_path / "r50.pth", weights_only=True)
     state["head.weight"] = torch.zeros(3)
