@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test install clean
+.PHONY: demo test install bench clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# Benchmarks (numbers go to bench/RESULTS.md); face_recognition is the comparison, bench-only.
+bench: install
+	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
+	$(PY) bench/e2e.py --shared $${FACEPIPE_SHARED:-../shared}
 
 clean:
 	rm -rf $(VENV) demo-output
