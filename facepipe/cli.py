@@ -140,9 +140,19 @@ def format_summary(m: dict) -> str:
         f"  stages    {stage_txt}  (task seconds; stages overlap)",
         f"  rate      {t['images_per_s']} images/s through the pipeline ({t['pipeline_s']:.1f}s), listing {t['list_s']:.1f}s",
         f"  output    {m['output']}/images and {m['output']}/faces, partition dt={m['dt']}",
+        *_score_lines(m.get("score")),
         f"  manifest  {m['manifest_uri']}",
     ]
     return "\n".join(lines)
+
+
+def _score_lines(score: dict | None) -> list[str]:
+    if score is None:
+        return ["  outliers  not scored (--no-score)"]
+    if "skipped" in score:
+        return [f"  outliers  not scored: {score['skipped']}"]
+    models = ", ".join(v["model_id"] for v in score["models"].values() if "model_id" in v)
+    return [f"  outliers  {score['outliers']} of {score['scored']} faces flagged by {models} -> face_outliers"]
 
 
 def cmd_run(a: argparse.Namespace) -> int:

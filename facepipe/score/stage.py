@@ -188,7 +188,8 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
         summary["models"][emb] = {"model_id": model.model_id, "artifact": uri, "threshold": model.threshold,
                                   "threshold_policy": model.threshold_policy, "n_train": model.n_train}
     if not models:
-        return summary | {"skipped": "no embedder had enough faces"}
+        why = "; ".join(f"{e}: {m['skipped']}" for e, m in summary["models"].items())
+        return summary | {"skipped": f"too few faces to learn from ({why})"}
     t_train = time.perf_counter() - t0
     fs, out = fsio.resolve(output)
     files = [f.path for f in ds.get_fragments(filter=_filter([dt], only_run))]
