@@ -1,0 +1,88 @@
+"""Clustering quality against known labels: pairwise and BCubed precision/recall/F, NMI, merges.
+
+All functions take ``pred`` (cluster id per item; ``None``/negative = unassigned, counted as its
+own singleton) and ``true`` (label per item), both sequences of hashables of equal length.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+import numpy as np
+
+
+def _codes(values: Sequence[Hashable], singletons_for_none: bool) -> np.ndarray:
+    out, seen = np.empty(len(values), np.int64), {}
+    nxt = 0
+    for i, v in enumerate(values):
+        if singletons_for_none and (v is None or (isinstance(v, (int, np.integer)) and v < 0)):
+            key = ("__unassigned__", i)
+        else:
+            key = v
+        if key not in seen:
+            seen[key] = nxt
+            nxt += 1
+        out[i] = seen[key]
+    return out
+
+
+def contingency(pred: Sequence[Hashable], true: Sequence[Hashable]) -> np.ndarray:
+    """(clusters, labels) counts of items."""
+    if len(pred) != len(true):
+        raise ValueError(f"{len(pred)} predictions for {len(true)} labels")
+    p, t = _codes(pred, True), _codes(true, False)
+    m = np.zeros((p.max() + 1 if len(p) else 0, t.max() + 1 if len(t) else 0), np.int64)
+    np.add.at(m, (p, t), 1)
+    return m
+
+
+def _f(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    pairwise_precision: float
+    pairwise_recall: float
+    pairwise_f: float
+    bcubed_precision: float
+    bcubed_recall: float
+    bcubed_f: float
+    nmi: float
+    merged_label_errors: int  # sum over clusters of (distinct labels - 1)
+    n_clusters: int
+    n_labels: int
+
+    def __str__(self) -> str:
+        return (f"pairwise P/R/F {self.pairwise_precision:.4f}/{self.pairwise_recall:.4f}/{self.pairwise_f:.4f}  "
+                f"BCubed P/R/F {self.bcubed_precision:.4f}/{self.bcubed_recall:.4f}/{self.bcubed_f:.4f}  "
+                f"NMI {self.nmi:.4f}  merged-label errors {self.merged_label_errors}  "
+                f"clusters {self.n_clusters} for {self.n_labels} labels")
+
+
+def evaluate_clusters(pred: Sequence[Hashable], true: Sequence[Hashable]) -> ClusterReport:
+    m = contingency(pred, true).astype(np.float64)
+    n = m.sum()
+    if n == 0:
+        return ClusterReport(1, 1, 1, 1, 1, 1, 1, 0, 0, 0)
+    pairs = lambda x: (x * (x - 1) / 2).sum()  # noqa: E731
+    tp = pairs(m)
+    same_cluster, same_label = pairs(m.sum(1)), pairs(m.sum(0))
+    pp = tp / same_cluster if same_cluster else 1.0
+    pr = tp / same_label if same_label else 1.0
+    # BCubed: item i's precision = |cluster & label| / |cluster|, averaged over items
+    csize, lsize = m.sum(1, keepdims=True), m.sum(0, keepdims=True)
+    bp = float((m * m / np.where(csize > 0, csize, 1)).sum() / n)
+    br = float((m * m / np.where(lsize > 0, lsize, 1)).sum() / n)
+    # NMI with the arithmetic mean of the entropies (scikit-learn's default)
+    pij = m / n
+    pi, pj = pij.sum(1, keepdims=True), pij.sum(0, keepdims=True)
+    nz = pij > 0
+    mi = float((pij[nz] * np.log(pij[nz] / (pi @ pj)[nz])).sum())
+    h = lambda p: float(-(p[p > 0] * np.log(p[p > 0])).sum())  # noqa: E731
+    hp, ht = h(pi.ravel()), h(pj.ravel())
+    nmi = 1.0 if hp == ht == 0 else (mi / ((hp + ht) / 2) if hp + ht else 0.0)
+    merged = int(sum(max(int((row > 0).sum()) - 1, 0) for row in m))
+    return ClusterReport(float(pp), float(pr), _f(pp, pr), bp, br, _f(bp, br), float(nmi), merged, m.shape[0], m.shape[1])
