@@ -1,0 +1,55 @@
+"""kNN graph and clustering methods: exact neighbours against brute force, the chaining case,
+determinism."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facepipe.cluster.graph import knn
+from facepipe.cluster.methods import chinese_whispers, mutual_density, threshold_components
+from facepipe.cluster.metrics import evaluate_clusters
+
+_spec = importlib.util.spec_from_file_location("cluster_methods", Path(__file__).resolve().parents[2] / "bench" / "cluster_methods.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_blocked_knn_equals_brute_force():
+    x = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    idx, dist = knn(x, 5, block=64)
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    ref = np.argsort(d, axis=1, kind="stable")[:, :5]
+    np.testing.assert_allclose(dist, np.take_along_axis(d, ref, 1), atol=1e-4)
+    assert (idx == ref).mean() > 0.99  # ties aside
+    assert knn(x[:1], 5)[0].shape == (1, 0)
+
+
+@pytest.mark.parametrize("method", ["chinese_whispers", "mutual_density"])
+def test_a_thin_bridge_does_not_chain_two_people(method):
+    """Two tight groups joined by faces 0.4 apart (each link under the 0.5 threshold): connected
+    components merge them, the guarded methods keep them apart."""
+    x = bench.chain()
+    idx, dist = knn(x, 10)
+    assert threshold_components(idx, dist, 0.5)[0] == threshold_components(idx, dist, 0.5)[25]  # the naive way chains
+    lab = chinese_whispers(idx, dist, 0.5) if method == "chinese_whispers" else mutual_density(idx, dist, 0.5, 3, 5)
+    assert len(set(lab[:25])) == 1 and len(set(lab[25:50])) == 1 and lab[0] != lab[25] and lab[0] >= 0 and lab[25] >= 0
+
+
+def test_separated_identities_are_recovered_and_labels_are_deterministic():
+    x, y = bench.synthetic(200, seed=1)
+    idx, dist = knn(x, 10)
+    a, b = chinese_whispers(idx, dist, 0.5, seed=3), chinese_whispers(idx, dist, 0.5, seed=3)
+    assert np.array_equal(a, b)
+    r = evaluate_clusters(a.tolist(), y.tolist())
+    assert r.merged_label_errors == 0 and r.bcubed_f > 0.99, str(r)
+
+
+def test_min_faces_leaves_small_groups_unassigned():
+    x, y = bench.synthetic(100, seed=2)
+    idx, dist = knn(x, 10)
+    lab = threshold_components(idx, dist, 0.5, min_faces=3)
+    sizes = np.bincount(y)
+    assert (lab[np.isin(y, np.flatnonzero(sizes < 3))] == -1).all()
