@@ -3,8 +3,8 @@
     .venv/bin/python bench/cluster_methods.py [--identities 2000] [--k 10]
 
 Synthetic embeddings that mimic dlib's (128-d): identities of Zipf-distributed sizes (1-80 faces),
-faces scattered so two photos of one person are ~0.40 apart (dlib's typical same-person
-distance), identities ~0.9 apart, and 5% of identities given a look-alike (a sibling centre
+faces scattered so two photos of one person are 0.25-0.5 apart on average (varying by person,
+and by photo with a log-normal factor, so some pairs reach 0.6+), identities ~0.9 apart, and 5% of identities given a look-alike (a sibling centre
 0.50-0.65 away -- the case that merges people). Prints pairwise/BCubed F, NMI and merged-label
 errors per method and threshold, and the chaining case (two tight groups joined by a thin bridge
 of faces 0.4 apart).
@@ -27,7 +27,12 @@ def synthetic(n_id: int, seed: int = 0, dim: int = 128) -> tuple[np.ndarray, np.
         o = (t + 1) % n_id
         d = rng.normal(size=dim)
         centres[t] = centres[o] + d / np.linalg.norm(d) * rng.uniform(0.5, 0.65)
-    x = np.concatenate([c + rng.normal(size=(s, dim)) * (0.40 / np.sqrt(2 * dim)) for c, s in zip(centres, sizes)])
+    # spread like real photos: some people vary more than others (pairwise 0.25-0.5 typical), and
+    # single faces stray further (a bad angle or light: x lognormal scale)
+    person = rng.uniform(0.25, 0.5, n_id)
+    x = np.concatenate([
+        c + rng.normal(size=(s, dim)) * (p / np.sqrt(2 * dim)) * rng.lognormal(0, 0.25, (s, 1)) for c, s, p in zip(centres, sizes, person)
+    ])
     return x.astype(np.float32), np.repeat(np.arange(n_id), sizes)
 
 
