@@ -56,6 +56,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embed-batch-size", type=_positive_int, default=32, help="face chips per embedder forward pass (default 32)")
     add_score_args(p.add_argument_group("outlier scoring (the final stage)"))
     p.add_argument("--no-score", action="store_true", help="skip the DROCC outlier-scoring stage")
+    g = p.add_argument_group("identities (clustering over the whole archive)")
+    add_cluster_args(g)
+    g.add_argument("--no-cluster", action="store_true", help="skip the identity-clustering stage")
     g = p.add_argument_group("inputs")
     g.add_argument("--image-column", default="image", help="Parquet column holding image bytes (default: image)")
     g.add_argument("--id-column", default=None, help="Parquet column naming each row (default: row number)")
@@ -76,6 +79,18 @@ def add_score_args(g) -> None:
     g.add_argument("--threshold-policy", choices=("fpr", "percentile", "boundary"), default="fpr",
                    help="outlier threshold: target false-positive rate on held-out faces (default), a percentile of training scores, or 0")
     g.add_argument("--target-fpr", type=_unit_float, default=0.01, help="for --threshold-policy fpr (default 0.01)")
+
+
+def add_cluster_args(g) -> None:
+    g.add_argument("--cluster-method", choices=("chinese_whispers", "mutual_density", "components"), default="chinese_whispers",
+                   help="clustering of the kNN graph (default chinese_whispers; see bench/RESULTS.md)")
+    g.add_argument("--cluster-threshold", type=float, default=0.55, help="embedding distance that links two faces (default 0.55)")
+
+
+def cluster_config_from_args(a: argparse.Namespace, enabled: bool = True):
+    from facepipe.cluster.stage import ClusterConfig
+
+    return ClusterConfig(enabled=enabled, method=a.cluster_method, threshold=a.cluster_threshold)
 
 
 def score_config_from_args(a: argparse.Namespace, enabled: bool = True):
@@ -118,6 +133,7 @@ def run_config_from_args(a: argparse.Namespace):
             device=a.device,
         ),
         score=score_config_from_args(a, enabled=not a.no_score),
+        cluster=cluster_config_from_args(a, enabled=not a.no_cluster),
         compute=ComputeConfig(
             detect_actors_min=a.detect_actors,
             detect_actors_max=a.max_detect_actors,
@@ -141,6 +157,7 @@ def format_summary(m: dict) -> str:
         f"  rate      {t['images_per_s']} images/s through the pipeline ({t['pipeline_s']:.1f}s), listing {t['list_s']:.1f}s",
         f"  output    {m['output']}/images and {m['output']}/faces, partition dt={m['dt']}",
         *_score_lines(m.get("score")),
+        *_cluster_lines(m.get("cluster")),
         f"  manifest  {m['manifest_uri']}",
     ]
     return "\n".join(lines)
@@ -153,6 +170,29 @@ def _score_lines(score: dict | None) -> list[str]:
         return [f"  outliers  not scored: {score['skipped']}"]
     models = ", ".join(v["model_id"] for v in score["models"].values() if "model_id" in v)
     return [f"  outliers  {score['outliers']} of {score['scored']} faces flagged by {models} -> face_outliers"]
+
+
+def _cluster_lines(c: dict | None) -> list[str]:
+    if c is None:
+        return ["  people    not clustered (--no-cluster)"]
+    if "skipped" in c:
+        return [f"  people    not clustered: {c['skipped']}"]
+    return [f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} unassigned, {c['reused_ids']} ids kept)"]
+
+
+def cmd_cluster(a: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from facepipe.cluster.stage import run_cluster
+    from facepipe.pipeline import validate_dt, validate_run_id
+
+    dt = a.dt or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    validate_dt(dt)
+    run_id = a.run_id or f"cluster-{dt}"
+    validate_run_id(run_id)
+    print(f"facepipe cluster {run_id}:")
+    print("\n".join(_cluster_lines(run_cluster(a.output, dt, run_id, cluster_config_from_args(a)))))
+    return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -235,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="demo-output", help="where the archive and the output go (default: demo-output)")
     d.add_argument("--run-id", default="demo", help="run id (default: demo; rerunning replaces it)")
     d.set_defaults(func=cmd_demo)
+    cl = sub.add_parser("cluster", help="re-cluster every face of the archive into identities (keeps ids that map)")
+    cl.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
+    cl.add_argument("--dt", default="", help="date the snapshot is filed under (default: today, UTC)")
+    cl.add_argument("--run-id", default="", help="run id (default: cluster-DT)")
+    add_cluster_args(cl)
+    cl.set_defaults(func=cmd_cluster)
     sc = sub.add_parser("score", help="DROCC outlier scores for the faces of one date partition")
     sc.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     sc.add_argument("--dt", default="", help="date partition YYYY-MM-DD (default: today, UTC)")

@@ -32,6 +32,7 @@ from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
 from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
+from facepipe.cluster.stage import ClusterConfig, run_cluster
 from facepipe.score.stage import ScoreConfig, run_score
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class RunConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def resolved(self) -> "RunConfig":
@@ -271,6 +273,10 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"scoring: {e}") from None
         manifest["timing"]["score_s"] = round(time.perf_counter() - t_score, 3)
+    if cfg.cluster.enabled:  # identities over the whole archive, this run's faces included
+        t_cluster = time.perf_counter()
+        manifest["cluster"] = run_cluster(cfg.output, cfg.dt, cfg.run_id, cfg.cluster)
+        manifest["timing"]["cluster_s"] = round(time.perf_counter() - t_cluster, 3)
     manifest["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
     manifest["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest["manifest_uri"] = writer.write_manifest(cfg.output, cfg.run_id, manifest)

@@ -87,5 +87,40 @@ FACE_OUTLIERS = pa.schema(
     metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "1"},
 )
 
+def identities_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
+    """One row per identity of the whole archive (a snapshot: each clustering run replaces it)."""
+    return pa.schema(
+        [
+            pa.field("identity_id", pa.string(), nullable=False),
+            pa.field("n_faces", pa.int64(), nullable=False),
+            pa.field("centroid", pa.list_(pa.float32(), embedding_dim)),  # mean embedding of its faces
+            pa.field("representative_face_id", pa.string()),  # its face with the highest detection score
+            pa.field("first_seen_dt", pa.date32()),
+            pa.field("last_seen_dt", pa.date32()),
+            pa.field("embedder", pa.string()),
+            pa.field("run_id", pa.string(), nullable=False),
+        ],
+        metadata={"facepipe.table": "identities", "facepipe.schema_version": "1"},
+    )
+
+
+IDENTITIES = identities_schema()
+
+FACE_IDENTITY = pa.schema(
+    [
+        pa.field("face_id", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string()),  # null: left unassigned (too few look-alikes)
+        pa.field("distance", pa.float32()),  # Euclidean distance to the identity's centroid
+        pa.field("run_id", pa.string(), nullable=False),
+    ],
+    metadata={"facepipe.table": "face_identity", "facepipe.schema_version": "1"},
+)
+
 #: Table name -> schema, in the order the job writes them.
-TABLES: dict[str, pa.Schema] = {"images": IMAGES, "faces": FACES, "face_outliers": FACE_OUTLIERS}
+TABLES: dict[str, pa.Schema] = {
+    "images": IMAGES,
+    "faces": FACES,
+    "face_outliers": FACE_OUTLIERS,
+    "identities": IDENTITIES,
+    "face_identity": FACE_IDENTITY,
+}

@@ -139,3 +139,26 @@ def test_every_face_gets_an_outlier_score_and_the_model_is_saved(first_run):
     assert sum(r[2] for r in rows) == s["outliers"]
 
 
+
+
+def test_each_person_is_one_identity_and_no_two_people_share_one(first_run):
+    """The clustering stage on real photos: obama x5 (partial faces included) one identity; the
+    astronaut in every odd format one identity; biden, grace hopper, Tom Hanks and t1.jpg's six
+    people each their own."""
+    _, out, _ = first_run
+    rows = _q(f"""select i.source_uri, f.face_index, fi.identity_id
+                  from read_parquet('{out}/faces/*/*.parquet') f
+                  join read_parquet('{out}/images/*/*.parquet') i using (image_id)
+                  join read_parquet('{out}/face_identity/*/*.parquet') fi using (face_id)""")
+    person = {}
+    for uri, k, ident in rows:
+        name = re.split("[/#]", uri)[-1].split(".")[0]
+        who = "astronaut" if "/odd/" in uri else "obama" if name.startswith("obama") else f"t1#{k}" if name == "t1" else name
+        person.setdefault(who, set()).add(ident)
+    assert all(len(ids) == 1 and None not in ids for ids in person.values()), person
+    owners = {}
+    for who, ids in person.items():
+        owners.setdefault(next(iter(ids)), []).append(who)
+    assert all(len(w) == 1 for w in owners.values()), {i: w for i, w in owners.items() if len(w) > 1}
+    n_ident = _q(f"select count(*) from read_parquet('{out}/identities/*/*.parquet')")[0][0]
+    assert n_ident == len(person)

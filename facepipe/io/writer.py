@@ -143,9 +143,10 @@ def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Tab
     )
 
 
-def _delete_run_files(fs: pafs.FileSystem, table_root: str, run_id: str) -> int:
+def _delete_run_files(fs: pafs.FileSystem, table_root: str, run_id: str | None) -> int:
+    """Delete the table's files written by ``run_id`` (every part file when None)."""
     infos = fs.get_file_info(pafs.FileSelector(table_root, recursive=True, allow_not_found=True))
-    prefix = f"part-{run_id}-"
+    prefix = f"part-{run_id}-" if run_id is not None else "part-"
     n = 0
     for i in infos:
         if i.type == pafs.FileType.File and i.base_name.startswith(prefix):
@@ -167,16 +168,17 @@ def clear_staging(output: str, run_id: str, tables: tuple[str, ...] | None = Non
             fs.delete_dir(root)
 
 
-def publish(output: str, run_id: str, staged_files: list[str], tables: tuple[str, ...] = ("images", "faces")) -> dict[str, int]:
+def publish(output: str, run_id: str, staged_files: list[str], tables: tuple[str, ...] = ("images", "faces"), snapshot: bool = False) -> dict[str, int]:
     """Move a run's staged files into ``tables``, replacing only those tables' files of the same
     run id (a stage publishes its own tables: extract ``images`` + ``faces``, scoring
-    ``face_outliers``). Returns the number of files replaced per table."""
+    ``face_outliers``). ``snapshot``: the tables are whole-archive snapshots (identities): every
+    earlier file of them is replaced, whichever run wrote it. Returns files replaced per table."""
     fs, out = fsio.resolve(output)
     stage = fsio.resolve(staging_uri(output, run_id))[1]
     stray = sorted({f.split("/", 1)[0] for f in staged_files} - set(tables))
     if stray:
         raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
-    replaced = {t: _delete_run_files(fs, f"{out}/{t}", run_id) for t in tables}
+    replaced = {t: _delete_run_files(fs, f"{out}/{t}", None if snapshot else run_id) for t in tables}
     for rel in sorted(staged_files):
         dest = f"{out}/{rel}"
         fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
