@@ -195,6 +195,29 @@ def cmd_cluster(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_cluster(a: argparse.Namespace) -> int:
+    import duckdb
+    import pyarrow.dataset as pads
+
+    from facepipe.cluster.metrics import evaluate_clusters, labelled_faces, load_labels
+    from facepipe.io import fs as fsio
+
+    try:
+        labels = load_labels(a.labels)
+        fs, out = fsio.resolve(a.output)
+        tables = {t: pads.dataset(f"{out}/{t}", filesystem=fs, format="parquet", partitioning="hive") for t in ("images", "faces", "face_identity")}
+    except (OSError, ValueError) as e:
+        raise UserError(str(e)) from None
+    images, faces, face_identity = (tables[t] for t in ("images", "faces", "face_identity"))  # noqa: F841 -- DuckDB reads them by name
+    rows = duckdb.sql("""select f.image_id, i.source_uri, f.face_index, fi.identity_id
+                         from faces f join images i using (image_id) left join face_identity fi using (face_id)""").fetchall()
+    pred, true = labelled_faces(rows, labels)
+    if not true:
+        raise UserError(f"none of the {len(labels)} labels names a face in {a.output}")
+    print(f"{len(true)} labelled faces of {len(set(true))} people: {evaluate_clusters(pred, true)}")
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from facepipe.pipeline import run
 
@@ -281,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--run-id", default="", help="run id (default: cluster-DT)")
     add_cluster_args(cl)
     cl.set_defaults(func=cmd_cluster)
+    ec = sub.add_parser("eval-cluster", help="identity quality against known labels (pairwise/BCubed P/R/F, NMI, merges)")
+    ec.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
+    ec.add_argument("--labels", required=True, help="CSV with a header: image_id or source_uri, label[, face_index]")
+    ec.set_defaults(func=cmd_eval_cluster)
     sc = sub.add_parser("score", help="DROCC outlier scores for the faces of one date partition")
     sc.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     sc.add_argument("--dt", default="", help="date partition YYYY-MM-DD (default: today, UTC)")

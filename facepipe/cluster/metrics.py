@@ -86,3 +86,43 @@ def evaluate_clusters(pred: Sequence[Hashable], true: Sequence[Hashable]) -> Clu
     nmi = 1.0 if hp == ht == 0 else (mi / ((hp + ht) / 2) if hp + ht else 0.0)
     merged = int(sum(max(int((row > 0).sum()) - 1, 0) for row in m))
     return ClusterReport(float(pp), float(pr), _f(pp, pr), bp, br, _f(bp, br), float(nmi), merged, m.shape[0], m.shape[1])
+
+
+def load_labels(path: str) -> dict[tuple[str, int | None], str]:
+    """Label CSV -> {(image_id or source_uri, face_index or None): label}.
+
+    Columns: ``image_id`` or ``source_uri`` (either name; a header row is required), ``label``,
+    optionally ``face_index`` (needed only for images with several faces)."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no labelled rows")
+    key = "image_id" if "image_id" in rows[0] else "source_uri" if "source_uri" in rows[0] else None
+    if key is None or "label" not in rows[0]:
+        raise ValueError(f"{path}: needs a header with image_id or source_uri, and label (got {list(rows[0])})")
+    out = {}
+    for r in rows:
+        fi = r.get("face_index")
+        out[(r[key], int(fi) if fi not in (None, "") else None)] = r["label"]
+    return out
+
+
+def labelled_faces(faces: list[tuple[str, str, int, str | None]], labels: dict[tuple[str, int | None], str]) -> tuple[list, list]:
+    """faces: (image_id, source_uri, face_index, identity_id) rows -> (pred, true) of the faces the
+    labels name: a label without face_index covers an image with exactly one face."""
+    per_image: dict[str, int] = {}
+    for image_id, _, _, _ in faces:
+        per_image[image_id] = per_image.get(image_id, 0) + 1
+    pred, true = [], []
+    for image_id, uri, k, ident in faces:
+        for key in (image_id, uri):
+            lab = labels.get((key, k))
+            if lab is None and per_image[image_id] == 1:
+                lab = labels.get((key, None))
+            if lab is not None:
+                pred.append(ident)
+                true.append(lab)
+                break
+    return pred, true

@@ -48,3 +48,16 @@ def test_nmi_matches_scikit_learn():
 def test_lengths_must_match():
     with pytest.raises(ValueError, match="2 predictions for 3 labels"):
         evaluate_clusters([1, 2], [1, 2, 3])
+
+
+def test_labels_cover_single_face_images_or_name_the_face(tmp_path):
+    from facepipe.cluster.metrics import labelled_faces, load_labels
+
+    p = tmp_path / "l.csv"
+    p.write_text("image_id,label,face_index\na,ann,\nb,bob,1\n")
+    labels = load_labels(str(p))
+    faces = [("a", "/a.jpg", 0, "id1"), ("b", "/b.jpg", 0, "id2"), ("b", "/b.jpg", 1, "id3"), ("c", "/c.jpg", 0, "id4")]
+    assert labelled_faces(faces, labels) == (["id1", "id3"], ["ann", "bob"])
+    p.write_text("path,name\nx,y\n")
+    with pytest.raises(ValueError, match="needs a header with image_id or source_uri"):
+        load_labels(str(p))
