@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from facepipe import schema
 from facepipe.cluster.graph import knn
@@ -89,18 +88,10 @@ def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str]
     return [name[int(lab)] if lab >= 0 else None for lab in labels]
 
 
-def _dataset(output: str, table: str) -> pads.Dataset | None:
-    fs, out = fsio.resolve(output)
-    if fs.get_file_info(f"{out}/{table}").type.name == "NotFound":
-        return None
-    part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
-    return pads.dataset(f"{out}/{table}", filesystem=fs, format="parquet", partitioning=part, exclude_invalid_files=True)
-
-
 def run_cluster(output: str, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     """Re-cluster every face of the archive; publish the identity snapshot; return a summary."""
     t0 = time.perf_counter()
-    faces_ds = _dataset(output, "faces")
+    faces_ds = writer.table_dataset(output, "faces")
     if faces_ds is None:
         return {"skipped": "no faces table"}
     faces = faces_ds.to_table(columns=["face_id", "embedding", "embedder", "det_score", "dt"])
@@ -117,7 +108,7 @@ def run_cluster(output: str, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     face_ids = faces.column("face_id").to_pylist()
     x = faces.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)
     labels = cluster_embeddings(x, cfg)
-    prev_ds = _dataset(output, "face_identity")
+    prev_ds = writer.table_dataset(output, "face_identity")
     previous: dict[str, str] = {}
     if prev_ds is not None:
         p = prev_ds.to_table(columns=["face_id", "identity_id"])

@@ -187,6 +187,18 @@ def publish(output: str, run_id: str, staged_files: list[str], tables: tuple[str
     return replaced
 
 
+def table_dataset(output: str, table: str):
+    """A published table as a ``pyarrow.dataset`` (``dt`` from the Hive path, as a string), or
+    None when the table has no files yet."""
+    import pyarrow.dataset as pads
+
+    fs, out = fsio.resolve(output)
+    if fs.get_file_info(f"{out}/{table}").type == pafs.FileType.NotFound:
+        return None
+    part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
+    return pads.dataset(f"{out}/{table}", filesystem=fs, format="parquet", partitioning=part, exclude_invalid_files=True)
+
+
 def write_manifest(output: str, run_id: str, manifest: dict) -> str:
     """Write ``OUT/_runs/RUN_ID.json`` (the last step of a run); returns its URI."""
     fs, out = fsio.resolve(output)

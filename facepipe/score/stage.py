@@ -117,14 +117,6 @@ def load_model(uri: str) -> DROCCModel:
     return DROCCModel.from_bytes(fsio.read_bytes(fs, path), uri)
 
 
-def faces_dataset(output: str) -> pads.Dataset | None:
-    fs, out = fsio.resolve(output)
-    if fs.get_file_info(f"{out}/faces").type.name == "NotFound":
-        return None
-    part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
-    return pads.dataset(f"{out}/faces", filesystem=fs, format="parquet", partitioning=part, exclude_invalid_files=True)
-
-
 def _filter(dts: list[str], run_id: str | None):
     f = pc.field("dt").isin(dts)
     return f & (pc.field("run_id") == run_id) if run_id else f
@@ -163,7 +155,7 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
     import ray.data
 
     t0 = time.perf_counter()
-    ds = faces_dataset(output)
+    ds = writer.table_dataset(output, "faces")
     faces = ds.to_table(columns=["embedder"], filter=_filter([dt], only_run)) if ds is not None else pa.table({"embedder": pa.array([], pa.string())})
     embedders = sorted(set(faces.column("embedder").to_pylist()) - {None})
     summary: dict = {"faces": faces.num_rows, "models": {}, "outliers": 0}
