@@ -6,7 +6,6 @@ own singleton) and ``true`` (label per item), both sequences of hashables of equ
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 

@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 from facepipe import schema
 from facepipe.cluster.graph import knn
 from facepipe.cluster.methods import chinese_whispers, mutual_density, threshold_components
-from facepipe.io import fs as fsio
 from facepipe.io import writer
 
 log = logging.getLogger(__name__)

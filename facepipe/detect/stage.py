@@ -6,7 +6,6 @@ runs detection, alignment and embedding in one actor pool.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -14,8 +13,6 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.detect.base import Detections, FaceDetector
-
-log = logging.getLogger(__name__)
 
 #: Rows leaving the detect stage (one per image); the writer turns them into `images` + `faces`.
 DETECTED_SCHEMA = pa.schema(

@@ -66,7 +66,8 @@ def _read_layer(r: DlibReader) -> DnnLayer:
     if tag == "con_4":
         params = r.tensor().reshape(-1)
         n, nr, nc, sy, sx, py, px = (r.int() for _ in range(7))
-        fshape, bshape = _alias(r), _alias(r)
+        fshape = _alias(r)
+        _alias(r)  # biases: (1, n, 1, 1), implied by n
         for _ in range(4):  # learning-rate / weight-decay multipliers
             r.float()
         nw = int(np.prod(fshape))
@@ -91,7 +92,7 @@ def _read_layer(r: DlibReader) -> DnnLayer:
     if tag == "fc_2":
         n_out, n_in = r.int(), r.int()
         params = r.tensor().reshape(-1)
-        wshape, _ = _alias(r), _alias(r)
+        _alias(r), _alias(r)  # weights (n_in, n_out), biases: shapes implied by n_in, n_out
         bias_mode = r.int()  # 0: has bias, 1: no bias
         for _ in range(4):
             r.float()

@@ -135,6 +135,9 @@ def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, embedder: str) 
     return t.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
 
 
+_LOADED: dict[str, DROCCModel] = {}  # per worker process: deserialise each model once, not per batch
+
+
 def _score_batch(batch: pa.Table, models: dict[str, bytes], ids: dict[str, str], output: str, run_id: str, dt: str, only_run: str | None) -> pa.Table:
     if only_run:
         batch = batch.filter(pc.equal(batch.column("run_id"), only_run))
@@ -142,7 +145,9 @@ def _score_batch(batch: pa.Table, models: dict[str, bytes], ids: dict[str, str],
     for embedder, blob in models.items():
         sel = batch.filter(pc.equal(batch.column("embedder"), embedder))
         if sel.num_rows:
-            parts.append(score_table(sel, DROCCModel.from_bytes(blob), ids[embedder], run_id))
+            if ids[embedder] not in _LOADED:
+                _LOADED[ids[embedder]] = DROCCModel.from_bytes(blob)
+            parts.append(score_table(sel, _LOADED[ids[embedder]], ids[embedder], run_id))
     table = pa.concat_tables(parts) if parts else schema.FACE_OUTLIERS.empty_table()
     files = writer.stage_tables({"face_outliers": table}, output, run_id, dt)
     return pa.table({"n": [table.num_rows], "n_outliers": [int(pc.sum(table.column("is_outlier")).as_py() or 0)], "files": [files]})
