@@ -27,6 +27,13 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{s} is not a positive number")
+    return v
+
+
 def _unit_float(s: str) -> float:
     v = float(s)
     if not 0.0 <= v <= 1.0:
@@ -59,6 +66,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("identities (clustering over the whole archive)")
     add_cluster_args(g)
     g.add_argument("--no-cluster", action="store_true", help="skip the identity-clustering stage")
+    g.add_argument("--full-cluster", action="store_true", help="re-cluster every face of the archive (default: place tonight's faces)")
     g = p.add_argument_group("inputs")
     g.add_argument("--image-column", default="image", help="Parquet column holding image bytes (default: image)")
     g.add_argument("--id-column", default=None, help="Parquet column naming each row (default: row number)")
@@ -84,13 +92,16 @@ def add_score_args(g) -> None:
 def add_cluster_args(g) -> None:
     g.add_argument("--cluster-method", choices=("chinese_whispers", "mutual_density", "components"), default="chinese_whispers",
                    help="clustering of the kNN graph (default chinese_whispers; see bench/RESULTS.md)")
-    g.add_argument("--cluster-threshold", type=float, default=0.55, help="embedding distance that links two faces (default 0.55)")
+    g.add_argument("--cluster-threshold", type=_positive_float, default=0.55, help="embedding distance that links two faces (default 0.55)")
+    g.add_argument("--knn", choices=("auto", "exact", "ivf"), default="auto",
+                   help="neighbour search: exact (torch), ivf (FAISS), auto = exact on a GPU or up to 20,000 faces (default)")
 
 
-def cluster_config_from_args(a: argparse.Namespace, enabled: bool = True):
+def cluster_config_from_args(a: argparse.Namespace, enabled: bool = True, full: bool = False):
+    from facepipe.cluster.graph import IndexConfig
     from facepipe.cluster.stage import ClusterConfig
 
-    return ClusterConfig(enabled=enabled, method=a.cluster_method, threshold=a.cluster_threshold)
+    return ClusterConfig(enabled=enabled, method=a.cluster_method, threshold=a.cluster_threshold, full=full, index=IndexConfig(backend=a.knn))
 
 
 def score_config_from_args(a: argparse.Namespace, enabled: bool = True):
@@ -133,7 +144,7 @@ def run_config_from_args(a: argparse.Namespace):
             device=a.device,
         ),
         score=score_config_from_args(a, enabled=not a.no_score),
-        cluster=cluster_config_from_args(a, enabled=not a.no_cluster),
+        cluster=cluster_config_from_args(a, enabled=not a.no_cluster, full=a.full_cluster),
         compute=ComputeConfig(
             detect_actors_min=a.detect_actors,
             detect_actors_max=a.max_detect_actors,
@@ -177,7 +188,12 @@ def _cluster_lines(c: dict | None) -> list[str]:
         return ["  people    not clustered (--no-cluster)"]
     if "skipped" in c:
         return [f"  people    not clustered: {c['skipped']}"]
-    return [f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} unassigned, {c['reused_ids']} ids kept)"]
+    how = (f"{c['placed']} new or unplaced faces placed, {c['region']} looked at" if c["mode"] == "incremental"
+           else "every face re-clustered")
+    return [
+        f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} unassigned, {c['reused_ids']} ids kept)",
+        f"            {c['mode']}: {how}; {c['merges']} merges, {c['splits']} splits -> identity_events",
+    ]
 
 
 def cmd_cluster(a: argparse.Namespace) -> int:
@@ -191,7 +207,7 @@ def cmd_cluster(a: argparse.Namespace) -> int:
     run_id = a.run_id or f"cluster-{dt}"
     validate_run_id(run_id)
     print(f"facepipe cluster {run_id}:")
-    print("\n".join(_cluster_lines(run_cluster(a.output, dt, run_id, cluster_config_from_args(a)))))
+    print("\n".join(_cluster_lines(run_cluster(a.output, dt, run_id, cluster_config_from_args(a, full=a.full)))))
     return 0
 
 
@@ -298,11 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default="demo-output", help="where the archive and the output go (default: demo-output)")
     d.add_argument("--run-id", default="demo", help="run id (default: demo; rerunning replaces it)")
     d.set_defaults(func=cmd_demo)
-    cl = sub.add_parser("cluster", help="re-cluster every face of the archive into identities (keeps ids that map)")
+    cl = sub.add_parser("cluster", help="place the archive's new faces into identities (--full: re-cluster all; ids that map are kept)")
     cl.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     cl.add_argument("--dt", default="", help="date the snapshot is filed under (default: today, UTC)")
     cl.add_argument("--run-id", default="", help="run id (default: cluster-DT)")
     add_cluster_args(cl)
+    cl.add_argument("--full", action="store_true", help="re-cluster every face instead of placing those the last snapshot has not")
     cl.set_defaults(func=cmd_cluster)
     ec = sub.add_parser("eval-cluster", help="identity quality against known labels (pairwise/BCubed P/R/F, NMI, merges)")
     ec.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")

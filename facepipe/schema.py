@@ -116,6 +116,18 @@ FACE_IDENTITY = pa.schema(
     metadata={"facepipe.table": "face_identity", "facepipe.schema_version": "1"},
 )
 
+IDENTITY_EVENTS = pa.schema(
+    [
+        # merge: old_ids became the one id in new_ids; split: new_ids = [the old id, the new ones]
+        pa.field("event", pa.string(), nullable=False),
+        pa.field("old_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("new_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("n_faces", pa.int64(), nullable=False),  # faces that changed identity with the event
+        pa.field("run_id", pa.string(), nullable=False),
+    ],
+    metadata={"facepipe.table": "identity_events", "facepipe.schema_version": "1"},
+)
+
 #: Table name -> schema, in the order the job writes them.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
@@ -123,4 +135,5 @@ TABLES: dict[str, pa.Schema] = {
     "face_outliers": FACE_OUTLIERS,
     "identities": IDENTITIES,
     "face_identity": FACE_IDENTITY,
+    "identity_events": IDENTITY_EVENTS,
 }

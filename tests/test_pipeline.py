@@ -182,3 +182,37 @@ def test_eval_cluster_reports_perfect_identities_on_the_real_photos(first_run, t
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{len(rows)} labelled faces" in r.stdout and "BCubed P/R/F 1.0000/1.0000/1.0000" in r.stdout and "merged-label errors 0" in r.stdout, r.stdout
+
+
+def test_two_nights_of_real_photos_group_faces_like_one_run_and_keep_night_one_ids(first_run, tmp_path):
+    """The cluster stage as the nightly job runs it, on the real photos' embeddings: night 1
+    has half of the images, night 2 adds the rest. The identities group the faces exactly as the
+    one-shot run did, and no face of night 1 changes identity."""
+    import pyarrow.parquet as pq
+
+    from facepipe.cluster.stage import ClusterConfig, run_cluster
+    from facepipe.io.writer import table_dataset
+
+    _, out, _ = first_run
+    faces = table_dataset(str(out), "faces").to_table().drop_columns(["dt"]).sort_by("face_id")
+    images = sorted(set(faces.column("image_id").to_pylist()))
+    night_of = {im: i % 2 for i, im in enumerate(images)}
+    inc = tmp_path / "out"
+    ids = []
+    for night, dt in enumerate(["2026-11-01", "2026-11-02"]):
+        rows = [i for i, im in enumerate(faces.column("image_id").to_pylist()) if night_of[im] == night]
+        (inc / "faces" / f"dt={dt}").mkdir(parents=True)
+        pq.write_table(faces.take(rows), inc / "faces" / f"dt={dt}" / f"part-night{night}-0.parquet")
+        summary = run_cluster(str(inc), dt, f"night{night}", ClusterConfig())
+        assert summary["mode"] == ("full" if night == 0 else "incremental")
+        ids.append(dict(_q(f"select face_id, identity_id from read_parquet('{inc}/face_identity/*/*.parquet')")))
+    assert all(ids[1][f] == i for f, i in ids[0].items())
+    one_shot = dict(_q(f"select face_id, identity_id from read_parquet('{out}/face_identity/*/*.parquet')"))
+
+    def groups(m):
+        g = {}
+        for f, i in m.items():
+            g.setdefault(i, set()).add(f)
+        return sorted(map(sorted, g.values()))
+
+    assert groups(ids[1]) == groups(one_shot)

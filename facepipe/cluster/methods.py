@@ -9,7 +9,8 @@ output.
   ``min_core`` such edges are cores; cores connect through mutual edges, other points join their
   nearest core; groups smaller than ``min_faces`` stay unassigned. Bridges of in-between faces
   have few mutual neighbours, so they do not chain two people together.
-- :func:`chinese_whispers`: dlib's label propagation on the thresholded graph (seeded order).
+- :func:`chinese_whispers`: dlib's label propagation on the thresholded graph (seeded order,
+  vectorised in :func:`propagate_labels`, which also warm-starts from known identities).
 """
 
 from __future__ import annotations
@@ -17,61 +18,60 @@ from __future__ import annotations
 import numpy as np
 
 
-class UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n)
-
-    def find(self, a: int) -> int:
-        p = self.parent
-        root = a
-        while p[root] != root:
-            root = p[root]
-        while p[a] != root:
-            p[a], a = root, p[a]
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the edges (a[i], b[i]): the smallest node of each node's
+    component. Vectorised union-find: hook each root under the smallest root it touches, then
+    jump pointers to the roots; a few rounds for any graph."""
+    parent = np.arange(n)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    while True:
+        ra, rb = parent[a], parent[b]
+        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+        differ = lo != hi
+        if not differ.any():
+            return parent
+        np.minimum.at(parent, hi[differ], lo[differ])
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
 
 
 def _relabel(roots: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """Number groups 0, 1, ... by first appearance; ``keep`` False -> -1."""
+    roots = np.asarray(roots, np.int64)
+    keep = np.ones(len(roots), bool) if keep is None else np.asarray(keep, bool)
     out = np.full(len(roots), -1, np.int64)
-    seen: dict[int, int] = {}
-    for i, r in enumerate(roots):
-        if keep is not None and not keep[i]:
-            continue
-        out[i] = seen.setdefault(int(r), len(seen))
+    if keep.any():
+        uniq, first, inverse = np.unique(roots[keep], return_index=True, return_inverse=True)
+        rank = np.empty(len(uniq), np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+        out[keep] = rank[inverse]
     return out
 
 
 def _edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     src = np.repeat(np.arange(len(idx)), idx.shape[1])
     dst, d = idx.ravel(), dist.ravel()
-    ok = d < threshold
+    ok = (d < threshold) & (dst >= 0)
     return src[ok], dst[ok]
 
 
 def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_faces: int = 1) -> np.ndarray:
-    uf = UnionFind(len(idx))
-    for a, b in zip(*_edges(idx, dist, threshold)):
-        uf.union(int(a), int(b))
-    roots = np.array([uf.find(i) for i in range(len(idx))])
+    roots = components(len(idx), *_edges(idx, dist, threshold))
     sizes = np.bincount(roots, minlength=len(idx))
     return _relabel(roots, sizes[roots] >= min_faces)
 
 
 def mutual_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) pairs, a < b, with b in a's neighbours and a in b's, both shorter than threshold."""
+    n = len(idx)
     src, dst = _edges(idx, dist, threshold)
-    fwd = set(zip(src.tolist(), dst.tolist()))
-    pairs = sorted({(min(a, b), max(a, b)) for a, b in fwd if (b, a) in fwd})
-    if not pairs:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    p = np.array(pairs, np.int64)
-    return p[:, 0], p[:, 1]
+    fwd = src * n + dst
+    both = np.isin(fwd, dst * n + src)
+    key = np.unique(np.minimum(src, dst)[both] * n + np.maximum(src, dst)[both])
+    return key // n, key % n
 
 
 def mutual_density(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_core: int = 2, min_faces: int = 2) -> np.ndarray:
@@ -79,48 +79,85 @@ def mutual_density(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, mi
     a, b = mutual_edges(idx, dist, threshold)
     degree = np.bincount(np.r_[a, b], minlength=n)
     core = degree >= min_core
-    uf = UnionFind(n)
-    for x, y in zip(a, b):
-        if core[x] and core[y]:
-            uf.union(int(x), int(y))
-    roots = np.array([uf.find(i) for i in range(n)])
-    assigned = core.copy()
+    both = core[a] & core[b]
+    roots = components(n, a[both], b[both])
     # a non-core point joins the group of its nearest core neighbour within the threshold
-    for i in np.flatnonzero(~core):
-        for j, d in zip(idx[i], dist[i]):
-            if d >= threshold:
-                break
-            if core[j]:
-                roots[i] = roots[j]
-                assigned[i] = True
-                break
+    near = (dist < threshold) & (idx >= 0) & core[np.maximum(idx, 0)]
+    attach = ~core & near.any(1)
+    roots[attach] = roots[idx[attach, near[attach].argmax(1)]]
+    assigned = core | attach
     sizes = np.bincount(roots[assigned], minlength=n)
     return _relabel(roots, assigned & (sizes[roots] >= min_faces))
+
+
+def symmetric_graph(n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected graph as CSR ``(indptr, indices, weights)``: each unordered pair once (an edge
+    found from both ends is still one edge), self-loops dropped."""
+    w = np.ones(len(src)) if weight is None else np.asarray(weight, np.float64)
+    a, b = np.minimum(src, dst).astype(np.int64), np.maximum(src, dst).astype(np.int64)
+    ok = a != b
+    key, first = np.unique(a[ok] * n + b[ok], return_index=True)
+    w = w[ok][first]
+    a, b = key // n, key % n
+    rows, cols, ww = np.r_[a, b], np.r_[b, a], np.r_[w, w]
+    order = np.argsort(rows, kind="stable")
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return indptr, cols[order], ww[order]
+
+
+def propagate_labels(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    labels: np.ndarray,
+    frozen: np.ndarray | None = None,
+    iterations: int = 20,
+    seed: int = 0,
+    chunks: int = 64,
+) -> np.ndarray:
+    """Chinese Whispers label propagation: every node, in a seeded random order, takes the label
+    with the largest total edge weight among its neighbours (ties: the smallest label). Nodes are
+    updated in ``chunks`` groups per pass, each group at once from the labels of the groups before
+    it -- nearly the one-at-a-time order of the original, vectorised. ``labels``: the start (each
+    node its own for a fresh clustering; the known identities for a warm start); ``frozen`` nodes
+    keep theirs and only lend it. Returns the final labels (values taken from ``labels``)."""
+    n = len(labels)
+    label = np.asarray(labels, np.int64).copy()
+    deg = np.diff(indptr)
+    movable = np.flatnonzero((deg > 0) & (np.ones(n, bool) if frozen is None else ~frozen))
+    if len(movable) == 0:
+        return label
+    span = int(label.max()) + 1
+    size = max(1, -(-len(movable) // chunks))
+    rng = np.random.default_rng(seed)
+    for _ in range(iterations):
+        order = rng.permutation(movable)
+        changed = 0
+        for s in range(0, len(order), size):
+            nodes = order[s : s + size]
+            d = deg[nodes]
+            owner = np.repeat(np.arange(len(nodes)), d)
+            pos = np.repeat(indptr[nodes] - np.cumsum(d) + d, d) + np.arange(int(d.sum()))
+            key = owner * span + label[indices[pos]]
+            srt = np.argsort(key, kind="stable")
+            key, w = key[srt], weights[pos][srt]
+            bound = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
+            score, ukey = np.add.reduceat(w, bound), key[bound]
+            uown, ulab = ukey // span, ukey % span
+            pick = np.lexsort((ulab, -score, uown))
+            first = pick[np.r_[True, uown[pick][1:] != uown[pick][:-1]]]
+            who, best = nodes[uown[first]], ulab[first]
+            changed += int((label[who] != best).sum())
+            label[who] = best
+        if not changed:
+            break
+    return label
 
 
 def chinese_whispers(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, iterations: int = 20, seed: int = 0, min_faces: int = 1) -> np.ndarray:
     n = len(idx)
     src, dst = _edges(idx, dist, threshold)
-    w = np.ones(len(src))
-    nbrs: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-    for a, b, ww in zip(src, dst, w):
-        nbrs[a].append((int(b), ww))
-        nbrs[b].append((int(a), ww))
-    label = np.arange(n)
-    rng = np.random.default_rng(seed)
-    for _ in range(iterations):
-        changed = 0
-        for i in rng.permutation(n):
-            if not nbrs[i]:
-                continue
-            score: dict[int, float] = {}
-            for j, ww in nbrs[i]:
-                score[label[j]] = score.get(label[j], 0.0) + ww
-            best = max(score.items(), key=lambda kv: (kv[1], -kv[0]))[0]
-            if best != label[i]:
-                label[i] = best
-                changed += 1
-        if not changed:
-            break
+    label = propagate_labels(*symmetric_graph(n, src, dst), np.arange(n), iterations=iterations, seed=seed)
     sizes = np.bincount(label, minlength=n)
     return _relabel(label, sizes[label] >= min_faces)

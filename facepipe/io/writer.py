@@ -168,17 +168,25 @@ def clear_staging(output: str, run_id: str, tables: tuple[str, ...] | None = Non
             fs.delete_dir(root)
 
 
-def publish(output: str, run_id: str, staged_files: list[str], tables: tuple[str, ...] = ("images", "faces"), snapshot: bool = False) -> dict[str, int]:
+def publish(
+    output: str,
+    run_id: str,
+    staged_files: list[str],
+    tables: tuple[str, ...] = ("images", "faces"),
+    snapshot: bool = False,
+    replace: bool = True,
+) -> dict[str, int]:
     """Move a run's staged files into ``tables``, replacing only those tables' files of the same
     run id (a stage publishes its own tables: extract ``images`` + ``faces``, scoring
     ``face_outliers``). ``snapshot``: the tables are whole-archive snapshots (identities): every
-    earlier file of them is replaced, whichever run wrote it. Returns files replaced per table."""
+    earlier file of them is replaced, whichever run wrote it. ``replace`` False: add the files and
+    delete none (a stage that appends to its own earlier output). Returns files replaced per table."""
     fs, out = fsio.resolve(output)
     stage = fsio.resolve(staging_uri(output, run_id))[1]
     stray = sorted({f.split("/", 1)[0] for f in staged_files} - set(tables))
     if stray:
         raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
-    replaced = {t: _delete_run_files(fs, f"{out}/{t}", None if snapshot else run_id) for t in tables}
+    replaced = {t: _delete_run_files(fs, f"{out}/{t}", None if snapshot else run_id) if replace else 0 for t in tables}
     for rel in sorted(staged_files):
         dest = f"{out}/{rel}"
         fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)

@@ -55,3 +55,39 @@ def test_min_faces_leaves_small_groups_unassigned():
     lab = threshold_components(idx, dist, 0.5, min_faces=3)
     sizes = np.bincount(y)
     assert (lab[np.isin(y, np.flatnonzero(sizes < 3))] == -1).all()
+
+
+def test_vectorised_components_equal_a_breadth_first_search():
+    """components() (hook + pointer jumping) against a plain BFS on random sparse graphs."""
+    from collections import deque
+
+    from facepipe.cluster.methods import components
+
+    rng = np.random.default_rng(7)
+    for n, m in [(1, 0), (50, 20), (500, 400), (2000, 2500)]:
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        adj = [[] for _ in range(n)]
+        for u, v in zip(a, b):
+            adj[u].append(v)
+            adj[v].append(u)
+        ref = np.full(n, -1)
+        for s in range(n):
+            if ref[s] < 0:
+                ref[s], todo = s, deque([s])
+                while todo:
+                    for v in adj[todo.popleft()]:
+                        if ref[v] < 0:
+                            ref[v] = s
+                            todo.append(v)
+        assert np.array_equal(components(n, a, b), ref)
+
+
+def test_frozen_nodes_lend_their_label_and_keep_it():
+    """Warm start: a frozen node's label spreads to its free neighbours but never changes."""
+    from facepipe.cluster.methods import propagate_labels, symmetric_graph
+
+    # path 0-1-2-3 (each edge found from both ends: still one edge), ends frozen with labels 0 and
+    # 9, the middle free: ties go to the smaller label, so 0 spreads and 9 stays
+    graph = symmetric_graph(4, np.array([0, 1, 2, 1]), np.array([1, 2, 3, 0]))
+    lab = propagate_labels(*graph, np.array([0, 5, 6, 9]), frozen=np.array([True, False, False, True]))
+    assert lab.tolist() == [0, 0, 0, 9]

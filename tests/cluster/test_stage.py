@@ -1,8 +1,55 @@
-"""Identity ids: deterministic, and reused by greatest overlap when faces are re-clustered."""
+"""Identity ids: deterministic, reused by greatest overlap, stable from night to night; merges and
+splits recorded as events; the stage reads and publishes real Parquet tables."""
 
+import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
-from facepipe.cluster.stage import assign_ids, new_identity_id
+from facepipe.cluster.graph import IndexConfig
+from facepipe.cluster.stage import (
+    NEW,
+    ClusterConfig,
+    assign_ids,
+    cluster_embeddings,
+    cluster_incremental,
+    encode_previous,
+    identity_events,
+    name_clusters,
+    new_identity_id,
+    run_cluster,
+)
+
+DIM = 128
+
+
+def people(n_people: int, per_person: int, seed: int = 0, spread: float = 0.3, apart: float = 1.0):
+    """Well-separated synthetic people: centres ~``apart`` apart, faces ~``spread`` from each other."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_people, DIM)) * apart / np.sqrt(2 * DIM)
+    x = np.concatenate([c + rng.normal(size=(per_person, DIM)) * spread / np.sqrt(2 * DIM) for c in centres])
+    return x.astype(np.float32), np.repeat(np.arange(n_people), per_person)
+
+
+def _faces(n: int) -> list[str]:
+    return [f"face{i:05d}" for i in range(n)]
+
+
+def _night(x, face_ids, previous, cfg=ClusterConfig()):
+    """One incremental night at the function level -> (face -> id, events)."""
+    code, old = encode_previous(face_ids, previous)
+    labels = cluster_incremental(x, code, len(old), cfg).labels
+    name = name_clusters(face_ids, labels, code, old)
+    ids = {f: (name[int(lab)] if lab >= 0 else None) for f, lab in zip(face_ids, labels)}
+    return ids, identity_events(code, old, labels, name)
+
+
+def _groups(ids: dict) -> set[frozenset]:
+    g: dict = {}
+    for f, i in ids.items():
+        g.setdefault(i, set()).add(f)
+    return {frozenset(v) for v in g.values()}
 
 
 def test_new_ids_are_deterministic_and_reuse_follows_overlap():
@@ -21,3 +68,141 @@ def test_an_old_id_goes_to_one_cluster_only():
     prev = {"a": "id-old", "b": "id-old", "c": "id-old"}
     ids = assign_ids(["a", "b", "c"], np.array([0, 0, 1]), prev)  # a split
     assert ids[0] == ids[1] == "id-old" and ids[2] not in (None, "id-old")
+
+
+def test_two_incremental_nights_equal_one_shot_and_keep_night_one_ids():
+    """Night 1 sees half of every person's faces, night 2 the rest: the grouping equals one
+    full clustering of everything, and no night-1 face changes id."""
+    x, y = people(60, 6)
+    fids = _faces(len(x))
+    half = np.arange(len(x)) % 2 == 0
+    first = [f for f, h in zip(fids, half) if h]
+    labels1 = cluster_embeddings(x[half], ClusterConfig())
+    night1 = dict(zip(first, assign_ids(first, labels1, {})))
+    night2, events = _night(x, fids, night1)
+    assert all(night2[f] == night1[f] for f in first)
+    one_shot = dict(zip(fids, assign_ids(fids, cluster_embeddings(x, ClusterConfig()), {})))
+    assert _groups(night2) == _groups(one_shot)
+    assert _groups(night2) == _groups(dict(zip(fids, y.tolist())))
+    assert events == []
+
+
+def test_a_night_without_new_faces_changes_nothing():
+    x, _ = people(20, 4)
+    fids = _faces(len(x))
+    night1 = dict(zip(fids, assign_ids(fids, cluster_embeddings(x, ClusterConfig()), {})))
+    night2, events = _night(x, fids, night1)
+    assert night2 == night1 and events == []
+
+
+def test_new_faces_that_link_a_face_to_a_person_merge_them_and_the_event_is_recorded():
+    """Night 1: a person (5 faces) and, 0.7 away, a lone face of them (its own identity). Night 2
+    brings 6 faces between the two, 0.35 from each: the lone face joins the person, whose id
+    stays; the event names both old ids. An unrelated person is untouched."""
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=DIM)
+    e /= np.linalg.norm(e)
+    tight = lambda c, m: c + rng.normal(size=(m, DIM)) * 0.1 / np.sqrt(2 * DIM)  # noqa: E731
+    other, _ = people(1, 4, seed=5)
+    x = np.concatenate([tight(np.zeros(DIM), 5), tight(e * 0.7, 1), other + 3.0, tight(e * 0.35, 6)]).astype(np.float32)
+    fids = _faces(len(x))
+    night1 = dict(zip(fids[:10], assign_ids(fids[:10], cluster_embeddings(x[:10], ClusterConfig()), {})))
+    person, lone, stranger = night1[fids[0]], night1[fids[5]], night1[fids[6]]
+    assert len({person, lone, stranger}) == 3
+    night2, events = _night(x, fids, night1)
+    assert {night2[f] for f in fids[:6] + fids[10:]} == {person}
+    assert all(night2[f] == stranger for f in fids[6:10])
+    assert events == [{"event": "merge", "old_ids": sorted([person, lone]), "new_ids": [person], "n_faces": 1}]
+
+
+def test_a_full_recluster_splits_a_merged_identity_and_keeps_the_larger_part_its_id():
+    """The previous snapshot put two people (6 and 3 faces) under one id; a full re-cluster
+    separates them: the 6 keep the id, the 3 get a new one, and a split event says so."""
+    x, y = people(2, 6)
+    x, y = x[:9], y[:9]
+    fids = _faces(9)
+    prev = {f: "id-both" for f in fids}
+    code, old = encode_previous(fids, prev)
+    labels = cluster_embeddings(x, ClusterConfig(full=True))
+    name = name_clusters(fids, labels, code, old)
+    ids = [name[int(lab)] for lab in labels]
+    assert ids[:6] == ["id-both"] * 6 and len(set(ids[6:])) == 1 and ids[6] != "id-both"
+    assert identity_events(code, old, labels, name) == [{"event": "split", "old_ids": ["id-both"], "new_ids": ["id-both", ids[6]], "n_faces": 3}]
+
+
+def test_the_ivf_index_finds_the_same_identities_as_the_exact_graph():
+    """FAISS IVF (forced on a small set) against exact kNN: identical clusters."""
+    x, y = people(300, 5, seed=2)
+    exact = cluster_embeddings(x, ClusterConfig(index=IndexConfig(backend="exact")))
+    ivf = cluster_embeddings(x, ClusterConfig(index=IndexConfig(backend="ivf", nprobe=8)))
+    assert _groups(dict(enumerate(exact.tolist()))) == _groups(dict(enumerate(ivf.tolist()))) == _groups(dict(enumerate(y.tolist())))
+
+
+def test_unknown_method_or_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="not one of"):
+        ClusterConfig(method="kmeans")
+    with pytest.raises(ValueError, match="threshold"):
+        ClusterConfig(threshold=0)
+    with pytest.raises(ValueError, match="backend"):
+        IndexConfig(backend="annoy")
+
+
+def _write_faces(out, dt: str, face_ids: list[str], x: np.ndarray) -> None:
+    """A faces partition with the columns the cluster stage reads (the extract job writes more)."""
+    part = out / "faces" / f"dt={dt}"
+    part.mkdir(parents=True, exist_ok=True)
+    n = len(face_ids)
+    t = pa.table({
+        "face_id": pa.array(face_ids, pa.string()),
+        "det_score": pa.array(np.linspace(0.9, 0.99, n), pa.float32()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), DIM),
+        "embedder": pa.array(["dlib_resnet@test"] * n, pa.string()),
+    })
+    pq.write_table(t, part / f"part-{dt}.parquet")
+
+
+def test_run_cluster_nightly_tables_and_rerun(tmp_path):
+    """Two nights through the real stage on Parquet: night 2 is incremental, keeps night-1 ids,
+    reads back in DuckDB; identities' first/last seen follow the partitions; rerunning night 2
+    under its run id changes nothing and keeps its events."""
+    x, y = people(30, 4, seed=3)
+    fids = _faces(len(x))
+    out = tmp_path / "out"
+    _write_faces(out, "2026-11-01", fids[::2], x[::2])
+    s1 = run_cluster(str(out), "2026-11-01", "n1", ClusterConfig())
+    assert s1["mode"] == "full" and s1["identities"] == 30
+    q = lambda sql: duckdb.sql(sql.replace("OUT", str(out))).fetchall()  # noqa: E731
+    before = dict(q("select face_id, identity_id from read_parquet('OUT/face_identity/*/*.parquet')"))
+    _write_faces(out, "2026-11-02", fids[1::2], x[1::2])
+    s2 = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig())
+    assert s2["mode"] == "incremental" and s2["placed"] == len(fids) // 2 and s2["identities"] == 30 and s2["reused_ids"] == 30
+    after = dict(q("select face_id, identity_id from read_parquet('OUT/face_identity/*/*.parquet')"))
+    assert all(after[f] == before[f] for f in before) and len(after) == len(fids)
+    assert _groups(after) == _groups(dict(zip(fids, y.tolist())))
+    seen = q("select min(first_seen_dt)::varchar, max(last_seen_dt)::varchar, sum(n_faces) from read_parquet('OUT/identities/*/*.parquet')")
+    assert seen == [("2026-11-01", "2026-11-02", len(fids))]
+    dist = q("select max(abs(fi.distance - list_distance(f.embedding, i.centroid)))"
+             " from read_parquet('OUT/face_identity/*/*.parquet') fi join read_parquet('OUT/faces/*/*.parquet') f using (face_id)"
+             " join read_parquet('OUT/identities/*/*.parquet') i using (identity_id)")[0][0]
+    assert dist < 1e-5
+    s3 = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig())
+    assert s3["merges"] == s3["splits"] == 0 and s3["placed"] == 0
+    assert dict(q("select face_id, identity_id from read_parquet('OUT/face_identity/*/*.parquet')")) == after
+
+
+def test_events_are_published_once_and_survive_a_rerun_of_the_run(tmp_path):
+    """A snapshot that merged two people, then `cluster --full`: one split row in
+    identity_events; rerunning the same run id neither loses nor repeats it."""
+    x, _ = people(2, 6, seed=4)
+    fids = _faces(len(x))
+    out = tmp_path / "out"
+    _write_faces(out, "2026-11-01", fids, x)
+    snap = out / "face_identity" / "dt=2026-11-01"
+    snap.mkdir(parents=True)
+    pq.write_table(pa.table({"face_id": fids, "identity_id": ["id-both"] * len(fids), "distance": [0.0] * len(fids), "run_id": ["old"] * len(fids)}),
+                   snap / "part-old-0.parquet")
+    for _ in range(2):
+        s = run_cluster(str(out), "2026-11-02", "recluster", ClusterConfig(full=True))
+        rows = duckdb.sql(f"select event, old_ids, len(new_ids), n_faces, run_id, dt from read_parquet('{out}/identity_events/*/*.parquet', hive_partitioning=true)").fetchall()
+        assert rows == [("split", ["id-both"], 2, 6, "recluster", __import__("datetime").date(2026, 11, 2))]
+    assert s["splits"] == 0  # the rerun found its own snapshot: nothing new to record
