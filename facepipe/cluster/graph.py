@@ -2,15 +2,16 @@
 
 :func:`build_index` puts the faces in a :class:`NeighbourIndex`; ``index.search(rows, k)`` gives
 the ``(idx, dist)`` of those rows -- both (len(rows), k), neighbours by increasing Euclidean
-distance, the face itself excluded, ``-1`` / ``inf`` where fewer than k were found. Two backends:
+distance, the face itself excluded, ``-1`` / ``inf`` where fewer than k were found. Backends:
 
-- ``exact``: blocked matrix products in torch, O(block * N) memory per step, O(N^2 D) time. The
-  default on a GPU (a million faces is seconds there) and for small N on a CPU.
-- ``ivf``: FAISS ``IndexIVFFlat`` -- k-means cells (about 4 sqrt(N)), each query scans the
-  ``nprobe`` nearest cells exactly. Identities are tight, well separated groups, so the
-  neighbours that matter (those under the clustering threshold) sit in the query's own cell or
-  the next ones: ``bench/cluster_scale.py`` measures the recall of those edges against the exact
-  graph. The default on a CPU beyond ``exact_max`` faces.
+- ``exact``: blocked matrix products in torch, at most ~256 MB of distances per step, O(N^2 D) time. The
+  default up to ``exact_max`` faces (``exact_max_gpu`` on a GPU).
+- ``ivf``: :class:`IVFIndex` -- FAISS k-means cells, each cell's faces searched together against
+  the ``nprobe`` cells around it, in torch (CPU or GPU). Identities are tight, well separated
+  groups, so the neighbours that matter (those under the clustering threshold) sit in the
+  query's own cell or the next ones: ``bench/cluster_scale.py`` measures the recall of those
+  edges against the exact graph. O(N sqrt(N)) time. The default beyond ``exact_max``.
+- ``faiss``: FAISS ``IndexIVFFlat`` as it comes, for comparison.
 
 ``knn(x, k)`` is the whole graph in one call.
 """
@@ -26,20 +27,22 @@ import torch
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "exact", "ivf")
+BACKENDS = ("auto", "exact", "ivf", "faiss")
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """backend: ``auto`` = exact on a GPU or up to ``exact_max`` faces, else ``ivf``. nlist: IVF
-    cells (0: about 4 sqrt(N), a power of two); nprobe: cells scanned per query; train_per_cell:
-    training sample per cell for the k-means."""
+    """backend: ``auto`` = exact up to ``exact_max`` faces (``exact_max_gpu`` on a GPU), else ``ivf``. nlist: IVF
+    cells (0: about 4 sqrt(N)); nprobe: cells scanned per query; train_per_cell / niter: the
+    k-means sample per cell and its iterations."""
 
     backend: str = "auto"
     exact_max: int = 20_000
+    exact_max_gpu: int = 300_000
     nlist: int = 0
     nprobe: int = 16
-    train_per_cell: int = 64
+    train_per_cell: int = 32
+    niter: int = 10
     block: int = 2048
     seed: int = 0
 
@@ -73,6 +76,7 @@ def _drop_self(rows: np.ndarray, ids: np.ndarray, d2: np.ndarray, k: int) -> tup
 
 class ExactIndex(NeighbourIndex):
     backend = "exact"
+    max_elements = 2**26
 
     def __init__(self, x: np.ndarray, block: int = 2048, device: str | torch.device | None = None) -> None:
         if device is None:
@@ -87,8 +91,9 @@ class ExactIndex(NeighbourIndex):
         kk = min(k + 1, n)
         ids = np.full((len(rows), k + 1), -1, np.int64)
         d2 = np.full((len(rows), k + 1), np.inf, np.float32)
-        for s in range(0, len(rows), self.block):
-            r = torch.from_numpy(rows[s : s + self.block]).to(self.x.device)
+        step = max(1, min(self.block, self.max_elements // max(n, 1)))  # distance block of at most ~256 MB
+        for s in range(0, len(rows), step):
+            r = torch.from_numpy(rows[s : s + step]).to(self.x.device)
             q = self.x[r]
             dd = (self.sq[r, None] + self.sq[None, :] - 2 * q @ self.x.T).clamp_min_(0)
             vals, nn = torch.topk(dd, kk, dim=1, largest=False)
@@ -97,28 +102,116 @@ class ExactIndex(NeighbourIndex):
         return _drop_self(rows, ids, d2, k)
 
 
+def _faiss():
+    try:
+        import faiss
+    except ImportError as e:  # a runtime dependency; say what to install rather than fail deep
+        raise RuntimeError("the ivf kNN backends need faiss: pip install faiss-cpu") from e
+    return faiss
+
+
+def _default_nlist(n: int) -> int:
+    """About 4 sqrt(N) cells, a power of two (4096 for a million faces), at most N / 16: the cost
+    of finding each face's cells (N * nlist) and of scanning them (N * nprobe * N / nlist) both
+    grow as N sqrt(N)."""
+    return int(max(1, min(2 ** round(math.log2(max(4 * math.sqrt(n), 1))), n // 16)))
+
+
 class IVFIndex(NeighbourIndex):
+    """Inverted-file kNN, computed cell by cell: FAISS k-means cuts the faces into ``nlist``
+    cells; each query probes the ``nprobe`` cells whose centroids are nearest to it -- the same
+    candidates as FAISS's ``IndexIVFFlat`` -- but the work is turned around: for each cell, every
+    query that probes it is compared with all of its faces in one matrix product, and each
+    query's best k are merged over its cells at the end. The scan runs at BLAS speed (FAISS's own
+    index scans face by face: the ``faiss`` backend, measured ~10x slower in bench/RESULTS.md).
+    A neighbour is missed only when its cell is not among the query's ``nprobe`` nearest."""
+
     backend = "ivf"
 
-    def __init__(self, x: np.ndarray, cfg: IndexConfig) -> None:
-        try:
-            import faiss
-        except ImportError as e:  # a runtime dependency; say what to install rather than fail deep
-            raise RuntimeError("the ivf kNN backend needs faiss: pip install faiss-cpu") from e
+    def __init__(self, x: np.ndarray, cfg: IndexConfig, device: str | torch.device | None = None) -> None:
+        faiss = _faiss()
         x = np.ascontiguousarray(x, np.float32)
         n, d = x.shape
-        nlist = cfg.nlist or max(1, 2 ** round(math.log2(max(4 * math.sqrt(n), 1))))
-        nlist = min(nlist, max(1, n // 8))
+        nlist = max(1, min(cfg.nlist or _default_nlist(n), n))
+        ntrain = min(n, nlist * cfg.train_per_cell)
+        sample = x if ntrain == n else x[np.sort(np.random.default_rng(cfg.seed).choice(n, ntrain, replace=False))]
+        km = faiss.Kmeans(d, nlist, niter=cfg.niter, seed=cfg.seed + 1, min_points_per_centroid=1, max_points_per_centroid=cfg.train_per_cell, verbose=False)
+        km.train(sample)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        xt = torch.from_numpy(x).to(self.device)
+        self.cent = torch.from_numpy(np.ascontiguousarray(km.centroids, np.float32)).to(self.device)
+        self.nlist, self.nprobe, self.block = nlist, min(cfg.nprobe, nlist), cfg.block
+        # every face's nprobe nearest cells (the first is its own), in blocks of ~256 MB
+        step = max(1, 2**26 // nlist)
+        self.probes = torch.cat([self._nearest_cells(xt[s : s + step]) for s in range(0, n, step)])
+        cell = self.probes[:, 0]
+        self.order = torch.argsort(cell, stable=True)  # face ids, cell by cell
+        self.xs = xt[self.order]  # the faces stored cell by cell: a cell is one contiguous slice
+        self.sqs = (self.xs * self.xs).sum(1)
+        counts = torch.bincount(cell, minlength=nlist)
+        self.starts = (torch.cumsum(counts, 0) - counts).tolist()
+        self.ends = torch.cumsum(counts, 0).tolist()
+        self.x = xt
+
+    def _nearest_cells(self, q: torch.Tensor) -> torch.Tensor:
+        d2 = (q * q).sum(1, keepdim=True) + (self.cent * self.cent).sum(1)[None] - 2 * q @ self.cent.T
+        return torch.topk(d2, self.nprobe, dim=1, largest=False)[1]
+
+    def search(self, rows: np.ndarray, k: int, chunk: int = 131072) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.asarray(rows, np.int64)
+        ids = np.full((len(rows), k + 1), -1, np.int64)
+        d2 = np.full((len(rows), k + 1), np.inf, np.float32)
+        p = self.nprobe
+        for s in range(0, len(rows), chunk):
+            r = torch.from_numpy(rows[s : s + chunk]).to(self.device)
+            b = len(r)
+            probes = self.probes[r].reshape(-1)  # (b * p,): query i's j-th cell at i * p + j
+            by_cell = torch.argsort(probes, stable=True)
+            cells, per = torch.unique_consecutive(probes[by_cell], return_counts=True)
+            best_i = torch.full((b * p, k + 1), -1, dtype=torch.int64, device=self.device)
+            best_d = torch.full((b * p, k + 1), float("inf"), device=self.device)
+            at = 0
+            for c, m in zip(cells.tolist(), per.tolist()):
+                slots = by_cell[at : at + m]
+                at += m
+                lo, hi = self.starts[c], self.ends[c]
+                if hi == lo:
+                    continue
+                xc, sqc = self.xs[lo:hi], self.sqs[lo:hi]
+                kk = min(k + 1, hi - lo)
+                for t in range(0, m, self.block):
+                    sl = slots[t : t + self.block]
+                    q = self.x[r[sl // p]]
+                    dd = ((q * q).sum(1, keepdim=True) + sqc[None] - 2 * q @ xc.T).clamp_min_(0)
+                    vals, nn = torch.topk(dd, kk, dim=1, largest=False)
+                    best_i[sl, :kk] = self.order[lo + nn]
+                    best_d[sl, :kk] = vals
+            vals, pick = torch.topk(best_d.reshape(b, -1), min(k + 1, p * (k + 1)), dim=1, largest=False)
+            ids[s : s + b] = torch.gather(best_i.reshape(b, -1), 1, pick).cpu().numpy()[:, : k + 1]
+            d2[s : s + b] = vals.cpu().numpy()[:, : k + 1]
+        return _drop_self(rows, ids, d2, k)
+
+
+class FaissIVFIndex(NeighbourIndex):
+    """FAISS ``IndexIVFFlat`` as it comes (face-by-face scanning); kept for comparison."""
+
+    backend = "faiss"
+
+    def __init__(self, x: np.ndarray, cfg: IndexConfig) -> None:
+        faiss = _faiss()
+        x = np.ascontiguousarray(x, np.float32)
+        n, d = x.shape
+        nlist = max(1, min(cfg.nlist or _default_nlist(n), n))
         self.quantizer = faiss.IndexFlatL2(d)
         self.index = faiss.IndexIVFFlat(self.quantizer, d, nlist, faiss.METRIC_L2)
-        self.index.cp.seed = cfg.seed
+        self.index.cp.seed = cfg.seed + 1
+        self.index.cp.niter = cfg.niter
         ntrain = min(n, nlist * cfg.train_per_cell)
         sample = x if ntrain == n else x[np.sort(np.random.default_rng(cfg.seed).choice(n, ntrain, replace=False))]
         self.index.train(sample)
         self.index.add(x)
         self.index.nprobe = min(cfg.nprobe, nlist)
-        self.x = x
-        self.nlist = nlist
+        self.x, self.nlist, self.nprobe = x, nlist, self.index.nprobe
 
     def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.asarray(rows, np.int64)
@@ -130,10 +223,12 @@ def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), device: str | t
     backend = cfg.backend
     if backend == "auto":
         on_gpu = (device is None and torch.cuda.is_available()) or (device is not None and torch.device(device).type == "cuda")
-        backend = "exact" if on_gpu or len(x) <= cfg.exact_max else "ivf"
+        backend = "exact" if len(x) <= (cfg.exact_max_gpu if on_gpu else cfg.exact_max) else "ivf"
     if backend == "exact":
         return ExactIndex(x, cfg.block, device)
-    return IVFIndex(x, cfg)
+    if backend == "faiss":
+        return FaissIVFIndex(x, cfg)
+    return IVFIndex(x, cfg, device)
 
 
 def knn(x: np.ndarray, k: int, block: int = 2048, device: str | torch.device | None = "cpu", cfg: IndexConfig | None = None) -> tuple[np.ndarray, np.ndarray]:

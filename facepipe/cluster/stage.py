@@ -167,9 +167,16 @@ def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray
         if lab not in name and old not in taken:
             name[lab] = old_ids[old]
             taken.add(old)
-    for lab in first_face:
-        if lab not in name:
-            name[lab] = new_identity_id([first_face[lab]])  # faces are sorted: the first is the smallest
+    # a new id must not be an old one: an old identity's id hashes its smallest face, which may
+    # now sit in another cluster than the one that kept the id
+    used = set(old_ids) | set(name.values())
+    for lab in sorted(set(first_face) - set(name), key=first_face.__getitem__):
+        ident, salt = new_identity_id([first_face[lab]]), 0  # faces are sorted: the first is the smallest
+        while ident in used:
+            salt += 1
+            ident = new_identity_id([f"{first_face[lab]}#{salt}"])
+        name[lab] = ident
+        used.add(ident)
     return name
 
 

@@ -181,6 +181,7 @@ def test_run_cluster_nightly_tables_and_rerun(tmp_path):
     assert _groups(after) == _groups(dict(zip(fids, y.tolist())))
     seen = q("select min(first_seen_dt)::varchar, max(last_seen_dt)::varchar, sum(n_faces) from read_parquet('OUT/identities/*/*.parquet')")
     assert seen == [("2026-11-01", "2026-11-02", len(fids))]
+    assert q("select count(*), count(distinct identity_id) from read_parquet('OUT/identities/*/*.parquet')") == [(30, 30)]
     dist = q("select max(abs(fi.distance - list_distance(f.embedding, i.centroid)))"
              " from read_parquet('OUT/face_identity/*/*.parquet') fi join read_parquet('OUT/faces/*/*.parquet') f using (face_id)"
              " join read_parquet('OUT/identities/*/*.parquet') i using (identity_id)")[0][0]
@@ -206,3 +207,13 @@ def test_events_are_published_once_and_survive_a_rerun_of_the_run(tmp_path):
         rows = duckdb.sql(f"select event, old_ids, len(new_ids), n_faces, run_id, dt from read_parquet('{out}/identity_events/*/*.parquet', hive_partitioning=true)").fetchall()
         assert rows == [("split", ["id-both"], 2, 6, "recluster", __import__("datetime").date(2026, 11, 2))]
     assert s["splits"] == 0  # the rerun found its own snapshot: nothing new to record
+
+
+def test_a_new_identity_never_takes_an_old_id():
+    """id-X was named after its smallest face f1. A re-cluster moves f1 out on its own while
+    f2, f3 keep id-X: f1's new identity must get another id, not a second id-X."""
+    x_id = new_identity_id(["f1"])
+    prev = {"f1": x_id, "f2": x_id, "f3": x_id}
+    ids = assign_ids(["f1", "f2", "f3"], np.array([0, 1, 1]), prev)
+    assert ids[1] == ids[2] == x_id and ids[0] not in (None, x_id)
+    assert assign_ids(["f1", "f2", "f3"], np.array([0, 1, 1]), prev) == ids

@@ -1,0 +1,174 @@
+"""Identity clustering at scale: the cluster stage over 100k and 1M synthetic faces.
+
+    .venv/bin/python bench/cluster_scale.py --faces 100000 1000000 [--workdir DIR]
+
+For each size N it writes a faces table (Parquet, like the extract job's) of synthetic 128-d
+embeddings that mimic dlib's (bench/cluster_methods.py: Zipf identity sizes 1-80, same-person
+0.25-0.5 apart, 5% look-alikes; ~7 faces per identity, so 1M faces are ~142k identities), then
+runs three steps of ``facepipe.cluster.stage.run_cluster``, each in its own process so its wall
+time and peak memory (ru_maxrss) are its own:
+
+1. night 1: 99% of the faces, first snapshot (a full clustering);
+2. night 2: the other 1% arrive -- the incremental nightly path;
+3. ``--full``: every face re-clustered, ids reused by overlap.
+
+and prints, per step, wall time, peak RSS, the kNN backend, and the metrics of the resulting
+identities against the known ground truth; for step 2 also how many night-1 faces changed id;
+and the recall of the IVF graph's edges under the clustering threshold against the exact graph
+on a sample of faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def faces_per_identity() -> float:
+    from cluster_methods import synthetic
+
+    return len(synthetic(2000)[0]) / 2000
+
+
+def build(n_faces: int, root: Path, seed: int = 0) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from cluster_methods import synthetic
+
+    x, y = synthetic(int(round(n_faces / faces_per_identity())), seed=seed)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(x), min(n_faces, len(x)), replace=False))
+    x, y = x[pick], y[pick]
+    n = len(x)
+    face_id = np.array([hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(n)], dtype=object)
+    night = np.where(rng.random(n) < 0.99, 0, 1)
+    np.save(root / "truth.npy", y)
+    pq.write_table(pa.table({"face_id": face_id}), root / "face_ids.parquet")
+    for k, dt in enumerate(["2026-11-01", "2026-11-02"]):
+        sel = np.flatnonzero(night == k)
+        t = pa.table({
+            "face_id": pa.array(face_id[sel], pa.string()),
+            "det_score": pa.array(rng.uniform(0.5, 1.0, len(sel)), pa.float32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[sel].reshape(-1), pa.float32()), x.shape[1]),
+            "embedder": pa.array(["dlib_resnet@synthetic"] * len(sel), pa.string()),
+        })
+        d = root / f"stage{k}" / f"dt={dt}"
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, d / f"part-synthetic-{k}.parquet", row_group_size=100_000)
+
+
+def step(root: Path, name: str) -> None:
+    """One run_cluster call, in this process; prints a JSON line."""
+    from facepipe.cluster.stage import ClusterConfig, run_cluster
+
+    out = root / "out"
+    faces = out / "faces"
+    faces.mkdir(parents=True, exist_ok=True)
+    if name == "night1":
+        os.replace(root / "stage0" / "dt=2026-11-01", faces / "dt=2026-11-01")
+        summary = run_cluster(str(out), "2026-11-01", "night1", ClusterConfig())
+    elif name == "night2":
+        os.replace(root / "stage1" / "dt=2026-11-02", faces / "dt=2026-11-02")
+        summary = run_cluster(str(out), "2026-11-02", "night2", ClusterConfig())
+    else:
+        summary = run_cluster(str(out), "2026-11-02", "full", ClusterConfig(full=True))
+    summary.pop("files", None)
+    summary.pop("config", None)
+    print("RESULT " + json.dumps(summary))
+
+
+def run_step(root: Path, name: str) -> tuple[dict, float, float]:
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, __file__, "--step", name, "--workdir", str(root)], stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    outp = p.stdout.read()
+    if status != 0:
+        raise SystemExit(f"step {name} failed ({status}):\n{outp}")
+    line = next(ln for ln in outp.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[7:]), wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+
+
+def quality(root: Path) -> tuple[str, dict[str, str | None]]:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from facepipe.cluster.metrics import evaluate_clusters
+
+    fids = pq.read_table(root / "face_ids.parquet").column("face_id").to_pylist()
+    y = np.load(root / "truth.npy")
+    got = dict(duckdb.sql(f"select face_id, identity_id from read_parquet('{root}/out/face_identity/*/*.parquet')").fetchall())
+    have = [i for i, f in enumerate(fids) if f in got]  # night 1 has 99% of them
+    return str(evaluate_clusters([got[fids[i]] for i in have], y[have].tolist())), got
+
+
+def edge_recall(root: Path, sample: int = 5_000, threshold: float = 0.55, k: int = 10) -> str:
+    """Edges under the threshold among the k nearest: IVF (the default beyond 20k faces) vs exact."""
+    import pyarrow.dataset as pads
+
+    from facepipe.cluster.graph import ExactIndex, IndexConfig, build_index
+
+    t = pads.dataset(root / "out" / "faces", format="parquet").to_table(columns=["embedding"])
+    x = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1).copy()
+    rows = np.random.default_rng(1).choice(len(x), min(sample, len(x)), replace=False)
+    ivf = build_index(x, IndexConfig(backend="ivf"))
+    ei, ed = ExactIndex(x, device="cpu").search(rows, k)
+    ii, idd = ivf.search(rows, k)
+    want = {(int(r), int(j)) for r, js, ds in zip(rows, ei, ed) for j, d in zip(js, ds) if d < threshold}
+    got = {(int(r), int(j)) for r, js, ds in zip(rows, ii, idd) for j, d in zip(js, ds) if d < threshold}
+    return f"IVF nlist {ivf.nlist} nprobe {ivf.index.nprobe}: {len(want & got)}/{len(want)} = {len(want & got) / max(len(want), 1):.4f} of the exact graph's edges under {threshold} on {len(rows)} faces"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--workdir", default="/tmp/facepipe-cluster-scale")
+    ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-recall", action="store_true", help="skip the IVF-vs-exact edge recall (slow on a CPU at 1M)")
+    a = ap.parse_args()
+    if a.step:
+        step(Path(a.workdir), a.step)
+        return
+    import shutil
+
+    print(f"{os.cpu_count()} CPUs; synthetic identities of ~{faces_per_identity():.2f} faces")
+    for n in a.faces:
+        root = Path(a.workdir) / f"n{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        t = time.perf_counter()
+        build(n, root)
+        print(f"\n== {n} faces (table written in {time.perf_counter() - t:.0f}s)")
+        night1 = None
+        for name in ("night1", "night2", "full"):
+            s, wall, rss = run_step(root, name)
+            q, ids = quality(root)
+            extra = ""
+            if name == "night1":
+                night1 = ids
+            elif name == "night2":
+                changed = sum(1 for f, i in night1.items() if ids[f] != i)
+                extra = f"; night-1 faces whose id changed: {changed} of {len(night1)}"
+            print(f"{name:7s} {s['mode']:11s} faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
+                  f"wall {wall:6.1f}s (stage {s['wall_s']:.1f}s, index {s['index']['backend']} {s['index']['build_s']:.1f}s)  peak RSS {rss:.2f} GiB")
+            distinct = len({i for i in ids.values() if i is not None})
+            assert distinct == s["identities"], f"{distinct} distinct ids in face_identity for {s['identities']} identities"
+            print(f"        identities {s['identities']}  merges {s['merges']} splits {s['splits']}  kept ids {s['reused_ids']}{extra}")
+            print(f"        vs truth: {q}")
+        if not a.no_recall:
+            print("        " + edge_recall(root))
+
+
+if __name__ == "__main__":
+    main()
