@@ -110,6 +110,12 @@ def _faiss():
     return faiss
 
 
+def _training_sample(x: np.ndarray, nlist: int, cfg: IndexConfig) -> np.ndarray:
+    """``train_per_cell`` faces per cell for the k-means, drawn with the config's seed."""
+    n = min(len(x), nlist * cfg.train_per_cell)
+    return x if n == len(x) else x[np.sort(np.random.default_rng(cfg.seed).choice(len(x), n, replace=False))]
+
+
 def _default_nlist(n: int) -> int:
     """About 4 sqrt(N) cells, a power of two (4096 for a million faces), at most N / 16: the cost
     of finding each face's cells (N * nlist) and of scanning them (N * nprobe * N / nlist) both
@@ -123,7 +129,7 @@ class IVFIndex(NeighbourIndex):
     candidates as FAISS's ``IndexIVFFlat`` -- but the work is turned around: for each cell, every
     query that probes it is compared with all of its faces in one matrix product, and each
     query's best k are merged over its cells at the end. The scan runs at BLAS speed (FAISS's own
-    index scans face by face: the ``faiss`` backend, measured ~10x slower in bench/RESULTS.md).
+    index scans face by face: the ``faiss`` backend, measured slower in bench/RESULTS.md).
     A neighbour is missed only when its cell is not among the query's ``nprobe`` nearest."""
 
     backend = "ivf"
@@ -133,8 +139,7 @@ class IVFIndex(NeighbourIndex):
         x = np.ascontiguousarray(x, np.float32)
         n, d = x.shape
         nlist = max(1, min(cfg.nlist or _default_nlist(n), n))
-        ntrain = min(n, nlist * cfg.train_per_cell)
-        sample = x if ntrain == n else x[np.sort(np.random.default_rng(cfg.seed).choice(n, ntrain, replace=False))]
+        sample = _training_sample(x, nlist, cfg)
         km = faiss.Kmeans(d, nlist, niter=cfg.niter, seed=cfg.seed + 1, min_points_per_centroid=1, max_points_per_centroid=cfg.train_per_cell, verbose=False)
         km.train(sample)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -206,9 +211,8 @@ class FaissIVFIndex(NeighbourIndex):
         self.index = faiss.IndexIVFFlat(self.quantizer, d, nlist, faiss.METRIC_L2)
         self.index.cp.seed = cfg.seed + 1
         self.index.cp.niter = cfg.niter
-        ntrain = min(n, nlist * cfg.train_per_cell)
-        sample = x if ntrain == n else x[np.sort(np.random.default_rng(cfg.seed).choice(n, ntrain, replace=False))]
-        self.index.train(sample)
+        self.index.cp.min_points_per_centroid = 1
+        self.index.train(_training_sample(x, nlist, cfg))
         self.index.add(x)
         self.index.nprobe = min(cfg.nprobe, nlist)
         self.x, self.nlist, self.nprobe = x, nlist, self.index.nprobe
