@@ -139,7 +139,7 @@ def cluster_incremental(x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: C
     frozen = ~in_region[nodes]
     init = prev_code[nodes].astype(np.int64)
     fresh = init < 0
-    init[fresh] = n_old + np.flatnonzero(prev_code < 0).searchsorted(nodes[fresh])
+    init[fresh] = n_old + q.searchsorted(nodes[fresh])
     graph = symmetric_graph(len(nodes), np.searchsorted(nodes, src), np.searchsorted(nodes, dst))
     lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
     labels[nodes[~frozen]] = lab[~frozen]

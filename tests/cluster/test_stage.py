@@ -217,3 +217,27 @@ def test_a_new_identity_never_takes_an_old_id():
     ids = assign_ids(["f1", "f2", "f3"], np.array([0, 1, 1]), prev)
     assert ids[1] == ids[2] == x_id and ids[0] not in (None, x_id)
     assert assign_ids(["f1", "f2", "f3"], np.array([0, 1, 1]), prev) == ids
+
+
+def test_facepipe_cluster_command_places_new_faces_then_reclusters_with_full(tmp_path):
+    """`facepipe cluster` as users run it: first run full, second incremental, `--full` again;
+    a bad flag is one line, no traceback."""
+    import subprocess
+    import sys
+
+    x, _ = people(10, 4, seed=6)
+    fids = _faces(len(x))
+    out = tmp_path / "out"
+    _write_faces(out, "2026-11-01", fids, x)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "facepipe.cli", "cluster", "--output", str(out), "--dt", "2026-11-02", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    first, second, full = cli(), cli(), cli("--full")
+    assert all(r.returncode == 0 for r in (first, second, full)), first.stderr + second.stderr + full.stderr
+    assert "10 identities over 40 faces" in first.stdout and "full: every face re-clustered" in first.stdout
+    assert "incremental: 0 new or unplaced faces placed" in second.stdout
+    assert "full: every face re-clustered" in full.stdout and "10 ids kept" in full.stdout
+    bad = cli("--knn", "annoy")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
