@@ -46,6 +46,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image directory, Parquet file/dir, s3:// prefix, or .tar shard(s); local or s3://")
     p.add_argument("--output", "-o", required=True, help="output root (local path or s3://bucket/prefix)")
+    p.add_argument("--full", action="store_true",
+                   help="process every input again (default: only units new or changed since the published runs) and re-cluster everyone")
     g = p.add_argument_group("detection")
     g.add_argument("--detector", default="centerface", help="registered detector name (default: centerface)")
     g.add_argument("--detector-weights", default=None, help="detector weights, local path or s3:// (required for retinaface)")
@@ -144,7 +146,8 @@ def run_config_from_args(a: argparse.Namespace):
             device=a.device,
         ),
         score=score_config_from_args(a, enabled=not a.no_score),
-        cluster=cluster_config_from_args(a, enabled=not a.no_cluster, full=a.full_cluster),
+        cluster=cluster_config_from_args(a, enabled=not a.no_cluster, full=a.full_cluster or a.full),
+        full=a.full,
         compute=ComputeConfig(
             detect_actors_min=a.detect_actors,
             detect_actors_max=a.max_detect_actors,

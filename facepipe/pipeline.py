@@ -30,6 +30,7 @@ from facepipe.registry import create_model
 from facepipe.errors import UserError
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
+from facepipe.io import state as shard_state
 from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.cluster.stage import ClusterConfig, run_cluster
@@ -79,6 +80,8 @@ class RunConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    #: process every input unit, not only those new or changed since the runs already published
+    full: bool = False
 
     def resolved(self) -> "RunConfig":
         """Fill the run date (today, UTC) and a fresh run id when not given."""
@@ -152,35 +155,10 @@ def _resources(compute: ComputeConfig) -> dict:
     }
 
 
-def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
-    """Run the extract job; returns the run manifest (also written to ``OUT/_runs/RUN_ID.json``)."""
+def _extract(cfg: RunConfig, units: list, res: dict) -> list[dict]:
+    """The Ray Data pipeline over ``units``: read -> decode -> detect/align/embed -> staged
+    Parquet; returns one STATS row per written batch."""
     import ray.data
-
-    cfg = cfg.resolved()
-    validate_run_id(cfg.run_id)
-    validate_dt(cfg.dt)
-    try:  # fail fast, on the driver, before any cluster work: build both models once on CPU
-        model_id = create_model(cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config).model_id
-        embedder = create_model(cfg.embed.name, cfg.embed.weights, kind="embedder")
-        embedder_id = embedder.model_id
-        resolve_method(cfg.embed.align.method, embedder.chip)
-        del embedder
-    except (KeyError, FileNotFoundError, ValueError) as e:
-        raise UserError(e.args[0] if e.args else str(e)) from None
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-
-    units = list_units(list(cfg.inputs))
-    t_list = time.perf_counter() - t0
-    log.info("listed %d input units in %.1fs", len(units), t_list)
-
-    ensure_ray(ray_address)
-    if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty()
-    res = _resources(cfg.compute)
-    writer.clear_staging(cfg.output, cfg.run_id)
 
     from facepipe.io.datasource import read_images
 
@@ -221,7 +199,42 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         batch_format="pyarrow",
         num_cpus=0.5,
     )
-    stats = ds.take_all()
+    return ds.take_all()
+
+
+def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
+    """Run the extract job; returns the run manifest (also written to ``OUT/_runs/RUN_ID.json``)."""
+    import ray.data
+
+    cfg = cfg.resolved()
+    validate_run_id(cfg.run_id)
+    validate_dt(cfg.dt)
+    try:  # fail fast, on the driver, before any cluster work: build both models once on CPU
+        model_id = create_model(cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config).model_id
+        embedder = create_model(cfg.embed.name, cfg.embed.weights, kind="embedder")
+        embedder_id = embedder.model_id
+        resolve_method(cfg.embed.align.method, embedder.chip)
+        del embedder
+    except (KeyError, FileNotFoundError, ValueError) as e:
+        raise UserError(e.args[0] if e.args else str(e)) from None
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+
+    units = list_units(list(cfg.inputs))
+    todo = shard_state.plan(units, shard_state.load(cfg.output), cfg.run_id, cfg.full)
+    t_list = time.perf_counter() - t0
+    log.info("listed %d input units in %.1fs: %d to process, %d already in the output (%d of them changed)",
+             len(units), t_list, len(todo.todo), len(todo.skipped), len(todo.replaced))
+
+    ensure_ray(ray_address)
+    if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    res = _resources(cfg.compute)
+    writer.clear_staging(cfg.output, cfg.run_id)
+
+    stats = _extract(cfg, todo.todo, res) if todo.todo else []  # nothing new tonight: no Ray dataset at all
     t_pipeline = time.perf_counter() - t0 - t_list
 
     rows = stats
@@ -244,6 +257,9 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         "config": dataclasses.asdict(cfg),
         "counts": {
             "input_units": len(units),
+            "units_processed": len(todo.todo),
+            "units_skipped": len(todo.skipped),
+            "units_replaced": len(todo.replaced),
             "images": n_images,
             "images_ok": status_counts.get("ok", 0),
             "images_failed": n_images - status_counts.get("ok", 0),
@@ -265,6 +281,10 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     replaced = writer.publish(cfg.output, cfg.run_id, files)
     if any(replaced.values()):
         log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
+    # changed units: their earlier rows (other runs' files) go now that the new ones are in; the
+    # state file is written last, so a crash before it makes the rerun process these units again
+    manifest["counts"]["rows_purged"] = shard_state.purge(cfg.output, todo.replaced, keep_run=cfg.run_id)
+    shard_state.record(cfg.output, cfg.run_id, cfg.dt, todo.todo)
     manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)
     if cfg.score.enabled:  # the final stage: outlier scores of this run's faces
         t_score = time.perf_counter()

@@ -51,6 +51,7 @@ class Unit:
     kind: str  # "image" | "tar" | "parquet"
     uri: str
     size: int
+    mtime_ns: int | None = None  # last modified (S3: LastModified), with size the unit's version
 
 
 def image_id_for(source_uri: str) -> str:
@@ -86,7 +87,7 @@ def list_units(uris: list[str]) -> list[Unit]:
         except (OSError, ValueError) as e:
             raise InputError(f"cannot access input {uri}: {e}") from None
         if info.type == pafs.FileType.File:
-            units.append(Unit(_kind(path), fsio.to_uri(fs, path), info.size or 0))
+            units.append(Unit(_kind(path), fsio.to_uri(fs, path), info.size or 0, info.mtime_ns))
         elif info.type == pafs.FileType.Directory or (fsio.is_s3(uri) and info.type == pafs.FileType.NotFound):
             try:
                 infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
@@ -95,7 +96,7 @@ def list_units(uris: list[str]) -> list[Unit]:
             found = [i for i in infos if i.type == pafs.FileType.File and not _hidden(i.path, path)]
             if not found:
                 raise InputError(f"input {uri} contains no files")
-            units += [Unit(_kind(i.path), fsio.to_uri(fs, i.path), i.size or 0) for i in found]
+            units += [Unit(_kind(i.path), fsio.to_uri(fs, i.path), i.size or 0, i.mtime_ns) for i in found]
         else:
             raise InputError(f"input {uri} does not exist")
     return sorted(set(units), key=lambda u: u.uri)

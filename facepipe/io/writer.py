@@ -197,14 +197,15 @@ def publish(
 
 def table_dataset(output: str, table: str):
     """A published table as a ``pyarrow.dataset`` (``dt`` from the Hive path, as a string), or
-    None when the table has no files yet."""
+    None when the table has no files."""
     import pyarrow.dataset as pads
 
     fs, out = fsio.resolve(output)
     if fs.get_file_info(f"{out}/{table}").type == pafs.FileType.NotFound:
         return None
     part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
-    return pads.dataset(f"{out}/{table}", filesystem=fs, format="parquet", partitioning=part, exclude_invalid_files=True)
+    ds = pads.dataset(f"{out}/{table}", filesystem=fs, format="parquet", partitioning=part, exclude_invalid_files=True)
+    return ds if ds.files else None  # only empty partition folders left (e.g. all rows purged)
 
 
 def write_manifest(output: str, run_id: str, manifest: dict) -> str:

@@ -1,0 +1,164 @@
+"""Which input shards the output already holds: the state table ``OUT/_state/shards/``.
+
+One row per input unit (an image file, a tar shard, a Parquet file) a run processed, written by
+that run when it publishes (``part-RUN_ID.parquet``, replaced when the run id is rerun). A
+nightly run lists its inputs and :func:`plan` s: a unit is processed again only when it is new,
+when its version (size, last-modified time) changed, when ``--full`` says so, or when the run
+processing it is this very run id being redone. A changed unit's earlier rows are then removed
+from the other runs' files by :func:`purge` -- so the tables hold each image once, as of its
+latest version.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from facepipe.io import fs as fsio
+from facepipe.io.sources import Unit
+
+SHARDS = pa.schema(
+    [
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("dt", pa.string(), nullable=False),
+        pa.field("committed_ns", pa.int64(), nullable=False),  # when the run published it
+    ],
+    metadata={"facepipe.table": "_state/shards", "facepipe.schema_version": "1"},
+)
+
+
+@dataclass
+class Plan:
+    todo: list[Unit]  # to process in this run
+    skipped: list[Unit]  # already in the output, unchanged
+    replaced: list[str]  # URIs of todo units whose earlier rows (another run's) must go
+
+
+def _root(output: str) -> tuple[pafs.FileSystem, str]:
+    fs, out = fsio.resolve(output)
+    return fs, f"{out}/_state/shards"
+
+
+def load(output: str) -> dict[str, dict]:
+    """URI -> the latest state row for it (the last run that processed it)."""
+    fs, root = _root(output)
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return {}
+    files = [i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
+    if not files:
+        return {}
+    t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=SHARDS) for f in files]).sort_by([("committed_ns", "ascending")])
+    return {r["uri"]: r for r in t.to_pylist()}
+
+
+def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = False) -> Plan:
+    todo, skipped, replaced = [], [], []
+    for u in units:
+        s = state.get(u.uri)
+        same = s is not None and s["size"] == u.size and s["mtime_ns"] == u.mtime_ns
+        if full or not same or s["run_id"] == run_id:
+            todo.append(u)
+            if s is not None and s["run_id"] != run_id:
+                replaced.append(u.uri)
+        else:
+            skipped.append(u)
+    return Plan(todo, skipped, replaced)
+
+
+def record(output: str, run_id: str, dt: str, units: list[Unit]) -> None:
+    """Write this run's state file (replacing an earlier attempt's): the last step of publishing."""
+    fs, root = _root(output)
+    now = time.time_ns()
+    t = pa.table(
+        {
+            "uri": [u.uri for u in units],
+            "kind": [u.kind for u in units],
+            "size": pa.array([u.size for u in units], pa.int64()),
+            "mtime_ns": pa.array([u.mtime_ns for u in units], pa.int64()),
+            "run_id": [run_id] * len(units),
+            "dt": [dt] * len(units),
+            "committed_ns": pa.array([now] * len(units), pa.int64()),
+        },
+        schema=SHARDS,
+    )
+    fs.create_dir(root, recursive=True)
+    tmp = f"{root}/.part-{run_id}.parquet.tmp"
+    pq.write_table(t, tmp, filesystem=fs)
+    fs.move(tmp, f"{root}/part-{run_id}.parquet")
+
+
+def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array) -> int:
+    """Rewrite one Parquet file keeping the rows where ``keep``; delete it when none stay.
+    Returns the rows removed. The new file is written beside and moved over the old one."""
+    t = pq.read_table(path, filesystem=fs)
+    mask = pc.fill_null(keep, True)
+    removed = t.num_rows - int(pc.sum(mask).as_py() or 0)
+    if removed == 0:
+        return 0
+    kept = t.filter(mask)
+    if kept.num_rows == 0:
+        fs.delete_file(path)
+    else:
+        tmp = path.rsplit("/", 1)[0] + "/.rewrite.tmp"
+        pq.write_table(kept, tmp, filesystem=fs, compression="zstd")
+        fs.move(tmp, path)
+    return removed
+
+
+def _table_files(fs: pafs.FileSystem, out: str, table: str, skip_run: str | None) -> list[str]:
+    root = f"{out}/{table}"
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    own = f"part-{skip_run}-" if skip_run is not None else None
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-") and not (own and i.base_name.startswith(own)))
+
+
+def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
+    """Remove every row that came from ``uris`` (their images, faces and outlier scores) from the
+    files of runs other than ``keep_run``, and their faces from the identity snapshot: a face id
+    names (image, face index), so the new content's faces carry the old ids and must be placed
+    again, not inherit the old faces' identities. Returns rows removed per table."""
+    removed = {"images": 0, "faces": 0, "face_outliers": 0, "face_identity": 0}
+    if not uris:
+        return removed
+    fs, out = fsio.resolve(output)
+    exact = pa.array(sorted(set(uris)), pa.string())
+    prefixes = sorted(set(uris))
+    gone_images: list[pa.Array] = []
+    for path in _table_files(fs, out, "images", keep_run):
+        src = pq.read_table(path, filesystem=fs, columns=["source_uri", "image_id"])
+        hit = pc.is_in(src.column("source_uri"), value_set=exact)
+        for p in prefixes:  # rows of a tar or Parquet unit: "UNIT#member"
+            hit = pc.or_(hit, pc.starts_with(src.column("source_uri"), p + "#"))
+        if pc.any(hit).as_py():
+            gone_images.append(src.column("image_id").filter(hit).combine_chunks())
+            removed["images"] += _rewrite_without(fs, path, pc.invert(hit))
+    if not gone_images:
+        return removed
+    images = pa.chunked_array(gone_images).combine_chunks()
+    gone_faces: list[pa.Array] = []
+    for path in _table_files(fs, out, "faces", keep_run):
+        f = pq.read_table(path, filesystem=fs, columns=["image_id", "face_id"])
+        hit = pc.is_in(f.column("image_id"), value_set=images)
+        if pc.any(hit).as_py():
+            gone_faces.append(f.column("face_id").filter(hit).combine_chunks())
+            removed["faces"] += _rewrite_without(fs, path, pc.invert(hit))
+    if gone_faces:
+        faces = pa.chunked_array(gone_faces).combine_chunks()
+        for table, skip in (("face_outliers", keep_run), ("face_identity", None)):
+            for path in _table_files(fs, out, table, skip):
+                f = pq.read_table(path, filesystem=fs, columns=["face_id"])
+                hit = pc.is_in(f.column("face_id"), value_set=faces)
+                if pc.any(hit).as_py():
+                    removed[table] += _rewrite_without(fs, path, pc.invert(hit))
+    return removed

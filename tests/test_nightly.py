@@ -1,0 +1,78 @@
+"""Nightly incremental runs over a growing archive (issue 7's core): each night processes only
+new or changed input units, a changed unit's old rows are replaced, a rerun of a night changes
+nothing, and after three nights the tables equal one clean run over the final archive."""
+
+import os
+import shutil
+import time
+
+import duckdb
+import pytest
+
+from facepipe.io.sources import ReadConfig
+from facepipe.pipeline import RunConfig, run
+
+pytestmark = pytest.mark.slow
+
+
+def _night(archive, out, dt, run_id, **kw):
+    return run(RunConfig(inputs=(str(archive),), output=str(out), dt=dt, run_id=run_id, read=ReadConfig(), **kw))
+
+
+def _tables(out):
+    q = lambda sql: duckdb.sql(sql.replace("OUT", str(out))).fetchall()  # noqa: E731
+    images = q("select image_id, source_uri, status, n_faces from read_parquet('OUT/images/*/*.parquet') order by all")
+    faces = q("select face_id, image_id, face_index from read_parquet('OUT/faces/*/*.parquet') order by all")
+    groups = q("select list(face_id order by face_id) from read_parquet('OUT/face_identity/*/*.parquet') group by identity_id order by 1")
+    return images, faces, groups
+
+
+def test_three_nights_equal_one_clean_run(ray_cluster, photos, tmp_path):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive.mkdir()
+    names = ["obama.jpg", "obama2.jpg", "biden.jpg", "grace_hopper.jpg", "Tom_Hanks_54745.png"]
+    for n in names[:3]:
+        shutil.copy(photos[n], archive / photos[n].name)
+
+    m1 = _night(archive, out, "2026-11-01", "night-1")
+    assert m1["counts"]["units_processed"] == 3
+
+    for n in names[3:]:  # day 2: two new files
+        shutil.copy(photos[n], archive / photos[n].name)
+    m2 = _night(archive, out, "2026-11-02", "night-2")
+    assert (m2["counts"]["units_processed"], m2["counts"]["units_skipped"]) == (2, 3)
+    assert m2["cluster"]["mode"] == "incremental"
+
+    # day 3: one file of night 1 is replaced by another photo (same name, new content)
+    changed = archive / photos["obama2.jpg"].name
+    time.sleep(0.01)
+    shutil.copy(photos["t1.jpg"], changed)
+    os.utime(changed)
+    m3 = _night(archive, out, "2026-11-03", "night-3")
+    assert (m3["counts"]["units_processed"], m3["counts"]["units_replaced"]) == (1, 1)
+    assert m3["counts"]["rows_purged"]["images"] == 1 and m3["counts"]["rows_purged"]["faces"] == 1
+    after3 = _tables(out)
+    again = _night(archive, out, "2026-11-03", "night-3")  # the orchestrator reruns the night
+    assert again["counts"]["units_processed"] == 1 and _tables(out) == after3
+
+    clean_out = tmp_path / "clean"
+    _night(archive, clean_out, "2026-11-03", "clean")
+    images, faces, groups = after3
+    clean_images, clean_faces, clean_groups = _tables(clean_out)
+    assert images == clean_images and faces == clean_faces
+    assert len({f for f, _, _ in faces}) == len(faces)  # no duplicates
+    assert groups == clean_groups
+    assert any(n == 6 for _, uri, _, n in images if uri.endswith(photos["obama2.jpg"].name))  # now t1's six people
+
+
+def test_full_reprocesses_everything_without_duplicates(ray_cluster, photos, tmp_path):
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive.mkdir()
+    for n in ("biden.jpg", "obama.jpg"):
+        shutil.copy(photos[n], archive / photos[n].name)
+    _night(archive, out, "2026-11-01", "n1")
+    before = _tables(out)
+    m = _night(archive, out, "2026-11-02", "n2", full=True)
+    assert m["counts"]["units_processed"] == 2 and m["counts"]["units_replaced"] == 2
+    images, faces, _ = _tables(out)
+    assert images == before[0] and faces == before[1]
