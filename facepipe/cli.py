@@ -7,8 +7,10 @@ with status 2; the job's own failures exit 1.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from facepipe import __version__
@@ -46,6 +48,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image directory, Parquet file/dir, s3:// prefix, or .tar shard(s); local or s3://")
     p.add_argument("--output", "-o", required=True, help="output root (local path or s3://bucket/prefix)")
+    p.add_argument("--summary-json", default=None, metavar="PATH",
+                   help="also write a one-object JSON summary of the run for an orchestrator (- = the last line of stdout)")
     p.add_argument("--full", action="store_true",
                    help="process every input again (default: only units new or changed since the published runs) and re-cluster everyone")
     g = p.add_argument_group("detection")
@@ -242,7 +246,28 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     m = run(run_config_from_args(a), ray_address=a.ray_address)
     print(format_summary(m))
+    if a.summary_json:
+        text = json.dumps(run_summary(m), sort_keys=True)
+        if a.summary_json == "-":
+            print(text)
+        else:
+            Path(a.summary_json).write_text(text + "\n")
     return 0
+
+
+def run_summary(m: dict) -> dict:
+    """What an orchestrator needs from a finished run (the manifest has everything)."""
+    cluster, score = m.get("cluster") or {}, m.get("score") or {}
+    return {
+        "status": "ok",
+        "run_id": m["run_id"],
+        "dt": m["dt"],
+        "manifest": m.get("manifest_uri"),
+        "counts": m["counts"],
+        "identities": {k: cluster.get(k) for k in ("mode", "identities", "merges", "splits", "unassigned")} if "identities" in cluster else None,
+        "outliers": score.get("outliers"),
+        "wall_s": m["timing"].get("wall_s"),
+    }
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -265,7 +290,6 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    import json
     from datetime import datetime, timezone
 
     from facepipe.pipeline import ensure_ray, validate_dt, validate_run_id

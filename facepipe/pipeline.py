@@ -176,13 +176,19 @@ def _extract(cfg: RunConfig, units: list, res: dict) -> list[dict]:
         # fuses a task map into the next actor map when their args are equal): decode runs in
         # CPU tasks beside the actors instead of serially inside them.
         memory=c.decode_task_memory,
+        max_retries=3,  # a decode task lost with its worker runs again (read errors are rows, not exceptions)
     )
     threads = res["torch_threads"]
 
     def pool() -> dict:
+        # A model actor that dies (its worker killed, its node lost) is restarted and the batches
+        # it held are retried on the pool, without limit: a batch's output goes to staging under
+        # a fresh name and only the driver publishes, so a retry cannot duplicate rows.
         return dict(
             compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
             batch_size=cfg.detect.batch_size,
+            max_restarts=-1,
+            max_task_retries=-1,
             **res["detect_actor_resources"],
         )
 

@@ -1,14 +1,14 @@
 """Airflow DAG: facepipe every night, submitted to a Ray cluster through the Ray Jobs SDK.
 
 Put this file and ray_submit.py in the DAGs folder. Settings come from Airflow Variables (or the
-environment): FACEPIPE_RAY_ADDRESS (http://HEAD:8265), FACEPIPE_INPUT (the archive prefix of one
-night, with {ds} for the date, e.g. s3://archive/incoming/{ds}/), FACEPIPE_OUTPUT
+environment): FACEPIPE_RAY_ADDRESS (http://HEAD:8265), FACEPIPE_INPUT (the archive prefix: the job
+processes only files new or changed since earlier nights; {ds} is filled with the date if present), FACEPIPE_OUTPUT
 (s3://faces/out), FACEPIPE_WORKING_DIR (a checkout of the repo, uploaded with the job; unset when
 the package is installed on the nodes).
 
 Tasks, in order:
-  1. facepipe_run  -- submits `python jobs/extract.py INPUT --output OUT --dt {ds} --run-id
-     nightly-{ds}` (extract -> publish -> score -> cluster) and waits; retries as ray_submit.py
+  1. facepipe_run  -- submits `python jobs/nightly.py INPUT --output OUT --dt {ds}` (run id
+     nightly-{ds}; extract -> publish -> score -> cluster) and waits; retries as ray_submit.py
      says (exit 2 = bad input: no retry). The run id is the date, so a rerun of a night
      replaces that night's output instead of adding to it.
   2. check_manifest -- reads OUT/_runs/nightly-{ds}.json and fails the DAG run when the job
@@ -41,7 +41,7 @@ def _setting(name: str, default: str | None = None) -> str | None:
 def facepipe_run(ds: str, **_) -> dict:
     inputs = _setting("FACEPIPE_INPUT").format(ds=ds)
     output = _setting("FACEPIPE_OUTPUT")
-    entry = f"python jobs/extract.py {inputs} --output {output} --dt {ds} --run-id nightly-{ds}"
+    entry = f"python jobs/nightly.py {inputs} --output {output} --dt {ds}"
     wd = _setting("FACEPIPE_WORKING_DIR")
     r = run_job(_setting("FACEPIPE_RAY_ADDRESS", "http://127.0.0.1:8265"), f"facepipe-nightly-{ds}", entry,
                 {"working_dir": wd} if wd else None, RetryPolicy(attempts=3, backoff_s=300))

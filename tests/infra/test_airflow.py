@@ -71,4 +71,4 @@ def test_the_dag_runs_the_job_then_checks_its_manifest():
     assert tasks == {"facepipe_run", "check_manifest"}
     edges = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
     assert [(e.left.id, e.right.id) for e in edges] == [("run", "check")]
-    assert "--run-id nightly-{ds}" in (AIRFLOW / "facepipe_nightly.py").read_text()
+    assert "python jobs/nightly.py {inputs} --output {output} --dt {ds}" in (AIRFLOW / "facepipe_nightly.py").read_text()
