@@ -181,11 +181,13 @@ def decode_batch(batch: dict[str, np.ndarray], config: DecodeConfig) -> pa.Table
     DECODED_SCHEMA table, one row per input row, failures included."""
     t0 = time.perf_counter()
     rows = []
-    for image_id, uri, data, read_error in zip(batch["image_id"], batch["source_uri"], batch["data"], batch["read_error"]):
+    n = len(batch["image_id"])
+    read_status = batch.get("read_status", np.full(n, None, dtype=object))
+    for image_id, uri, data, read_error, why in zip(batch["image_id"], batch["source_uri"], batch["data"], batch["read_error"], read_status):
         row = {"image_id": image_id, "source_uri": uri}
         try:
             if isinstance(read_error, str):
-                raise DecodeFailure("read_error", read_error)
+                raise DecodeFailure(why if isinstance(why, str) else "read_error", read_error)
             d = decode_image(bytes(data) if data is not None else b"", config)
         except DecodeFailure as f:
             row.update(width=0, height=0, status=f.status, error=f.message, pixels=b"", pix_h=0, pix_w=0, scale_x=1.0, scale_y=1.0, data=None)

@@ -176,19 +176,18 @@ def _extract(cfg: RunConfig, units: list, res: dict) -> list[dict]:
         # fuses a task map into the next actor map when their args are equal): decode runs in
         # CPU tasks beside the actors instead of serially inside them.
         memory=c.decode_task_memory,
-        max_retries=3,  # a decode task lost with its worker runs again (read errors are rows, not exceptions)
     )
     threads = res["torch_threads"]
 
     def pool() -> dict:
         # A model actor that dies (its worker killed, its node lost) is restarted and the batches
-        # it held are retried on the pool, without limit: a batch's output goes to staging under
-        # a fresh name and only the driver publishes, so a retry cannot duplicate rows.
+        # it held are retried, without limit: Ray Data's defaults for actor pools (max_restarts
+        # and max_task_retries -1), relied on and checked by tests/test_faults.py. A batch's
+        # output goes to staging under a fresh name and only the driver publishes, so a retry
+        # cannot duplicate rows. Decode tasks keep Ray's task default (3 retries).
         return dict(
             compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
             batch_size=cfg.detect.batch_size,
-            max_restarts=-1,
-            max_task_retries=-1,
             **res["detect_actor_resources"],
         )
 
@@ -290,7 +289,9 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     # changed units: their earlier rows (other runs' files) go now that the new ones are in; the
     # state file is written last, so a crash before it makes the rerun process these units again
     manifest["counts"]["rows_purged"] = shard_state.purge(cfg.output, todo.replaced, keep_run=cfg.run_id)
-    shard_state.record(cfg.output, cfg.run_id, cfg.dt, todo.todo)
+    retry = shard_state.unreadable_units(cfg.output, [f for f in files if f.startswith("images/")])
+    manifest["counts"]["units_to_retry"] = sorted(retry)
+    shard_state.record(cfg.output, cfg.run_id, cfg.dt, todo.todo, retry)
     manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)
     if cfg.score.enabled:  # the final stage: outlier scores of this run's faces
         t_score = time.perf_counter()

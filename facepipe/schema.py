@@ -19,9 +19,9 @@ IMAGE_STATUSES = (
     "ok",
     "empty",  # zero bytes
     "not_image",  # bytes are no image format we decode
-    "corrupt",  # an image format, but truncated or damaged
+    "corrupt",  # an image format, but truncated or damaged; or a damaged tar shard / Parquet file
     "too_large",  # more pixels than the decompression-bomb guard allows
-    "read_error",  # the bytes could not be read from storage
+    "read_error",  # the bytes could not be read from storage (the unit is retried next run)
 )
 
 IMAGES = pa.schema(

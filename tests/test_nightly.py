@@ -76,3 +76,35 @@ def test_full_reprocesses_everything_without_duplicates(ray_cluster, photos, tmp
     assert m["counts"]["units_processed"] == 2 and m["counts"]["units_replaced"] == 2
     images, faces, _ = _tables(out)
     assert images == before[0] and faces == before[1]
+
+
+def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_night(ray_cluster, photos, tmp_path, monkeypatch):
+    """Night 1 lists a file that is gone when its read task runs (the listing race, made
+    deterministic by listing it on purpose): one read_error row, the job succeeds, the unit is
+    marked for retry. Night 2, the file is back: it is read, its read_error row is replaced, and
+    the tables equal a clean run's."""
+    import facepipe.pipeline as pipeline
+    from facepipe.io import state
+
+    archive, out = tmp_path / "archive", tmp_path / "out"
+    archive.mkdir()
+    shutil.copy(photos["biden.jpg"], archive / "biden.jpg")
+    late = archive / "late.jpg"
+    real_list = pipeline.list_units
+
+    def listing_with_a_vanished_file(uris):
+        units = real_list(uris)
+        return sorted(units + [state.Unit("image", str(late), 1234, 1)], key=lambda u: u.uri)
+
+    monkeypatch.setattr(pipeline, "list_units", listing_with_a_vanished_file)
+    m1 = _night(archive, out, "2026-11-01", "n1")
+    monkeypatch.setattr(pipeline, "list_units", real_list)
+    assert m1["counts"]["failures_by_status"] == {"read_error": 1} and m1["counts"]["units_to_retry"] == [str(late)]
+    assert state.load(str(out))[str(late)]["status"] == "retry"
+
+    shutil.copy(photos["obama.jpg"], late)
+    m2 = _night(archive, out, "2026-11-02", "n2")
+    assert m2["counts"]["units_processed"] == 1 and m2["counts"]["units_replaced"] == 1 and m2["counts"]["units_to_retry"] == []
+    clean = tmp_path / "clean"
+    _night(archive, clean, "2026-11-02", "clean")
+    assert _tables(out) == _tables(clean)

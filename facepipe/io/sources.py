@@ -30,6 +30,9 @@ READ_SCHEMA = pa.schema(
         pa.field("source_uri", pa.string()),
         pa.field("data", pa.binary()),
         pa.field("read_error", pa.string()),
+        # the images-table status of a failed read: read_error (storage: retried next run) or
+        # corrupt (the unit's content is damaged or not what was asked for: no use retrying)
+        pa.field("read_status", pa.string()),
     ]
 )
 
@@ -102,8 +105,9 @@ def list_units(uris: list[str]) -> list[Unit]:
     return sorted(set(units), key=lambda u: u.uri)
 
 
-def _row(source_uri: str, data: bytes | None, error: str | None) -> dict:
-    return {"image_id": image_id_for(source_uri), "source_uri": source_uri, "data": data, "read_error": error}
+def _row(source_uri: str, data: bytes | None, error: str | None, status: str | None = None) -> dict:
+    status = None if error is None else (status or "read_error")
+    return {"image_id": image_id_for(source_uri), "source_uri": source_uri, "data": data, "read_error": error, "read_status": status}
 
 
 def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> Iterator[dict]:
@@ -116,12 +120,13 @@ def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> 
             raise ValueError(f"no image column {cfg.image_column!r} (columns: {', '.join(names)})")
         if cfg.id_column and cfg.id_column not in names:
             raise ValueError(f"no id column {cfg.id_column!r} (columns: {', '.join(names)})")
-        img_type = pf.schema_arrow.field(cfg.image_column).type
-        struct_bytes = pa.types.is_struct(img_type) and img_type.get_field_index("bytes") >= 0
-        if not (pa.types.is_binary(img_type) or pa.types.is_large_binary(img_type) or struct_bytes):
-            raise ValueError(f"image column {cfg.image_column!r} has type {img_type}, expected binary")
     except Exception as e:  # the whole file is unusable: one failure row names it
         yield _row(uri, None, f"cannot read Parquet file: {e}")
+        return
+    img_type = pf.schema_arrow.field(cfg.image_column).type
+    struct_bytes = pa.types.is_struct(img_type) and img_type.get_field_index("bytes") >= 0
+    if not (pa.types.is_binary(img_type) or pa.types.is_large_binary(img_type) or struct_bytes):
+        yield _row(uri, None, f"cannot read Parquet file: image column {cfg.image_column!r} has type {img_type}, expected binary", "corrupt")
         return
     cols = [cfg.image_column] + ([cfg.id_column] if cfg.id_column else [])
     row_number = 0
@@ -135,7 +140,7 @@ def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> 
                 yield _row(f"{uri}#{rid}", data, None if data is not None else "image column is null")
             row_number += batch.num_rows
     except Exception as e:
-        yield _row(f"{uri}#row{row_number}+", None, f"Parquet file damaged after row {row_number}: {e}")
+        yield _row(f"{uri}#row{row_number}+", None, f"Parquet file damaged after row {row_number}: {e}", "corrupt")
 
 
 def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
@@ -153,7 +158,7 @@ def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
                 yield _row(f"{uri}#{name}", data, None)
         with fs.open_input_file(path) as f:
             if not tail_is_clean(f, end):
-                yield _row(uri, None, f"tar shard damaged: unreadable header at byte {end}, later members lost")
+                yield _row(uri, None, f"tar shard damaged: unreadable header at byte {end}, later members lost", "corrupt")
     except Exception as e:
         yield _row(uri, None, f"tar shard unreadable or damaged: {type(e).__name__}: {e}")
 

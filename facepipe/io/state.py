@@ -3,8 +3,9 @@
 One row per input unit (an image file, a tar shard, a Parquet file) a run processed, written by
 that run when it publishes (``part-RUN_ID.parquet``, replaced when the run id is rerun). A
 nightly run lists its inputs and :func:`plan` s: a unit is processed again only when it is new,
-when its version (size, last-modified time) changed, when ``--full`` says so, or when the run
-processing it is this very run id being redone. A changed unit's earlier rows are then removed
+when its version (size, last-modified time) changed, when some of its images could not be read
+last time (``status`` retry), when ``--full`` says so, or when the run processing it is this very
+run id being redone. A changed unit's earlier rows are then removed
 from the other runs' files by :func:`purge` -- so the tables hold each image once, as of its
 latest version.
 """
@@ -31,6 +32,9 @@ SHARDS = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("dt", pa.string(), nullable=False),
         pa.field("committed_ns", pa.int64(), nullable=False),  # when the run published it
+        # done, or retry: some of its images could not be read (a transient error: the storage
+        # was unreachable, the object vanished) -- the next run processes the unit again
+        pa.field("status", pa.string(), nullable=False),
     ],
     metadata={"facepipe.table": "_state/shards", "facepipe.schema_version": "1"},
 )
@@ -64,7 +68,7 @@ def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = Fa
     todo, skipped, replaced = [], [], []
     for u in units:
         s = state.get(u.uri)
-        same = s is not None and s["size"] == u.size and s["mtime_ns"] == u.mtime_ns
+        same = s is not None and s["size"] == u.size and s["mtime_ns"] == u.mtime_ns and s["status"] == "done"
         if full or not same or s["run_id"] == run_id:
             todo.append(u)
             if s is not None and s["run_id"] != run_id:
@@ -74,8 +78,9 @@ def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = Fa
     return Plan(todo, skipped, replaced)
 
 
-def record(output: str, run_id: str, dt: str, units: list[Unit]) -> None:
-    """Write this run's state file (replacing an earlier attempt's): the last step of publishing."""
+def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset()) -> None:
+    """Write this run's state file (replacing an earlier attempt's): the last step of publishing.
+    ``retry``: URIs of units to process again next time (see :func:`unreadable_units`)."""
     fs, root = _root(output)
     now = time.time_ns()
     t = pa.table(
@@ -87,6 +92,7 @@ def record(output: str, run_id: str, dt: str, units: list[Unit]) -> None:
             "run_id": [run_id] * len(units),
             "dt": [dt] * len(units),
             "committed_ns": pa.array([now] * len(units), pa.int64()),
+            "status": ["retry" if u.uri in retry else "done" for u in units],
         },
         schema=SHARDS,
     )
@@ -94,6 +100,23 @@ def record(output: str, run_id: str, dt: str, units: list[Unit]) -> None:
     tmp = f"{root}/.part-{run_id}.parquet.tmp"
     pq.write_table(t, tmp, filesystem=fs)
     fs.move(tmp, f"{root}/part-{run_id}.parquet")
+
+
+def unit_of(source_uri: str) -> str:
+    """The unit an image row came from: ``UNIT#member`` for tar and Parquet rows, else itself."""
+    return source_uri.split("#", 1)[0]
+
+
+def unreadable_units(output: str, image_files: list[str]) -> set[str]:
+    """Units with an image whose bytes could not be read (status ``read_error``) among a run's
+    published ``images`` files (paths relative to OUT)."""
+    fs, out = fsio.resolve(output)
+    bad: set[str] = set()
+    for rel in image_files:
+        t = pq.read_table(f"{out}/{rel}", filesystem=fs, columns=["source_uri", "status"])
+        failed = t.filter(pc.equal(t.column("status"), "read_error"))
+        bad.update(unit_of(u) for u in failed.column("source_uri").to_pylist())
+    return bad
 
 
 def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array) -> int:
