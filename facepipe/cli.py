@@ -169,6 +169,8 @@ def format_summary(m: dict) -> str:
     stage_txt = " · ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in stages.items())
     lines = [
         f"facepipe run {m['run_id']} finished in {t['wall_s']:.1f}s",
+        f"  inputs    {c['input_units']} units: {c['units_processed']} processed ({c['units_replaced']} changed), "
+        f"{c['units_skipped']} already in the output" + (f", {len(c['units_to_retry'])} to retry next run" if c.get("units_to_retry") else ""),
         f"  images    {c['images']} ({c['images_ok']} ok, {c['images_failed']} failed{': ' + fails if fails else ''})",
         f"  faces     {c['faces']}",
         f"  stages    {stage_txt}  (task seconds; stages overlap)",
