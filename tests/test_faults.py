@@ -3,23 +3,19 @@ mid-run. Either way the finished output equals a clean run's (same face ids, no 
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import duckdb
 import pytest
 
 import archive
-from conftest import REPO
+from procs import cli_run, model_actor_pids
 
 pytestmark = pytest.mark.slow
 
 
 def _cli_run(ray_cluster, inputs, out, run_id, dt="2026-11-05"):
-    cmd = [sys.executable, "-m", "facepipe.cli", "run", *inputs, "--output", str(out), "--run-id", run_id, "--dt", dt,
-           "--image-column", "image", "--id-column", "key", "--no-score", "--ray-address", ray_cluster.address]
-    return subprocess.Popen(cmd, cwd=REPO, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return cli_run(ray_cluster, inputs, out, run_id, dt, "--image-column", "image", "--id-column", "key", "--no-score")
 
 
 def _tables(out):
@@ -38,20 +34,13 @@ def clean(ray_cluster, photos, tmp_path_factory):
     return arch, _tables(root / "clean")
 
 
-def _model_actor_pids() -> list[int]:
-    from ray.util.state import list_actors
-
-    return [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if "MapWorker" in (a.class_name or "") and a.pid]
-
-
 def test_killing_a_model_actor_worker_mid_run_loses_and_duplicates_nothing(ray_cluster, clean, tmp_path):
     arch, want = clean
     out = tmp_path / "out"
     p = _cli_run(ray_cluster, arch.inputs, out, "faulty")
     deadline, killed = time.time() + 120, None
     while killed is None and time.time() < deadline and p.poll() is None:
-        pids = _model_actor_pids()
+        pids = model_actor_pids()
         if pids:
             time.sleep(1.0)  # the actor is up and working on its first batches
             os.kill(pids[0], signal.SIGKILL)
@@ -68,7 +57,7 @@ def test_killing_the_whole_job_then_rerunning_equals_a_clean_run(ray_cluster, cl
     out = tmp_path / "out"
     p = _cli_run(ray_cluster, arch.inputs, out, "crashy")
     deadline = time.time() + 180
-    while not _model_actor_pids() and time.time() < deadline and p.poll() is None:
+    while not model_actor_pids() and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)
     time.sleep(1.0)  # mid-run: the model actors are working
     assert p.poll() is None, "the run finished before it could be killed"
