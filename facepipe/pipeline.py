@@ -289,7 +289,7 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     # changed units: their earlier rows (other runs' files) go now that the new ones are in; the
     # state file is written last, so a crash before it makes the rerun process these units again
     manifest["counts"]["rows_purged"] = shard_state.purge(cfg.output, todo.replaced, keep_run=cfg.run_id)
-    retry = shard_state.unreadable_units(cfg.output, [f for f in files if f.startswith("images/")])
+    retry = shard_state.units_of([u for r in rows for u in r["unreadable"]], todo.todo)
     manifest["counts"]["units_to_retry"] = sorted(retry)
     shard_state.record(cfg.output, cfg.run_id, cfg.dt, todo.todo, retry)
     manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)

@@ -51,7 +51,8 @@ def _relabel(roots: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def threshold_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """kNN rows -> (src, dst) of the neighbour links shorter than ``threshold`` (missing: -1, skipped)."""
     src = np.repeat(np.arange(len(idx)), idx.shape[1])
     dst, d = idx.ravel(), dist.ravel()
     ok = (d < threshold) & (dst >= 0)
@@ -59,7 +60,7 @@ def _edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndar
 
 
 def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_faces: int = 1) -> np.ndarray:
-    roots = components(len(idx), *_edges(idx, dist, threshold))
+    roots = components(len(idx), *threshold_edges(idx, dist, threshold))
     sizes = np.bincount(roots, minlength=len(idx))
     return _relabel(roots, sizes[roots] >= min_faces)
 
@@ -67,7 +68,7 @@ def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float = 0
 def mutual_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) pairs, a < b, with b in a's neighbours and a in b's, both shorter than threshold."""
     n = len(idx)
-    src, dst = _edges(idx, dist, threshold)
+    src, dst = threshold_edges(idx, dist, threshold)
     fwd = src * n + dst
     both = np.isin(fwd, dst * n + src)
     key = np.unique(np.minimum(src, dst)[both] * n + np.maximum(src, dst)[both])
@@ -157,7 +158,7 @@ def propagate_labels(
 
 def chinese_whispers(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, iterations: int = 20, seed: int = 0, min_faces: int = 1) -> np.ndarray:
     n = len(idx)
-    src, dst = _edges(idx, dist, threshold)
+    src, dst = threshold_edges(idx, dist, threshold)
     label = propagate_labels(*symmetric_graph(n, src, dst), np.arange(n), iterations=iterations, seed=seed)
     sizes = np.bincount(label, minlength=n)
     return _relabel(label, sizes[label] >= min_faces)

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.cluster.methods import _edges, chinese_whispers, mutual_density, propagate_labels, symmetric_graph, threshold_components
+from facepipe.cluster.methods import chinese_whispers, mutual_density, propagate_labels, symmetric_graph, threshold_components, threshold_edges
 from facepipe.io import writer
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def cluster_incremental(x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: C
     rest = np.flatnonzero(in_region & (prev_code >= 0))
     ri, rd = index.search(rest, k) if len(rest) else (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
     rows, nbr, dist = np.r_[q, rest], np.vstack([qi, ri]), np.vstack([qd, rd])
-    src, dst = _edges(nbr, dist, cfg.threshold)
+    src, dst = threshold_edges(nbr, dist, cfg.threshold)
     src = rows[src]
     nodes = np.unique(np.r_[rows, dst])  # the region and the identities next to it
     frozen = ~in_region[nodes]
@@ -315,9 +315,8 @@ def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_i
         },
         schema=schema.identities_schema(dim),
     )
-    per_face = [None] * n
-    for i in ok.tolist():
-        per_face[i] = name[int(labels[i])]
+    per_face = np.full(n, None, object)
+    per_face[ok] = np.array(ids, object)[inv]
     face_identity = pa.table(
         {
             "face_id": pa.array(fs.face_ids, pa.string()),

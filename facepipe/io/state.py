@@ -78,9 +78,14 @@ def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = Fa
     return Plan(todo, skipped, replaced)
 
 
+def units_of(sources: list[str], units: list[Unit]) -> set[str]:
+    """URIs of the ``units`` that the image rows ``sources`` came from (``UNIT`` or ``UNIT#member``)."""
+    return {u.uri for u in units if any(s == u.uri or s.startswith(u.uri + "#") for s in sources)} if sources else set()
+
+
 def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset()) -> None:
     """Write this run's state file (replacing an earlier attempt's): the last step of publishing.
-    ``retry``: URIs of units to process again next time (see :func:`unreadable_units`)."""
+    ``retry``: URIs of units to process again next time (an image of theirs could not be read)."""
     fs, root = _root(output)
     now = time.time_ns()
     t = pa.table(
@@ -100,23 +105,6 @@ def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str]
     tmp = f"{root}/.part-{run_id}.parquet.tmp"
     pq.write_table(t, tmp, filesystem=fs)
     fs.move(tmp, f"{root}/part-{run_id}.parquet")
-
-
-def unit_of(source_uri: str) -> str:
-    """The unit an image row came from: ``UNIT#member`` for tar and Parquet rows, else itself."""
-    return source_uri.split("#", 1)[0]
-
-
-def unreadable_units(output: str, image_files: list[str]) -> set[str]:
-    """Units with an image whose bytes could not be read (status ``read_error``) among a run's
-    published ``images`` files (paths relative to OUT)."""
-    fs, out = fsio.resolve(output)
-    bad: set[str] = set()
-    for rel in image_files:
-        t = pq.read_table(f"{out}/{rel}", filesystem=fs, columns=["source_uri", "status"])
-        failed = t.filter(pc.equal(t.column("status"), "read_error"))
-        bad.update(unit_of(u) for u in failed.column("source_uri").to_pylist())
-    return bad
 
 
 def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array) -> int:
@@ -155,14 +143,13 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
     if not uris:
         return removed
     fs, out = fsio.resolve(output)
-    exact = pa.array(sorted(set(uris)), pa.string())
-    prefixes = sorted(set(uris))
+    wanted = pa.array(sorted(set(uris)), pa.string())
     gone_images: list[pa.Array] = []
     for path in _table_files(fs, out, "images", keep_run):
         src = pq.read_table(path, filesystem=fs, columns=["source_uri", "image_id"])
-        hit = pc.is_in(src.column("source_uri"), value_set=exact)
-        for p in prefixes:  # rows of a tar or Parquet unit: "UNIT#member"
-            hit = pc.or_(hit, pc.starts_with(src.column("source_uri"), p + "#"))
+        hit = pc.is_in(src.column("source_uri"), value_set=wanted)  # an image unit's own row
+        for member in ("#.*$", "#[^#]*$"):  # a tar / Parquet unit's rows: "UNIT#member" ('#' may sit in either part)
+            hit = pc.or_(hit, pc.is_in(pc.replace_substring_regex(src.column("source_uri"), pattern=member, replacement=""), value_set=wanted))
         if pc.any(hit).as_py():
             gone_images.append(src.column("image_id").filter(hit).combine_chunks())
             removed["images"] += _rewrite_without(fs, path, pc.invert(hit))

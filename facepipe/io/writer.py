@@ -40,6 +40,8 @@ STATS_SCHEMA = pa.schema(
         pa.field("t_embed", pa.float64()),
         pa.field("t_write", pa.float64()),
         pa.field("files", pa.list_(pa.string())),
+        # source_uri of the images whose bytes could not be read (read_error): their units are retried
+        pa.field("unreadable", pa.list_(pa.string())),
     ]
 )
 
@@ -137,6 +139,7 @@ def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Tab
                 "t_embed": float(pc.sum(detected.column("t_embed")).as_py() or 0.0),
                 "t_write": time.perf_counter() - t0,
                 "files": files,
+                "unreadable": [u for u, st in zip(detected.column("source_uri").to_pylist(), detected.column("status").to_pylist()) if st == "read_error"],
             }
         ],
         schema=STATS_SCHEMA,
