@@ -29,9 +29,12 @@ test: install
 	$(PY) -m pytest -q tests
 
 # Benchmarks (numbers go to bench/RESULTS.md); face_recognition is the comparison, bench-only.
+# At recall parity with it: RetinaFace-1MB from ../shared with --min-face 40 (bench/RESULTS.md).
+SHARED ?= $${FACEPIPE_SHARED:-../shared}
 bench: install
 	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
-	$(PY) bench/e2e.py --shared $${FACEPIPE_SHARED:-../shared}
+	$(PY) bench/e2e.py --shared $(SHARED) --detector retinaface --detector-config mnet025_1mb \
+	    --detector-weights $(SHARED)/data/retinaface/mnet025_face_detector_1mb.pth --min-face 40
 
 clean:
 	rm -rf $(VENV) demo-output

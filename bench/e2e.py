@@ -109,14 +109,14 @@ def run_face_recognition(files: list[Path]) -> tuple[float, dict[str, np.ndarray
     return time.perf_counter() - t, found, n
 
 
-def run_plain(files: list[Path]) -> tuple[float, dict[str, float], int]:
+def run_plain(files: list[Path], decode_cfg, detect_cfg) -> tuple[float, dict[str, float], int]:
     """The job's stages in one process, no Ray: decode -> detect -> align -> embed."""
     from facepipe.align.stage import align_image, cut_chips
     from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
+    from facepipe.detect.stage import detect_images
     from facepipe.registry import create_model
 
-    det = create_model("centerface", kind="detector")
+    det = create_model(detect_cfg.name, detect_cfg.weights, kind="detector", config=detect_cfg.config)
     sp = create_model("dlib_shape_predictor_5", kind="landmarks")
     net = create_model("dlib_resnet", kind="embedder")
     stage = {"decode": 0.0, "detect": 0.0, "align": 0.0, "embed": 0.0}
@@ -125,14 +125,14 @@ def run_plain(files: list[Path]) -> tuple[float, dict[str, float], int]:
     for f in files:
         data = f.read_bytes()
         t = time.perf_counter()
-        d = decode_image(data, DecodeConfig())
+        d = decode_image(data, decode_cfg)
         stage["decode"] += time.perf_counter() - t
         t = time.perf_counter()
-        (found,) = detect_images(det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig())
+        (found,) = detect_images(det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], detect_cfg)
         stage["detect"] += time.perf_counter() - t
         if len(found):
             t = time.perf_counter()
-            full = decode_image(data, DecodeConfig(long_side=0)).pixels
+            full = decode_image(data, DecodeConfig(max_pixels=decode_cfg.max_pixels, long_side=0)).pixels
             chips = cut_chips(align_image(full, found.boxes, found.landmarks, net.chip, "dlib_sp5", sp), net.chip)
             stage["align"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -147,6 +147,10 @@ def main() -> None:
     ap.add_argument("--archive", default="/tmp/facepipe-bench")
     ap.add_argument("--images", type=int, default=120)
     ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
+    ap.add_argument("--detector", default="centerface", help="as `facepipe run --detector`")
+    ap.add_argument("--detector-weights", default=None)
+    ap.add_argument("--detector-config", default=None)
+    ap.add_argument("--min-face", type=int, default=0, help="as `facepipe run --min-face` (0 = fixed 640 px input)")
     a = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -165,11 +169,18 @@ def main() -> None:
 
     import duckdb
 
+    from facepipe.decode import DecodeConfig
+    from facepipe.detect.stage import DetectConfig
     from facepipe.pipeline import RunConfig, run
     from facepipe.score.stage import ScoreConfig
 
+    decode_cfg = DecodeConfig(min_face=a.min_face)
+    detect_cfg = DetectConfig(name=a.detector, weights=a.detector_weights, config=a.detector_config)
+    print(f"facepipe: detector {a.detector} {a.detector_config or ''} {a.detector_weights or ''}, "
+          f"input long side {decode_cfg.long_side}" + (f", min face {a.min_face} px -> {decode_cfg.min_face_input} px" if a.min_face else ""))
     out = root / "output"
-    cfg = RunConfig(inputs=(str(root / "images"),), output=str(out), run_id="e2e", dt="2026-01-01", score=ScoreConfig(enabled=False))
+    cfg = RunConfig(inputs=(str(root / "images"),), output=str(out), run_id="e2e", dt="2026-01-01",
+                    decode=decode_cfg, detect=detect_cfg, score=ScoreConfig(enabled=False))
     run(cfg)  # cold start: Ray, actors, model loads
     with Sampler() as s:
         m = run(cfg)
@@ -184,7 +195,7 @@ def main() -> None:
     print(f"\nfacepipe through Ray (warm): {ray_rate:.2f} images/s, {m['counts']['faces'] / t['pipeline_s']:.2f} faces/s "
           f"({t['pipeline_s']:.1f}s); task seconds {t['stage_task_s']}; {s.summary()}")
 
-    plain_s, stage, n_plain = run_plain(files)
+    plain_s, stage, n_plain = run_plain(files, decode_cfg, detect_cfg)
     share = " · ".join(f"{k} {v:.1f}s ({100 * v / plain_s:.0f}%)" for k, v in stage.items())
     print(f"facepipe in one plain process: {len(files) / plain_s:.2f} images/s ({plain_s:.1f}s, {n_plain} faces): {share}")
 
@@ -204,8 +215,8 @@ def main() -> None:
         from facepipe.registry import create_model
 
         gt = evaluate.load_imglab(dev / "training.xml")
-        det = create_model("centerface", kind="detector")
-        fp = {k: v[0] for k, v in evaluate.detect_for_eval(det, dev, sorted(gt), score_threshold=0.5).items()}
+        det = create_model(detect_cfg.name, detect_cfg.weights, kind="detector", config=detect_cfg.config)
+        fp = {k: v[0] for k, v in evaluate.detect_for_eval(det, dev, sorted(gt), decode_cfg, score_threshold=detect_cfg.score_threshold).items()}
         _, frd, _ = run_face_recognition([dev / k for k in sorted(gt)])
         for name, f in (("facepipe", fp), ("face_recognition", frd)):
             h, n, extra = recall({k: v.tolist() for k, v in gt.items()}, f)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facepipe import __version__
-from facepipe.errors import UserError
+from facepipe.errors import UserError, storage_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +59,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score-threshold", type=_unit_float, default=0.5, help="minimum detection score (default 0.5)")
     g.add_argument("--nms-threshold", type=_unit_float, default=0.3, help="NMS IoU threshold (default 0.3)")
     g.add_argument("--long-side", type=int, default=640, help="detector input long side in pixels; 0 = full resolution (default 640)")
+    g.add_argument("--min-face", type=int, default=0, metavar="PX",
+                   help="smallest face width (original pixels) to find: large photos are detected above --long-side so such a face is 24 px at the detector (default 0 = off; 40 = dlib HOG's reach)")
     g.add_argument("--batch-size", type=_positive_int, default=8, help="images per detector forward pass (default 8)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g = p.add_argument_group("embedding")
@@ -116,6 +118,13 @@ def score_config_from_args(a: argparse.Namespace, enabled: bool = True):
     return ScoreConfig(enabled=enabled, model=a.drocc_model, train_days=a.train_days, threshold_policy=a.threshold_policy, target_fpr=a.target_fpr)
 
 
+def _check_resolution(a: argparse.Namespace) -> None:
+    if a.long_side < 0:
+        raise UserError(f"--long-side {a.long_side} must be >= 0")
+    if a.min_face < 0:
+        raise UserError(f"--min-face {a.min_face} must be >= 0")
+
+
 def run_config_from_args(a: argparse.Namespace):
     from facepipe.decode import DecodeConfig
     from facepipe.align.stage import AlignConfig
@@ -124,15 +133,14 @@ def run_config_from_args(a: argparse.Namespace):
     from facepipe.io.sources import ReadConfig
     from facepipe.pipeline import ComputeConfig, RunConfig
 
-    if a.long_side < 0:
-        raise UserError(f"--long-side {a.long_side} must be >= 0")
+    _check_resolution(a)
     return RunConfig(
         inputs=tuple(a.inputs),
         output=a.output,
         dt=a.dt,
         run_id=a.run_id,
         read=ReadConfig(image_column=a.image_column, id_column=a.id_column),
-        decode=DecodeConfig(max_pixels=a.max_pixels, long_side=a.long_side),
+        decode=DecodeConfig(max_pixels=a.max_pixels, long_side=a.long_side, min_face=a.min_face),
         detect=DetectConfig(
             name=a.detector,
             weights=a.detector_weights,
@@ -317,14 +325,17 @@ def cmd_eval_detect(a: argparse.Namespace) -> int:
     from facepipe import evaluate
     from facepipe.registry import create_model
 
+    from facepipe.decode import DecodeConfig
+
+    _check_resolution(a)
     try:
         gt, fmt = evaluate.load_ground_truth(a.boxes, a.format)
         det = create_model(a.detector, a.detector_weights, kind="detector", config=a.detector_config, device="cpu" if a.device == "auto" else a.device)
-        found = evaluate.detect_for_eval(det, a.images, sorted(gt), a.long_side)
+        found = evaluate.detect_for_eval(det, a.images, sorted(gt), DecodeConfig(long_side=a.long_side, min_face=a.min_face))
     except (OSError, KeyError, ValueError) as e:
         raise UserError(e.args[0] if len(e.args) == 1 else str(e)) from None
     rules = ["iou", "dlib"] if fmt == "imglab" else ["iou"]
-    print(f"{det.model_id} on {len(gt)} images ({fmt} ground truth {a.boxes}), long side {a.long_side}, "
+    print(f"{det.model_id} on {len(gt)} images ({fmt} ground truth {a.boxes}), long side {a.long_side}{f' (min face {a.min_face} px)' if a.min_face else ''}, "
           f"recall/precision at score >= {a.score_threshold}:")
     for rule in rules:
         print("  " + evaluate.evaluate(gt, found, rule, a.score_threshold).row())
@@ -369,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--detector-weights", default=None, help="detector weights, local path or s3://")
     e.add_argument("--detector-config", default=None, help="detector config preset or JSON file (retinaface)")
     e.add_argument("--long-side", type=int, default=640, help="detector input long side, as in the job (default 640)")
+    e.add_argument("--min-face", type=int, default=0, metavar="PX", help="as in the job: smallest face width to keep detectable (default 0 = off)")
     e.add_argument("--score-threshold", type=_unit_float, default=0.5, help="operating threshold for recall/precision (default 0.5)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.set_defaults(func=cmd_eval_detect)
@@ -384,6 +396,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"facepipe {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        why = storage_error(e)
+        if why is None:
+            raise
+        print(f"facepipe {args.command}: storage error: {why} -- gave up after retrying; nothing more of this run is "
+              "published and earlier runs stay readable; run the same command again when the storage answers", file=sys.stderr)
+        if getattr(args, "summary_json", None):
+            text = json.dumps({"status": "failed", "error": "storage", "message": why, "run_id": getattr(args, "run_id", None),
+                               "dt": getattr(args, "dt", None)}, sort_keys=True)
+            if args.summary_json == "-":
+                print(text)
+            else:
+                Path(args.summary_json).write_text(text + "\n")
+        return 3
 
 
 if __name__ == "__main__":

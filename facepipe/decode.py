@@ -17,6 +17,7 @@ What decoding guarantees:
 from __future__ import annotations
 
 import io
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,11 +41,31 @@ class DecodeConfig:
         (the detector's input size); ``0`` keeps full resolution.
     upscale: also enlarge images smaller than ``long_side`` (off: small images are detected at
         their native size, which keeps large faces in small images within the detector's range).
+    min_face: the smallest face width, in original pixels, that must stay detectable; ``0`` (the
+        default) = off. A large photo is then decoded bigger than ``long_side``, so that a face of
+        ``min_face`` pixels is still ``min_face_input`` pixels wide at the detector (never past
+        full resolution). A fixed ``long_side`` shrinks a 40 px face of a 12 MP photo to 6 px,
+        below any detector's smallest anchor; ``min_face=40`` reaches what dlib's HOG detector
+        upsampled once reaches, at the price of detector time growing with the photo's size.
+    min_face_input: the width in detector pixels such a face is given (24: above RetinaFace's
+        and CenterFace's smallest anchors of 16 px, measured in bench/RESULTS.md).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     long_side: int = 640
     upscale: bool = False
+    min_face: int = 0
+    min_face_input: int = 24
+
+    def detector_long_side(self, width: int, height: int) -> int:
+        """The long side an image of ``width`` x ``height`` is decoded at; 0 = full resolution."""
+        if not self.long_side:
+            return 0
+        longest = max(width, height)
+        side = self.long_side
+        if self.min_face > 0:
+            side = max(side, math.ceil(longest * min(1.0, self.min_face_input / self.min_face)))
+        return 0 if side >= longest and not self.upscale else side
 
 
 class DecodeFailure(Exception):
@@ -127,7 +148,7 @@ def decode_image(data: bytes, config: DecodeConfig = DecodeConfig()) -> Decoded:
     im = _open_checked(data, config.max_pixels)
     orientation = _orientation(im)
     width, height = (im.size[1], im.size[0]) if orientation in (5, 6, 7, 8) else im.size
-    long_side = config.long_side
+    long_side = config.detector_long_side(width, height)
     try:
         if long_side and im.format == "JPEG" and max(width, height) > long_side:
             # Ask libjpeg for the smallest power-of-two reduction still >= the target size.

@@ -14,8 +14,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from facepipe.decode import DecodeConfig
 
 
 @dataclass(frozen=True)
@@ -217,11 +221,14 @@ def evaluate(
 
 
 def detect_for_eval(
-    detector, images_root: str | Path, names: list[str], long_side: int = 640, score_threshold: float = 0.02
+    detector, images_root: str | Path, names: list[str], decode: DecodeConfig | None = None, score_threshold: float = 0.02
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Run ``detector`` as the job does (same decode, resize, batching) on ``images_root/NAME``
-    for every name, keeping detections down to ``score_threshold`` (low, for AP)."""
+    for every name, keeping detections down to ``score_threshold`` (low, for AP). ``decode``
+    defaults to the job's ``DecodeConfig()``."""
     from facepipe.decode import DecodeConfig, decode_image
+
+    decode = decode or DecodeConfig()
     from facepipe.detect.stage import DetectConfig, detect_images
 
     cfg = DetectConfig(score_threshold=score_threshold)
@@ -230,7 +237,7 @@ def detect_for_eval(
         path = Path(images_root) / name
         if not path.is_file():
             raise FileNotFoundError(f"image {path} (named in the ground truth) not found")
-        d = decode_image(path.read_bytes(), DecodeConfig(long_side=long_side))
+        d = decode_image(path.read_bytes(), decode)
         (found,) = detect_images(detector, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], cfg)
         out[name] = (found.boxes, found.scores)
     return out

@@ -8,7 +8,8 @@ Takes the flags of ``facepipe run``; ``--dt`` is required and the run id default
 input units new or changed since the published runs are processed (``--full``: all of them).
 The last line of stdout is a JSON summary for the orchestrator (``--summary-json PATH`` writes it
 to a file instead). Exit status: 0 ok, 1 job failure (worth retrying), 2 bad flags or inputs
-(not worth retrying).
+(not worth retrying), 3 storage unreachable after the S3 client's retries (worth retrying later;
+the summary line then says ``"status": "failed"``).
 """
 
 import sys

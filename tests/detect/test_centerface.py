@@ -107,3 +107,34 @@ def test_registry_names_known_detectors_on_unknown_name():
 def test_wrong_weights_file_fails_naming_the_mismatch(tmp_path, photos):
     with pytest.raises(Exception, match="onnx|protobuf|parse|Error"):
         create_model("centerface", kind="detector", weights=photos["astronaut.png"])
+
+
+def test_min_face_finds_small_faces_in_large_photos(detector, photo_faces):
+    """A 40 px face pasted into a 12 MP photo is 6 px at the 640 px default input -- lost; with
+    ``min_face=40`` the photo is detected at 0.6x and the face is found where it was pasted."""
+    import cv2
+    from skimage import data as skd
+
+    from facepipe.detect.stage import DetectConfig, detect_images
+    from facepipe.evaluate import iou_matrix
+
+    obama = next(p for p in photo_faces if p.name == "obama.jpg")
+    x1, y1, x2, y2 = obama.boxes[0].astype(int)
+    m = (x2 - x1) // 2
+    crop = obama.image[max(0, y1 - m) : y2 + m, max(0, x1 - m) : x2 + m]
+    k = 40 / (x2 - x1)  # face 40 px wide
+    crop = cv2.resize(crop, (round(crop.shape[1] * k), round(crop.shape[0] * k)), interpolation=cv2.INTER_AREA)
+    bg = cv2.resize(skd.coffee(), (4000, 3000))  # 12 MP, no face of its own
+    bg[2000 : 2000 + crop.shape[0], 3000 : 3000 + crop.shape[1]] = crop
+    data = cv2.imencode(".jpg", bg[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+
+    def boxes(cfg: DecodeConfig) -> np.ndarray:
+        d = decode_image(data, cfg)
+        (f,) = detect_images(detector, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig())
+        return f.boxes
+
+    pasted = np.array([[3000, 2000, 3000 + crop.shape[1], 2000 + crop.shape[0]]], np.float32)
+    hit = lambda b: len(b) > 0 and bool(iou_matrix(pasted, b).max() > 0.1)
+    assert not hit(boxes(DecodeConfig()))
+    found = boxes(DecodeConfig(min_face=40))
+    assert hit(found) and len(found) == 1

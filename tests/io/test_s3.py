@@ -1,8 +1,6 @@
 """The job reads a Parquet archive, an image prefix and a tar shard from a real S3 server
 (SeaweedFS on 127.0.0.1) and writes its output back to it."""
 
-from pathlib import Path
-
 import duckdb
 import pyarrow.dataset as pads
 import pytest
@@ -15,17 +13,11 @@ from facepipe.pipeline import RunConfig, run
 pytestmark = pytest.mark.slow
 
 
-def _upload(client, bucket: str, root: Path, prefix: str) -> None:
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            client.put_object(Bucket=bucket, Key=f"{prefix}/{p.relative_to(root).as_posix()}", Body=p.read_bytes())
-
-
 def test_job_reads_and_writes_s3(s3_server, ray_cluster, photos, tmp_path):
     s3_server.create_bucket(Bucket="archive")
     s3_server.create_bucket(Bucket="faces")
     arch = archive.build(tmp_path / "a", photos, prefix="s3://archive/night")
-    _upload(s3_server, "archive", tmp_path / "a", "night")
+    archive.upload(s3_server, "archive", tmp_path / "a", "night")
 
     m = run(RunConfig(inputs=tuple(arch.inputs), output="s3://faces/out", dt="2026-11-01", run_id="s3run",
                       read=ReadConfig(image_column="image", id_column="key")))

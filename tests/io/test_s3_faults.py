@@ -1,0 +1,108 @@
+"""Storage outages with a real S3 server (SeaweedFS on 127.0.0.1) and the job as a real process.
+
+- The server stopped mid-run for a few seconds and started again: the S3 client's backoff
+  (facepipe.io.fs) rides it out -- the run succeeds, nothing is left to retry, and its tables equal
+  a clean run's.
+- Storage that stays down: the run fails with a one-line message (exit 3, a JSON summary saying
+  so) instead of a traceback, and the output keeps its previous state, readable once the storage
+  is back; the same command then succeeds.
+"""
+
+import json
+import time
+
+import duckdb
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pytest
+
+import archive
+from facepipe.io import fs as fsio
+from procs import cli_run, model_actor_pids
+
+pytestmark = pytest.mark.slow
+
+ARCHIVE, OUT = "outage-archive", "outage-out"
+
+
+def _run(ray_cluster, inputs, out, run_id, *extra, env=None):
+    return cli_run(ray_cluster, inputs, out, run_id, "2026-11-07", "--image-column", "image", "--id-column", "key",
+                   "--no-score", "--summary-json", "-", *extra, env=env)
+
+
+def _tables(out: str):
+    """(images, faces, run ids) of an s3:// output, read through pyarrow and queried by DuckDB."""
+    fs = fsio.s3_filesystem()
+    root = out[len("s3://"):]
+    images = pads.dataset(f"{root}/images", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841
+    faces = pads.dataset(f"{root}/faces", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841
+    runs = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{root}/_runs")))
+    return (duckdb.sql("select image_id, status, n_faces from images order by all").fetchall(),
+            duckdb.sql("select face_id, image_id, face_index from faces order by all").fetchall(), runs)
+
+
+def _summary(log: str) -> dict:
+    return json.loads(log.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def clean(seaweedfs, ray_cluster, photos, tmp_path_factory):
+    c = seaweedfs.client
+    for b in (ARCHIVE, OUT):
+        c.create_bucket(Bucket=b)
+    root = tmp_path_factory.mktemp("outage")
+    arch = archive.build(root, photos, prefix=f"s3://{ARCHIVE}/night")
+    archive.upload(c, ARCHIVE, root, "night")
+    p = _run(ray_cluster, arch.inputs, f"s3://{OUT}/clean", "clean")
+    log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log[-3000:]
+    return arch, _tables(f"s3://{OUT}/clean")
+
+
+def test_s3_down_for_seconds_mid_run_is_retried_and_loses_nothing(seaweedfs, ray_cluster, clean):
+    arch, (images, faces, _) = clean
+    out = f"s3://{OUT}/outage"
+    p = _run(ray_cluster, arch.inputs, out, "outage")
+    deadline = time.time() + 180
+    while not model_actor_pids() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # mid-run: the model actors are reading, working and writing to staging
+    assert p.poll() is None, "the run finished before the outage"
+    seaweedfs.stop()
+    try:
+        time.sleep(4)
+        assert p.poll() is None, "the run died during the outage instead of retrying"
+    finally:
+        seaweedfs.start()
+    log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log[-3000:]
+    assert _summary(log)["counts"]["units_to_retry"] == []
+    got_images, got_faces, runs = _tables(out)
+    assert (got_images, got_faces) == (images, faces)
+    assert runs == ["outage.json"]
+
+
+def test_s3_down_for_good_fails_clearly_and_keeps_the_previous_state(seaweedfs, ray_cluster, clean):
+    arch, before = clean
+    out = f"s3://{OUT}/clean"
+    seaweedfs.stop()
+    try:
+        t = time.time()
+        p = _run(ray_cluster, arch.inputs, out, "night2", env={"FACEPIPE_S3_RETRIES": "4"})  # 0.4 s of backoff, not 51 s
+        log, _ = p.communicate(timeout=600)
+        took = time.time() - t
+    finally:
+        seaweedfs.start()
+    assert p.returncode == 3, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    line = next(ln for ln in log.splitlines() if "storage error:" in ln)
+    assert line.startswith("facepipe run: storage error:") and "run the same command again" in line
+    s = _summary(log)
+    assert s["status"] == "failed" and s["error"] == "storage" and s["run_id"] == "night2"
+    assert took < 300
+    assert _tables(out) == before  # nothing of the failed run is visible; the previous run is intact
+    again = _run(ray_cluster, arch.inputs, out, "night2")
+    log, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, log[-3000:]
+    images, faces, runs = _tables(out)
+    assert (images, faces) == before[:2] and runs == ["clean.json", "night2.json"]

@@ -1,0 +1,40 @@
+"""Which failures the CLI reports as storage errors (exit 3, worth running again) and which as
+user errors; the real-server behaviour is in tests/io/test_s3_faults.py."""
+
+from facepipe.errors import StorageError, is_transient, storage_error
+
+NET = OSError("When reading information for key 'a' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
+              "operation: curlCode: 7, Could not connect to server")
+
+
+class _Wrapped(Exception):
+    """Like Ray's RayTaskError: the worker's exception is kept in ``.cause``, not chained."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__("task failed")
+        self.cause = cause
+
+
+def test_storage_error_is_found_through_chains_and_ray_wrappers():
+    assert storage_error(NET) and "NETWORK_CONNECTION" in storage_error(NET)
+    try:
+        try:
+            raise NET
+        except OSError as e:
+            raise RuntimeError("write failed") from e
+    except RuntimeError as e:
+        assert storage_error(e) == storage_error(NET)
+    assert storage_error(_Wrapped(RuntimeError("x"))) is None
+    assert storage_error(_Wrapped(StorageError("disk full"))) == "disk full"
+
+
+def test_missing_files_and_plain_errors_are_not_storage_errors():
+    assert storage_error(FileNotFoundError("no such file")) is None
+    assert storage_error(ValueError("bad")) is None
+
+
+def test_only_network_throttling_and_server_errors_are_transient():
+    assert is_transient(NET)
+    assert is_transient(OSError("AWS Error SLOW_DOWN during GetObject operation"))
+    assert not is_transient(OSError("AWS Error ACCESS_DENIED during HeadObject operation: Access Denied"))
+    assert not is_transient(FileNotFoundError("x"))
