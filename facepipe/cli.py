@@ -299,6 +299,27 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(a: argparse.Namespace) -> int:
+    from facepipe import erase
+
+    req = erase.ForgetRequest(tuple(a.identity_id), tuple(a.image_id), tuple(a.source_prefix), a.request_id, a.requested_by, a.reason)
+    try:
+        req = req.resolved()
+        if a.dry_run:
+            e = erase.plan(a.output, req)
+            print(f"would erase {len(e.image_ids)} images, {len(e.face_ids)} faces, {len(e.identity_ids)} identities "
+                  f"(and recompute {len(e.refreshed)}); rows per table {e.removed()}; nothing written (--dry-run)")
+            return 0
+        audit = erase.forget(a.output, req)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    er = audit["erased"]
+    print(f"forgot {er['images']} images, {er['faces']} faces, {len(er['identities_removed'])} identities "
+          f"({len(er['identities_recomputed'])} recomputed without them); rows removed {audit['rows_removed']}")
+    print(f"  tombstones: later runs skip them; audit record {audit['audit_uri']}")
+    return 0
+
+
 def cmd_score(a: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
@@ -365,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     ec.add_argument("--labels", required=True, help="CSV with a header: image_id or source_uri, label[, face_index]")
     ec.set_defaults(func=cmd_eval_cluster)
+    fg = sub.add_parser("forget", help="erase a person or images from every table, keep them out of later runs, audit it")
+    fg.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
+    fg.add_argument("--identity-id", action="append", default=[], metavar="ID", help="erase this identity's faces (repeatable)")
+    fg.add_argument("--image-id", action="append", default=[], metavar="ID", help="erase this image and its faces (repeatable)")
+    fg.add_argument("--source-prefix", action="append", default=[], metavar="URI",
+                    help="erase every image whose source_uri starts with URI, and its faces (repeatable)")
+    fg.add_argument("--request-id", default="", help="names the audit record and tombstone (default: forget-TIMESTAMP-RANDOM)")
+    fg.add_argument("--requested-by", default="", help="who asked, for the audit record (default: the OS user)")
+    fg.add_argument("--reason", default="", help="why, for the audit record (e.g. a ticket number; no personal data)")
+    fg.add_argument("--dry-run", action="store_true", help="print what would be erased; write nothing")
+    fg.set_defaults(func=cmd_forget)
     sc = sub.add_parser("score", help="DROCC outlier scores for the faces of one date partition")
     sc.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     sc.add_argument("--dt", default="", help="date partition YYYY-MM-DD (default: today, UTC)")

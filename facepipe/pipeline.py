@@ -28,6 +28,7 @@ from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.align.stage import resolve_method
 from facepipe.registry import create_model
 from facepipe.errors import UserError
+from facepipe.erase import Tombstones, drop_erased_rows, load_tombstones
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
 from facepipe.io import state as shard_state
@@ -155,15 +156,18 @@ def _resources(compute: ComputeConfig) -> dict:
     }
 
 
-def _extract(cfg: RunConfig, units: list, res: dict) -> list[dict]:
+def _extract(cfg: RunConfig, units: list, res: dict, tombstones: Tombstones) -> list[dict]:
     """The Ray Data pipeline over ``units``: read -> decode -> detect/align/embed -> staged
-    Parquet; returns one STATS row per written batch."""
+    Parquet; returns one STATS row per written batch. Erased images (``tombstones``) are dropped
+    before decoding, erased faces before writing."""
     import ray.data
 
     from facepipe.io.datasource import read_images
 
     c = cfg.compute
     ds = read_images(units, cfg.read, res["read_parallelism"])
+    if tombstones.image_ids or tombstones.source_prefixes:
+        ds = ds.map_batches(drop_erased_rows, fn_kwargs={"tombstones": tombstones}, batch_format="numpy")
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"config": cfg.decode},
@@ -199,7 +203,7 @@ def _extract(cfg: RunConfig, units: list, res: dict) -> list[dict]:
         ds = ds.map_batches(FaceActor, fn_constructor_kwargs=kwargs, batch_format="numpy", **pool())
     ds = ds.map_batches(
         writer.write_batch,
-        fn_kwargs={"output": cfg.output, "run_id": cfg.run_id, "dt": cfg.dt},
+        fn_kwargs={"output": cfg.output, "run_id": cfg.run_id, "dt": cfg.dt, "erased_faces": tombstones.face_ids},
         batch_size=c.rows_per_file,
         batch_format="pyarrow",
         num_cpus=0.5,
@@ -225,7 +229,8 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
 
-    units = list_units(list(cfg.inputs))
+    tombstones = load_tombstones(cfg.output)
+    units = [u for u in list_units(list(cfg.inputs)) if not tombstones.covers_uri(u.uri)]  # erased: never read again
     todo = shard_state.plan(units, shard_state.load(cfg.output), cfg.run_id, cfg.full)
     t_list = time.perf_counter() - t0
     log.info("listed %d input units in %.1fs: %d to process, %d already in the output (%d of them changed)",
@@ -239,7 +244,7 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     res = _resources(cfg.compute)
     writer.clear_staging(cfg.output, cfg.run_id)
 
-    stats = _extract(cfg, todo.todo, res) if todo.todo else []  # nothing new tonight: no Ray dataset at all
+    stats = _extract(cfg, todo.todo, res, tombstones) if todo.todo else []  # nothing new tonight: no Ray dataset at all
     t_pipeline = time.perf_counter() - t0 - t_list
 
     rows = stats

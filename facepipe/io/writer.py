@@ -123,16 +123,21 @@ def stage_tables(tables: dict[str, pa.Table], output: str, run_id: str, dt: str)
     return files
 
 
-def write_batch(detected: pa.Table, output: str, run_id: str, dt: str) -> pa.Table:
-    """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row."""
+def write_batch(detected: pa.Table, output: str, run_id: str, dt: str, erased_faces: frozenset[str] = frozenset()) -> pa.Table:
+    """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row.
+    ``erased_faces``: face ids an erasure request removed (``facepipe.erase``), never written again."""
     t0 = time.perf_counter()
-    files = stage_tables(build_tables(detected, run_id), output, run_id, dt)
+    tables = build_tables(detected, run_id)
+    if erased_faces and tables["faces"].num_rows:
+        faces = tables["faces"]
+        tables["faces"] = faces.filter(pc.invert(pc.is_in(faces.column("face_id"), value_set=pa.array(sorted(erased_faces), pa.string()))))
+    files = stage_tables(tables, output, run_id, dt)
     statuses = Counter(detected.column("status").to_pylist())
     return pa.Table.from_pylist(
         [
             {
                 "n_images": detected.num_rows,
-                "n_faces": int(pc.sum(detected.column("n_faces")).as_py() or 0),
+                "n_faces": tables["faces"].num_rows,
                 "status_counts": json.dumps(dict(statuses), sort_keys=True),
                 "t_decode": float(pc.sum(detected.column("t_decode")).as_py() or 0.0),
                 "t_detect": float(pc.sum(detected.column("t_detect")).as_py() or 0.0),

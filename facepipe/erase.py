@@ -1,0 +1,359 @@
+"""Erasure of a person or of images from a published output, and the tombstones that keep them out.
+
+``facepipe forget --output OUT (--identity-id ID | --image-id ID | --source-prefix URI)``:
+
+1. **Select.** An identity id selects its faces (``face_identity``); image ids and source
+   prefixes select images (``images``) and every face in them.
+2. **Stage.** Every table file holding a selected row is rewritten without it into
+   ``OUT/_staging/forget-REQUEST/`` (the job's staging area); identities that lose some faces but
+   not all get their ``n_faces``, ``centroid``, ``representative_face_id`` and first/last seen
+   recomputed from the faces left, so no erased embedding survives inside a centroid. Nothing
+   is visible yet, and a failure here changes nothing.
+3. **Tombstone.** ``OUT/_tombstones/part-forget-REQUEST.parquet`` lists the erased image ids,
+   source prefixes and face ids. The job's reader honours it (:class:`Tombstones`): units and
+   images under an erased prefix or id are never decoded again, and erased face ids are dropped
+   before anything is written -- so tomorrow's run, ``--full`` included, does not bring them back.
+   The tombstone is written before the tables change, so a crash between the two never leaves
+   erased rows that a rerun could resurrect.
+4. **Publish.** The rewritten files replace the originals (a file left empty is deleted), as the
+   job publishes: one move per file, so a reader sees each file whole, old or new.
+5. **Audit.** ``OUT/_audit/forget-REQUEST.json`` is written last: the request (selector, who,
+   why), when, rows removed per table and files rewritten -- ids only, never an embedding,
+   a pixel or a credential.
+
+What is not erased here: the source images themselves (the archive is the user's), and DROCC
+models already trained on the faces (``_models/drocc/``): retrain (the nightly run does, unless
+``--drocc-model`` pins one) and delete the old artifacts when the model itself must forget.
+``images`` rows of an identity erasure stay (the photo is still in the archive); their
+``n_faces`` counts the faces detected, erased ones included.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from facepipe.io import fs as fsio
+from facepipe.io import writer
+
+#: Tables whose rows name faces (``face_id``), and the identity tables.
+FACE_TABLES = ("faces", "face_outliers", "face_identity")
+
+TOMBSTONES = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),  # image_id | source_prefix | face_id
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("erased_at", pa.timestamp("s", tz="UTC"), nullable=False),
+    ],
+    metadata={"facepipe.table": "_tombstones", "facepipe.schema_version": "1"},
+)
+TOMBSTONE_KINDS = ("image_id", "source_prefix", "face_id")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """What to erase, and the request's bookkeeping (kept in the audit record).
+
+    identity_ids / image_ids / source_prefixes: the selectors (any mix). request_id: names the
+    staging prefix, tombstone file and audit record (default: ``forget-`` + a timestamp and a
+    random suffix). requested_by / reason: free text for the audit record (no biometric data).
+    """
+
+    identity_ids: tuple[str, ...] = ()
+    image_ids: tuple[str, ...] = ()
+    source_prefixes: tuple[str, ...] = ()
+    request_id: str = ""
+    requested_by: str = ""
+    reason: str = ""
+
+    def resolved(self) -> "ForgetRequest":
+        rid = self.request_id or f"forget-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        if not _REQUEST_ID.match(rid):
+            raise ValueError(f"request id {rid!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+        if not (self.identity_ids or self.image_ids or self.source_prefixes):
+            raise ValueError("nothing to forget: give --identity-id, --image-id or --source-prefix")
+        if any(not p.strip() for p in self.source_prefixes):
+            raise ValueError("an empty --source-prefix would erase everything; name the prefix")
+        by = self.requested_by or getpass.getuser()
+        return ForgetRequest(tuple(self.identity_ids), tuple(self.image_ids), tuple(self.source_prefixes), rid, by, self.reason)
+
+
+@dataclass
+class Tombstones:
+    """What erasure requests removed; the job's reader skips all of it.
+
+    Prefixes are matched on ``source_uri`` as strings (``s3://bucket/people/alice/`` covers
+    every object below it and every member of a tar or Parquet unit below it).
+    """
+
+    image_ids: frozenset[str] = frozenset()
+    source_prefixes: tuple[str, ...] = ()
+    face_ids: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.image_ids or self.source_prefixes or self.face_ids)
+
+    def covers_uri(self, uri: str) -> bool:
+        return any(uri.startswith(p) for p in self.source_prefixes)
+
+    def erased_images(self, image_ids: list[str], source_uris: list[str]) -> np.ndarray:
+        """Boolean mask of the rows whose image is erased (by id or by source prefix)."""
+        return np.array([i in self.image_ids or self.covers_uri(u) for i, u in zip(image_ids, source_uris)], bool)
+
+
+def load_tombstones(output: str) -> Tombstones:
+    """Every tombstone of ``output`` (empty when there are none)."""
+    fs, out = fsio.resolve(output)
+    root = f"{out}/_tombstones"
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return Tombstones()
+    files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File and i.base_name.endswith(".parquet"))
+    if not files:
+        return Tombstones()
+    t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=TOMBSTONES) for f in files])
+    kinds, values = t.column("kind").to_pylist(), t.column("value").to_pylist()
+    of = lambda k: [v for kk, v in zip(kinds, values) if kk == k]  # noqa: E731
+    return Tombstones(frozenset(of("image_id")), tuple(sorted(set(of("source_prefix")))), frozenset(of("face_id")))
+
+
+def _part_files(fs: pafs.FileSystem, out: str, table: str) -> list[pafs.FileInfo]:
+    root = f"{out}/{table}"
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted((i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")), key=lambda i: i.path)
+
+
+@dataclass
+class _Rewrite:
+    path: str  # the published file
+    rel: str  # its path relative to OUT
+    kept: pa.Table | None  # None: delete the file
+    removed: int
+
+
+@dataclass
+class Erasure:
+    """The plan of one request: the selected ids and every file rewrite, before anything moves."""
+
+    request: ForgetRequest
+    image_ids: set[str] = field(default_factory=set)
+    face_ids: set[str] = field(default_factory=set)
+    identity_ids: set[str] = field(default_factory=set)  # removed whole
+    refreshed: set[str] = field(default_factory=set)  # lost some faces; stats recomputed
+    rewrites: list[_Rewrite] = field(default_factory=list)
+
+    def removed(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rewrites:
+            t = r.rel.split("/", 1)[0]
+            out[t] = out.get(t, 0) + r.removed
+        return out
+
+
+def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[str]) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
+    """(file, table, hit mask) for the table's files holding a row whose ``column`` is in values."""
+    if not values:
+        return []
+    wanted = pa.array(sorted(values), pa.string())
+    hits = []
+    for info in _part_files(fs, out, table):
+        t = pq.read_table(info.path, filesystem=fs)
+        hit = pc.fill_null(pc.is_in(t.column(column), value_set=wanted), False)
+        if pc.any(hit).as_py():
+            hits.append((info, t, hit))
+    return hits
+
+
+def _drop(out: str, info: pafs.FileInfo, t: pa.Table, hit: pa.Array) -> _Rewrite:
+    kept = t.filter(pc.invert(hit))
+    return _Rewrite(info.path, info.path[len(out) + 1 :], kept if kept.num_rows else None, t.num_rows - kept.num_rows)
+
+
+def plan(output: str, request: ForgetRequest) -> Erasure:
+    """Find every row the request erases and compute the rewritten files (nothing is written)."""
+    fs, out = fsio.resolve(output)
+    e = Erasure(request)
+    prefixes = request.source_prefixes
+    # images selected by id or source prefix
+    for info in _part_files(fs, out, "images"):
+        t = pq.read_table(info.path, filesystem=fs)
+        ids, uris = t.column("image_id").to_pylist(), t.column("source_uri").to_pylist()
+        hit = np.array([i in request.image_ids or any(u.startswith(p) for p in prefixes) for i, u in zip(ids, uris)], bool)
+        if hit.any():
+            e.image_ids.update(i for i, h in zip(ids, hit) if h)
+            e.rewrites.append(_drop(out, info, t, pa.array(hit)))
+    # faces of those images, and faces of the identities named
+    for info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids):
+        e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
+    for _info, t, hit in _scan(fs, out, "face_identity", "identity_id", set(request.identity_ids)):
+        e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
+    for table in FACE_TABLES:
+        e.rewrites += [_drop(out, info, t, hit) for info, t, hit in _scan(fs, out, table, "face_id", e.face_ids)]
+    _plan_identities(fs, out, e)
+    return e
+
+
+def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure) -> None:
+    """Identities that lost every face are removed; those that lost some are recomputed from the
+    faces they keep (the cluster stage's formulas: mean embedding, best-scoring representative)."""
+    ident_files = _part_files(fs, out, "identities")
+    if not ident_files or not e.face_ids:
+        e.identity_ids |= set(e.request.identity_ids)
+        return
+    # identity of every face (the snapshot), before and after the erasure
+    fi = [pq.read_table(i.path, filesystem=fs, columns=["face_id", "identity_id"]) for i in _part_files(fs, out, "face_identity")]
+    fi_t = pa.concat_tables(fi) if fi else pa.table({"face_id": pa.array([], pa.string()), "identity_id": pa.array([], pa.string())})
+    owner = dict(zip(fi_t.column("face_id").to_pylist(), fi_t.column("identity_id").to_pylist()))
+    touched = {owner[f] for f in e.face_ids if owner.get(f)} | set(e.request.identity_ids)
+    left: dict[str, list[str]] = {}
+    for f, ident in owner.items():
+        if ident in touched and f not in e.face_ids:
+            left.setdefault(ident, []).append(f)
+    e.identity_ids |= {i for i in touched if not left.get(i)}
+    e.refreshed = {i for i in touched if left.get(i)}
+    fresh = _identity_stats(fs, out, left) if e.refreshed else {}
+    for info in ident_files:
+        t = pq.read_table(info.path, filesystem=fs)
+        ids = t.column("identity_id").to_pylist()
+        if not any(i in touched for i in ids):
+            continue
+        rows = t.to_pylist()
+        kept = []
+        for r in rows:
+            if r["identity_id"] in e.identity_ids:
+                continue
+            if r["identity_id"] in fresh:
+                r.update(fresh[r["identity_id"]])
+            kept.append(r)
+        new = pa.Table.from_pylist(kept, schema=t.schema) if kept else None
+        e.rewrites.append(_Rewrite(info.path, info.path[len(out) + 1 :], new, len(rows) - len(kept)))
+    # events that name a removed identity
+    gone = pa.array(sorted(e.identity_ids), pa.string())
+    for info in _part_files(fs, out, "identity_events") if e.identity_ids else []:
+        t = pq.read_table(info.path, filesystem=fs)
+        hit = pc.or_(_any_in(t.column("old_ids"), gone), _any_in(t.column("new_ids"), gone))
+        if pc.any(hit).as_py():
+            e.rewrites.append(_drop(out, info, t, hit))
+
+
+def _any_in(lists: pa.ChunkedArray, values: pa.Array) -> pa.Array:
+    lists = lists.combine_chunks()
+    flat = pc.is_in(pc.list_flatten(lists), value_set=values).to_numpy(zero_copy_only=False)
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    out = np.zeros(len(lists), bool)
+    np.logical_or.at(out, parent, flat)
+    return pa.array(out)
+
+
+def _identity_stats(fs: pafs.FileSystem, out: str, left: dict[str, list[str]]) -> dict[str, dict]:
+    """n_faces, centroid, representative and first/last seen of each identity from its faces."""
+    import pyarrow.dataset as pads
+
+    face_to_ident = {f: i for i, fs_ in left.items() for f in fs_}
+    ds = writer.table_dataset(fsio.to_uri(fs, out), "faces")
+    t = ds.to_table(columns=["face_id", "embedding", "det_score", "dt"], filter=pads.field("face_id").isin(sorted(face_to_ident)))
+    emb = t.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(t.num_rows, -1)
+    groups: dict[str, list[int]] = {}
+    for k, f in enumerate(t.column("face_id").to_pylist()):
+        groups.setdefault(face_to_ident[f], []).append(k)
+    score = t.column("det_score").to_numpy(zero_copy_only=False)
+    days = [datetime.strptime(d, "%Y-%m-%d").date() for d in t.column("dt").to_pylist()]
+    face_ids = t.column("face_id").to_pylist()
+    stats = {}
+    for ident, rows in groups.items():
+        best = max(rows, key=lambda k: (score[k], face_ids[k]))
+        stats[ident] = {
+            "n_faces": len(rows),
+            "centroid": emb[rows].mean(0).astype(np.float32).tolist(),
+            "representative_face_id": face_ids[best],
+            "first_seen_dt": min(days[k] for k in rows),
+            "last_seen_dt": max(days[k] for k in rows),
+        }
+    return stats
+
+
+def apply(output: str, e: Erasure) -> dict:
+    """Stage the rewrites, write the tombstone, publish, write the audit record; returns it."""
+    fs, out = fsio.resolve(output)
+    rid = e.request.request_id
+    t0 = time.perf_counter()
+    writer.clear_staging(output, rid)
+    stage = fsio.resolve(writer.staging_uri(output, rid))[1]
+    for r in e.rewrites:
+        if r.kept is not None:
+            dest = f"{stage}/{r.rel}"
+            fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            pq.write_table(r.kept, dest, filesystem=fs, compression="zstd")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    marks = [("image_id", v) for v in sorted(e.image_ids)] + [("source_prefix", v) for v in sorted(set(e.request.source_prefixes))]
+    marks += [("face_id", v) for v in sorted(e.face_ids)]
+    if marks:
+        tomb = pa.table({"kind": [k for k, _ in marks], "value": [v for _, v in marks], "request_id": [rid] * len(marks),
+                         "erased_at": pa.array([now] * len(marks), pa.timestamp("s", tz="UTC"))}, schema=TOMBSTONES)
+        fs.create_dir(f"{out}/_tombstones", recursive=True)
+        tmp = f"{out}/_tombstones/.{rid}.tmp"
+        pq.write_table(tomb, tmp, filesystem=fs)
+        fs.move(tmp, f"{out}/_tombstones/part-{rid}.parquet")
+    for r in e.rewrites:  # publish: one move (or delete) per file
+        if r.kept is None:
+            fs.delete_file(r.path)
+        else:
+            fs.move(f"{stage}/{r.rel}", r.path)
+    writer.clear_staging(output, rid)
+    req = e.request
+    audit = {
+        "request_id": rid,
+        "erased_at": now.isoformat(),
+        "requested_by": req.requested_by,
+        "reason": req.reason,
+        "selector": {"identity_ids": list(req.identity_ids), "image_ids": list(req.image_ids), "source_prefixes": list(req.source_prefixes)},
+        "erased": {"images": len(e.image_ids), "faces": len(e.face_ids), "identities_removed": sorted(e.identity_ids),
+                   "identities_recomputed": sorted(e.refreshed)},
+        "rows_removed": e.removed(),
+        "files_rewritten": sorted(r.rel for r in e.rewrites if r.kept is not None),
+        "files_deleted": sorted(r.rel for r in e.rewrites if r.kept is None),
+        "tombstones": len(marks),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    fsio.write_bytes(fs, f"{out}/_audit/{rid}.json", json.dumps(audit, indent=2, sort_keys=True).encode())
+    audit["audit_uri"] = fsio.join(output, "_audit", f"{rid}.json")
+    return audit
+
+
+def forget(output: str, request: ForgetRequest) -> dict:
+    """Erase what ``request`` selects from ``output`` (see the module docstring); returns the
+    audit record. Raises ValueError for a request that selects nothing."""
+    req = request.resolved()
+    e = plan(output, req)
+    if not any(r.removed for r in e.rewrites):
+        raise ValueError(f"nothing in {output} matches {_describe(req)}")
+    return apply(output, e)
+
+
+def _describe(r: ForgetRequest) -> str:
+    parts = [f"identity {i}" for i in r.identity_ids] + [f"image {i}" for i in r.image_ids] + [f"source prefix {p}" for p in r.source_prefixes]
+    return ", ".join(parts)
+
+
+def drop_erased_rows(batch: dict[str, np.ndarray], tombstones: Tombstones) -> dict[str, np.ndarray]:
+    """Ray adapter body, right after reading: remove the rows of erased images, before a pixel of
+    them is decoded."""
+    erased = tombstones.erased_images(list(batch["image_id"]), list(batch["source_uri"]))
+    if not erased.any():
+        return batch
+    keep = ~erased
+    return {k: v[keep] for k, v in batch.items()}
