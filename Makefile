@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install browser bench clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,15 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/facepipe demo --workdir demo-output
 
-test: install
+test: install browser
 	$(PY) -m pytest -q tests
+
+# Headless Chromium renders the run report in tests/test_report.py. Debian's package, installed
+# where apt-get may run (root, as in CI); elsewhere that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	    echo "chromium not installed (needs root and apt-get): the report's browser test will skip"
 
 # Benchmarks (numbers go to bench/RESULTS.md); face_recognition is the comparison, bench-only.
 # At recall parity with it: RetinaFace-1MB from ../shared with --min-face 40 (bench/RESULTS.md).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +51,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", required=True, help="output root (local path or s3://bucket/prefix)")
     p.add_argument("--summary-json", default=None, metavar="PATH",
                    help="also write a one-object JSON summary of the run for an orchestrator (- = the last line of stdout)")
+    p.add_argument("--report", action="store_true", help="also write the run report OUT/_runs/RUN_ID.html (see `facepipe report`)")
     p.add_argument("--full", action="store_true",
                    help="process every input again (default: only units new or changed since the published runs) and re-cluster everyone")
     g = p.add_argument_group("detection")
@@ -63,6 +65,13 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="smallest face width (original pixels) to find: large photos are detected above --long-side so such a face is 24 px at the detector (default 0 = off; 40 = dlib HOG's reach)")
     g.add_argument("--batch-size", type=_positive_int, default=8, help="images per detector forward pass (default 8)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g = p.add_argument_group("protection at rest (docs/privacy.md)")
+    g.add_argument("--kms", choices=("local", "aws"), default=None,
+                   help="encrypt the embedding and centroid columns (Parquet modular encryption, plaintext footer); "
+                        "the output keeps this setting for every later run")
+    g.add_argument("--key-file", default="", help="with --kms local: JSON file {KEY_ID: base64 key} holding the master keys")
+    g.add_argument("--footer-key", default="facepipe-footer", help="master key id signing the footer (default facepipe-footer)")
+    g.add_argument("--column-key", default="facepipe-embeddings", help="master key id of the biometric columns (default facepipe-embeddings)")
     g = p.add_argument_group("embedding")
     g.add_argument("--embedder", default="dlib_resnet", help="registered embedder: dlib_resnet (default, built in), arcface_r50, arcface_r100")
     g.add_argument("--embedder-weights", default=None, help="embedder weights, local path or s3:// (required for ArcFace)")
@@ -125,6 +134,19 @@ def _check_resolution(a: argparse.Namespace) -> None:
         raise UserError(f"--min-face {a.min_face} must be >= 0")
 
 
+def _encryption_from_args(a: argparse.Namespace):
+    from facepipe.io.crypto import EncryptionConfig
+
+    if a.kms is None:
+        if a.key_file:
+            raise UserError("--key-file needs --kms local")
+        return None
+    try:
+        return EncryptionConfig(a.kms, a.footer_key, a.column_key, os.path.abspath(a.key_file) if a.key_file else "")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def run_config_from_args(a: argparse.Namespace):
     from facepipe.decode import DecodeConfig
     from facepipe.align.stage import AlignConfig
@@ -160,6 +182,7 @@ def run_config_from_args(a: argparse.Namespace):
         score=score_config_from_args(a, enabled=not a.no_score),
         cluster=cluster_config_from_args(a, enabled=not a.no_cluster, full=a.full_cluster or a.full),
         full=a.full,
+        encryption=_encryption_from_args(a),
         compute=ComputeConfig(
             detect_actors_min=a.detect_actors,
             detect_actors_max=a.max_detect_actors,
@@ -255,7 +278,16 @@ def cmd_run(a: argparse.Namespace) -> int:
     from facepipe.pipeline import run
 
     m = run(run_config_from_args(a), ray_address=a.ray_address)
+    if a.report:
+        from facepipe.report import write_report
+
+        try:
+            m["report_uri"] = write_report(m["output"], run_id=m["run_id"])
+        except Exception as e:  # the run is published; a report that fails must not fail it
+            logging.getLogger("facepipe").warning("the run report could not be written: %s", e)
     print(format_summary(m))
+    if m.get("report_uri"):
+        print(f"  report    {m['report_uri']}")
     if a.summary_json:
         text = json.dumps(run_summary(m), sort_keys=True)
         if a.summary_json == "-":
@@ -277,6 +309,7 @@ def run_summary(m: dict) -> dict:
         "identities": {k: cluster.get(k) for k in ("mode", "identities", "merges", "splits", "unassigned")} if "identities" in cluster else None,
         "outliers": score.get("outliers"),
         "wall_s": m["timing"].get("wall_s"),
+        "report": m.get("report_uri"),
     }
 
 
@@ -296,6 +329,17 @@ def cmd_demo(a: argparse.Namespace) -> int:
         f"  SELECT i.source_uri, count(*) AS faces FROM read_parquet('{out}/faces/*/*.parquet', hive_partitioning = true) f\n"
         f"  JOIN read_parquet('{out}/images/*/*.parquet', hive_partitioning = true) i USING (image_id) GROUP BY 1;"
     )
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from facepipe.report import write_report
+
+    try:
+        where = write_report(a.output, a.dt or None, a.run_id or None, a.html or None)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    print(f"report written to {where}")
     return 0
 
 
@@ -386,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     ec.add_argument("--labels", required=True, help="CSV with a header: image_id or source_uri, label[, face_index]")
     ec.set_defaults(func=cmd_eval_cluster)
+    rp = sub.add_parser("report", help="one self-contained HTML page of a run: counts, time, charts, identities, outliers, failures")
+    rp.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
+    rp.add_argument("--dt", default="", help="the date whose latest run to show (default: the latest run)")
+    rp.add_argument("--run-id", default="", help="the run to show (default: the latest, of --dt when given)")
+    rp.add_argument("--html", default="", metavar="PATH", help="where to write it (default: OUT/_runs/RUN_ID.html)")
+    rp.set_defaults(func=cmd_report)
     fg = sub.add_parser("forget", help="erase a person or images from every table, keep them out of later runs, audit it")
     fg.add_argument("--output", "-o", required=True, help="the job's output root (local or s3://)")
     fg.add_argument("--identity-id", action="append", default=[], metavar="ID", help="erase this identity's faces (repeatable)")

@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from facepipe.io import crypto
 from facepipe.io import fs as fsio
 from facepipe.io import writer
 
@@ -164,14 +165,14 @@ class Erasure:
         return out
 
 
-def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[str]) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
+def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[str], enc: crypto.EncryptionConfig | None) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
     """(file, table, hit mask) for the table's files holding a row whose ``column`` is in values."""
     if not values:
         return []
     wanted = pa.array(sorted(values), pa.string())
     hits = []
     for info in _part_files(fs, out, table):
-        t = pq.read_table(info.path, filesystem=fs)
+        t = crypto.read_table(info.path, fs, enc)
         hit = pc.fill_null(pc.is_in(t.column(column), value_set=wanted), False)
         if pc.any(hit).as_py():
             hits.append((info, t, hit))
@@ -186,6 +187,7 @@ def _drop(out: str, info: pafs.FileInfo, t: pa.Table, hit: pa.Array) -> _Rewrite
 def plan(output: str, request: ForgetRequest) -> Erasure:
     """Find every row the request erases and compute the rewritten files (nothing is written)."""
     fs, out = fsio.resolve(output)
+    enc = crypto.for_output(output)
     e = Erasure(request)
     prefixes = request.source_prefixes
     # images selected by id or source prefix
@@ -197,17 +199,17 @@ def plan(output: str, request: ForgetRequest) -> Erasure:
             e.image_ids.update(i for i, h in zip(ids, hit) if h)
             e.rewrites.append(_drop(out, info, t, pa.array(hit)))
     # faces of those images, and faces of the identities named
-    for info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids):
+    for info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids, enc):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
-    for _info, t, hit in _scan(fs, out, "face_identity", "identity_id", set(request.identity_ids)):
+    for _info, t, hit in _scan(fs, out, "face_identity", "identity_id", set(request.identity_ids), enc):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
     for table in FACE_TABLES:
-        e.rewrites += [_drop(out, info, t, hit) for info, t, hit in _scan(fs, out, table, "face_id", e.face_ids)]
-    _plan_identities(fs, out, e)
+        e.rewrites += [_drop(out, info, t, hit) for info, t, hit in _scan(fs, out, table, "face_id", e.face_ids, enc)]
+    _plan_identities(fs, out, e, enc)
     return e
 
 
-def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure) -> None:
+def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure, enc: crypto.EncryptionConfig | None) -> None:
     """Identities that lost every face are removed; those that lost some are recomputed from the
     faces they keep (the cluster stage's formulas: mean embedding, best-scoring representative)."""
     ident_files = _part_files(fs, out, "identities")
@@ -227,7 +229,7 @@ def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure) -> None:
     e.refreshed = {i for i in touched if left.get(i)}
     fresh = _identity_stats(fs, out, left) if e.refreshed else {}
     for info in ident_files:
-        t = pq.read_table(info.path, filesystem=fs)
+        t = crypto.read_table(info.path, fs, enc)
         ids = t.column("identity_id").to_pylist()
         if not any(i in touched for i in ids):
             continue
@@ -289,6 +291,7 @@ def _identity_stats(fs: pafs.FileSystem, out: str, left: dict[str, list[str]]) -
 def apply(output: str, e: Erasure) -> dict:
     """Stage the rewrites, write the tombstone, publish, write the audit record; returns it."""
     fs, out = fsio.resolve(output)
+    enc = crypto.for_output(output)
     rid = e.request.request_id
     t0 = time.perf_counter()
     writer.clear_staging(output, rid)
@@ -297,7 +300,7 @@ def apply(output: str, e: Erasure) -> dict:
         if r.kept is not None:
             dest = f"{stage}/{r.rel}"
             fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-            pq.write_table(r.kept, dest, filesystem=fs, compression="zstd")
+            crypto.write_table(r.kept, dest, fs, enc, compression="zstd")
     now = datetime.now(timezone.utc).replace(microsecond=0)
     marks = [("image_id", v) for v in sorted(e.image_ids)] + [("source_prefix", v) for v in sorted(set(e.request.source_prefixes))]
     marks += [("face_id", v) for v in sorted(e.face_ids)]

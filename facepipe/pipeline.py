@@ -31,7 +31,9 @@ from facepipe.errors import UserError
 from facepipe.erase import Tombstones, drop_erased_rows, load_tombstones
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
+from facepipe.io import crypto
 from facepipe.io import state as shard_state
+from facepipe.io.crypto import EncryptionConfig
 from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.cluster.stage import ClusterConfig, run_cluster
@@ -83,6 +85,9 @@ class RunConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     #: process every input unit, not only those new or changed since the runs already published
     full: bool = False
+    #: encrypt the biometric columns (facepipe.io.crypto); once an output is encrypted, every run
+    #: follows its recorded setting, so None means "as the output already is"
+    encryption: EncryptionConfig | None = None
 
     def resolved(self) -> "RunConfig":
         """Fill the run date (today, UTC) and a fresh run id when not given."""
@@ -226,6 +231,10 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
         del embedder
     except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
+    try:
+        crypto.ensure_output(cfg.output, cfg.encryption)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
 

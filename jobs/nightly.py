@@ -6,6 +6,7 @@
 Takes the flags of ``facepipe run``; ``--dt`` is required and the run id defaults to
 ``nightly-DT``, so submitting the same night again redoes that night in place (idempotent). Only
 input units new or changed since the published runs are processed (``--full``: all of them).
+The run report (``facepipe report``) goes to ``OUT/_runs/RUN_ID.html`` unless ``--no-report``.
 The last line of stdout is a JSON summary for the orchestrator (``--summary-json PATH`` writes it
 to a file instead). Exit status: 0 ok, 1 job failure (worth retrying), 2 bad flags or inputs
 (not worth retrying), 3 storage unreachable after the S3 client's retries (worth retrying later;
@@ -34,6 +35,10 @@ def nightly_argv(argv: list[str]) -> list[str] | None:
         extra += ["--run-id", f"nightly-{dt}"]
     if not any(a == "--summary-json" or a.startswith("--summary-json=") for a in argv):
         extra += ["--summary-json", "-"]
+    if "--no-report" in argv:
+        argv = [a for a in argv if a != "--no-report"]
+    elif "--report" not in argv:
+        extra += ["--report"]
     return ["run", *argv, *extra]
 
 

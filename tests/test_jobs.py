@@ -68,6 +68,10 @@ def test_nightly_job_is_idempotent_per_date_and_skips_what_is_done(ray_cluster, 
     assert a["counts"]["images"] == b["counts"]["images"] == len(arch.expected_status)
     assert c["counts"]["units_processed"] == 0 and c["counts"]["units_skipped"] == a["counts"]["input_units"]
     assert c["identities"]["identities"] == a["identities"]["identities"]
+    # the run report beside each night's manifest, also for a night that found nothing new
+    for summary, dt in ((b, "2026-11-03"), (c, "2026-11-04")):
+        assert summary["report"] == str(out / "_runs" / f"nightly-{dt}.html")
+        assert 'id="identities"' in Path(summary["report"]).read_text()
     import duckdb
 
     n = duckdb.sql(f"select count(*), count(distinct image_id) from read_parquet('{out}/images/*/*.parquet')").fetchall()[0]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from facepipe.io import crypto
 from facepipe.io import fs as fsio
 from facepipe.io.sources import Unit
 
@@ -107,10 +108,11 @@ def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str]
     fs.move(tmp, f"{root}/part-{run_id}.parquet")
 
 
-def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array) -> int:
+def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array, enc: crypto.EncryptionConfig | None = None) -> int:
     """Rewrite one Parquet file keeping the rows where ``keep``; delete it when none stay.
-    Returns the rows removed. The new file is written beside and moved over the old one."""
-    t = pq.read_table(path, filesystem=fs)
+    Returns the rows removed. The new file is written beside and moved over the old one
+    (encrypted like the output, ``enc``)."""
+    t = crypto.read_table(path, fs, enc)
     mask = pc.fill_null(keep, True)
     removed = t.num_rows - int(pc.sum(mask).as_py() or 0)
     if removed == 0:
@@ -120,7 +122,7 @@ def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.
         fs.delete_file(path)
     else:
         tmp = path.rsplit("/", 1)[0] + "/.rewrite.tmp"
-        pq.write_table(kept, tmp, filesystem=fs, compression="zstd")
+        crypto.write_table(kept, tmp, fs, enc, compression="zstd")
         fs.move(tmp, path)
     return removed
 
@@ -143,6 +145,7 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
     if not uris:
         return removed
     fs, out = fsio.resolve(output)
+    enc = crypto.for_output(output)
     wanted = pa.array(sorted(set(uris)), pa.string())
     gone_images: list[pa.Array] = []
     for path in _table_files(fs, out, "images", keep_run):
@@ -152,7 +155,7 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
             hit = pc.or_(hit, pc.is_in(pc.replace_substring_regex(src.column("source_uri"), pattern=member, replacement=""), value_set=wanted))
         if pc.any(hit).as_py():
             gone_images.append(src.column("image_id").filter(hit).combine_chunks())
-            removed["images"] += _rewrite_without(fs, path, pc.invert(hit))
+            removed["images"] += _rewrite_without(fs, path, pc.invert(hit), enc)
     if not gone_images:
         return removed
     images = pa.chunked_array(gone_images).combine_chunks()
@@ -162,7 +165,7 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
         hit = pc.is_in(f.column("image_id"), value_set=images)
         if pc.any(hit).as_py():
             gone_faces.append(f.column("face_id").filter(hit).combine_chunks())
-            removed["faces"] += _rewrite_without(fs, path, pc.invert(hit))
+            removed["faces"] += _rewrite_without(fs, path, pc.invert(hit), enc)
     if gone_faces:
         faces = pa.chunked_array(gone_faces).combine_chunks()
         for table, skip in (("face_outliers", keep_run), ("face_identity", None)):
@@ -170,5 +173,5 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
                 f = pq.read_table(path, filesystem=fs, columns=["face_id"])
                 hit = pc.is_in(f.column("face_id"), value_set=faces)
                 if pc.any(hit).as_py():
-                    removed[table] += _rewrite_without(fs, path, pc.invert(hit))
+                    removed[table] += _rewrite_without(fs, path, pc.invert(hit), enc)
     return removed

@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from facepipe import schema
+from facepipe.io import crypto
 from facepipe.io import fs as fsio
 
 STATS_SCHEMA = pa.schema(
@@ -111,6 +112,7 @@ def stage_tables(tables: dict[str, pa.Table], output: str, run_id: str, dt: str)
     """Write each non-empty table as one Parquet file under the run's staging prefix; returns the
     files' paths relative to it (``TABLE/dt=DT/part-RUN_ID-UUID.parquet``) for :func:`publish`."""
     fs, root = fsio.resolve(staging_uri(output, run_id))
+    enc = crypto.for_output(output)
     files = []
     name = part_name(run_id)
     for table_name, table in tables.items():
@@ -118,7 +120,7 @@ def stage_tables(tables: dict[str, pa.Table], output: str, run_id: str, dt: str)
             continue
         path = f"{root}/{table_name}/dt={dt}/{name}"
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        crypto.write_table(table, path, fs, enc, compression="zstd")
         files.append(f"{table_name}/dt={dt}/{name}")
     return files
 
@@ -212,8 +214,25 @@ def table_dataset(output: str, table: str):
     if fs.get_file_info(f"{out}/{table}").type == pafs.FileType.NotFound:
         return None
     part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
-    ds = pads.dataset(f"{out}/{table}", filesystem=fs, format="parquet", partitioning=part, exclude_invalid_files=True)
+    fmt = crypto.dataset_format(crypto.for_output(output))
+    ds = pads.dataset(f"{out}/{table}", filesystem=fs, format=fmt, partitioning=part, exclude_invalid_files=True)
     return ds if ds.files else None  # only empty partition folders left (e.g. all rows purged)
+
+
+def _read_files(batch: pa.Table, output: str, columns: list[str]) -> pa.Table:
+    fs, _ = fsio.resolve(output)
+    enc = crypto.for_output(output)
+    return pa.concat_tables([crypto.read_table(p, fs, enc, columns=columns) for p in batch.column("path").to_pylist()])
+
+
+def ray_read_files(output: str, paths: list[str], columns: list[str], blocks: int = 16):
+    """A Ray dataset of ``columns`` of published table files of ``output``, read through the
+    output's encryption setting (Ray Data's own Parquet reader cannot decrypt: it dies reading
+    an encrypted file's footer statistics)."""
+    import ray.data
+
+    items = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), blocks)))
+    return items.map_batches(_read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow")
 
 
 def write_manifest(output: str, run_id: str, manifest: dict) -> str:

@@ -188,10 +188,8 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
         why = "; ".join(f"{e}: {m['skipped']}" for e, m in summary["models"].items())
         return summary | {"skipped": f"too few faces to learn from ({why})"}
     t_train = time.perf_counter() - t0
-    fs, out = fsio.resolve(output)
     files = [f.path for f in ds.get_fragments(filter=_filter([dt], only_run))]
-    data = ray.data.read_parquet(files, filesystem=fs, override_num_blocks=max(1, min(len(files), 16)))
-    data = data.select_columns(["face_id", "embedding", "embedder", "run_id"])
+    data = writer.ray_read_files(output, files, ["face_id", "embedding", "embedder", "run_id"])
     writer.clear_staging(output, run_id, ("face_outliers",))
     stats = data.map_batches(
         _score_batch, fn_kwargs={"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}, batch_size=65536, batch_format="pyarrow"

@@ -44,7 +44,7 @@ data "aws_iam_policy_document" "ray_node" {
   }
   statement {
     sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"] # Encrypt: Parquet column keys (--kms aws)
     resources = [aws_kms_key.facepipe.arn]
   }
 }
