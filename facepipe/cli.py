@@ -322,7 +322,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print(f"demo archive: {archive.root} ({archive.n_files} files: loose images, a tar shard, a Parquet file)")
     cfg = RunConfig(inputs=archive.inputs, output=f"{a.workdir}/output", read=ReadConfig(image_column="image", id_column="key"), run_id=a.run_id)
     m = run(cfg)
+    from facepipe.report import write_report
+
+    m["report_uri"] = write_report(m["output"], run_id=m["run_id"])
     print(format_summary(m))
+    print(f"  report    {m['report_uri']}  (open it in a browser)")
     out = f"{a.workdir}/output"
     print(
         "\nQuery it with DuckDB (more in the README):\n"
