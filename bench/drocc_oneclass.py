@@ -43,6 +43,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer epochs (smoke run)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a DROCCConfig field (repeatable)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train the networks (and IsolationForest) with seeds 0..N-1; print the mean and, for N > 1, "
+                         "the standard deviation of the per-seed dataset means (one seed's differences of 0.003 are noise)")
     a = ap.parse_args()
     from sklearn.ensemble import IsolationForest
     from sklearn.metrics import roc_auc_score
@@ -56,14 +59,29 @@ def main() -> None:
         base = dataclasses.replace(base, **{k: type(getattr(base, k) if getattr(base, k) is not None else 0.0)(v)})
     print(f"DROCC config: {base}")
     methods = {
-        "DROCC": lambda Xtr: train_drocc(Xtr, base).anomaly_scores,
-        "DROCC-LF": lambda Xtr: train_drocc(Xtr, dataclasses.replace(base, lf=True)).anomaly_scores,
-        "noise negatives": lambda Xtr: train_drocc(Xtr, dataclasses.replace(base, ascent_num_steps=0)).anomaly_scores,
+        "DROCC": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, seed=base.seed + seed)).anomaly_scores,
+        "DROCC-LF": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, lf=True, seed=base.seed + seed)).anomaly_scores,
+        "noise negatives": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, ascent_num_steps=0, seed=base.seed + seed)).anomaly_scores,
         "OneClassSVM": None,
         "IsolationForest": None,
     }
-    results: dict[str, dict[str, list[float]]] = {}
     t0 = time.perf_counter()
+    per_seed = [_run(methods, seed, roc_auc_score, OneClassSVM, IsolationForest) for seed in range(a.seeds)]
+    print(f"one-class AUC (mean over normal classes{f', then over {a.seeds} seeds' if a.seeds > 1 else ''}), {time.perf_counter() - t0:.0f}s")
+    print(f"{'dataset':15s}" + "".join(f"{m:>17s}" for m in methods))
+    for name in per_seed[0]:
+        vals = {m: [r[name][m] for r in per_seed] for m in methods}
+        print(f"{name:15s}" + "".join(f"{_fmt(vals[m]):>17s}" for m in methods))
+    print(f"{'mean':15s}" + "".join(f"{_fmt([float(np.mean([r[n][m] for n in r])) for r in per_seed]):>17s}" for m in methods))
+
+
+def _fmt(v: list[float]) -> str:
+    return f"{np.mean(v):.3f}" + (f" ±{np.std(v):.3f}" if len(v) > 1 else "")
+
+
+def _run(methods, seed: int, roc_auc_score, OneClassSVM, IsolationForest) -> dict[str, dict[str, float]]:
+    """dataset -> method -> AUC (mean over the dataset's normal classes) for one seed."""
+    results: dict[str, dict[str, list[float]]] = {}
     for name, Xtr, Xte, yte in tasks():
         mu, sd = Xtr.mean(0), Xtr.std(0)
         sd = np.where(sd > 1e-6, sd, 1.0)
@@ -72,20 +90,12 @@ def main() -> None:
                 clf = OneClassSVM(kernel="rbf", gamma="scale", nu=0.1).fit((Xtr - mu) / sd)
                 score = -clf.decision_function((Xte - mu) / sd)
             elif m == "IsolationForest":
-                clf = IsolationForest(random_state=0).fit((Xtr - mu) / sd)
+                clf = IsolationForest(random_state=seed).fit((Xtr - mu) / sd)
                 score = -clf.decision_function((Xte - mu) / sd)
             else:
-                score = fit(Xtr.astype(np.float32))(Xte.astype(np.float32))
+                score = fit(Xtr.astype(np.float32), seed)(Xte.astype(np.float32))
             results.setdefault(name, {}).setdefault(m, []).append(roc_auc_score(yte, score))
-    print(f"one-class AUC (mean over normal classes), {time.perf_counter() - t0:.0f}s")
-    print(f"{'dataset':15s}" + "".join(f"{m:>17s}" for m in methods))
-    means = {m: [] for m in methods}
-    for name, per in results.items():
-        row = {m: float(np.mean(v)) for m, v in per.items()}
-        for m in methods:
-            means[m].append(row[m])
-        print(f"{name:15s}" + "".join(f"{row[m]:17.3f}" for m in methods))
-    print(f"{'mean':15s}" + "".join(f"{np.mean(v):17.3f}" for v in means.values()))
+    return {name: {m: float(np.mean(v)) for m, v in per.items()} for name, per in results.items()}
 
 
 if __name__ == "__main__":
