@@ -165,16 +165,20 @@ class Erasure:
         return out
 
 
-def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[str], enc: crypto.EncryptionConfig | None) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
-    """(file, table, hit mask) for the table's files holding a row whose ``column`` is in values."""
+def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[str], enc: crypto.EncryptionConfig | None,
+          columns: tuple[str, ...] | None = None) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
+    """(file, table, hit mask) for the table's files holding a row whose ``column`` is in values.
+    Each file's key column is read first (plain, even in an encrypted output); only files with a
+    hit are read whole (decrypted) -- or as ``columns`` when the caller only collects ids."""
     if not values:
         return []
     wanted = pa.array(sorted(values), pa.string())
     hits = []
     for info in _part_files(fs, out, table):
-        t = crypto.read_table(info.path, fs, enc)
-        hit = pc.fill_null(pc.is_in(t.column(column), value_set=wanted), False)
+        keys = pq.read_table(info.path, filesystem=fs, columns=[column])
+        hit = pc.fill_null(pc.is_in(keys.column(column), value_set=wanted), False)
         if pc.any(hit).as_py():
+            t = pq.read_table(info.path, filesystem=fs, columns=list(columns)) if columns else crypto.read_table(info.path, fs, enc)
             hits.append((info, t, hit))
     return hits
 
@@ -199,9 +203,9 @@ def plan(output: str, request: ForgetRequest) -> Erasure:
             e.image_ids.update(i for i, h in zip(ids, hit) if h)
             e.rewrites.append(_drop(out, info, t, pa.array(hit)))
     # faces of those images, and faces of the identities named
-    for info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids, enc):
+    for _info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids, enc, columns=("face_id",)):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
-    for _info, t, hit in _scan(fs, out, "face_identity", "identity_id", set(request.identity_ids), enc):
+    for _info, t, hit in _scan(fs, out, "face_identity", "identity_id", set(request.identity_ids), enc, columns=("face_id",)):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
     for table in FACE_TABLES:
         e.rewrites += [_drop(out, info, t, hit) for info, t, hit in _scan(fs, out, table, "face_id", e.face_ids, enc)]
@@ -219,30 +223,25 @@ def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure, enc: crypto.Encr
     # identity of every face (the snapshot), before and after the erasure
     fi = [pq.read_table(i.path, filesystem=fs, columns=["face_id", "identity_id"]) for i in _part_files(fs, out, "face_identity")]
     fi_t = pa.concat_tables(fi) if fi else pa.table({"face_id": pa.array([], pa.string()), "identity_id": pa.array([], pa.string())})
-    owner = dict(zip(fi_t.column("face_id").to_pylist(), fi_t.column("identity_id").to_pylist()))
-    touched = {owner[f] for f in e.face_ids if owner.get(f)} | set(e.request.identity_ids)
+    erased = pc.is_in(fi_t.column("face_id"), value_set=pa.array(sorted(e.face_ids), pa.string()))
+    touched = set(pc.unique(fi_t.column("identity_id").filter(erased)).drop_null().to_pylist()) | set(e.request.identity_ids)
+    touched_arr = pa.array(sorted(touched), pa.string())
+    kept = fi_t.filter(pc.and_(pc.invert(erased), pc.fill_null(pc.is_in(fi_t.column("identity_id"), value_set=touched_arr), False)))
     left: dict[str, list[str]] = {}
-    for f, ident in owner.items():
-        if ident in touched and f not in e.face_ids:
-            left.setdefault(ident, []).append(f)
-    e.identity_ids |= {i for i in touched if not left.get(i)}
-    e.refreshed = {i for i in touched if left.get(i)}
+    for f, ident in zip(kept.column("face_id").to_pylist(), kept.column("identity_id").to_pylist()):
+        left.setdefault(ident, []).append(f)
+    e.identity_ids |= touched - set(left)
+    e.refreshed = touched & set(left)
     fresh = _identity_stats(fs, out, left) if e.refreshed else {}
     for info in ident_files:
-        t = crypto.read_table(info.path, fs, enc)
-        ids = t.column("identity_id").to_pylist()
-        if not any(i in touched for i in ids):
+        ids = pq.read_table(info.path, filesystem=fs, columns=["identity_id"]).column("identity_id")
+        hit = pc.fill_null(pc.is_in(ids, value_set=touched_arr), False)
+        if not pc.any(hit).as_py():
             continue
-        rows = t.to_pylist()
-        kept = []
-        for r in rows:
-            if r["identity_id"] in e.identity_ids:
-                continue
-            if r["identity_id"] in fresh:
-                r.update(fresh[r["identity_id"]])
-            kept.append(r)
-        new = pa.Table.from_pylist(kept, schema=t.schema) if kept else None
-        e.rewrites.append(_Rewrite(info.path, info.path[len(out) + 1 :], new, len(rows) - len(kept)))
+        t = crypto.read_table(info.path, fs, enc)
+        rows = [{**r, **fresh[r["identity_id"]]} for r in t.filter(hit).to_pylist() if r["identity_id"] in fresh]
+        new = pa.concat_tables([t.filter(pc.invert(hit)), pa.Table.from_pylist(rows, schema=t.schema)]).sort_by("identity_id")
+        e.rewrites.append(_Rewrite(info.path, info.path[len(out) + 1 :], new if new.num_rows else None, t.num_rows - new.num_rows))
     # events that name a removed identity
     gone = pa.array(sorted(e.identity_ids), pa.string())
     for info in _part_files(fs, out, "identity_events") if e.identity_ids else []:

@@ -44,12 +44,13 @@ def _chain(exc: BaseException):
 def storage_error(exc: BaseException) -> str | None:
     """The one-line message of the storage failure behind ``exc``, or None when it is not one.
 
-    A storage failure is an ``OSError`` other than a missing file (those are user errors, reported
-    where they happen): connection refused, timeouts, throttling or server errors that outlived
-    the S3 client's retries, a full disk.
+    A storage failure is a :class:`StorageError` or an ``OSError`` that :func:`is_transient` calls
+    transient (connection refused, timeouts, throttling, server errors) that outlived the S3
+    client's retries. Other OSErrors -- a missing file, a denied permission, a column that cannot
+    be decrypted -- are not worth running again and are not reported as storage errors.
     """
     for e in _chain(exc):
-        if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        if isinstance(e, StorageError) or is_transient(e):
             text = " ".join(str(e).split())
             return text[:500] or type(e).__name__
     return None

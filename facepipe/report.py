@@ -131,18 +131,17 @@ def _thumbs(manifest: dict, faces: list[tuple[str, tuple[float, float, float, fl
     import cv2
 
     from facepipe.decode import DecodeConfig, DecodeFailure, decode_image
-    from facepipe.io.sources import ReadConfig, Unit, _kind, read_unit
+    from facepipe.io.sources import ReadConfig, read_unit, unit_of
 
     read = manifest.get("config", {}).get("read", {})
     cfg = ReadConfig(image_column=read.get("image_column", "image"), id_column=read.get("id_column"))
-    by_unit: dict[str, set[str]] = {}
+    by_unit: dict = {}
     for uri, _ in faces:
-        unit = uri.rsplit("#", 1)[0] if "#" in uri and _kind(uri.rsplit("#", 1)[0]) != "image" else uri
-        by_unit.setdefault(unit, set()).add(uri)
+        by_unit.setdefault(unit_of(uri), set()).add(uri)
     data: dict[str, bytes] = {}
     for unit, wanted in by_unit.items():
         try:
-            for row in read_unit(Unit(_kind(unit), unit, 0), cfg):
+            for row in read_unit(unit, cfg):
                 if row["source_uri"] in wanted and row["data"] is not None:
                     data[row["source_uri"]] = row["data"]
         except Exception:  # a source gone since the run: no thumbnail, the report still renders

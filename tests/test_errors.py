@@ -31,6 +31,9 @@ def test_storage_error_is_found_through_chains_and_ray_wrappers():
 def test_missing_files_and_plain_errors_are_not_storage_errors():
     assert storage_error(FileNotFoundError("no such file")) is None
     assert storage_error(ValueError("bad")) is None
+    # a wrong or missing key is not worth running again: not a storage error (exit 3)
+    assert storage_error(OSError("Cannot decrypt ColumnMetadata. FileDecryption is not setup correctly")) is None
+    assert storage_error(OSError("AWS Error ACCESS_DENIED during PutObject operation")) is None
 
 
 def test_only_network_throttling_and_server_errors_are_transient():

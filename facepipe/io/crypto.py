@@ -175,12 +175,27 @@ def for_output(output: str) -> EncryptionConfig | None:
     return cfg
 
 
+def check_keys(cfg: EncryptionConfig) -> None:
+    """Fail early, on the driver, when the local key file cannot give both master keys (AWS keys
+    are checked by KMS on first use)."""
+    if cfg.kms == "local":
+        missing = [k for k in (cfg.footer_key, cfg.column_key) if k not in LocalKeyFileKms(cfg.key_file).keys]
+        if missing:
+            raise ValueError(f"key file {cfg.key_file} holds no key {', '.join(missing)}")
+
+
 def ensure_output(output: str, cfg: EncryptionConfig | None) -> EncryptionConfig | None:
     """Before a run writes: record ``cfg`` as the output's setting when it has none, or check it
-    against the recorded one. Returns the setting to use (the recorded one when ``cfg`` is None)."""
+    against the recorded one. Returns the setting to use (the recorded one when ``cfg`` is None).
+    Raises ValueError (a one-line user error) for a conflicting setting or unusable keys."""
     have = for_output(output)
     if cfg is None:
+        if have is not None:
+            check_keys(have)
         return have
+    if have is not None and have != cfg:
+        raise ValueError(f"{output} is encrypted with {asdict(have)}; this run asks for {asdict(cfg)}")
+    check_keys(cfg)
     if have is None:
         fs, out = fsio.resolve(output)
         if any(i.type == pafs.FileType.File for i in fs.get_file_info(pafs.FileSelector(f"{out}/faces", recursive=True, allow_not_found=True))):
@@ -188,6 +203,4 @@ def ensure_output(output: str, cfg: EncryptionConfig | None) -> EncryptionConfig
         fsio.write_bytes(fs, f"{out}/{SETTINGS_FILE}", json.dumps(asdict(cfg), indent=2, sort_keys=True).encode())
         _known[output] = cfg
         return cfg
-    if have != cfg:
-        raise ValueError(f"{output} is encrypted with {asdict(have)}; this run asks for {asdict(cfg)}")
     return have

@@ -62,13 +62,25 @@ def image_id_for(source_uri: str) -> str:
     return hashlib.blake2b(source_uri.encode(), digest_size=16).hexdigest()
 
 
-def _kind(path: str) -> str:
+def unit_kind(path: str) -> str:
+    """"tar", "parquet" or "image", by the file name."""
     low = path.lower()
     if low.endswith(".tar"):
         return "tar"
     if low.endswith(".parquet"):
         return "parquet"
     return "image"
+
+
+def unit_of(source_uri: str) -> Unit:
+    """The input unit an image's ``source_uri`` came from (``UNIT#MEMBER`` for a tar or Parquet
+    member; '#' may also appear inside either part). Size and version are not known here."""
+    parts = source_uri.split("#")
+    for i in range(1, len(parts)):
+        head = "#".join(parts[:i])
+        if unit_kind(head) != "image":
+            return Unit(unit_kind(head), head, 0)
+    return Unit("image", source_uri, 0)
 
 
 def _hidden(path: str, root: str) -> bool:
@@ -92,7 +104,7 @@ def list_units(uris: list[str]) -> list[Unit]:
                 raise StorageError(f"cannot access input {uri}: {e}") from None
             raise InputError(f"cannot access input {uri}: {e}") from None
         if info.type == pafs.FileType.File:
-            units.append(Unit(_kind(path), fsio.to_uri(fs, path), info.size or 0, info.mtime_ns))
+            units.append(Unit(unit_kind(path), fsio.to_uri(fs, path), info.size or 0, info.mtime_ns))
         elif info.type == pafs.FileType.Directory or (fsio.is_s3(uri) and info.type == pafs.FileType.NotFound):
             try:
                 infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
@@ -103,7 +115,7 @@ def list_units(uris: list[str]) -> list[Unit]:
             found = [i for i in infos if i.type == pafs.FileType.File and not _hidden(i.path, path)]
             if not found:
                 raise InputError(f"input {uri} contains no files")
-            units += [Unit(_kind(i.path), fsio.to_uri(fs, i.path), i.size or 0, i.mtime_ns) for i in found]
+            units += [Unit(unit_kind(i.path), fsio.to_uri(fs, i.path), i.size or 0, i.mtime_ns) for i in found]
         else:
             raise InputError(f"input {uri} does not exist")
     return sorted(set(units), key=lambda u: u.uri)

@@ -89,6 +89,11 @@ def test_the_output_keeps_its_setting(enc, tmp_path):
     assert crypto.ensure_output(out, None) == enc  # later runs follow it
     with pytest.raises(ValueError, match="encrypted with"):
         crypto.ensure_output(out, EncryptionConfig("local", "footer", "other", enc.key_file))
+    # keys that cannot be used fail before any work, as one message
+    with pytest.raises(ValueError, match="holds no key other"):
+        crypto.ensure_output(str(tmp_path / "o2"), EncryptionConfig("local", "footer", "other", enc.key_file))
+    with pytest.raises(ValueError, match="cannot read the key file"):
+        crypto.ensure_output(str(tmp_path / "o3"), EncryptionConfig("local", "footer", "bio", str(tmp_path / "missing.json")))
     plain = tmp_path / "plain"
     (plain / "faces" / "dt=2026-01-01").mkdir(parents=True)
     pq.write_table(_faces(), plain / "faces" / "dt=2026-01-01" / "part-x.parquet")

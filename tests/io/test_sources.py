@@ -101,3 +101,12 @@ def test_split_units_balances_and_keeps_everything():
     loads = sorted(sum(u.size for u in g) for g in groups)
     assert loads[-1] == 100 and len(groups) == 3
     assert len(split_units(units[:2], 8)) == 2
+
+
+def test_unit_of_a_source_uri_finds_the_tar_or_parquet_it_came_from():
+    from facepipe.io.sources import unit_of
+
+    assert unit_of("s3://b/a/s-0.tar#x/y.jpg") == Unit("tar", "s3://b/a/s-0.tar", 0)
+    assert unit_of("/d/part-0.parquet#key#with#hashes") == Unit("parquet", "/d/part-0.parquet", 0)
+    assert unit_of("/d/odd#name.tar#m.jpg") == Unit("tar", "/d/odd#name.tar", 0)
+    assert unit_of("/d/photo#1.jpg") == Unit("image", "/d/photo#1.jpg", 0)
