@@ -11,9 +11,8 @@ normal data is not normal, which is what keeps it from calling everything normal
 
 DROCC-LF (``lf=True``) measures ``h`` in a Mahalanobis-weighted norm ``sqrt(sum_i w_i h_i^2)``
 whose weights are each feature's sensitivity ``|d BCE(f(x), 1) / d x_i|`` on the batch,
-normalised to mean 1 per sample: the shell stretches along features the model ignores. (The
-projection scales ``h`` radially to the weighted shell; the reference solves for the closest
-point instead.)
+normalised to mean 1 per sample: the shell stretches along features the model ignores; the
+projection onto it is the closest point in that norm's shell (bisection on the multiplier).
 
 Inputs are standardised with the training data's mean and standard deviation (stored in the
 model), so ``radius`` is in units of per-feature standard deviations; ``radius=None`` sets it
@@ -27,6 +26,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 ARTIFACT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,29 @@ class DROCCNet(nn.Module):
 
 
 def project_to_shell(h: torch.Tensor, radius: float, gamma: float, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Scale each row of ``h`` (N, D) so its norm lies in [radius, gamma * radius]; rows already
-    inside keep their length. ``weights`` (N, D): measure the norm as sqrt(sum w h^2) (DROCC-LF)."""
-    sq = h * h if weights is None else weights * h * h
-    norm = sq.sum(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
-    return h * (norm.clamp(radius, gamma * radius) / norm)
+    """The closest point to each row of ``h`` (N, D) whose norm lies in [radius, gamma * radius];
+    rows already inside are unchanged. Euclidean norm: a radial rescaling. ``weights`` (N, D) > 0:
+    the norm is ``sqrt(sum w h^2)`` (DROCC-LF), and the closest point on the ellipsoid is
+    ``h / (1 + mu * w)`` with the multiplier ``mu`` found by bisection -- it shortens ``h`` most
+    along the heavily weighted features instead of keeping its direction."""
+    if weights is None:
+        norm = h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return h * (norm.clamp(radius, gamma * radius) / norm)
+    w = weights.clamp_min(1e-12)
+    norm = (w * h * h).sum(dim=1, keepdim=True).sqrt()
+    target = norm.clamp(radius, gamma * radius)
+    shrink = norm > target
+    # sum w (h / (1 + mu w))^2 falls as mu rises from -1/max(w): bracket the root on each side
+    lo = torch.where(shrink, torch.zeros_like(norm), -(1 - 1e-6) / w.max(dim=1, keepdim=True).values)
+    hi = torch.where(shrink, (norm / target - 1) / w.min(dim=1, keepdim=True).values, torch.zeros_like(norm))
+    for _ in range(80):
+        mu = (lo + hi) / 2
+        above = (w * (h / (1 + mu * w)) ** 2).sum(dim=1, keepdim=True).sqrt() > target
+        lo, hi = torch.where(above, mu, lo), torch.where(above, hi, mu)
+    p = h / (1 + (lo + hi) / 2 * w)
+    reached = ((w * p * p).sum(dim=1, keepdim=True).sqrt() - target).abs() <= 1e-3 * target
+    radial = h * (target / norm.clamp_min(1e-12))  # degenerate rows (h ~ 0 on the heaviest features)
+    return torch.where(norm == target, h, torch.where(reached, p, radial))
 
 
 def _unit_rows(g: torch.Tensor) -> torch.Tensor:
@@ -152,6 +171,14 @@ class DROCCModel:
     #: Score above which a face is an outlier, and how it was chosen (set by the scoring stage).
     threshold: float = 0.0
     threshold_policy: str = "boundary"
+    #: :func:`far_probe_auc` at the end of training (None for artifacts written before it existed).
+    far_probe_auc: float | None = None
+
+    @property
+    def inverted(self) -> bool:
+        """The model calls points far off the data *more* normal than the data: its scores would
+        rank backwards (a run stopped soon after the CE-only epochs ends like this)."""
+        return self.far_probe_auc is not None and self.far_probe_auc < 0.5
 
     @property
     def model_id(self) -> str:
@@ -178,6 +205,7 @@ class DROCCModel:
                 "n_train": self.n_train,
                 "threshold": self.threshold,
                 "threshold_policy": self.threshold_policy,
+                "far_probe_auc": self.far_probe_auc,
                 "dim": int(self.net.mean.numel()),
                 "state_dict": self.net.state_dict(),
             },
@@ -196,7 +224,9 @@ class DROCCModel:
             net.load_state_dict(blob["state_dict"], strict=True)
         except Exception as e:  # noqa: BLE001 -- any malformed artifact is one clear error
             raise ValueError(f"{source} is not a facepipe DROCC model: {e}") from None
-        return DROCCModel(net.eval(), cfg, float(blob["radius"]), int(blob["n_train"]), float(blob["threshold"]), str(blob["threshold_policy"]))
+        probe = blob.get("far_probe_auc")
+        return DROCCModel(net.eval(), cfg, float(blob["radius"]), int(blob["n_train"]), float(blob["threshold"]), str(blob["threshold_policy"]),
+                          None if probe is None else float(probe))
 
     def describe(self) -> str:
         return json.dumps(
@@ -206,10 +236,30 @@ class DROCCModel:
                 "n_train": self.n_train,
                 "threshold": self.threshold,
                 "threshold_policy": self.threshold_policy,
+                "far_probe_auc": self.far_probe_auc,
                 "config": dataclasses.asdict(self.config),
             },
             indent=2,
         )
+
+
+@torch.no_grad()
+def far_probe_auc(net: DROCCNet, z: torch.Tensor, radius: float, gamma: float, seed: int = 0, sample: int = 2000) -> float:
+    """Label-free sanity check of a trained model: the share of (training point, probe) pairs in
+    which the probe -- the point moved ``2 * gamma * radius`` in a random direction, beyond every
+    shell -- scores as more anomalous. About 1 for a working model; about 0 for an inverted one,
+    which is what training only on "normal" (the CE-only epochs) produces: BCE towards 1 raises the
+    logit most where hidden activations are largest, far from the data (bench/RESULTS.md)."""
+    gen = torch.Generator(device=z.device).manual_seed(seed)
+    if len(z) > sample:
+        z = z[torch.randperm(len(z), generator=gen, device=z.device)[:sample]]
+    h = torch.randn(z.shape, generator=gen, device=z.device)
+    probes = z + h * (2 * gamma * radius / h.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    net.eval()
+    s_data, s_probe = -net(z), -net(probes)
+    above = (s_probe[:, None] > s_data[None]).double().mean()
+    tied = (s_probe[:, None] == s_data[None]).double().mean()
+    return float(above + tied / 2)
 
 
 def learning_rate_at(epoch: int, cfg: DROCCConfig) -> float:
@@ -251,4 +301,9 @@ def train_drocc(x: np.ndarray, cfg: DROCCConfig = DROCCConfig(), device: str = "
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return DROCCModel(net.cpu().eval(), cfg, float(radius), len(x))
+    probe = far_probe_auc(net, z_t, float(radius), cfg.gamma, cfg.seed)
+    model = DROCCModel(net.cpu().eval(), cfg, float(radius), len(x), far_probe_auc=probe)
+    if model.inverted:
+        log.warning("DROCC model is inverted (far-probe AUC %.3f < 0.5): it scores points far off the data as normal; "
+                    "train for more epochs after the %d CE-only ones", probe, cfg.only_ce_epochs)
+    return model

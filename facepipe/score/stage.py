@@ -179,14 +179,20 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
                 summary["models"][emb] = {"skipped": f"{len(x)} faces < min_faces {cfg.min_faces}"}
                 continue
             model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
+            if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
+                why = f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): train for more epochs after the CE-only ones"
+                log.warning("%s: %s; not scored", emb, why)
+                summary["models"][emb] = {"skipped": why}
+                continue
             uri = save_model(output, model)
         models[emb] = model.to_bytes()
         ids[emb] = model.model_id
         summary["models"][emb] = {"model_id": model.model_id, "artifact": uri, "threshold": model.threshold,
-                                  "threshold_policy": model.threshold_policy, "n_train": model.n_train}
+                                  "threshold_policy": model.threshold_policy, "n_train": model.n_train,
+                                  "far_probe_auc": model.far_probe_auc}
     if not models:
         why = "; ".join(f"{e}: {m['skipped']}" for e, m in summary["models"].items())
-        return summary | {"skipped": f"too few faces to learn from ({why})"}
+        return summary | {"skipped": f"no usable model ({why})"}
     t_train = time.perf_counter() - t0
     files = [f.path for f in ds.get_fragments(filter=_filter([dt], only_run))]
     data = writer.ray_read_files(output, files, ["face_id", "embedding", "embedder", "run_id"])

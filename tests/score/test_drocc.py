@@ -22,11 +22,41 @@ def test_projection_puts_every_norm_in_the_shell():
 
 
 def test_weighted_projection_uses_the_mahalanobis_norm():
-    h = torch.randn(100, 8)
-    w = torch.rand(100, 8) * 2
+    torch.manual_seed(0)
+    h = torch.randn(300, 8) * torch.logspace(-2, 2, 300)[:, None]
+    w = torch.rand(300, 8) * 2 + 0.01
     p = project_to_shell(h, 1.0, 3.0, w)
     n = (w * p * p).sum(dim=1).sqrt()
-    assert (n >= 1 - 1e-4).all() and (n <= 3 + 1e-4).all()
+    assert (n >= 1 - 1e-3).all() and (n <= 3 + 1e-3).all()
+    nh = (w * h * h).sum(dim=1).sqrt()
+    inside = (nh >= 1) & (nh <= 3)
+    assert torch.equal(p[inside], h[inside])
+
+
+def test_weighted_projection_is_the_closest_point_of_the_weighted_shell():
+    """DROCC-LF projects onto the Mahalanobis shell, not by radial rescaling: no point of the
+    target ellipsoid is nearer (Euclidean) to h, and the Lagrange condition p - h || w * p holds."""
+    torch.manual_seed(1)
+    h = torch.randn(64, 6) * torch.tensor([0.05, 8.0]).repeat(32)[:, None]  # half inside, half outside
+    w = torch.rand(64, 6) * 3 + 0.05
+    p = project_to_shell(h, 1.0, 2.0, w)
+    target = (w * p * p).sum(dim=1, keepdim=True).sqrt()
+    # many points on each row's target ellipsoid: random directions scaled to that weighted norm
+    d = torch.randn(64, 20000, 6)
+    d = d * (target[:, None] / (w[:, None] * d * d).sum(-1, keepdim=True).sqrt())
+    best = (d - h[:, None]).norm(dim=-1).min(dim=1).values
+    assert ((p - h).norm(dim=1) <= best + 1e-4).all()
+    radial = h * (target / (w * h * h).sum(dim=1, keepdim=True).sqrt())
+    assert ((p - h).norm(dim=1) <= (radial - h).norm(dim=1) + 1e-5).all()
+    assert ((p - h).norm(dim=1) < (radial - h).norm(dim=1) - 1e-3).float().mean() > 0.5  # and usually strictly
+    cos = F.cosine_similarity(p - h, w * p)
+    assert (cos.abs() > 1 - 1e-3).all()
+
+
+def test_uniform_weights_project_like_the_euclidean_shell():
+    torch.manual_seed(2)
+    h = torch.randn(100, 10) * torch.logspace(-1, 1, 100)[:, None]
+    assert torch.allclose(project_to_shell(h, 2.0, 2.0, torch.ones_like(h)), project_to_shell(h, 2.0, 2.0), atol=1e-4)
 
 
 def test_ascent_increases_the_loss_of_calling_points_abnormal():
@@ -68,6 +98,19 @@ def test_far_points_score_higher_and_the_artifact_round_trips(tmp_path):
     m.threshold, m.threshold_policy = 0.5, "test"
     again = DROCCModel.from_bytes(m.to_bytes())
     assert np.array_equal(again.anomaly_scores(far), s_f) and again.threshold == 0.5 and again.model_id == m.model_id
+
+
+def test_a_model_that_ranks_backwards_is_caught_without_labels():
+    """Trained on "normal" alone (only CE epochs) a model calls far-off points the most normal of
+    all; the far-probe check sees that from the training data alone, and a trained model passes."""
+    x = _blob()
+    far = _blob(seed=3, n=200) + np.array([0, 0, 0, 3, 3, 3], np.float32)
+    ce_only = train_drocc(x, DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64))
+    assert (ce_only.anomaly_scores(far)[:, None] > ce_only.anomaly_scores(_blob(seed=2, n=200))[None, :]).mean() < 0.5  # really backwards
+    assert ce_only.inverted and ce_only.far_probe_auc < 0.2
+    trained = train_drocc(x, DROCCConfig(epochs=15, only_ce_epochs=3, hidden=64))
+    assert not trained.inverted and trained.far_probe_auc > 0.9
+    assert DROCCModel.from_bytes(ce_only.to_bytes()).inverted  # kept in the artifact
 
 
 def test_a_non_model_file_is_one_clear_error():

@@ -1,8 +1,8 @@
 """DROCC trained on real face embeddings scores non-faces above faces (bench/drocc_faces.py).
 
-Measured (seeded): AUC 0.999 when the test faces are new chips of the people trained on, 0.617
-for people never seen -- 15 people cannot teach "a face"; see bench/RESULTS.md. The test holds the
-first number and records the second.
+Measured (seeded): AUC 0.993 when the test faces are new chips of the people trained on, 0.579
+for people never seen -- 15 people cannot teach "a face" (OneClassSVM and IsolationForest score
+0.51 and 0.59 there); see bench/RESULTS.md. The test holds the first number and records the second.
 """
 
 import importlib.util

@@ -73,3 +73,14 @@ def test_saved_model_is_reused_and_reruns_replace_their_rows(ray_cluster, tmp_pa
     assert sum(1 for r in _outliers(out) if r[4] == "s1") == 240
     desc = json.loads((out / "_models" / "drocc" / (info["model_id"].replace("@", "-") + ".json")).read_text())
     assert desc["model_id"] == info["model_id"] and desc["threshold_policy"].startswith("fpr=0.01")
+
+
+def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
+    """A model that would rank faces backwards (stopped right after the CE-only epochs) is not used:
+    the summary says why and no face_outliers rows are written."""
+    out = tmp_path / "out"
+    _write_faces(out)
+    summary = run_score(str(out), DT, "s1", ScoreConfig(drocc=DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64)))
+    (info,) = summary["models"].values()
+    assert "model inverted" in info["skipped"] and "no usable model" in summary["skipped"], summary
+    assert not (out / "face_outliers").exists() and not (out / "_models").exists()
