@@ -171,7 +171,6 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
     for emb in embedders:
         if cfg.model:
             model = load_model(cfg.model)
-            uri = cfg.model
         else:
             x = training_sample(ds, dt, cfg, emb)
             if len(x) < cfg.min_faces:
@@ -179,12 +178,12 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
                 summary["models"][emb] = {"skipped": f"{len(x)} faces < min_faces {cfg.min_faces}"}
                 continue
             model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
-            if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
-                why = f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): train for more epochs after the CE-only ones"
-                log.warning("%s: %s; not scored", emb, why)
-                summary["models"][emb] = {"skipped": why}
-                continue
-            uri = save_model(output, model)
+        if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
+            why = f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): train for more epochs after the CE-only ones"
+            log.warning("%s: %s; not scored", emb, why)
+            summary["models"][emb] = {"skipped": why}
+            continue
+        uri = cfg.model or save_model(output, model)
         models[emb] = model.to_bytes()
         ids[emb] = model.model_id
         summary["models"][emb] = {"model_id": model.model_id, "artifact": uri, "threshold": model.threshold,
