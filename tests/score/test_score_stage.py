@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from facepipe.embed.stage import EMBEDDED_SCHEMA
 from facepipe.io import writer
-from facepipe.score.drocc import DROCCConfig
+from facepipe.score.drocc import DROCCConfig, train_drocc
 from facepipe.score.stage import ScoreConfig, run_score
 
 DT = "2026-11-02"
@@ -84,3 +84,9 @@ def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
     (info,) = summary["models"].values()
     assert "model inverted" in info["skipped"] and "no usable model" in summary["skipped"], summary
     assert not (out / "face_outliers").exists() and not (out / "_models").exists()
+    # the same for an inverted model handed over with --drocc-model
+    saved = tmp_path / "inverted.pt"
+    saved.write_bytes(train_drocc(np.random.default_rng(0).normal(size=(200, 128)).astype(np.float32), DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64)).to_bytes())
+    summary = run_score(str(out), DT, "s2", ScoreConfig(model=str(saved)))
+    assert "model inverted" in next(iter(summary["models"].values()))["skipped"], summary
+    assert not (out / "face_outliers").exists()
