@@ -35,12 +35,10 @@ def main() -> None:
     a = ap.parse_args()
     from sklearn.metrics import roc_auc_score
 
+    from drocc_oneclass import with_overrides  # bench/ is on the path when run as a script
     from facepipe.score.drocc import DROCCConfig, train_drocc
 
-    cfg = DROCCConfig()
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        cfg = dataclasses.replace(cfg, **{k: type(getattr(cfg, k) if getattr(cfg, k) is not None else 0.0)(v)})
+    cfg = with_overrides(DROCCConfig(), a.set)
     aucs = []
     for data_seed in range(5):
         x, y = data(data_seed)

@@ -57,9 +57,7 @@ def main() -> None:
     from facepipe.score.drocc import DROCCConfig, train_drocc
 
     base = DROCCConfig(epochs=15 if a.quick else DROCCConfig.epochs)
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        base = dataclasses.replace(base, **{k: type(getattr(base, k) if getattr(base, k) is not None else 0.0)(v)})
+    base = with_overrides(base, a.set)
     print(f"DROCC config: {base}")
     methods = {
         "DROCC": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, seed=base.seed + seed)).anomaly_scores,
@@ -80,6 +78,16 @@ def main() -> None:
     print(f"{'mean':15s}" + "".join(f"{_fmt([float(np.mean([r[n][m] for n in r])) for r in per_seed]):>17s}" for m in methods))
     if a.splits:
         print("mean per split: " + "; ".join(f"{m} " + " ".join(f"{np.mean([r[n][m] for n in r]):.3f}" for r in per_seed) for m in methods))
+
+
+def with_overrides(cfg, pairs: list[str]):
+    """``cfg`` with ``FIELD=VALUE`` pairs applied, each value parsed as the field's current type
+    (a ``None`` field as float; booleans from true/false/1/0)."""
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        cur = getattr(cfg, k)
+        cfg = dataclasses.replace(cfg, **{k: v.lower() in ("1", "true", "yes") if isinstance(cur, bool) else type(cur if cur is not None else 0.0)(v)})
+    return cfg
 
 
 def _fmt(v: list[float]) -> str:

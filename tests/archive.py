@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 
 import corpus
 from facepipe.demo import EXPECTED_FACES
+from facepipe.io.sources import ReadConfig
+from facepipe.pipeline import RunConfig
 
 TAR_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg", "biden.jpg")
 PARQUET_PHOTOS = ("t1.jpg", "Tom_Hanks_54745.png")
@@ -23,6 +25,12 @@ class Archive:
     inputs: list[str]
     expected_status: dict[str, str]  # source_uri -> status
     expected_faces: dict[str, int]  # source_uri -> faces (photos with known counts only)
+
+
+def run_config(inputs: list[str], output: str | Path, run_id: str, dt: str = "2026-11-01", **kw) -> RunConfig:
+    """A job config over (some of) an archive's inputs: its Parquet file keeps the image bytes in
+    ``image`` and the id in ``key``. ``kw``: any other RunConfig field."""
+    return RunConfig(inputs=tuple(inputs), output=str(output), dt=dt, run_id=run_id, read=ReadConfig(image_column="image", id_column="key"), **kw)
 
 
 def build(root: Path, photos: dict[str, Path], prefix: str = "") -> Archive:

@@ -12,15 +12,9 @@ import pytest
 
 import archive
 from facepipe.erase import ForgetRequest, forget, load_tombstones, plan
-from facepipe.io.sources import ReadConfig
-from facepipe.pipeline import RunConfig, run
+from facepipe.pipeline import run
 
 pytestmark = pytest.mark.slow
-
-
-def _config(inputs, out, run_id, dt, full=False):
-    return RunConfig(inputs=tuple(inputs), output=str(out), dt=dt, run_id=run_id, full=full,
-                     read=ReadConfig(image_column="image", id_column="key"))
 
 
 def _q(sql: str, out) -> list:
@@ -34,7 +28,7 @@ def night1(ray_cluster, photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("erase")
     arch = archive.build(root / "archive", photos)
     out = root / "out"
-    run(_config(arch.inputs, out, "night1", "2026-11-01"))
+    run(archive.run_config(arch.inputs, out, "night1", "2026-11-01"))
     return arch, out
 
 
@@ -110,8 +104,8 @@ def test_erased_data_does_not_come_back_in_later_runs(output):
     assert gone_images == []
     before = (_q("select image_id, status from {images} order by all", out), _q("select face_id from {faces} order by all", out))
 
-    run(_config(arch.inputs, out, "night2", "2026-11-02"))  # incremental: nothing new
-    run(_config(arch.inputs, out, "night3", "2026-11-03", full=True))  # everything read and detected again
+    run(archive.run_config(arch.inputs, out, "night2", "2026-11-02"))  # incremental: nothing new
+    run(archive.run_config(arch.inputs, out, "night3", "2026-11-03", full=True))  # everything read and detected again
     after = (_q("select image_id, status from {images} order by all", out), _q("select face_id from {faces} order by all", out))
     assert after == before
     ids = "(" + ",".join(f"'{f}'" for f in faces) + ")"

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 import archive
-from facepipe.io.sources import ReadConfig
-from facepipe.pipeline import RunConfig, run
+from facepipe.pipeline import run
 
 pytestmark = pytest.mark.slow
-
-
-def _config(inputs, out, run_id, dt="2026-11-01"):
-    return RunConfig(inputs=tuple(inputs), output=str(out), dt=dt, run_id=run_id, read=ReadConfig(image_column="image", id_column="key"))
 
 
 def _q(sql):
@@ -28,7 +23,7 @@ def first_run(ray_cluster, photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     arch = archive.build(root / "archive", photos)
     out = root / "out"
-    manifest = run(_config(arch.inputs, out, "night1"))
+    manifest = run(archive.run_config(arch.inputs, out, "night1"))
     return arch, out, manifest
 
 
@@ -91,8 +86,8 @@ def test_landmarks_lie_in_their_boxes(first_run):
 def test_rerun_of_a_run_id_replaces_it_and_keeps_other_runs(first_run, photos, tmp_path):
     arch, out, m1 = first_run
     other = archive.build(tmp_path / "other", photos)
-    m2 = run(_config(other.inputs[2:], out, "night2", dt="2026-11-02"))  # parquet only, next day
-    again = run(_config(arch.inputs, out, "night1"))
+    m2 = run(archive.run_config(other.inputs[2:], out, "night2", dt="2026-11-02"))  # parquet only, next day
+    again = run(archive.run_config(arch.inputs, out, "night1"))
     assert again["counts"] == m1["counts"]
     per_run = dict(_q(f"select run_id, count(*) from read_parquet('{out}/faces/*/*.parquet') group by 1"))
     assert per_run == {"night1": m1["counts"]["faces"], "night2": m2["counts"]["faces"]}
@@ -111,7 +106,7 @@ def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, 
     from facepipe.detect.stage import DetectConfig
 
     arch = archive.build(tmp_path / "archive", photos)
-    cfg = _config(arch.inputs, tmp_path / "out", "retina")
+    cfg = archive.run_config(arch.inputs, tmp_path / "out", "retina")
     cfg = dataclasses.replace(cfg, detect=DetectConfig(name="retinaface", weights=str(shared_dir / "data" / "retinaface" / checkpoint), config=preset))
     m = run(cfg)
     assert m["detector"].startswith(f"retinaface:{preset}@")

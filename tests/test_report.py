@@ -15,8 +15,7 @@ import pytest
 
 import archive
 from conftest import REPO
-from facepipe.io.sources import ReadConfig
-from facepipe.pipeline import RunConfig, run
+from facepipe.pipeline import run
 from facepipe.report import render, write_report
 
 pytestmark = pytest.mark.slow
@@ -37,8 +36,7 @@ def report(ray_cluster, photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     arch = archive.build(root / "archive", photos)
     out = root / "out"
-    run(RunConfig(inputs=tuple(arch.inputs), output=str(out), dt="2026-11-01", run_id="night1",
-                  read=ReadConfig(image_column="image", id_column="key")))
+    run(archive.run_config(arch.inputs, out, "night1"))
     return out, Path(write_report(str(out)))
 
 

@@ -105,16 +105,14 @@ def test_the_output_keeps_its_setting(enc, tmp_path):
 def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     """The job, clustering, scoring, forget and the report on an encrypted output."""
     from facepipe.erase import ForgetRequest, forget
-    from facepipe.io.sources import ReadConfig
-    from facepipe.pipeline import RunConfig, run
+    from facepipe.pipeline import run
     from facepipe.report import render
 
     keys = _key_file(tmp_path / "keys.json", footer=os.urandom(32), bio=os.urandom(32))
     cfg = EncryptionConfig("local", "footer", "bio", keys)
     arch = archive.build(tmp_path / "archive", photos)
     out = tmp_path / "out"
-    m = run(RunConfig(inputs=tuple(arch.inputs), output=str(out), dt="2026-11-01", run_id="enc1",
-                      read=ReadConfig(image_column="image", id_column="key"), encryption=cfg))
+    m = run(archive.run_config(arch.inputs, out, "enc1", encryption=cfg))
     assert m["cluster"]["identities"] > 0 and m["score"]["scored"] == m["counts"]["faces"]
     faces = sorted(out.glob("faces/*/*.parquet"))
     idents = sorted(out.glob("identities/*/*.parquet"))
@@ -134,8 +132,7 @@ def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     page, _ = render(str(out))
     assert 'id="identities"' in page
     # a second night follows the recorded setting without being told
-    m2 = run(RunConfig(inputs=tuple(arch.inputs), output=str(out), dt="2026-11-02", run_id="enc2",
-                       read=ReadConfig(image_column="image", id_column="key"), full=True))
+    m2 = run(archive.run_config(arch.inputs, out, "enc2", "2026-11-02", full=True))
     assert m2["config"]["encryption"] is None and m2["counts"]["faces"] > 0
     for f in sorted(out.glob("faces/*/*.parquet")):
         with pytest.raises(OSError):

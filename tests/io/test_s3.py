@@ -7,8 +7,7 @@ import pytest
 
 import archive
 from facepipe.io import fs as fsio
-from facepipe.io.sources import ReadConfig
-from facepipe.pipeline import RunConfig, run
+from facepipe.pipeline import run
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +18,7 @@ def test_job_reads_and_writes_s3(s3_server, ray_cluster, photos, tmp_path):
     arch = archive.build(tmp_path / "a", photos, prefix="s3://archive/night")
     archive.upload(s3_server, "archive", tmp_path / "a", "night")
 
-    m = run(RunConfig(inputs=tuple(arch.inputs), output="s3://faces/out", dt="2026-11-01", run_id="s3run",
-                      read=ReadConfig(image_column="image", id_column="key")))
+    m = run(archive.run_config(arch.inputs, "s3://faces/out", "s3run"))
     assert m["counts"]["images"] == len(arch.expected_status)
 
     fs = fsio.s3_filesystem()
