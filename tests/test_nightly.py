@@ -13,7 +13,7 @@ import pytest
 
 from facepipe.io.sources import ReadConfig
 from facepipe.pipeline import RunConfig, run
-from procs import cli_run, model_actor_pids
+from procs import cli_run, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
 
@@ -51,20 +51,15 @@ def test_three_nights_equal_one_clean_run(ray_cluster, photos, tmp_path):
     time.sleep(0.01)
     shutil.copy(photos["t1.jpg"], changed)
     os.utime(changed)
-    crashed = cli_run(ray_cluster, [str(archive)], out, "night-3", "2026-11-03")  # night 3 dies mid-run ...
-    deadline = time.time() + 180
-    while not model_actor_pids() and time.time() < deadline and crashed.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert crashed.poll() is None, "night 3 finished before it could be killed"
+    crashed = cli_run(ray_cluster, [str(archive)], out, "night-3", "2026-11-03", batch_delay=3.0)  # night 3 dies mid-run ...
+    wait_for_batches_in_flight(crashed)  # ... with a batch of the changed file in flight
     os.killpg(crashed.pid, signal.SIGKILL)
     crashed.wait(timeout=60)
     m3 = _night(archive, out, "2026-11-03", "night-3")  # ... and the orchestrator runs it again
     assert m3["counts"]["units_processed"] == 1
-    if m3["counts"]["units_replaced"]:  # the kill came before the first attempt published
-        assert m3["counts"]["rows_purged"]["images"] == 1 and m3["counts"]["rows_purged"]["faces"] == 1
-    # (after it, the first attempt had already replaced the unit; either way the tables below
-    # must equal a clean run's)
+    # the kill came while a batch was in flight, so before publishing: the rerun replaces the unit
+    assert m3["counts"]["units_replaced"] == 1
+    assert m3["counts"]["rows_purged"]["images"] == 1 and m3["counts"]["rows_purged"]["faces"] == 1
     after3 = _tables(out)
     again = _night(archive, out, "2026-11-03", "night-3")  # the orchestrator reruns the night
     assert again["counts"]["units_processed"] == 1 and _tables(out) == after3

@@ -60,11 +60,12 @@ def test_no_embedding_image_bytes_or_credentials_in_logs_and_records(seaweedfs, 
         "--request-id", "leak-req"]) == 0
     texts = {"driver output": log, "manifest": (out / "_runs" / "leak1.json").read_text(),
              "audit record": (out / "_audit" / "leak-req.json").read_text()}
-    # the logs Ray keeps for this run's workers and the driver (the session's directory)
-    logs = Path("/tmp/ray/session_latest/logs")
-    for f in sorted(logs.glob("*")) if logs.is_dir() else []:
-        if f.is_file() and f.stat().st_size < 50_000_000:
-            texts[f"ray log {f.name}"] = f.read_text(errors="replace")
+    # the logs Ray keeps for this run's workers and driver: the test cluster's own session folder
+    logs = ray_cluster.temp_dir / "session_latest" / "logs"
+    files = [f for f in sorted(logs.rglob("*")) if f.is_file()]
+    assert any(f.name.startswith("worker-") for f in files), f"no worker logs under {logs}: the check would read nothing"
+    for f in files:
+        texts[f"ray log {f.relative_to(logs)}"] = f.read_text(errors="replace")
     needles = _needles(out, root)
     assert all(needles.values()), needles
     assert _leaks(texts, needles) == []

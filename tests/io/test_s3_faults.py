@@ -18,16 +18,16 @@ import pytest
 
 import archive
 from facepipe.io import fs as fsio
-from procs import cli_run, model_actor_pids
+from procs import cli_run, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
 
 ARCHIVE, OUT = "outage-archive", "outage-out"
 
 
-def _run(ray_cluster, inputs, out, run_id, *extra, env=None):
+def _run(ray_cluster, inputs, out, run_id, *extra, env=None, **faults):
     return cli_run(ray_cluster, inputs, out, run_id, "2026-11-07", "--image-column", "image", "--id-column", "key",
-                   "--no-score", "--summary-json", "-", *extra, env=env)
+                   "--no-score", "--summary-json", "-", *extra, env=env, **faults)
 
 
 def _tables(out: str):
@@ -62,12 +62,8 @@ def clean(seaweedfs, ray_cluster, photos, tmp_path_factory):
 def test_s3_down_for_seconds_mid_run_is_retried_and_loses_nothing(seaweedfs, ray_cluster, clean):
     arch, (images, faces, _) = clean
     out = f"s3://{OUT}/outage"
-    p = _run(ray_cluster, arch.inputs, out, "outage")
-    deadline = time.time() + 180
-    while not model_actor_pids() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)  # mid-run: the model actors are reading, working and writing to staging
-    assert p.poll() is None, "the run finished before the outage"
+    p = _run(ray_cluster, arch.inputs, out, "outage", batch_delay=1.0)  # batches last long enough to be hit
+    wait_for_batches_in_flight(p)  # mid-run: a model actor holds a batch, the rest is still to read and write
     seaweedfs.stop()
     try:
         time.sleep(4)
