@@ -29,6 +29,7 @@ def _facepipe(*args):
         (["run", "README.md", "-o", "o", "--align", "sideways"], "invalid choice: 'sideways'"),
         (["run", "README.md", "-o", "o", "--detector", "retinaface"], "detector 'retinaface' has no built-in weights"),
         (["run", "README.md", "-o", "o", "--detector-config", "r50"], "detector 'centerface' takes no config"),
+        (["run", "README.md", "-o", "o", "--detector-weights", "README.md"], "README.md is not an ONNX model"),
         (["run", "README.md", "-o", "o", "--detector", "retinaface", "--detector-weights", "README.md", "--detector-config", "x9"],
          "RetinaFace config 'x9' is neither a preset"),
         (["eval-detect", ".", "--boxes", "/no/such.xml"], "No such file or directory"),

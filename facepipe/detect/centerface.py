@@ -128,7 +128,12 @@ def load_onnx_weights(model: CenterFace, onnx_path: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(onnx_path)).graph
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(onnx_path)).graph
+    except DecodeError as e:  # any file that is not a serialized ONNX model
+        raise ValueError(f"{onnx_path} is not an ONNX model: {e}") from None
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
     bns = {n.input[0]: n for n in graph.node if n.op_type == "BatchNormalization"}

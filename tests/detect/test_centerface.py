@@ -18,7 +18,7 @@ def detector():
 @pytest.fixture(scope="module")
 def ort_session():
     """onnxruntime on the same .onnx -- a test-only reference; the job never imports it."""
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort  # test extra: its absence is a failure
     import onnx
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
@@ -105,7 +105,7 @@ def test_registry_names_known_detectors_on_unknown_name():
 
 
 def test_wrong_weights_file_fails_naming_the_mismatch(tmp_path, photos):
-    with pytest.raises(Exception, match="onnx|protobuf|parse|Error"):
+    with pytest.raises(ValueError, match=r"astronaut\.png is not an ONNX model"):
         create_model("centerface", kind="detector", weights=photos["astronaut.png"])
 
 

@@ -13,7 +13,6 @@ import pytest
 
 @pytest.mark.slow
 def test_non_faces_score_above_faces():
-    pytest.importorskip("sklearn")
     spec = importlib.util.spec_from_file_location("drocc_faces", Path(__file__).resolve().parents[2] / "bench" / "drocc_faces.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
