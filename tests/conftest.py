@@ -6,7 +6,7 @@ finds and ends only its own processes: every port is chosen free, every temp dir
 session's own, and teardown ends the processes that carry that dir in their command line --
 never a broad ``ray stop``. Two test sessions can run side by side on one machine.
 
-In CI (``CI=true``) a skipped test fails the run, except the few in ``MAY_SKIP_IN_CI``.
+In CI (``CI=true``) a skipped test fails the run, except the few in ``tests/ci_skips.py``.
 """
 
 from __future__ import annotations
@@ -23,32 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
 from procs import end, free_ports, own_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-#: The only tests that may skip in CI, with the reason. Any other skip fails a CI run.
-MAY_SKIP_IN_CI: dict[str, str] = {
-    "tests/infra/test_terraform.py::test_terraform_validate_offline": (
-        "Terraform and its AWS provider come with the machine image (/usr/local/bin/terraform, "
-        "/opt/tf-plugins); no package registry this machine reaches ships them, so the repo cannot "
-        "install them. The HCL is parsed and cross-checked by the other tests of that module."
-    ),
-}
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """In CI a skip is a failure unless the test is in MAY_SKIP_IN_CI."""
-    outcome = yield
-    rep = outcome.get_result()
-    if IN_CI and rep.skipped and not hasattr(rep, "wasxfail") and item.nodeid.split("[")[0] not in MAY_SKIP_IN_CI:
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        rep.outcome = "failed"
-        rep.longrepr = f"skipped in CI, where this test must run: {reason} (tests allowed to skip: MAY_SKIP_IN_CI in tests/conftest.py)"
-
 
 # S3 test identity and endpoint, exported before any Ray process starts so workers inherit them.
 S3_PORT = free_ports(1)[0]
@@ -113,7 +92,7 @@ def shared_dir() -> Path:
     p = Path(os.environ.get("FACEPIPE_SHARED", REPO.parent / "shared"))
     if not (p / "data").is_dir():
         msg = f"shared test data not found at {p} (set FACEPIPE_SHARED to the shared/ folder)"
-        if IN_CI:
+        if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
     return p

@@ -64,13 +64,15 @@ def test_report_lands_beside_the_manifest_and_is_self_contained(report):
 def test_report_renders_in_chromium_with_every_thumbnail_loaded(report, tmp_path):
     exe = _chromium()
     out, path = report
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "report.png"
+    shot = tmp_path / "report.png"  # this session's own; kept in ARTIFACTS once checked
     base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--allow-file-access-from-files"]
     r = subprocess.run([*base, "--window-size=1200,2600", f"--screenshot={shot}", path.as_uri()], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
     png = cv2.imread(str(shot))
     assert png.shape[1] == 1200 and (png < 200).any(axis=2).mean() > 0.02, "the screenshot is (nearly) blank"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / f".report.png.{os.getpid()}")
+    os.replace(ARTIFACTS / f".report.png.{os.getpid()}", ARTIFACTS / "report.png")  # whole, even with two sessions at once
     # The page has no script (its CSP forbids one). A copy with a probe appended asks the browser
     # itself whether every <img> decoded and every section is laid out, and prints the answer.
     probe = tmp_path / "probe.html"

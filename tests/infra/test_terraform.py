@@ -1,8 +1,12 @@
-"""Terraform: the Glue tables are the code's schemas, and the whole configuration validates
-offline against the real AWS provider (5.100.0, from the machine's local plugin mirror)."""
+"""Terraform: the Glue tables are the code's schemas; every file parses as HCL and every name it
+refers to is declared (python-hcl2, always run); and the whole configuration validates offline
+against the real AWS provider (5.100.0, from the machine image's local plugin mirror -- the one
+test allowed to skip, in tests/conftest.py's MAY_SKIP_IN_CI, since no registry reachable here
+ships Terraform or its provider)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +44,47 @@ def test_hive_types_of_the_awkward_columns():
     assert warehouse.hive_type(pa.struct([("a", pa.int64()), ("b", pa.binary())])) == "struct<a:bigint,b:binary>"
     with pytest.raises(TypeError):
         warehouse.hive_type(pa.duration("s"))
+
+
+def _declared() -> tuple[dict, str]:
+    """(what the configuration declares by kind, all its text) -- parsed with python-hcl2, which
+    fails on any HCL syntax error."""
+    import hcl2
+
+    unq = lambda k: k.strip('"')  # noqa: E731 -- hcl2 keeps the quotes of block labels
+    names: dict[str, set] = {"variable": set(), "local": set(), "resource": set(), "data": set(), "output": set()}
+    text = ""
+    for f in sorted(TF.glob("*.tf")):
+        text += f.read_text()
+        doc = hcl2.loads(f.read_text())
+        for block in doc.get("variable", []) + doc.get("output", []):
+            kind = "variable" if block in doc.get("variable", []) else "output"
+            names[kind] |= {unq(k) for k in block}
+        for block in doc.get("locals", []):
+            names["local"] |= {k for k in block if not k.startswith("__")}
+        for kind in ("resource", "data"):
+            for block in doc.get(kind, []):
+                for rtype, body in block.items():
+                    names[kind] |= {f"{unq(rtype)}.{unq(n)}" for n in body}
+    return names, text
+
+
+def test_configuration_parses_and_every_reference_is_declared():
+    """What `terraform validate` checks first, without Terraform: the files parse, and every
+    var., local., resource and data reference names something the configuration declares."""
+    names, text = _declared()
+    code = re.sub(r"#[^\n]*", "", text)  # comments may mention anything
+    used = {
+        "variable": set(re.findall(r"\bvar\.(\w+)", code)),
+        "local": set(re.findall(r"\blocal\.(\w+)", code)),
+        "data": {f"{t}.{n}" for t, n in re.findall(r"\bdata\.(aws_\w+)\.(\w+)", code)},
+        "resource": {f"{t}.{n}" for t, n in re.findall(r"(?<![\w.\"])(aws_\w+)\.(\w+)", code)},
+    }
+    for kind, refs in used.items():
+        assert refs, f"no {kind} references found: the check would check nothing"
+        assert refs <= names[kind], f"undeclared {kind}: {sorted(refs - names[kind])}"
+    assert {"archive_bucket", "output_bucket", "region"} <= names["variable"]
+    assert names["output"], "no outputs"
 
 
 def test_terraform_validate_offline(tmp_path):
