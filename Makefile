@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test install browser bench clean
+.PHONY: demo test install browser lint bench clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/facepipe demo --workdir demo-output
 
-test: install browser
+test: install browser lint
 	$(PY) -m pytest -q tests
+
+# ruff: pyflakes, pycodestyle, import order, bugbear; the formatter at 120 columns (pyproject.toml)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Headless Chromium renders the run report in tests/test_report.py. Debian's package, installed
 # where apt-get may run (root, as in CI), and a failed install fails `make test`. A user who cannot

@@ -18,7 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-BACKGROUNDS = ("coffee", "chelsea", "rocket", "coins", "horse", "page", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "retina")
+BACKGROUNDS = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "coins",
+    "horse",
+    "page",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+)
 
 
 def face_crops(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -34,12 +47,16 @@ def face_crops(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     det = create_model("centerface", kind="detector")
     hog = dlib.get_frontal_face_detector()
     out = []
-    for name, path in sorted(demo.photos().items()):
+    for _name, path in sorted(demo.photos().items()):
         data = path.read_bytes()
         small = decode_image(data, DecodeConfig())
         full = decode_image(data, DecodeConfig(long_side=0)).pixels
-        (f,) = detect_images(det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig())
-        h = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in hog(full, 1)], np.float32).reshape(-1, 4)
+        (f,) = detect_images(
+            det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig()
+        )
+        h = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in hog(full, 1)], np.float32).reshape(
+            -1, 4
+        )
         if not len(f) or not len(h):
             continue
         iou = iou_matrix(f.boxes, h)
@@ -90,7 +107,13 @@ def build(out_dir: str | Path, n_images: int = 120, seed: int = 0) -> dict[str, 
             for _try in range(20):  # avoid covering an earlier face
                 x, y = int(rng.integers(0, W - c.shape[1])), int(rng.integers(0, H - c.shape[0]))
                 nb = [b[0] + x, b[1] + y, b[2] + x, b[3] + y]
-                if all(nb[2] + c.shape[1] / 3 < o[0] or nb[0] - c.shape[1] / 3 > o[2] or nb[3] + c.shape[0] / 3 < o[1] or nb[1] - c.shape[0] / 3 > o[3] for o in boxes):
+                if all(
+                    nb[2] + c.shape[1] / 3 < o[0]
+                    or nb[0] - c.shape[1] / 3 > o[2]
+                    or nb[3] + c.shape[0] / 3 < o[1]
+                    or nb[1] - c.shape[0] / 3 > o[3]
+                    for o in boxes
+                ):
                     img[y : y + c.shape[0], x : x + c.shape[1]] = c
                     boxes.append([float(v) for v in nb])
                     break

@@ -4,7 +4,8 @@
 
 Synthetic embeddings that mimic dlib's (128-d): identities of Zipf-distributed sizes (1-80 faces),
 faces scattered so two photos of one person are 0.25-0.5 apart on average (varying by person,
-and by photo with a log-normal factor, so some pairs reach 0.6+), identities ~0.9 apart, and 5% of identities given a look-alike (a sibling centre
+and by photo with a log-normal factor, so some pairs reach 0.6+), identities ~0.9 apart, and 5% of
+identities given a look-alike (a sibling centre
 0.50-0.65 away -- the case that merges people). Prints pairwise/BCubed F, NMI and merged-label
 errors per method and threshold, and the chaining case (two tight groups joined by a thin bridge
 of faces 0.4 apart).
@@ -30,9 +31,12 @@ def synthetic(n_id: int, seed: int = 0, dim: int = 128) -> tuple[np.ndarray, np.
     # spread like real photos: some people vary more than others (pairwise 0.25-0.5 typical), and
     # single faces stray further (a bad angle or light: x lognormal scale)
     person = rng.uniform(0.25, 0.5, n_id)
-    x = np.concatenate([
-        c + rng.normal(size=(s, dim)) * (p / np.sqrt(2 * dim)) * rng.lognormal(0, 0.25, (s, 1)) for c, s, p in zip(centres, sizes, person)
-    ])
+    x = np.concatenate(
+        [
+            c + rng.normal(size=(s, dim)) * (p / np.sqrt(2 * dim)) * rng.lognormal(0, 0.25, (s, 1))
+            for c, s, p in zip(centres, sizes, person)
+        ]
+    )
     return x.astype(np.float32), np.repeat(np.arange(n_id), sizes)
 
 
@@ -70,11 +74,19 @@ def main() -> None:
         for th in (0.45, 0.5, 0.55, 0.6):
             t = time.perf_counter()
             r = evaluate_clusters(f(th).tolist(), y.tolist())
-            print(f"{name:22s} th {th:.2f}  pairF {r.pairwise_f:.4f}  BCubedF {r.bcubed_f:.4f}  NMI {r.nmi:.4f}  "
-                  f"merged {r.merged_label_errors:4d}  clusters {r.n_clusters}  ({time.perf_counter() - t:.1f}s)")
-        g = {"threshold components": threshold_components(ic, dc, 0.5), "mutual kNN + density": mutual_density(ic, dc, 0.5, 3, 5),
-             "chinese whispers": chinese_whispers(ic, dc, 0.5)}[name]
-        print(f"{name:22s} chaining case at 0.5: the two groups {'MERGED' if g[0] == g[25] and g[0] >= 0 else 'kept apart'}")
+            print(
+                f"{name:22s} th {th:.2f}  pairF {r.pairwise_f:.4f}  BCubedF {r.bcubed_f:.4f}  NMI {r.nmi:.4f}  "
+                f"merged {r.merged_label_errors:4d}  clusters {r.n_clusters}  ({time.perf_counter() - t:.1f}s)"
+            )
+        g = {
+            "threshold components": threshold_components(ic, dc, 0.5),
+            "mutual kNN + density": mutual_density(ic, dc, 0.5, 3, 5),
+            "chinese whispers": chinese_whispers(ic, dc, 0.5),
+        }[name]
+        print(
+            f"{name:22s} chaining case at 0.5: the two groups "
+            f"{'MERGED' if g[0] == g[25] and g[0] >= 0 else 'kept apart'}"
+        )
 
 
 if __name__ == "__main__":

@@ -57,12 +57,14 @@ def build(n_faces: int, root: Path, seed: int = 0) -> None:
     pq.write_table(pa.table({"face_id": face_id}), root / "face_ids.parquet")
     for k, dt in enumerate(["2026-11-01", "2026-11-02"]):
         sel = np.flatnonzero(night == k)
-        t = pa.table({
-            "face_id": pa.array(face_id[sel], pa.string()),
-            "det_score": pa.array(rng.uniform(0.5, 1.0, len(sel)), pa.float32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[sel].reshape(-1), pa.float32()), x.shape[1]),
-            "embedder": pa.array(["dlib_resnet@synthetic"] * len(sel), pa.string()),
-        })
+        t = pa.table(
+            {
+                "face_id": pa.array(face_id[sel], pa.string()),
+                "det_score": pa.array(rng.uniform(0.5, 1.0, len(sel)), pa.float32()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[sel].reshape(-1), pa.float32()), x.shape[1]),
+                "embedder": pa.array(["dlib_resnet@synthetic"] * len(sel), pa.string()),
+            }
+        )
         d = root / f"stage{k}" / f"dt={dt}"
         d.mkdir(parents=True, exist_ok=True)
         pq.write_table(t, d / f"part-synthetic-{k}.parquet", row_group_size=100_000)
@@ -90,7 +92,9 @@ def step(root: Path, name: str) -> None:
 
 def run_step(root: Path, name: str) -> tuple[dict, float, float]:
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, __file__, "--step", name, "--workdir", str(root)], stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, __file__, "--step", name, "--workdir", str(root)], stdout=subprocess.PIPE, text=True
+    )
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     outp = p.stdout.read()
@@ -108,12 +112,16 @@ def quality(root: Path) -> tuple[str, dict[str, str | None]]:
 
     fids = pq.read_table(root / "face_ids.parquet").column("face_id").to_pylist()
     y = np.load(root / "truth.npy")
-    got = dict(duckdb.sql(f"select face_id, identity_id from read_parquet('{root}/out/face_identity/*/*.parquet')").fetchall())
+    got = dict(
+        duckdb.sql(f"select face_id, identity_id from read_parquet('{root}/out/face_identity/*/*.parquet')").fetchall()
+    )
     have = [i for i, f in enumerate(fids) if f in got]  # night 1 has 99% of them
     return str(evaluate_clusters([got[fids[i]] for i in have], y[have].tolist())), got
 
 
-def edge_recall(root: Path, sample: int = 5_000, timed: int = 20_000, threshold: float = 0.55, k: int = 10) -> list[str]:
+def edge_recall(
+    root: Path, sample: int = 5_000, timed: int = 20_000, threshold: float = 0.55, k: int = 10
+) -> list[str]:
     """Edges under the threshold among the k nearest, against the exact graph on a sample, for
     the ivf backend (the default beyond 20k faces) and FAISS's IndexIVFFlat with the same cells
     and probes; and the time each takes to search ``timed`` faces."""
@@ -138,8 +146,12 @@ def edge_recall(root: Path, sample: int = 5_000, timed: int = 20_000, threshold:
         per = (time.perf_counter() - t0) / len(timed_rows)
         ii, idd = index.search(rows, k)
         got = {(int(r), int(j)) for r, js, ds in zip(rows, ii, idd) for j, d in zip(js, ds) if d < threshold}
-        lines.append(f"{backend:5s} nlist {index.nlist} nprobe {index.nprobe}: build {build:.1f}s, search {per * 1e6:.0f} us/face "
-                     f"(all {len(x)}: {per * len(x):.0f}s); {len(want & got) / max(len(want), 1):.4f} of the exact graph's {len(want)} edges under {threshold} on {len(rows)} faces")
+        lines.append(
+            f"{backend:5s} nlist {index.nlist} nprobe {index.nprobe}: build {build:.1f}s, search "
+            f"{per * 1e6:.0f} us/face "
+            f"(all {len(x)}: {per * len(x):.0f}s); {len(want & got) / max(len(want), 1):.4f} of the exact "
+            f"graph's {len(want)} edges under {threshold} on {len(rows)} faces"
+        )
     return lines
 
 
@@ -173,11 +185,19 @@ def main() -> None:
             elif name == "night2":
                 changed = sum(1 for f, i in night1.items() if ids[f] != i)
                 extra = f"; night-1 faces whose id changed: {changed} of {len(night1)}"
-            print(f"{name:7s} {s['mode']:11s} faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
-                  f"wall {wall:6.1f}s (stage {s['wall_s']:.1f}s, index {s['index']['backend']} {s['index']['build_s']:.1f}s)  peak RSS {rss:.2f} GiB")
+            print(
+                f"{name:7s} {s['mode']:11s} faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
+                f"wall {wall:6.1f}s (stage {s['wall_s']:.1f}s, index {s['index']['backend']} "
+                f"{s['index']['build_s']:.1f}s)  peak RSS {rss:.2f} GiB"
+            )
             distinct = len({i for i in ids.values() if i is not None})
-            assert distinct == s["identities"], f"{distinct} distinct ids in face_identity for {s['identities']} identities"
-            print(f"        identities {s['identities']}  merges {s['merges']} splits {s['splits']}  kept ids {s['reused_ids']}{extra}")
+            assert distinct == s["identities"], (
+                f"{distinct} distinct ids in face_identity for {s['identities']} identities"
+            )
+            print(
+                f"        identities {s['identities']}  merges {s['merges']} splits {s['splits']}  kept ids "
+                f"{s['reused_ids']}{extra}"
+            )
             print(f"        vs truth: {q}")
         if not a.no_recall:
             for line in edge_recall(root):

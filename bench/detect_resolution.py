@@ -50,23 +50,29 @@ def main() -> None:
         data = (root / "images" / name).read_bytes()
         t0 = time.perf_counter()
         d = decode_image(data, cfg)
-        (r,) = detect_images(det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig(score_threshold=0.3))
+        (r,) = detect_images(
+            det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig(score_threshold=0.3)
+        )
         seconds += time.perf_counter() - t0
         pixels += d.pixels.shape[0] * d.pixels.shape[1]
         t = np.array(boxes, np.float32).reshape(-1, 4)
         hit = np.zeros((len(t), len(r.boxes)), bool)
         if len(t) and len(r.boxes):
             cx, cy = (r.boxes[:, 0] + r.boxes[:, 2]) / 2, (r.boxes[:, 1] + r.boxes[:, 3]) / 2
-            inside = (cx[None] >= t[:, :1]) & (cx[None] <= t[:, 2:3]) & (cy[None] >= t[:, 1:2]) & (cy[None] <= t[:, 3:4])
+            inside = (
+                (cx[None] >= t[:, :1]) & (cx[None] <= t[:, 2:3]) & (cy[None] >= t[:, 1:2]) & (cy[None] <= t[:, 3:4])
+            )
             hit = (iou_matrix(t, r.boxes) >= 0.3) | inside
         best = {int(np.flatnonzero(h)[np.argmax(r.scores[h])]) for h in hit if h.any()}
         tp += [float(s) for j, s in enumerate(r.scores) if j in best]
         fp += [float(s) for j, s in enumerate(r.scores) if j not in best]
     n = sum(map(len, truth.values()))
     tpa, fpa = np.array(tp), np.array(fp)
-    print(f"{det.model_id}, long side {cfg.long_side}, min face {a.min_face} -> {a.min_face_input} px: "
-          f"{len(truth) / seconds:.2f} images/s decode+detect (1 thread), mean input {pixels / len(truth) / 1e6:.2f} MP, "
-          f"recall at 0.5 {int((tpa >= 0.5).sum())}/{n} = {(tpa >= 0.5).sum() / n:.3f}")
+    print(
+        f"{det.model_id}, long side {cfg.long_side}, min face {a.min_face} -> {a.min_face_input} px: "
+        f"{len(truth) / seconds:.2f} images/s decode+detect (1 thread), mean input {pixels / len(truth) / 1e6:.2f} MP, "
+        f"recall at 0.5 {int((tpa >= 0.5).sum())}/{n} = {(tpa >= 0.5).sum() / n:.3f}"
+    )
     print("  threshold  " + "  ".join(f"{th:>5}" for th in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)))
     print("  found      " + "  ".join(f"{int((tpa >= th).sum()):>5}" for th in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)))
     print("  false pos. " + "  ".join(f"{int((fpa >= th).sum()):>5}" for th in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)))

@@ -24,7 +24,12 @@ def _found(truth: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     if len(boxes) == 0 or len(truth) == 0:
         return np.zeros(len(truth), bool)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    inside = (cx[None] >= truth[:, :1]) & (cx[None] <= truth[:, 2:3]) & (cy[None] >= truth[:, 1:2]) & (cy[None] <= truth[:, 3:4])
+    inside = (
+        (cx[None] >= truth[:, :1])
+        & (cx[None] <= truth[:, 2:3])
+        & (cy[None] >= truth[:, 1:2])
+        & (cy[None] <= truth[:, 3:4])
+    )
     return ((iou_matrix(truth, boxes) >= 0.3) | inside).any(1)
 
 
@@ -52,9 +57,11 @@ def main() -> None:
         missed += int((~strong).sum())
         recoverable += int((~strong & weak).sum())
         candidates.append(int((r.scores < 0.5).sum()))
-    print(f"long side {a.long_side}, candidates >= {a.low}: {faces} pasted faces, {missed} missed at 0.5, "
-          f"{recoverable} of them with a weak candidate on them, {missed - recoverable} with none; "
-          f"weak candidates per image: mean {np.mean(candidates):.1f}, max {max(candidates)}")
+    print(
+        f"long side {a.long_side}, candidates >= {a.low}: {faces} pasted faces, {missed} missed at 0.5, "
+        f"{recoverable} of them with a weak candidate on them, {missed - recoverable} with none; "
+        f"weak candidates per image: mean {np.mean(candidates):.1f}, max {max(candidates)}"
+    )
 
 
 if __name__ == "__main__":

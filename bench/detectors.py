@@ -32,12 +32,22 @@ def main() -> None:
     gt, _ = evaluate.load_ground_truth(dev / "training.xml")
     models = {
         "centerface": create_model("centerface", kind="detector"),
-        "retinaface mnet025_1mb": create_model("retinaface", shared / "retinaface" / "mnet025_face_detector_1mb.pth", config="mnet025_1mb"),
-        "retinaface mnet025_relu": create_model("retinaface", shared / "retinaface" / "mnet025_pytorch_retinaface_3c31dcd.pth", config="mnet025_relu"),
+        "retinaface mnet025_1mb": create_model(
+            "retinaface", shared / "retinaface" / "mnet025_face_detector_1mb.pth", config="mnet025_1mb"
+        ),
+        "retinaface mnet025_relu": create_model(
+            "retinaface", shared / "retinaface" / "mnet025_pytorch_retinaface_3c31dcd.pth", config="mnet025_relu"
+        ),
     }
     images = [decode_image(p.read_bytes(), DecodeConfig()).pixels for p in demo.photos().values()]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"pascal_faces_dev: {len(gt)} images, {sum(len(g.boxes) for g in gt.values())} faces; speed on the {len(images)} test photos at long side 640")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"pascal_faces_dev: {len(gt)} images, {sum(len(g.boxes) for g in gt.values())} faces; speed on the "
+        f"{len(images)} test photos at long side 640"
+    )
     for name, det in models.items():
         found = evaluate.detect_for_eval(det, dev, sorted(gt))
         for rule in ("iou", "dlib"):

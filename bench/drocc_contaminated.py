@@ -31,11 +31,13 @@ def data(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a DROCCConfig field (repeatable)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a DROCCConfig field (repeatable)"
+    )
     a = ap.parse_args()
+    from drocc_oneclass import with_overrides  # bench/ is on the path when run as a script
     from sklearn.metrics import roc_auc_score
 
-    from drocc_oneclass import with_overrides  # bench/ is on the path when run as a script
     from facepipe.score.drocc import DROCCConfig, train_drocc
 
     cfg = with_overrides(DROCCConfig(), a.set)
@@ -44,8 +46,11 @@ def main() -> None:
         x, y = data(data_seed)
         for model_seed in range(2):
             aucs.append(roc_auc_score(y, train_drocc(x, dataclasses.replace(cfg, seed=model_seed)).anomaly_scores(x)))
-    print(f"ascent {cfg.ascent_num_steps} x {cfg.ascent_step_size}, projected every {cfg.project_every}: AUC of the 8 far faces "
-          f"mean {np.mean(aucs):.4f}, worst {min(aucs):.4f}, perfect in {sum(v == 1.0 for v in aucs)}/{len(aucs)} runs")
+    print(
+        f"ascent {cfg.ascent_num_steps} x {cfg.ascent_step_size}, projected every {cfg.project_every}: AUC of "
+        "the 8 far faces "
+        f"mean {np.mean(aucs):.4f}, worst {min(aucs):.4f}, perfect in {sum(v == 1.0 for v in aucs)}/{len(aucs)} runs"
+    )
 
 
 if __name__ == "__main__":

@@ -43,11 +43,15 @@ def main(seed: int = 0) -> dict:
 
     def embed(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         lm = np.zeros((len(boxes), 5, 2), np.float32)
-        return net.embed(cut_chips(align_image(image, boxes.astype(np.float32), lm, net.chip, "dlib_sp5", sp), net.chip))
+        return net.embed(
+            cut_chips(align_image(image, boxes.astype(np.float32), lm, net.chip, "dlib_sp5", sp), net.chip)
+        )
 
     def detect(image: np.ndarray, thr: float):
         d = decode_image(cv2.imencode(".png", image[..., ::-1])[1].tobytes(), DecodeConfig())
-        (f,) = detect_images(det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig(score_threshold=thr))
+        (f,) = detect_images(
+            det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig(score_threshold=thr)
+        )
         return f
 
     faces: dict[str, list[np.ndarray]] = {}
@@ -63,16 +67,21 @@ def main(seed: int = 0) -> dict:
                 if rng.random() < 0.5:  # mirror the photo and the box
                     im = img[:, ::-1].copy()
                     jb = np.array([img.shape[1] - jb[2], jb[1], img.shape[1] - jb[0], jb[3]])
-                im = np.clip(im.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30), 0, 255).astype(np.uint8)
+                im = np.clip(im.astype(np.float32) * rng.uniform(0.7, 1.3) + rng.uniform(-30, 30), 0, 255).astype(
+                    np.uint8
+                )
                 out.append(embed(im, jb[None])[0])
             faces[f"{name}#{k}"] = out
     keys = sorted(faces)
     perm = rng.permutation(len(keys))
     train_keys = {keys[i] for i in perm[: len(keys) // 2]}
 
-    scenes = {n: getattr(skd, n)() for n in ("coffee", "chelsea", "rocket", "coins", "horse", "camera", "page", "brick", "grass", "gravel")}
+    scenes = {
+        n: getattr(skd, n)()
+        for n in ("coffee", "chelsea", "rocket", "coins", "horse", "camera", "page", "brick", "grass", "gravel")
+    }
     non = []
-    for name, im in scenes.items():
+    for im in scenes.values():
         im = np.ascontiguousarray(np.dstack([im] * 3) if im.ndim == 2 else im[..., :3])
         im = im.astype(np.uint8) if im.dtype != bool else (im * 255).astype(np.uint8)
         f = detect(im, 0.02)
@@ -83,8 +92,12 @@ def main(seed: int = 0) -> dict:
         x0, y0 = rng.uniform(0, w - s), rng.uniform(0, h - s)
         non.append(embed(im, np.stack([x0, y0, x0 + s, y0 + s], 1)))
     astro = decode_image(demo.photos()["astronaut.png"].read_bytes(), DecodeConfig(long_side=0)).pixels
-    garbage = [rng.integers(0, 256, (200, 200, 3), dtype=np.uint8), np.full((200, 200, 3), 128, np.uint8),
-               cv2.GaussianBlur(astro, (0, 0), 25), astro[::-1].copy()]
+    garbage = [
+        rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
+        np.full((200, 200, 3), 128, np.uint8),
+        cv2.GaussianBlur(astro, (0, 0), 25),
+        astro[::-1].copy(),
+    ]
     for g in garbage:
         non.append(embed(g, np.array([[20, 20, 180, 180], [40, 30, 150, 170]], np.float32)))
     x_non = np.concatenate(non)
@@ -92,10 +105,15 @@ def main(seed: int = 0) -> dict:
     results = {}
     protocols = {
         # every face in training (half of its chips), the other half of its chips as the test faces
-        "seen faces": (np.array([e for k in keys for e in faces[k][::2]], np.float32), np.array([e for k in keys for e in faces[k][1::2]], np.float32)),
+        "seen faces": (
+            np.array([e for k in keys for e in faces[k][::2]], np.float32),
+            np.array([e for k in keys for e in faces[k][1::2]], np.float32),
+        ),
         # half the faces in training, the other half's chips as the test faces (people never seen)
-        "unseen faces": (np.array([e for k in keys if k in train_keys for e in faces[k]], np.float32),
-                         np.array([e for k in keys if k not in train_keys for e in faces[k]], np.float32)),
+        "unseen faces": (
+            np.array([e for k in keys if k in train_keys for e in faces[k]], np.float32),
+            np.array([e for k in keys if k not in train_keys for e in faces[k]], np.float32),
+        ),
     }
     for name, (x_train, x_face) in protocols.items():
         y = np.r_[np.zeros(len(x_face)), np.ones(len(x_non))]
@@ -107,14 +125,22 @@ def main(seed: int = 0) -> dict:
         mu, sd = x_train.mean(0), np.where(x_train.std(0) > 1e-6, x_train.std(0), 1.0)
         z_train, z_test = (x_train - mu) / sd, (x_test - mu) / sd
         base = {
-            "OneClassSVM": roc_auc_score(y, -OneClassSVM(kernel="rbf", gamma="scale", nu=0.1).fit(z_train).decision_function(z_test)),
-            "IsolationForest": roc_auc_score(y, -IsolationForest(random_state=seed).fit(z_train).decision_function(z_test)),
+            "OneClassSVM": roc_auc_score(
+                y, -OneClassSVM(kernel="rbf", gamma="scale", nu=0.1).fit(z_train).decision_function(z_test)
+            ),
+            "IsolationForest": roc_auc_score(
+                y, -IsolationForest(random_state=seed).fit(z_train).decision_function(z_test)
+            ),
             "distance to the mean": roc_auc_score(y, np.linalg.norm(z_test, axis=1)),
         }
         results[f"{name} baselines"] = {k: float(v) for k, v in base.items()}
-        print(f"{name:12s}: trained on {len(x_train)} face chips; test {len(x_face)} face chips vs {len(x_non)} non-faces: "
-              f"AUC DROCC {auc:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in base.items()))
+        print(
+            f"{name:12s}: trained on {len(x_train)} face chips; test {len(x_face)} face chips vs {len(x_non)} "
+            "non-faces: "
+            f"AUC DROCC {auc:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in base.items())
+        )
     return results
+
 
 if __name__ == "__main__":
     main()

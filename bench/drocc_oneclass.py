@@ -36,19 +36,36 @@ def tasks(seed: int = 0):
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(ben))
     half = len(ben) // 2
-    yield "breast_cancer", ben[idx[:half]], np.concatenate([ben[idx[half:]], mal]), np.r_[np.zeros(len(ben) - half, int), np.ones(len(mal), int)]
+    yield (
+        "breast_cancer",
+        ben[idx[:half]],
+        np.concatenate([ben[idx[half:]], mal]),
+        np.r_[np.zeros(len(ben) - half, int), np.ones(len(mal), int)],
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="15 epochs, not 30 (smoke run; fewer leaves the models inverted)")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a DROCCConfig field (repeatable)")
-    ap.add_argument("--seeds", type=int, default=1,
-                    help="train the networks (and IsolationForest) with seeds 0..N-1; print the mean and, for N > 1, "
-                         "the standard deviation of the per-seed dataset means (one seed's differences of 0.003 are noise)")
-    ap.add_argument("--splits", type=int, default=0,
-                    help="run i uses data split i (the 50/50 train/test draw) and model seed i, for i in 0..N-1: "
-                         "the baselines vary too, and every split's means are printed side by side")
+    ap.add_argument(
+        "--quick", action="store_true", help="15 epochs, not 30 (smoke run; fewer leaves the models inverted)"
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a DROCCConfig field (repeatable)"
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train the networks (and IsolationForest) with seeds 0..N-1; print the mean and, for N > 1, "
+        "the standard deviation of the per-seed dataset means (one seed's differences of 0.003 are noise)",
+    )
+    ap.add_argument(
+        "--splits",
+        type=int,
+        default=0,
+        help="run i uses data split i (the 50/50 train/test draw) and model seed i, for i in 0..N-1: "
+        "the baselines vary too, and every split's means are printed side by side",
+    )
     a = ap.parse_args()
     from sklearn.ensemble import IsolationForest
     from sklearn.metrics import roc_auc_score
@@ -61,8 +78,12 @@ def main() -> None:
     print(f"DROCC config: {base}")
     methods = {
         "DROCC": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, seed=base.seed + seed)).anomaly_scores,
-        "DROCC-LF": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, lf=True, seed=base.seed + seed)).anomaly_scores,
-        "noise negatives": lambda Xtr, seed: train_drocc(Xtr, dataclasses.replace(base, ascent_num_steps=0, seed=base.seed + seed)).anomaly_scores,
+        "DROCC-LF": lambda Xtr, seed: (
+            train_drocc(Xtr, dataclasses.replace(base, lf=True, seed=base.seed + seed)).anomaly_scores
+        ),
+        "noise negatives": lambda Xtr, seed: (
+            train_drocc(Xtr, dataclasses.replace(base, ascent_num_steps=0, seed=base.seed + seed)).anomaly_scores
+        ),
         "OneClassSVM": None,
         "IsolationForest": None,
     }
@@ -75,9 +96,15 @@ def main() -> None:
     for name in per_seed[0]:
         vals = {m: [r[name][m] for r in per_seed] for m in methods}
         print(f"{name:15s}" + "".join(f"{_fmt(vals[m]):>17s}" for m in methods))
-    print(f"{'mean':15s}" + "".join(f"{_fmt([float(np.mean([r[n][m] for n in r])) for r in per_seed]):>17s}" for m in methods))
+    print(
+        f"{'mean':15s}"
+        + "".join(f"{_fmt([float(np.mean([r[n][m] for n in r])) for r in per_seed]):>17s}" for m in methods)
+    )
     if a.splits:
-        print("mean per split: " + "; ".join(f"{m} " + " ".join(f"{np.mean([r[n][m] for n in r]):.3f}" for r in per_seed) for m in methods))
+        print(
+            "mean per split: "
+            + "; ".join(f"{m} " + " ".join(f"{np.mean([r[n][m] for n in r]):.3f}" for r in per_seed) for m in methods)
+        )
 
 
 def with_overrides(cfg, pairs: list[str]):
@@ -86,7 +113,14 @@ def with_overrides(cfg, pairs: list[str]):
     for kv in pairs:
         k, v = kv.split("=", 1)
         cur = getattr(cfg, k)
-        cfg = dataclasses.replace(cfg, **{k: v.lower() in ("1", "true", "yes") if isinstance(cur, bool) else type(cur if cur is not None else 0.0)(v)})
+        cfg = dataclasses.replace(
+            cfg,
+            **{
+                k: v.lower() in ("1", "true", "yes")
+                if isinstance(cur, bool)
+                else type(cur if cur is not None else 0.0)(v)
+            },
+        )
     return cfg
 
 

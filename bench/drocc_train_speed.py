@@ -3,7 +3,8 @@
     .venv/bin/python bench/drocc_train_speed.py [--n 20000] [--epochs 7] [--device cpu|cuda]
 
 Trains on N random 128-d points (the cost does not depend on the values) with the default config
-except the epochs, once with the default ascent (30 steps of 0.1) and once with 10 steps of 0.3, and prints seconds per DROCC epoch (CE-only epochs are
+except the epochs, once with the default ascent (30 steps of 0.1) and once with 10 steps of 0.3, and prints
+seconds per DROCC epoch (CE-only epochs are
 timed apart and subtracted) and the projected time of a default 30-epoch run on 100k faces.
 """
 
@@ -27,7 +28,9 @@ def main() -> None:
 
     x = np.random.default_rng(0).normal(size=(a.n, 128)).astype(np.float32)
     base = DROCCConfig()
-    logging.getLogger("facepipe.score.drocc").setLevel(logging.ERROR)  # CE epochs alone leave it inverted: expected here
+    logging.getLogger("facepipe.score.drocc").setLevel(
+        logging.ERROR
+    )  # CE epochs alone leave it inverted: expected here
     t0 = time.perf_counter()
     train_drocc(x, dataclasses.replace(base, epochs=base.only_ce_epochs), a.device)
     t_ce = time.perf_counter() - t0
@@ -38,8 +41,10 @@ def main() -> None:
         train_drocc(x, cfg, a.device)
         per = (time.perf_counter() - t0 - t_ce) / (a.epochs - base.only_ce_epochs)
         full = (t_ce + per * (base.epochs - base.only_ce_epochs)) * 100_000 / a.n
-        print(f"{steps:2d} ascent steps of {size}: {per:.2f} s per DROCC epoch of {a.n} points on {a.device}; "
-              f"a {base.epochs}-epoch run on 100k faces ~{full / 60:.1f} min")
+        print(
+            f"{steps:2d} ascent steps of {size}: {per:.2f} s per DROCC epoch of {a.n} points on {a.device}; "
+            f"a {base.epochs}-epoch run on 100k faces ~{full / 60:.1f} min"
+        )
 
 
 if __name__ == "__main__":

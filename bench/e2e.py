@@ -69,7 +69,8 @@ class Sampler:
     def summary(self) -> str:
         if not self.cpu:
             return "cpu n/a"
-        return f"CPU {np.mean(self.cpu):.2f} of {self.psutil.cpu_count()} cores busy on average, peak RSS of all processes {max(self.rss) / 2**30:.2f} GiB"
+        busy = f"CPU {np.mean(self.cpu):.2f} of {self.psutil.cpu_count()} cores busy on average"
+        return f"{busy}, peak RSS of all processes {max(self.rss) / 2**30:.2f} GiB"
 
 
 def recall(truth: dict[str, list], found: dict[str, np.ndarray]) -> tuple[int, int, int]:
@@ -104,7 +105,7 @@ def run_face_recognition(files: list[Path]) -> tuple[float, dict[str, np.ndarray
         img = fr.load_image_file(str(f))
         locs = fr.face_locations(img, number_of_times_to_upsample=1, model="hog")
         fr.face_encodings(img, locs)  # 5-point predictor + ResNet, its defaults
-        found[f.name] = np.array([[l, t_, r, b] for t_, r, b, l in locs], np.float32).reshape(-1, 4)
+        found[f.name] = np.array([[left, top, r, b] for top, r, b, left in locs], np.float32).reshape(-1, 4)
         n += len(locs)
     return time.perf_counter() - t, found, n
 
@@ -164,8 +165,10 @@ def main() -> None:
     truth = json.loads((root / "truth.json").read_text())
     files = sorted((root / "images").glob("*.jpg"))
     mp = [np.prod(__import__("PIL.Image", fromlist=["Image"]).open(f).size) / 1e6 for f in files]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {len(files)} images ({min(mp):.1f}-{max(mp):.1f} MP, "
-          f"{sum(f.stat().st_size for f in files) / 2**20:.0f} MiB JPEG), {sum(map(len, truth.values()))} pasted faces")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {len(files)} images ({min(mp):.1f}-{max(mp):.1f} MP, "
+        f"{sum(f.stat().st_size for f in files) / 2**20:.0f} MiB JPEG), {sum(map(len, truth.values()))} pasted faces"
+    )
 
     import duckdb
 
@@ -176,11 +179,21 @@ def main() -> None:
 
     decode_cfg = DecodeConfig(min_face=a.min_face)
     detect_cfg = DetectConfig(name=a.detector, weights=a.detector_weights, config=a.detector_config)
-    print(f"facepipe: detector {a.detector} {a.detector_config or ''} {a.detector_weights or ''}, "
-          f"input long side {decode_cfg.long_side}" + (f", min face {a.min_face} px -> {decode_cfg.min_face_input} px" if a.min_face else ""))
+    print(
+        f"facepipe: detector {a.detector} {a.detector_config or ''} {a.detector_weights or ''}, "
+        f"input long side {decode_cfg.long_side}"
+        + (f", min face {a.min_face} px -> {decode_cfg.min_face_input} px" if a.min_face else "")
+    )
     out = root / "output"
-    cfg = RunConfig(inputs=(str(root / "images"),), output=str(out), run_id="e2e", dt="2026-01-01",
-                    decode=decode_cfg, detect=detect_cfg, score=ScoreConfig(enabled=False))
+    cfg = RunConfig(
+        inputs=(str(root / "images"),),
+        output=str(out),
+        run_id="e2e",
+        dt="2026-01-01",
+        decode=decode_cfg,
+        detect=detect_cfg,
+        score=ScoreConfig(enabled=False),
+    )
     run(cfg)  # cold start: Ray, actors, model loads
     with Sampler() as s:
         m = run(cfg)
@@ -192,22 +205,32 @@ def main() -> None:
         found.setdefault(Path(uri).name, []).append(box)
     fp_found = {k: np.asarray(v, np.float32) for k, v in found.items()}
     ray_rate = len(files) / t["pipeline_s"]
-    print(f"\nfacepipe through Ray (warm): {ray_rate:.2f} images/s, {m['counts']['faces'] / t['pipeline_s']:.2f} faces/s "
-          f"({t['pipeline_s']:.1f}s); task seconds {t['stage_task_s']}; {s.summary()}")
+    print(
+        f"\nfacepipe through Ray (warm): {ray_rate:.2f} images/s, {m['counts']['faces'] / t['pipeline_s']:.2f} faces/s "
+        f"({t['pipeline_s']:.1f}s); task seconds {t['stage_task_s']}; {s.summary()}"
+    )
 
     plain_s, stage, n_plain = run_plain(files, decode_cfg, detect_cfg)
     share = " · ".join(f"{k} {v:.1f}s ({100 * v / plain_s:.0f}%)" for k, v in stage.items())
-    print(f"facepipe in one plain process: {len(files) / plain_s:.2f} images/s ({plain_s:.1f}s, {n_plain} faces): {share}")
+    print(
+        f"facepipe in one plain process: {len(files) / plain_s:.2f} images/s ({plain_s:.1f}s, {n_plain} faces): {share}"
+    )
 
     with Sampler() as s:
         fr_s, fr_found, n_fr = run_face_recognition(files)
     fr_rate = len(files) / fr_s
-    print(f"face_recognition (HOG x1 upsample, 5-point, ResNet): {fr_rate:.2f} images/s ({fr_s:.1f}s, {n_fr} faces); {s.summary()}")
+    print(
+        f"face_recognition (HOG x1 upsample, 5-point, ResNet): {fr_rate:.2f} images/s ({fr_s:.1f}s, {n_fr} "
+        f"faces); {s.summary()}"
+    )
     print(f"\nspeed-up, facepipe through Ray vs face_recognition: {ray_rate / fr_rate:.1f}x")
 
     for name, f in (("facepipe", fp_found), ("face_recognition", fr_found)):
         h, n, extra = recall(truth, f)
-        print(f"recall on the pasted faces, {name:17s}: {h}/{n} = {h / n:.3f} (detections matching no pasted face: {extra})")
+        print(
+            f"recall on the pasted faces, {name:17s}: {h}/{n} = {h / n:.3f} (detections matching no pasted "
+            f"face: {extra})"
+        )
 
     dev = Path(a.shared) / "data" / "pascal_faces_dev"
     if dev.is_dir():
@@ -216,7 +239,12 @@ def main() -> None:
 
         gt = evaluate.load_imglab(dev / "training.xml")
         det = create_model(detect_cfg.name, detect_cfg.weights, kind="detector", config=detect_cfg.config)
-        fp = {k: v[0] for k, v in evaluate.detect_for_eval(det, dev, sorted(gt), decode_cfg, score_threshold=detect_cfg.score_threshold).items()}
+        fp = {
+            k: v[0]
+            for k, v in evaluate.detect_for_eval(
+                det, dev, sorted(gt), decode_cfg, score_threshold=detect_cfg.score_threshold
+            ).items()
+        }
         _, frd, _ = run_face_recognition([dev / k for k in sorted(gt)])
         for name, f in (("facepipe", fp), ("face_recognition", frd)):
             h, n, extra = recall({k: v.tolist() for k, v in gt.items()}, f)

@@ -46,7 +46,9 @@ def main() -> None:
         data = path.read_bytes()
         small = decode_image(data, DecodeConfig())
         full = decode_image(data, DecodeConfig(long_side=0)).pixels
-        (found,) = detect_images(det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig())
+        (found,) = detect_images(
+            det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig()
+        )
         fulls.append((full, found))
         for method in dist:
             chips = cut_chips(align_image(full, found.boxes, found.landmarks, net.chip, method, sp), net.chip)
@@ -59,10 +61,16 @@ def main() -> None:
                 if method == "dlib_sp5":
                     ref_chips.append(rc)
                     ref_desc.append(ref)
-        print(f"{name:28s} faces {len(found):2d}  sp5 " + " ".join(f"{d:.4f}" for d in dist["dlib_sp5"][-len(found):]))
+        print(f"{name:28s} faces {len(found):2d}  sp5 " + " ".join(f"{d:.4f}" for d in dist["dlib_sp5"][-len(found) :]))
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"faces: {len(ref_chips)} (CenterFace boxes on the test photos), distance to dlib's own pipeline from the same box:")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"faces: {len(ref_chips)} (CenterFace boxes on the test photos), distance to dlib's own pipeline from "
+        "the same box:"
+    )
     for method, d in dist.items():
         d = np.array(d)
         print(f"  {method:15s} median {np.median(d):.2e}  max {d.max():.2e}  mean {d.mean():.2e}")

@@ -48,8 +48,12 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; archive: {a.copies} copies of the 10 test photos")
     base = RunConfig(inputs=tuple(inputs), output=f"{a.workdir}/output", dt="2026-01-01")
     layouts = {
-        "one pool  (FaceActor, 1 actor x 1 CPU)": ComputeConfig(detect_actors_max=1, cpus_per_detect_actor=1.0, torch_threads=1),
-        "one pool  (FaceActor, 2 actors x 0.5 CPU)": ComputeConfig(detect_actors_min=2, detect_actors_max=2, cpus_per_detect_actor=0.5, torch_threads=1),
+        "one pool  (FaceActor, 1 actor x 1 CPU)": ComputeConfig(
+            detect_actors_max=1, cpus_per_detect_actor=1.0, torch_threads=1
+        ),
+        "one pool  (FaceActor, 2 actors x 0.5 CPU)": ComputeConfig(
+            detect_actors_min=2, detect_actors_max=2, cpus_per_detect_actor=0.5, torch_threads=1
+        ),
         "default   (FaceActor, pool of 1-2 actors x 0.5 CPU)": ComputeConfig(),
         "two pools (DetectActor + EmbedActor, 1 actor x 0.5 CPU each)": ComputeConfig(
             detect_actors_max=1, cpus_per_detect_actor=0.5, torch_threads=1, embed_pool=True

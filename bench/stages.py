@@ -32,7 +32,10 @@ def main() -> None:
 
     photos = demo.photos()
     blobs = [p.read_bytes() for p in photos.values()]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"photos: {len(blobs)} real photos, {sum(map(len, blobs)) / 1e6:.1f} MB encoded")
 
     cfg = DecodeConfig()
@@ -46,7 +49,10 @@ def main() -> None:
         for b in blobs:
             decode_image(b, full)
     dec_full = (time.perf_counter() - t) / (a.repeat * len(blobs))
-    print(f"decode  {dec * 1e3:7.1f} ms/image to detector size (DCT-reduced JPEG)   {dec_full * 1e3:7.1f} ms/image at full size")
+    print(
+        f"decode  {dec * 1e3:7.1f} ms/image to detector size (DCT-reduced JPEG)   {dec_full * 1e3:7.1f} "
+        "ms/image at full size"
+    )
 
     det = create_model("centerface", kind="detector")
     images = [d.pixels for d in decoded]
@@ -63,7 +69,12 @@ def main() -> None:
     from facepipe.pipeline import RunConfig, run
 
     arch = demo.build_demo_archive(a.workdir)
-    cfg = RunConfig(inputs=arch.inputs, output=f"{a.workdir}/output", run_id="bench", read=ReadConfig(image_column="image", id_column="key"))
+    cfg = RunConfig(
+        inputs=arch.inputs,
+        output=f"{a.workdir}/output",
+        run_id="bench",
+        read=ReadConfig(image_column="image", id_column="key"),
+    )
     for attempt in ("cold (includes Ray start and actor start)", "warm (cluster and actors already up)"):
         m = run(cfg)
         print(f"\nwhole job through Ray, {attempt}:")

@@ -204,17 +204,41 @@ def decode_batch(batch: dict[str, np.ndarray], config: DecodeConfig) -> pa.Table
     rows = []
     n = len(batch["image_id"])
     read_status = batch.get("read_status", np.full(n, None, dtype=object))
-    for image_id, uri, data, read_error, why in zip(batch["image_id"], batch["source_uri"], batch["data"], batch["read_error"], read_status):
+    for image_id, uri, data, read_error, why in zip(
+        batch["image_id"], batch["source_uri"], batch["data"], batch["read_error"], read_status
+    ):
         row = {"image_id": image_id, "source_uri": uri}
         try:
             if isinstance(read_error, str):
                 raise DecodeFailure(why if isinstance(why, str) else "read_error", read_error)
             d = decode_image(bytes(data) if data is not None else b"", config)
         except DecodeFailure as f:
-            row.update(width=0, height=0, status=f.status, error=f.message, pixels=b"", pix_h=0, pix_w=0, scale_x=1.0, scale_y=1.0, data=None)
+            row.update(
+                width=0,
+                height=0,
+                status=f.status,
+                error=f.message,
+                pixels=b"",
+                pix_h=0,
+                pix_w=0,
+                scale_x=1.0,
+                scale_y=1.0,
+                data=None,
+            )
         else:
             ph, pw = d.pixels.shape[:2]
-            row.update(width=d.width, height=d.height, status="ok", error=None, pixels=d.pixels.tobytes(), pix_h=ph, pix_w=pw, scale_x=d.scale_x, scale_y=d.scale_y, data=bytes(data))
+            row.update(
+                width=d.width,
+                height=d.height,
+                status="ok",
+                error=None,
+                pixels=d.pixels.tobytes(),
+                pix_h=ph,
+                pix_w=pw,
+                scale_x=d.scale_x,
+                scale_y=d.scale_y,
+                data=bytes(data),
+            )
         rows.append(row)
     per_row = (time.perf_counter() - t0) / max(len(rows), 1)
     for row in rows:

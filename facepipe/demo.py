@@ -66,7 +66,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _fetch_sdist(requirement: str, members: dict[str, str], dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", requirement, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            requirement,
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         archives = list(Path(tmp).glob("*.tar.gz"))
         if not archives:
@@ -132,9 +144,19 @@ def build_demo_archive(workdir: str | Path) -> DemoArchive:
     jpg = p["grace_hopper.jpg"].read_bytes()
     (root / "images" / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
     with tarfile.open(root / "shards" / "faces-000000.tar", "w") as tf:
-        for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg", "biden.jpg"):
+        for n in (
+            "obama.jpg",
+            "obama2.jpg",
+            "obama3.jpg",
+            "obama_partial_face.jpg",
+            "obama_partial_face2.jpg",
+            "biden.jpg",
+        ):
             key = n.rsplit(".", 1)[0]
-            for member, data in ((f"{key}.jpg", p[n].read_bytes()), (f"{key}.json", json.dumps({"source": n}).encode())):
+            for member, data in (
+                (f"{key}.jpg", p[n].read_bytes()),
+                (f"{key}.json", json.dumps({"source": n}).encode()),
+            ):
                 info = tarfile.TarInfo(member)
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))

@@ -44,9 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from facepipe.io import crypto
+from facepipe.io import crypto, writer
 from facepipe.io import fs as fsio
-from facepipe.io import writer
 
 #: Tables whose rows name faces (``face_id``), and the identity tables.
 FACE_TABLES = ("faces", "face_outliers", "face_identity")
@@ -89,7 +88,9 @@ class ForgetRequest:
         if any(not p.strip() for p in self.source_prefixes):
             raise ValueError("an empty --source-prefix would erase everything; name the prefix")
         by = self.requested_by or getpass.getuser()
-        return ForgetRequest(tuple(self.identity_ids), tuple(self.image_ids), tuple(self.source_prefixes), rid, by, self.reason)
+        return ForgetRequest(
+            tuple(self.identity_ids), tuple(self.image_ids), tuple(self.source_prefixes), rid, by, self.reason
+        )
 
 
 @dataclass
@@ -121,7 +122,11 @@ def load_tombstones(output: str) -> Tombstones:
     root = f"{out}/_tombstones"
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         return Tombstones()
-    files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File and i.base_name.endswith(".parquet"))
+    files = sorted(
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(root))
+        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+    )
     if not files:
         return Tombstones()
     t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=TOMBSTONES) for f in files])
@@ -135,7 +140,9 @@ def _part_files(fs: pafs.FileSystem, out: str, table: str) -> list[pafs.FileInfo
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         return []
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return sorted((i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")), key=lambda i: i.path)
+    return sorted(
+        (i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")), key=lambda i: i.path
+    )
 
 
 @dataclass
@@ -165,8 +172,15 @@ class Erasure:
         return out
 
 
-def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[str], enc: crypto.EncryptionConfig | None,
-          columns: tuple[str, ...] | None = None) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
+def _scan(
+    fs: pafs.FileSystem,
+    out: str,
+    table: str,
+    column: str,
+    values: set[str],
+    enc: crypto.EncryptionConfig | None,
+    columns: tuple[str, ...] | None = None,
+) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
     """(file, table, hit mask) for the table's files holding a row whose ``column`` is in values.
     Each file's key column is read first (plain, even in an encrypted output); only files with a
     hit are read whole (decrypted) -- or as ``columns`` when the caller only collects ids."""
@@ -178,7 +192,11 @@ def _scan(fs: pafs.FileSystem, out: str, table: str, column: str, values: set[st
         keys = pq.read_table(info.path, filesystem=fs, columns=[column])
         hit = pc.fill_null(pc.is_in(keys.column(column), value_set=wanted), False)
         if pc.any(hit).as_py():
-            t = pq.read_table(info.path, filesystem=fs, columns=list(columns)) if columns else crypto.read_table(info.path, fs, enc)
+            t = (
+                pq.read_table(info.path, filesystem=fs, columns=list(columns))
+                if columns
+                else crypto.read_table(info.path, fs, enc)
+            )
             hits.append((info, t, hit))
     return hits
 
@@ -198,14 +216,18 @@ def plan(output: str, request: ForgetRequest) -> Erasure:
     for info in _part_files(fs, out, "images"):
         t = pq.read_table(info.path, filesystem=fs)
         ids, uris = t.column("image_id").to_pylist(), t.column("source_uri").to_pylist()
-        hit = np.array([i in request.image_ids or any(u.startswith(p) for p in prefixes) for i, u in zip(ids, uris)], bool)
+        hit = np.array(
+            [i in request.image_ids or any(u.startswith(p) for p in prefixes) for i, u in zip(ids, uris)], bool
+        )
         if hit.any():
             e.image_ids.update(i for i, h in zip(ids, hit) if h)
             e.rewrites.append(_drop(out, info, t, pa.array(hit)))
     # faces of those images, and faces of the identities named
     for _info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids, enc, columns=("face_id",)):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
-    for _info, t, hit in _scan(fs, out, "face_identity", "identity_id", set(request.identity_ids), enc, columns=("face_id",)):
+    for _info, t, hit in _scan(
+        fs, out, "face_identity", "identity_id", set(request.identity_ids), enc, columns=("face_id",)
+    ):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
     for table in FACE_TABLES:
         e.rewrites += [_drop(out, info, t, hit) for info, t, hit in _scan(fs, out, table, "face_id", e.face_ids, enc)]
@@ -221,12 +243,23 @@ def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure, enc: crypto.Encr
         e.identity_ids |= set(e.request.identity_ids)
         return
     # identity of every face (the snapshot), before and after the erasure
-    fi = [pq.read_table(i.path, filesystem=fs, columns=["face_id", "identity_id"]) for i in _part_files(fs, out, "face_identity")]
-    fi_t = pa.concat_tables(fi) if fi else pa.table({"face_id": pa.array([], pa.string()), "identity_id": pa.array([], pa.string())})
+    fi = [
+        pq.read_table(i.path, filesystem=fs, columns=["face_id", "identity_id"])
+        for i in _part_files(fs, out, "face_identity")
+    ]
+    fi_t = (
+        pa.concat_tables(fi)
+        if fi
+        else pa.table({"face_id": pa.array([], pa.string()), "identity_id": pa.array([], pa.string())})
+    )
     erased = pc.is_in(fi_t.column("face_id"), value_set=pa.array(sorted(e.face_ids), pa.string()))
-    touched = set(pc.unique(fi_t.column("identity_id").filter(erased)).drop_null().to_pylist()) | set(e.request.identity_ids)
+    touched = set(pc.unique(fi_t.column("identity_id").filter(erased)).drop_null().to_pylist()) | set(
+        e.request.identity_ids
+    )
     touched_arr = pa.array(sorted(touched), pa.string())
-    kept = fi_t.filter(pc.and_(pc.invert(erased), pc.fill_null(pc.is_in(fi_t.column("identity_id"), value_set=touched_arr), False)))
+    kept = fi_t.filter(
+        pc.and_(pc.invert(erased), pc.fill_null(pc.is_in(fi_t.column("identity_id"), value_set=touched_arr), False))
+    )
     left: dict[str, list[str]] = {}
     for f, ident in zip(kept.column("face_id").to_pylist(), kept.column("identity_id").to_pylist()):
         left.setdefault(ident, []).append(f)
@@ -240,8 +273,12 @@ def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure, enc: crypto.Encr
             continue
         t = crypto.read_table(info.path, fs, enc)
         rows = [{**r, **fresh[r["identity_id"]]} for r in t.filter(hit).to_pylist() if r["identity_id"] in fresh]
-        new = pa.concat_tables([t.filter(pc.invert(hit)), pa.Table.from_pylist(rows, schema=t.schema)]).sort_by("identity_id")
-        e.rewrites.append(_Rewrite(info.path, info.path[len(out) + 1 :], new if new.num_rows else None, t.num_rows - new.num_rows))
+        new = pa.concat_tables([t.filter(pc.invert(hit)), pa.Table.from_pylist(rows, schema=t.schema)]).sort_by(
+            "identity_id"
+        )
+        e.rewrites.append(
+            _Rewrite(info.path, info.path[len(out) + 1 :], new if new.num_rows else None, t.num_rows - new.num_rows)
+        )
     # events that name a removed identity
     gone = pa.array(sorted(e.identity_ids), pa.string())
     for info in _part_files(fs, out, "identity_events") if e.identity_ids else []:
@@ -266,8 +303,17 @@ def _identity_stats(fs: pafs.FileSystem, out: str, left: dict[str, list[str]]) -
 
     face_to_ident = {f: i for i, fs_ in left.items() for f in fs_}
     ds = writer.table_dataset(fsio.to_uri(fs, out), "faces")
-    t = ds.to_table(columns=["face_id", "embedding", "det_score", "dt"], filter=pads.field("face_id").isin(sorted(face_to_ident)))
-    emb = t.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(t.num_rows, -1)
+    t = ds.to_table(
+        columns=["face_id", "embedding", "det_score", "dt"], filter=pads.field("face_id").isin(sorted(face_to_ident))
+    )
+    emb = (
+        t.column("embedding")
+        .combine_chunks()
+        .flatten()
+        .to_numpy(zero_copy_only=False)
+        .astype(np.float64)
+        .reshape(t.num_rows, -1)
+    )
     groups: dict[str, list[int]] = {}
     for k, f in enumerate(t.column("face_id").to_pylist()):
         groups.setdefault(face_to_ident[f], []).append(k)
@@ -301,11 +347,20 @@ def apply(output: str, e: Erasure) -> dict:
             fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
             crypto.write_table(r.kept, dest, fs, enc, compression="zstd")
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    marks = [("image_id", v) for v in sorted(e.image_ids)] + [("source_prefix", v) for v in sorted(set(e.request.source_prefixes))]
+    marks = [("image_id", v) for v in sorted(e.image_ids)] + [
+        ("source_prefix", v) for v in sorted(set(e.request.source_prefixes))
+    ]
     marks += [("face_id", v) for v in sorted(e.face_ids)]
     if marks:
-        tomb = pa.table({"kind": [k for k, _ in marks], "value": [v for _, v in marks], "request_id": [rid] * len(marks),
-                         "erased_at": pa.array([now] * len(marks), pa.timestamp("s", tz="UTC"))}, schema=TOMBSTONES)
+        tomb = pa.table(
+            {
+                "kind": [k for k, _ in marks],
+                "value": [v for _, v in marks],
+                "request_id": [rid] * len(marks),
+                "erased_at": pa.array([now] * len(marks), pa.timestamp("s", tz="UTC")),
+            },
+            schema=TOMBSTONES,
+        )
         fs.create_dir(f"{out}/_tombstones", recursive=True)
         tmp = f"{out}/_tombstones/.{rid}.tmp"
         pq.write_table(tomb, tmp, filesystem=fs)
@@ -322,9 +377,17 @@ def apply(output: str, e: Erasure) -> dict:
         "erased_at": now.isoformat(),
         "requested_by": req.requested_by,
         "reason": req.reason,
-        "selector": {"identity_ids": list(req.identity_ids), "image_ids": list(req.image_ids), "source_prefixes": list(req.source_prefixes)},
-        "erased": {"images": len(e.image_ids), "faces": len(e.face_ids), "identities_removed": sorted(e.identity_ids),
-                   "identities_recomputed": sorted(e.refreshed)},
+        "selector": {
+            "identity_ids": list(req.identity_ids),
+            "image_ids": list(req.image_ids),
+            "source_prefixes": list(req.source_prefixes),
+        },
+        "erased": {
+            "images": len(e.image_ids),
+            "faces": len(e.face_ids),
+            "identities_removed": sorted(e.identity_ids),
+            "identities_recomputed": sorted(e.refreshed),
+        },
         "rows_removed": e.removed(),
         "files_rewritten": sorted(r.rel for r in e.rewrites if r.kept is not None),
         "files_deleted": sorted(r.rel for r in e.rewrites if r.kept is None),
@@ -347,7 +410,11 @@ def forget(output: str, request: ForgetRequest) -> dict:
 
 
 def _describe(r: ForgetRequest) -> str:
-    parts = [f"identity {i}" for i in r.identity_ids] + [f"image {i}" for i in r.image_ids] + [f"source prefix {p}" for p in r.source_prefixes]
+    parts = (
+        [f"identity {i}" for i in r.identity_ids]
+        + [f"image {i}" for i in r.image_ids]
+        + [f"source prefix {p}" for p in r.source_prefixes]
+    )
     return ", ".join(parts)
 
 

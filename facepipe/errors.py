@@ -15,8 +15,19 @@ class UserError(Exception):
 
 #: Markers of a storage failure worth retrying later (AWS SDK error names, curl and socket errors),
 #: as opposed to a request that can never succeed (a wrong bucket, no permission).
-_TRANSIENT = ("NETWORK_CONNECTION", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE", "REQUEST_TIME_TOO_SKEWED",
-              "THROTTLING", "REQUEST_TIMEOUT", "curlCode", "Connection refused", "Connection reset", "timed out")
+_TRANSIENT = (
+    "NETWORK_CONNECTION",
+    "SLOW_DOWN",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_FAILURE",
+    "REQUEST_TIME_TOO_SKEWED",
+    "THROTTLING",
+    "REQUEST_TIMEOUT",
+    "curlCode",
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+)
 
 
 class StorageError(OSError):

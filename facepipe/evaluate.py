@@ -39,7 +39,13 @@ def load_imglab_gt(xml_path: str | Path) -> dict[str, GroundTruth]:
     out: dict[str, GroundTruth] = {}
     for im in ET.parse(xml_path).getroot().iter("image"):
         rows = [
-            (float(b.get("left")), float(b.get("top")), float(b.get("left")) + float(b.get("width")), float(b.get("top")) + float(b.get("height")), b.get("ignore", "0") == "1")
+            (
+                float(b.get("left")),
+                float(b.get("top")),
+                float(b.get("left")) + float(b.get("width")),
+                float(b.get("top")) + float(b.get("height")),
+                b.get("ignore", "0") == "1",
+            )
             for b in im.iter("box")
         ]
         a = np.asarray([r[:4] for r in rows], np.float32).reshape(-1, 4)
@@ -59,7 +65,7 @@ def load_wider(txt_path: str | Path) -> dict[str, GroundTruth]:
     illumination invalid occlusion pose``; an image with no faces has count 0 and one line of
     zeros. Faces marked invalid, or of zero size, are don't-care.
     """
-    lines = [l.strip() for l in Path(txt_path).read_text().splitlines()]
+    lines = [line.strip() for line in Path(txt_path).read_text().splitlines()]
     out: dict[str, GroundTruth] = {}
     i = 0
     try:
@@ -156,8 +162,10 @@ class DetectionReport:
         return self.true_positives / n if n else 1.0
 
     def row(self) -> str:
-        return (f"{self.rule:16s} faces {self.faces:5d}  detections {self.detections:5d}  recall {self.recall:.3f}  "
-                f"precision {self.precision:.3f}  AP {self.ap:.3f}")
+        return (
+            f"{self.rule:16s} faces {self.faces:5d}  detections {self.detections:5d}  recall {self.recall:.3f}  "
+            f"precision {self.precision:.3f}  AP {self.ap:.3f}"
+        )
 
 
 def _match_image(gt: GroundTruth, boxes: np.ndarray, scores: np.ndarray, rule: str) -> np.ndarray:
@@ -189,7 +197,10 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
 
 
 def evaluate(
-    gt: dict[str, GroundTruth], detections: dict[str, tuple[np.ndarray, np.ndarray]], rule: str = "iou", score_threshold: float = 0.5
+    gt: dict[str, GroundTruth],
+    detections: dict[str, tuple[np.ndarray, np.ndarray]],
+    rule: str = "iou",
+    score_threshold: float = 0.5,
 ) -> DetectionReport:
     """Match ``detections`` ({image: (boxes (M, 4) xyxy, scores (M,))}, typically from a low
     threshold) against ``gt`` with ``rule`` ``iou`` (IoU >= 0.5) or ``dlib``."""
@@ -221,7 +232,11 @@ def evaluate(
 
 
 def detect_for_eval(
-    detector, images_root: str | Path, names: list[str], decode: DecodeConfig | None = None, score_threshold: float = 0.02
+    detector,
+    images_root: str | Path,
+    names: list[str],
+    decode: DecodeConfig | None = None,
+    score_threshold: float = 0.02,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Run ``detector`` as the job does (same decode, resize, batching) on ``images_root/NAME``
     for every name, keeping detections down to ``score_threshold`` (low, for AP). ``decode``

@@ -24,19 +24,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from facepipe import __version__
-from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.align.stage import resolve_method
-from facepipe.registry import create_model
-from facepipe.errors import UserError
-from facepipe.erase import Tombstones, drop_erased_rows, load_tombstones
+from facepipe.cluster.stage import ClusterConfig, run_cluster
+from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
-from facepipe.io import crypto
+from facepipe.erase import Tombstones, drop_erased_rows, load_tombstones
+from facepipe.errors import UserError
+from facepipe.io import crypto, writer
 from facepipe.io import state as shard_state
 from facepipe.io.crypto import EncryptionConfig
-from facepipe.io import writer
 from facepipe.io.sources import ReadConfig, list_units
-from facepipe.cluster.stage import ClusterConfig, run_cluster
+from facepipe.registry import create_model
 from facepipe.score.stage import ScoreConfig, run_score
 
 log = logging.getLogger(__name__)
@@ -201,8 +200,18 @@ def _extract(cfg: RunConfig, units: list, res: dict, tombstones: Tombstones) -> 
         )
 
     if c.embed_pool:
-        ds = ds.map_batches(DetectActor, fn_constructor_kwargs={"detect": cfg.detect, "torch_threads": threads}, batch_format="numpy", **pool())
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads}, batch_format="pyarrow", **pool())
+        ds = ds.map_batches(
+            DetectActor,
+            fn_constructor_kwargs={"detect": cfg.detect, "torch_threads": threads},
+            batch_format="numpy",
+            **pool(),
+        )
+        ds = ds.map_batches(
+            EmbedActor,
+            fn_constructor_kwargs={"embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads},
+            batch_format="pyarrow",
+            **pool(),
+        )
     else:
         kwargs = {"detect": cfg.detect, "embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads}
         ds = ds.map_batches(FaceActor, fn_constructor_kwargs=kwargs, batch_format="numpy", **pool())
@@ -242,8 +251,14 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     units = [u for u in list_units(list(cfg.inputs)) if not tombstones.covers_uri(u.uri)]  # erased: never read again
     todo = shard_state.plan(units, shard_state.load(cfg.output), cfg.run_id, cfg.full)
     t_list = time.perf_counter() - t0
-    log.info("listed %d input units in %.1fs: %d to process, %d already in the output (%d of them changed)",
-             len(units), t_list, len(todo.todo), len(todo.skipped), len(todo.replaced))
+    log.info(
+        "listed %d input units in %.1fs: %d to process, %d already in the output (%d of them changed)",
+        len(units),
+        t_list,
+        len(todo.todo),
+        len(todo.skipped),
+        len(todo.replaced),
+    )
 
     ensure_ray(ray_address)
     if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v

@@ -160,7 +160,9 @@ def resolve_weights(name: str, weights: str | Path | None = None, kind: str | No
         path = spec.weights.locate()
         digest = sha256_file(path)
         if digest != spec.weights.sha256:
-            raise ValueError(f"{path}: sha256 {digest} does not match the registered {spec.weights.sha256} for {name!r}")
+            raise ValueError(
+                f"{path}: sha256 {digest} does not match the registered {spec.weights.sha256} for {name!r}"
+            )
     else:
         path = fetch_weights(str(weights)) if "://" in str(weights) else Path(weights)
         if not path.is_file():
@@ -188,7 +190,9 @@ def fetch_weights(uri: str, cache: Path | None = None) -> Path:
     return local
 
 
-def load_state_dict_strict(model: "nn.Module", path: str | Path, what: str, remap: Callable[[str], str] = lambda k: k.removeprefix("module.")) -> None:
+def load_state_dict_strict(
+    model: "nn.Module", path: str | Path, what: str, remap: Callable[[str], str] = lambda k: k.removeprefix("module.")
+) -> None:
     """Load a PyTorch checkpoint into ``model`` strictly, keys passed through ``remap`` (default:
     drop DataParallel's ``module.``). A checkpoint that does not fit raises one ValueError naming
     the missing keys, the unexpected keys and the wrong shapes (first few of each)."""
@@ -203,12 +207,21 @@ def load_state_dict_strict(model: "nn.Module", path: str | Path, what: str, rema
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    wrong = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if own[k].shape != state[k].shape
+    )
     if missing or unexpected or wrong:
+
         def head(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
 
-        parts = [(label, keys) for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys]
+        parts = [
+            (label, keys)
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong))
+            if keys
+        ]
         raise ValueError(f"{path} does not fit {what}: " + "; ".join(f"{label}: {head(keys)}" for label, keys in parts))
     model.load_state_dict(state, strict=True)
 
@@ -225,7 +238,11 @@ def config_label(name: str, config: str | None) -> str:
 
 
 def create_model(
-    name: str, weights: str | Path | None = None, device: str = "cpu", kind: str | None = None, config: str | None = None
+    name: str,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    kind: str | None = None,
+    config: str | None = None,
 ) -> "nn.Module":
     """Build model ``name`` with its default weights (or the file ``weights``) on ``device``.
 

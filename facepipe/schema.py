@@ -87,6 +87,7 @@ FACE_OUTLIERS = pa.schema(
     metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "1"},
 )
 
+
 def identities_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
     """One row per identity of the whole archive (a snapshot: each clustering run replaces it)."""
     return pa.schema(

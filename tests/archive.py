@@ -8,10 +8,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import corpus
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import corpus
 from facepipe.demo import EXPECTED_FACES
 from facepipe.io.sources import ReadConfig
 from facepipe.pipeline import RunConfig
@@ -30,7 +30,14 @@ class Archive:
 def run_config(inputs: list[str], output: str | Path, run_id: str, dt: str = "2026-11-01", **kw) -> RunConfig:
     """A job config over (some of) an archive's inputs: its Parquet file keeps the image bytes in
     ``image`` and the id in ``key``. ``kw``: any other RunConfig field."""
-    return RunConfig(inputs=tuple(inputs), output=str(output), dt=dt, run_id=run_id, read=ReadConfig(image_column="image", id_column="key"), **kw)
+    return RunConfig(
+        inputs=tuple(inputs),
+        output=str(output),
+        dt=dt,
+        run_id=run_id,
+        read=ReadConfig(image_column="image", id_column="key"),
+        **kw,
+    )
 
 
 def build(root: Path, photos: dict[str, Path], prefix: str = "") -> Archive:
@@ -58,7 +65,12 @@ def build(root: Path, photos: dict[str, Path], prefix: str = "") -> Archive:
             faces[f"{uri}/shards/s-000000.tar#{n}"] = EXPECTED_FACES[n]
     (root / "parquet").mkdir()
     pq.write_table(
-        pa.table({"key": [n.split(".")[0] for n in PARQUET_PHOTOS], "image": pa.array([photos[n].read_bytes() for n in PARQUET_PHOTOS], pa.binary())}),
+        pa.table(
+            {
+                "key": [n.split(".")[0] for n in PARQUET_PHOTOS],
+                "image": pa.array([photos[n].read_bytes() for n in PARQUET_PHOTOS], pa.binary()),
+            }
+        ),
         root / "parquet" / "part-0.parquet",
     )
     for n in PARQUET_PHOTOS:

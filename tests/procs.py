@@ -90,17 +90,46 @@ def _alive(pid: int) -> bool:
     return st is not None and st[0] != "Z"  # a zombie has ended
 
 
-def cli_run(ray_cluster, inputs: list[str], out, run_id: str, dt: str, *extra: str, env: dict | None = None,
-            batch_delay: float = 0.0, crash_at: str | None = None) -> subprocess.Popen:
+def cli_run(
+    ray_cluster,
+    inputs: list[str],
+    out,
+    run_id: str,
+    dt: str,
+    *extra: str,
+    env: dict | None = None,
+    batch_delay: float = 0.0,
+    crash_at: str | None = None,
+) -> subprocess.Popen:
     """``facepipe run`` as a process of its own (stderr into stdout); ``env`` adds variables.
     ``batch_delay``/``crash_at``: faults placed by tests/faulty_cli.py (the job itself unchanged)."""
-    args = ["run", *inputs, "--output", str(out), "--run-id", run_id, "--dt", dt, "--ray-address", ray_cluster.address, *extra]
+    args = [
+        "run",
+        *inputs,
+        "--output",
+        str(out),
+        "--run-id",
+        run_id,
+        "--dt",
+        dt,
+        "--ray-address",
+        ray_cluster.address,
+        *extra,
+    ]
     if batch_delay or crash_at:
         faults = [f"--batch-delay={batch_delay}"] + ([f"--crash-at={crash_at}"] if crash_at else [])
         cmd = [sys.executable, str(REPO / "tests" / "faulty_cli.py"), *faults, "--", *args]
     else:
         cmd = [sys.executable, "-m", "facepipe.cli", *args]
-    return subprocess.Popen(cmd, cwd=REPO, env={**ray_cluster.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**ray_cluster.env, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def job_of(driver_pid: int) -> str | None:
@@ -127,8 +156,12 @@ def model_tasks(job_id: str, state: str) -> list:
     TaskState."""
     from ray.util.state import list_tasks
 
-    tasks = list_tasks(filters=[("job_id", "=", job_id), ("state", "=", state)], limit=10_000, raise_on_missing_output=False)
-    return [t for t in tasks if t.actor_id and "MapWorker" in (t.name or "") and t.name.endswith(".submit")]  # not __init__
+    tasks = list_tasks(
+        filters=[("job_id", "=", job_id), ("state", "=", state)], limit=10_000, raise_on_missing_output=False
+    )
+    return [
+        t for t in tasks if t.actor_id and "MapWorker" in (t.name or "") and t.name.endswith(".submit")
+    ]  # not __init__
 
 
 def wait_for_batches_in_flight(p: subprocess.Popen, timeout: float = 180) -> tuple[str, list]:

@@ -22,16 +22,41 @@ def _facepipe(*args):
         (["run", "README.md", "-o", "o", "--dt", "yesterday"], "is not a date of the form YYYY-MM-DD"),
         (["run", "README.md", "-o", "o", "--run-id", "a/b"], "must be letters, digits"),
         (["run", "ftp://host/x", "-o", "o"], "unsupported URI scheme"),
-        (["run", "README.md", "-o", "o", "--embedder", "nope"], "unknown embedder 'nope'; known: arcface_r100, arcface_r50, dlib_resnet"),
-        (["run", "README.md", "-o", "o", "--embedder", "arcface_r50"], "embedder 'arcface_r50' has no built-in weights"),
-        (["run", "README.md", "-o", "o", "--embedder-weights", "/no/such.pth"], "embedder weights /no/such.pth not found"),
-        (["run", "README.md", "-o", "o", "--align", "arcface"], "align method 'arcface' does not make the 'dlib' chips"),
+        (
+            ["run", "README.md", "-o", "o", "--embedder", "nope"],
+            "unknown embedder 'nope'; known: arcface_r100, arcface_r50, dlib_resnet",
+        ),
+        (
+            ["run", "README.md", "-o", "o", "--embedder", "arcface_r50"],
+            "embedder 'arcface_r50' has no built-in weights",
+        ),
+        (
+            ["run", "README.md", "-o", "o", "--embedder-weights", "/no/such.pth"],
+            "embedder weights /no/such.pth not found",
+        ),
+        (
+            ["run", "README.md", "-o", "o", "--align", "arcface"],
+            "align method 'arcface' does not make the 'dlib' chips",
+        ),
         (["run", "README.md", "-o", "o", "--align", "sideways"], "invalid choice: 'sideways'"),
         (["run", "README.md", "-o", "o", "--detector", "retinaface"], "detector 'retinaface' has no built-in weights"),
         (["run", "README.md", "-o", "o", "--detector-config", "r50"], "detector 'centerface' takes no config"),
         (["run", "README.md", "-o", "o", "--detector-weights", "README.md"], "README.md is not an ONNX model"),
-        (["run", "README.md", "-o", "o", "--detector", "retinaface", "--detector-weights", "README.md", "--detector-config", "x9"],
-         "RetinaFace config 'x9' is neither a preset"),
+        (
+            [
+                "run",
+                "README.md",
+                "-o",
+                "o",
+                "--detector",
+                "retinaface",
+                "--detector-weights",
+                "README.md",
+                "--detector-config",
+                "x9",
+            ],
+            "RetinaFace config 'x9' is neither a preset",
+        ),
         (["eval-detect", ".", "--boxes", "/no/such.xml"], "No such file or directory"),
         (["eval-detect", ".", "--boxes", "README.md", "--format", "wider"], "not WIDER FACE ground truth"),
     ],
@@ -39,7 +64,7 @@ def _facepipe(*args):
 def test_bad_request_is_one_line_exit_2(args, message):
     r = _facepipe(*args)
     assert r.returncode == 2, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
 
@@ -47,5 +72,18 @@ def test_bad_request_is_one_line_exit_2(args, message):
 def test_help_lists_the_run_flags():
     r = _facepipe("run", "--help")
     assert r.returncode == 0
-    for flag in ("--detector", "--score-threshold", "--long-side", "--batch-size", "--dt", "--run-id", "--image-column", "--id-column", "--max-detect-actors", "--embedder", "--embedder-weights", "--align"):
+    for flag in (
+        "--detector",
+        "--score-threshold",
+        "--long-side",
+        "--batch-size",
+        "--dt",
+        "--run-id",
+        "--image-column",
+        "--id-column",
+        "--max-detect-actors",
+        "--embedder",
+        "--embedder-weights",
+        "--align",
+    ):
         assert flag in r.stdout

@@ -1,11 +1,11 @@
 """Decode: every odd or broken input becomes RGB pixels or a recorded failure, never an exception."""
 
+import corpus
 import numpy as np
 import pytest
 from PIL import Image
 
-import corpus
-from facepipe.decode import DecodeConfig, decode_batch, decode_image, DecodeFailure
+from facepipe.decode import DecodeConfig, DecodeFailure, decode_batch, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,9 @@ def test_min_face_decodes_large_photos_bigger():
     assert cfg.detector_long_side(4000, 3000) == 2400  # 0.6 x
     assert cfg.detector_long_side(1000, 800) == 640  # 0.6 x would be below the floor
     assert cfg.detector_long_side(300, 200) == 0  # smaller than the floor: native size, as before
-    assert DecodeConfig(long_side=640, min_face=20, min_face_input=24).detector_long_side(4000, 3000) == 0  # 1.2 x: full resolution
+    assert (
+        DecodeConfig(long_side=640, min_face=20, min_face_input=24).detector_long_side(4000, 3000) == 0
+    )  # 1.2 x: full resolution
     assert DecodeConfig(long_side=640).detector_long_side(4000, 3000) == 640  # off by default
     assert DecodeConfig(long_side=0, min_face=40).detector_long_side(4000, 3000) == 0
 

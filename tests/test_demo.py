@@ -10,7 +10,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from procs import REPO
 
 pytestmark = pytest.mark.slow
@@ -19,8 +18,14 @@ pytestmark = pytest.mark.slow
 def test_demo_summary_matches_its_output_tables(ray_cluster, tmp_path):
     work = tmp_path / "demo-output"
     facepipe = Path(sys.executable).parent / "facepipe"  # the console script `make install` puts in the venv
-    r = subprocess.run([str(facepipe), "demo", "--workdir", str(work)], cwd=REPO, capture_output=True, text=True, timeout=280,
-                       env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address})
+    r = subprocess.run(
+        [str(facepipe), "demo", "--workdir", str(work)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address},
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     text = r.stdout
     out = work / "output"
@@ -41,7 +46,10 @@ def test_demo_summary_matches_its_output_tables(ray_cluster, tmp_path):
 
     dt = re.search(r"^  output +.*partition dt=(\S+)$", text, re.M)[1]
     assert q(f"select distinct dt::varchar from {images}") == [(dt,)]
-    assert re.search(rf"^  manifest +{re.escape(str(out))}/_runs/demo\.json$", text, re.M) and (out / "_runs" / "demo.json").is_file()
+    assert (
+        re.search(rf"^  manifest +{re.escape(str(out))}/_runs/demo\.json$", text, re.M)
+        and (out / "_runs" / "demo.json").is_file()
+    )
     report = re.search(r"^  report +(\S+)  \(open it in a browser\)$", text, re.M)
     assert report and Path(report[1]).is_file() and Path(report[1]).stat().st_size > 10_000, text
 

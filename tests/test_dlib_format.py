@@ -8,7 +8,12 @@ from facepipe.dlib_format import DlibFormatError, DlibReader
 
 def test_integers_floats_bools_strings():
     # 1, -28, 300 (two value bytes), 0; then 0.04 as (mantissa 0xa3d70a, exponent -28); '1'; "ab"
-    data = bytes([0x01, 0x01, 0x81, 0x1C, 0x02, 0x2C, 0x01, 0x01, 0x00, 0x03, 0x0A, 0xD7, 0xA3, 0x81, 0x1C]) + b"1" + bytes([0x01, 0x02]) + b"ab"
+    data = (
+        bytes([0x01, 0x01, 0x81, 0x1C, 0x02, 0x2C, 0x01, 0x01, 0x00, 0x03, 0x0A, 0xD7, 0xA3, 0x81, 0x1C])
+        + b"1"
+        + bytes([0x01, 0x02])
+        + b"ab"
+    )
     r = DlibReader(data)
     assert [r.int(), r.int(), r.int(), r.int()] == [1, -28, 300, 0]
     assert r.float() == pytest.approx(0.04, abs=1e-9)

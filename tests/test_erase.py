@@ -6,11 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import archive
 import duckdb
 import numpy as np
 import pytest
 
-import archive
 from facepipe.erase import ForgetRequest, forget, load_tombstones, plan
 from facepipe.pipeline import run
 
@@ -41,8 +41,11 @@ def output(night1, tmp_path):
 
 
 def _biggest_identity(out) -> tuple[str, list[str]]:
-    [(ident, faces)] = _q("select identity_id, list(face_id order by face_id) from {face_identity} where identity_id is not null "
-                          "group by 1 order by count(*) desc, 1 limit 1", out)
+    [(ident, faces)] = _q(
+        "select identity_id, list(face_id order by face_id) from {face_identity} where identity_id is not null "
+        "group by 1 order by count(*) desc, 1 limit 1",
+        out,
+    )
     return ident, faces
 
 
@@ -51,20 +54,34 @@ def test_forgetting_an_identity_removes_its_faces_everywhere_and_audits_it(outpu
     ident, faces = _biggest_identity(out)
     assert len(faces) >= 2
     n_faces_before = _q("select count(*) from {faces}", out)[0][0]
-    audit = forget(str(out), ForgetRequest(identity_ids=(ident,), request_id="req-1", requested_by="dpo", reason="ticket 42"))
+    audit = forget(
+        str(out), ForgetRequest(identity_ids=(ident,), request_id="req-1", requested_by="dpo", reason="ticket 42")
+    )
     ids = "(" + ",".join(f"'{f}'" for f in faces) + ")"
     for table in ("faces", "face_identity", "face_outliers"):
         assert _q(f"select count(*) from {{{table}}} where face_id in {ids}", out) == [(0,)], table
     assert _q(f"select count(*) from {{identities}} where identity_id = '{ident}'", out) == [(0,)]
     if list(out.glob("identity_events/**/*.parquet")):  # a first night has no events
-        assert _q(f"select count(*) from {{identity_events}} where list_contains(old_ids, '{ident}') or list_contains(new_ids, '{ident}')", out) == [(0,)]
+        assert _q(
+            f"select count(*) from {{identity_events}} where list_contains(old_ids, '{ident}') or "
+            f"list_contains(new_ids, '{ident}')",
+            out,
+        ) == [(0,)]
     assert _q("select count(*) from {faces}", out)[0][0] == n_faces_before - len(faces)
     # the audit record: what, when, who, why -- ids and counts, no embedding values
     saved = json.loads((out / "_audit" / "req-1.json").read_text())
-    assert saved["selector"]["identity_ids"] == [ident] and saved["requested_by"] == "dpo" and saved["reason"] == "ticket 42"
+    assert (
+        saved["selector"]["identity_ids"] == [ident]
+        and saved["requested_by"] == "dpo"
+        and saved["reason"] == "ticket 42"
+    )
     assert saved["erased"]["faces"] == len(faces) and saved["rows_removed"]["faces"] == len(faces)
     assert saved == {k: v for k, v in audit.items() if k != "audit_uri"}
-    floats = [v for v in json.dumps(saved).replace(",", " ").replace("]", " ").split() if v.replace(".", "").replace("-", "").isdigit() and "." in v]
+    floats = [
+        v
+        for v in json.dumps(saved).replace(",", " ").replace("]", " ").split()
+        if v.replace(".", "").replace("-", "").isdigit() and "." in v
+    ]
     assert floats == [str(saved["seconds"])], "the audit record holds no numbers but its duration"
     assert not list((out / "_staging").glob("req-1*")), "staging left behind"
     assert load_tombstones(str(out)).face_ids == frozenset(faces)
@@ -77,8 +94,14 @@ def test_forgetting_one_image_recomputes_its_identity_without_it(output):
     forget(str(out), ForgetRequest(image_ids=(image_id,)))
     assert _q(f"select count(*) from {{images}} where image_id = '{image_id}'", out) == [(0,)]
     assert _q(f"select count(*) from {{faces}} where image_id = '{image_id}'", out) == [(0,)]
-    [(n, centroid, rep)] = _q(f"select n_faces, centroid, representative_face_id from {{identities}} where identity_id = '{ident}'", out)
-    left = _q(f"select f.embedding, f.face_id from {{faces}} f join {{face_identity}} i using (face_id) where i.identity_id = '{ident}'", out)
+    [(n, centroid, rep)] = _q(
+        f"select n_faces, centroid, representative_face_id from {{identities}} where identity_id = '{ident}'", out
+    )
+    left = _q(
+        f"select f.embedding, f.face_id from {{faces}} f join {{face_identity}} i using (face_id) where "
+        f"i.identity_id = '{ident}'",
+        out,
+    )
     assert n == len(left) == len(faces) - 1
     assert np.allclose(centroid, np.mean([e for e, _ in left], axis=0), atol=1e-6)
     assert rep in {f for _, f in left}
@@ -100,19 +123,29 @@ def test_erased_data_does_not_come_back_in_later_runs(output):
     [(gh_id,)] = _q("select image_id from {images} where source_uri like '%grace_hopper.jpg'", out)
     forget(str(out), ForgetRequest(identity_ids=(ident,)))
     forget(str(out), ForgetRequest(image_ids=(gh_id,), source_prefixes=(tar_prefix,)))
-    gone_images = _q(f"select image_id from {{images}} where image_id = '{gh_id}' or starts_with(source_uri, '{tar_prefix}')", out)
+    gone_images = _q(
+        f"select image_id from {{images}} where image_id = '{gh_id}' or starts_with(source_uri, '{tar_prefix}')", out
+    )
     assert gone_images == []
-    before = (_q("select image_id, status from {images} order by all", out), _q("select face_id from {faces} order by all", out))
+    before = (
+        _q("select image_id, status from {images} order by all", out),
+        _q("select face_id from {faces} order by all", out),
+    )
 
     run(archive.run_config(arch.inputs, out, "night2", "2026-11-02"))  # incremental: nothing new
     run(archive.run_config(arch.inputs, out, "night3", "2026-11-03", full=True))  # everything read and detected again
-    after = (_q("select image_id, status from {images} order by all", out), _q("select face_id from {faces} order by all", out))
+    after = (
+        _q("select image_id, status from {images} order by all", out),
+        _q("select face_id from {faces} order by all", out),
+    )
     assert after == before
     ids = "(" + ",".join(f"'{f}'" for f in faces) + ")"
     for table in ("faces", "face_identity", "face_outliers"):
         if list(out.glob(f"{table}/**/*.parquet")):  # too few faces left to train DROCC on: no scores
             assert _q(f"select count(*) from {{{table}}} where face_id in {ids}", out) == [(0,)], table
-    assert _q(f"select count(*) from {{images}} where image_id = '{gh_id}' or starts_with(source_uri, '{tar_prefix}')", out) == [(0,)]
+    assert _q(
+        f"select count(*) from {{images}} where image_id = '{gh_id}' or starts_with(source_uri, '{tar_prefix}')", out
+    ) == [(0,)]
 
 
 def test_cli_forget_prints_one_line_errors(output, capsys):

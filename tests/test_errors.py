@@ -3,8 +3,10 @@ user errors; the real-server behaviour is in tests/io/test_s3_faults.py."""
 
 from facepipe.errors import StorageError, is_transient, storage_error
 
-NET = OSError("When reading information for key 'a' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
-              "operation: curlCode: 7, Could not connect to server")
+NET = OSError(
+    "When reading information for key 'a' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
+    "operation: curlCode: 7, Could not connect to server"
+)
 
 
 class _Wrapped(Exception):

@@ -85,12 +85,27 @@ def test_eval_detect_cli_on_hand_marked_faces(shared_dir, tmp_path):
     """The command line end to end against ground truth marked by hand (pascal_faces_dev: 18
     faces in dlib's imglab XML): CenterFace at its defaults finds all 18 and nothing else."""
     dev = shared_dir / "data" / "pascal_faces_dev"
-    r = subprocess.run([sys.executable, "-m", "facepipe.cli", "eval-detect", str(dev), "--boxes", str(dev / "training.xml")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", "eval-detect", str(dev), "--boxes", str(dev / "training.xml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "imglab ground truth" in r.stdout, r.stdout
     dlib_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("dlib"))
-    assert dlib_row.split()[1:] == ["faces", "18", "detections", "18", "recall", "1.000", "precision", "1.000", "AP", "1.000"], r.stdout
+    assert dlib_row.split()[1:] == [
+        "faces",
+        "18",
+        "detections",
+        "18",
+        "recall",
+        "1.000",
+        "precision",
+        "1.000",
+        "AP",
+        "1.000",
+    ], r.stdout
 
 
 def test_eval_detect_cli_reads_wider_files(shared_dir, tmp_path):
@@ -104,13 +119,35 @@ def test_eval_detect_cli_reads_wider_files(shared_dir, tmp_path):
     lines = []
     for k, im in enumerate(ET.parse(dev / "training.xml").getroot().iter("image")):
         shutil.copy(dev / im.get("file"), tmp_path / "images" / "0--Pascal" / im.get("file"))
-        rows = [f"{b.get('left')} {b.get('top')} {b.get('width')} {b.get('height')} 0 0 0 0 0 0" for b in im.iter("box")]
+        rows = [
+            f"{b.get('left')} {b.get('top')} {b.get('width')} {b.get('height')} 0 0 0 0 0 0" for b in im.iter("box")
+        ]
         if k == 0:
             rows.append("2 2 8 8 0 0 0 0 0 0")  # an 8 px "face" in a corner: nobody finds it
         lines += [f"0--Pascal/{im.get('file')}", str(len(rows)), *rows]
     (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
-    r = subprocess.run([sys.executable, "-m", "facepipe.cli", "eval-detect", str(tmp_path / "images"), "--boxes", str(tmp_path / "gt.txt")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facepipe.cli",
+            "eval-detect",
+            str(tmp_path / "images"),
+            "--boxes",
+            str(tmp_path / "gt.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     iou_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("IoU"))
-    assert "wider ground truth" in r.stdout and iou_row.split()[1:8] == ["faces", "19", "detections", "18", "recall", "0.947", "precision"], r.stdout
+    assert "wider ground truth" in r.stdout and iou_row.split()[1:8] == [
+        "faces",
+        "19",
+        "detections",
+        "18",
+        "recall",
+        "0.947",
+        "precision",
+    ], r.stdout

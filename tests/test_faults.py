@@ -11,11 +11,10 @@ import signal
 import subprocess
 import time
 
+import archive
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-
-import archive
 from procs import cli_run, model_tasks, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
@@ -23,13 +22,17 @@ pytestmark = pytest.mark.slow
 
 def _cli_run(ray_cluster, inputs, out, run_id, dt="2026-11-05", **faults):
     """The job as a process; ``faults``: see tests/faulty_cli.py."""
-    return cli_run(ray_cluster, inputs, out, run_id, dt, "--image-column", "image", "--id-column", "key", "--no-score", **faults)
+    return cli_run(
+        ray_cluster, inputs, out, run_id, dt, "--image-column", "image", "--id-column", "key", "--no-score", **faults
+    )
 
 
 def _tables(out):
     q = lambda sql: duckdb.sql(sql.replace("OUT", str(out))).fetchall()  # noqa: E731
-    return (q("select image_id, status, n_faces from read_parquet('OUT/images/*/*.parquet') order by all"),
-            q("select face_id, image_id, face_index from read_parquet('OUT/faces/*/*.parquet') order by all"))
+    return (
+        q("select image_id, status, n_faces from read_parquet('OUT/images/*/*.parquet') order by all"),
+        q("select face_id, image_id, face_index from read_parquet('OUT/faces/*/*.parquet') order by all"),
+    )
 
 
 def _finish(p: subprocess.Popen) -> None:

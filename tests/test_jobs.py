@@ -5,9 +5,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 import archive
+import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -18,14 +17,40 @@ def test_ray_job_submit_runs_the_extract_job(ray_cluster, photos, tmp_path):
 
     arch = archive.build(tmp_path / "archive", photos)
     out = tmp_path / "out"
-    cmd = [str(Path(ray_cluster.env["PATH"].split(":")[0]) / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,
-           "--working-dir", str(REPO), "--submission-id", "extract-test", "--no-wait", "--",
-           "python", "jobs/extract.py", *arch.inputs, "--output", str(out), "--run-id", "job1", "--dt", "2026-11-03",
-           "--image-column", "image", "--id-column", "key"]
+    cmd = [
+        str(Path(ray_cluster.env["PATH"].split(":")[0]) / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_cluster.dashboard_url,
+        "--working-dir",
+        str(REPO),
+        "--submission-id",
+        "extract-test",
+        "--no-wait",
+        "--",
+        "python",
+        "jobs/extract.py",
+        *arch.inputs,
+        "--output",
+        str(out),
+        "--run-id",
+        "job1",
+        "--dt",
+        "2026-11-03",
+        "--image-column",
+        "image",
+        "--id-column",
+        "key",
+    ]
     subprocess.run(cmd, env=ray_cluster.env, check=True, capture_output=True, cwd=REPO)
     client = JobSubmissionClient(ray_cluster.dashboard_url)
     deadline = time.time() + 300
-    while (status := client.get_job_status("extract-test")) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+    while (status := client.get_job_status("extract-test")) not in {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    }:
         assert time.time() < deadline, "job did not finish in 5 minutes"
         time.sleep(1)
     logs = client.get_job_logs("extract-test")
@@ -39,8 +64,22 @@ def test_ray_job_submit_runs_the_extract_job(ray_cluster, photos, tmp_path):
 def _submit(ray_cluster, sid: str, args: list[str]) -> tuple[str, str]:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    cmd = [str(Path(ray_cluster.env["PATH"].split(":")[0]) / "ray"), "job", "submit", "--address", ray_cluster.dashboard_url,
-           "--working-dir", str(REPO), "--submission-id", sid, "--no-wait", "--", "python", "jobs/nightly.py", *args]
+    cmd = [
+        str(Path(ray_cluster.env["PATH"].split(":")[0]) / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_cluster.dashboard_url,
+        "--working-dir",
+        str(REPO),
+        "--submission-id",
+        sid,
+        "--no-wait",
+        "--",
+        "python",
+        "jobs/nightly.py",
+        *args,
+    ]
     subprocess.run(cmd, env=ray_cluster.env, check=True, capture_output=True, cwd=REPO)
     client = JobSubmissionClient(ray_cluster.dashboard_url)
     deadline = time.time() + 300
@@ -74,12 +113,22 @@ def test_nightly_job_is_idempotent_per_date_and_skips_what_is_done(ray_cluster, 
         assert 'id="identities"' in Path(summary["report"]).read_text()
     import duckdb
 
-    n = duckdb.sql(f"select count(*), count(distinct image_id) from read_parquet('{out}/images/*/*.parquet')").fetchall()[0]
+    n = duckdb.sql(
+        f"select count(*), count(distinct image_id) from read_parquet('{out}/images/*/*.parquet')"
+    ).fetchall()[0]
     assert n == (len(arch.expected_status), len(arch.expected_status))
 
 
 def test_nightly_job_refuses_to_run_without_a_date():
     import sys
 
-    r = subprocess.run([sys.executable, "jobs/nightly.py", "/nowhere", "--output", "/tmp/x"], capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["nightly: --dt YYYY-MM-DD is required (the night to process; it names the run)"]
+    r = subprocess.run(
+        [sys.executable, "jobs/nightly.py", "/nowhere", "--output", "/tmp/x"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "nightly: --dt YYYY-MM-DD is required (the night to process; it names the run)"
+    ]

@@ -10,10 +10,10 @@ import time
 
 import duckdb
 import pytest
+from procs import cli_run, wait_for_batches_in_flight
 
 from facepipe.io.sources import ReadConfig
 from facepipe.pipeline import RunConfig, run
-from procs import cli_run, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,10 @@ def _tables(out):
     q = lambda sql: duckdb.sql(sql.replace("OUT", str(out))).fetchall()  # noqa: E731
     images = q("select image_id, source_uri, status, n_faces from read_parquet('OUT/images/*/*.parquet') order by all")
     faces = q("select face_id, image_id, face_index from read_parquet('OUT/faces/*/*.parquet') order by all")
-    groups = q("select list(face_id order by face_id) from read_parquet('OUT/face_identity/*/*.parquet') group by identity_id order by 1")
+    groups = q(
+        "select list(face_id order by face_id) from read_parquet('OUT/face_identity/*/*.parquet') group by "
+        "identity_id order by 1"
+    )
     return images, faces, groups
 
 
@@ -51,7 +54,9 @@ def test_three_nights_equal_one_clean_run(ray_cluster, photos, tmp_path):
     time.sleep(0.01)
     shutil.copy(photos["t1.jpg"], changed)
     os.utime(changed)
-    crashed = cli_run(ray_cluster, [str(archive)], out, "night-3", "2026-11-03", batch_delay=3.0)  # night 3 dies mid-run ...
+    crashed = cli_run(
+        ray_cluster, [str(archive)], out, "night-3", "2026-11-03", batch_delay=3.0
+    )  # night 3 dies mid-run ...
     wait_for_batches_in_flight(crashed)  # ... with a batch of the changed file in flight
     os.killpg(crashed.pid, signal.SIGKILL)
     crashed.wait(timeout=60)
@@ -87,7 +92,9 @@ def test_full_reprocesses_everything_without_duplicates(ray_cluster, photos, tmp
     assert images == before[0] and faces == before[1]
 
 
-def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_night(ray_cluster, photos, tmp_path, monkeypatch):
+def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_night(
+    ray_cluster, photos, tmp_path, monkeypatch
+):
     """Night 1 lists a file that is gone when its read task runs (the listing race, made
     deterministic by listing it on purpose): one read_error row, the job succeeds, the unit is
     marked for retry. Night 2, the file is back: it is read, its read_error row is replaced, and
@@ -113,7 +120,11 @@ def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_nigh
 
     shutil.copy(photos["obama.jpg"], late)
     m2 = _night(archive, out, "2026-11-02", "n2")
-    assert m2["counts"]["units_processed"] == 1 and m2["counts"]["units_replaced"] == 1 and m2["counts"]["units_to_retry"] == []
+    assert (
+        m2["counts"]["units_processed"] == 1
+        and m2["counts"]["units_replaced"] == 1
+        and m2["counts"]["units_to_retry"] == []
+    )
     clean = tmp_path / "clean"
     _night(archive, clean, "2026-11-02", "clean")
     assert _tables(out) == _tables(clean)

@@ -4,11 +4,11 @@ import json
 import re
 from pathlib import Path
 
+import archive
 import duckdb
 import numpy as np
 import pytest
 
-import archive
 from facepipe.pipeline import run
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,8 @@ def test_every_face_has_an_embedding_and_same_person_faces_are_close(first_run):
     (each archived as loose file, tar member and Parquet row) are one person under 0.6."""
     arch, out, m = first_run
     rows = _q(f"""select i.source_uri, f.embedding, f.embedder, f.align
-                  from read_parquet('{out}/faces/*/*.parquet') f join read_parquet('{out}/images/*/*.parquet') i using (image_id)""")
+                  from read_parquet('{out}/faces/*/*.parquet') f
+                  join read_parquet('{out}/images/*/*.parquet') i using (image_id)""")
     assert len(rows) == m["counts"]["faces"]
     assert {r[2] for r in rows} == {m["embedder"]} and all(r[3].startswith("dlib_sp5") for r in rows)
     emb = np.array([r[1] for r in rows], np.float32)
@@ -101,7 +102,10 @@ def test_rerun_of_a_run_id_replaces_it_and_keeps_other_runs(first_run, photos, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("checkpoint, preset", [("mnet025_face_detector_1mb.pth", "mnet025_1mb"), ("mnet025_pytorch_retinaface_3c31dcd.pth", "mnet025_relu")])
+@pytest.mark.parametrize(
+    "checkpoint, preset",
+    [("mnet025_face_detector_1mb.pth", "mnet025_1mb"), ("mnet025_pytorch_retinaface_3c31dcd.pth", "mnet025_relu")],
+)
 def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, tmp_path, checkpoint, preset):
     """`facepipe run --detector retinaface --detector-weights CKPT --detector-config PRESET` through
     Ray: every face of the real photos found, embedded, and tagged with the checkpoint's id."""
@@ -111,10 +115,17 @@ def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, 
 
     arch = archive.build(tmp_path / "archive", photos)
     cfg = archive.run_config(arch.inputs, tmp_path / "out", "retina")
-    cfg = dataclasses.replace(cfg, detect=DetectConfig(name="retinaface", weights=str(shared_dir / "data" / "retinaface" / checkpoint), config=preset))
+    cfg = dataclasses.replace(
+        cfg,
+        detect=DetectConfig(
+            name="retinaface", weights=str(shared_dir / "data" / "retinaface" / checkpoint), config=preset
+        ),
+    )
     m = run(cfg)
     assert m["detector"].startswith(f"retinaface:{preset}@")
-    counts = dict(_q(f"select source_uri, n_faces from read_parquet('{tmp_path}/out/images/*/*.parquet') where status = 'ok'"))
+    counts = dict(
+        _q(f"select source_uri, n_faces from read_parquet('{tmp_path}/out/images/*/*.parquet') where status = 'ok'")
+    )
     assert {k: counts[k] for k in arch.expected_faces} == arch.expected_faces
     rows = _q(f"select detector, len(embedding) from read_parquet('{tmp_path}/out/faces/*/*.parquet')")
     assert len(rows) == m["counts"]["faces"] and {r for r in rows} == {(m["detector"], 128)}
@@ -128,14 +139,15 @@ def test_every_face_gets_an_outlier_score_and_the_model_is_saved(first_run):
     s = m["score"]
     (info,) = s["models"].values()
     assert s["scored"] == m["counts"]["faces"] and "model_id" in info, s
-    rows = _q(f"select face_id, drocc_score, is_outlier, threshold, model_id, run_id from read_parquet('{out}/face_outliers/*/*.parquet') where run_id = 'night1'")
+    rows = _q(
+        "select face_id, drocc_score, is_outlier, threshold, model_id, run_id from "
+        f"read_parquet('{out}/face_outliers/*/*.parquet') where run_id = 'night1'"
+    )
     faces = {r[0] for r in _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet') where run_id = 'night1'")}
     assert sorted(r[0] for r in rows) == sorted(faces)
     assert all(r[2] == (r[1] > r[3]) and r[4] == info["model_id"] for r in rows)
     assert Path(info["artifact"]).is_file() and Path(info["artifact"]).with_suffix(".json").is_file()
     assert sum(r[2] for r in rows) == s["outliers"]
-
-
 
 
 def test_each_person_is_one_identity_and_no_two_people_share_one(first_run):
@@ -150,7 +162,15 @@ def test_each_person_is_one_identity_and_no_two_people_share_one(first_run):
     person = {}
     for uri, k, ident in rows:
         name = re.split("[/#]", uri)[-1].split(".")[0]
-        who = "astronaut" if "/odd/" in uri else "obama" if name.startswith("obama") else f"t1#{k}" if name == "t1" else name
+        who = (
+            "astronaut"
+            if "/odd/" in uri
+            else "obama"
+            if name.startswith("obama")
+            else f"t1#{k}"
+            if name == "t1"
+            else name
+        )
         person.setdefault(who, set()).add(ident)
     assert all(len(ids) == 1 and None not in ids for ids in person.values()), person
     owners = {}
@@ -172,13 +192,38 @@ def test_eval_cluster_reports_perfect_identities_on_the_real_photos(first_run, t
     lines = ["source_uri,label,face_index"]
     for uri, k in rows:
         name = re.split("[/#]", uri)[-1].split(".")[0]
-        who = "astronaut" if "/odd/" in uri else "obama" if name.startswith("obama") else f"t1-{k}" if name == "t1" else name
+        who = (
+            "astronaut"
+            if "/odd/" in uri
+            else "obama"
+            if name.startswith("obama")
+            else f"t1-{k}"
+            if name == "t1"
+            else name
+        )
         lines.append(f"{uri},{who},{k}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    r = subprocess.run([sys.executable, "-m", "facepipe.cli", "eval-cluster", "--output", str(out), "--labels", str(tmp_path / "labels.csv")],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facepipe.cli",
+            "eval-cluster",
+            "--output",
+            str(out),
+            "--labels",
+            str(tmp_path / "labels.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
-    assert f"{len(rows)} labelled faces" in r.stdout and "BCubed P/R/F 1.0000/1.0000/1.0000" in r.stdout and "merged-label errors 0" in r.stdout, r.stdout
+    assert (
+        f"{len(rows)} labelled faces" in r.stdout
+        and "BCubed P/R/F 1.0000/1.0000/1.0000" in r.stdout
+        and "merged-label errors 0" in r.stdout
+    ), r.stdout
 
 
 def test_two_nights_of_real_photos_group_faces_like_one_run_and_keep_night_one_ids(first_run, tmp_path):

@@ -9,12 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import archive
 import cv2
 import numpy as np
 import pytest
-
-import archive
 from conftest import REPO
+
 from facepipe.pipeline import run
 from facepipe.report import render, write_report
 
@@ -27,7 +27,9 @@ ARTIFACTS = Path(os.environ.get("FACEPIPE_ARTIFACTS", REPO / "test-artifacts"))
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("Debian's chromium is not installed (`make test` installs it where it may: apt-get install chromium)")
+        pytest.skip(
+            "Debian's chromium is not installed (`make test` installs it where it may: apt-get install chromium)"
+        )
     return exe
 
 
@@ -66,22 +68,35 @@ def test_report_renders_in_chromium_with_every_thumbnail_loaded(report, tmp_path
     out, path = report
     shot = tmp_path / "report.png"  # this session's own; kept in ARTIFACTS once checked
     base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--allow-file-access-from-files"]
-    r = subprocess.run([*base, "--window-size=1200,2600", f"--screenshot={shot}", path.as_uri()], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*base, "--window-size=1200,2600", f"--screenshot={shot}", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
     png = cv2.imread(str(shot))
     assert png.shape[1] == 1200 and (png < 200).any(axis=2).mean() > 0.02, "the screenshot is (nearly) blank"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, ARTIFACTS / f".report.png.{os.getpid()}")
-    os.replace(ARTIFACTS / f".report.png.{os.getpid()}", ARTIFACTS / "report.png")  # whole, even with two sessions at once
+    os.replace(
+        ARTIFACTS / f".report.png.{os.getpid()}", ARTIFACTS / "report.png"
+    )  # whole, even with two sessions at once
     # The page has no script (its CSP forbids one). A copy with a probe appended asks the browser
     # itself whether every <img> decoded and every section is laid out, and prints the answer.
     probe = tmp_path / "probe.html"
     page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", path.read_text())
-    js = ("<script>window.onload=()=>{const im=[...document.images];const bad=im.filter(i=>!(i.complete&&i.naturalWidth>0)).length;"
-          f"const secs={list(SECTIONS)!r}.filter(s=>{{const e=document.getElementById(s);return e&&e.getBoundingClientRect().height>0}}).length;"
-          "document.title=`PROBE images=${im.length} broken=${bad} sections=${secs}`;}</script>")
+    js = (
+        "<script>window.onload=()=>{const im=[...document.images];const "
+        "bad=im.filter(i=>!(i.complete&&i.naturalWidth>0)).length;"
+        f"const secs={list(SECTIONS)!r}.filter(s=>{{const e=document.getElementById(s);"
+        "return e&&e.getBoundingClientRect().height>0}).length;"
+        "document.title=`PROBE images=${im.length} broken=${bad} sections=${secs}`;}</script>"
+    )
     probe.write_text(page.replace("</body>", js + "</body>"))
-    r = subprocess.run([*base, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*base, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
+    )
     m = re.search(r"PROBE images=(\d+) broken=(\d+) sections=(\d+)", r.stdout)
     assert m, r.stdout[-2000:] + r.stderr[-2000:]
     images, broken, sections = map(int, m.groups())

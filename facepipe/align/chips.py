@@ -39,8 +39,14 @@ DLIB_MEAN_FACE_5 = np.array(
 #: Lets a dlib chip be cut straight from a detector's landmarks, without the shape predictor.
 DLIB_MEAN_FACE_DETECTOR_5 = np.array(
     [
-        [np.mean([0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743]), np.mean([0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077])],
-        [np.mean([0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335]), np.mean([0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099])],
+        [
+            np.mean([0.121737, 0.187122, 0.265825, 0.334606, 0.260918, 0.182743]),
+            np.mean([0.216423, 0.178758, 0.179852, 0.231733, 0.245099, 0.244077]),
+        ],
+        [
+            np.mean([0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335]),
+            np.mean([0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099]),
+        ],
         [0.490127, 0.515625],
         [0.254149, 0.780233],
         [0.726104, 0.780233],
@@ -86,7 +92,9 @@ def _affine_from_3(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.solve(X, dst).transpose(0, 2, 1)
 
 
-def dlib_chip_geometry(points: np.ndarray, size: int = 150, padding: float = 0.25, mean_face: np.ndarray = DLIB_MEAN_FACE_5) -> list[tuple[np.ndarray, float, float]]:
+def dlib_chip_geometry(
+    points: np.ndarray, size: int = 150, padding: float = 0.25, mean_face: np.ndarray = DLIB_MEAN_FACE_5
+) -> list[tuple[np.ndarray, float, float]]:
     """dlib's ``get_face_chip_details`` for shapes (N, P, 2) whose points correspond to
     ``mean_face`` (P, 2) in [0, 1]^2: per face the extraction rectangle's centre (x, y), its width
     (image pixels, counted dlib's way) and its angle."""
@@ -103,7 +111,9 @@ def dlib_chip_geometry(points: np.ndarray, size: int = 150, padding: float = 0.2
     return out
 
 
-def template_chip_transforms(landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112) -> np.ndarray:
+def template_chip_transforms(
+    landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112
+) -> np.ndarray:
     """Chip -> image affines (N, 2, 3) fitting 5 landmarks (N, 5, 2) onto ``template`` (given for a
     112-pixel chip; scaled to ``size``)."""
     lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
@@ -155,7 +165,9 @@ class ChipRegion:
     M: np.ndarray
 
 
-def dlib_chip_region(image: np.ndarray, rect_centre: np.ndarray, rect_size: float, angle: float, size: int) -> ChipRegion:
+def dlib_chip_region(
+    image: np.ndarray, rect_centre: np.ndarray, rect_size: float, angle: float, size: int
+) -> ChipRegion:
     """dlib's ``extract_image_chip`` up to the final bilinear sampling, for one chip whose
     (unrotated) extraction rectangle is ``rect_size`` wide around ``rect_centre``."""
     h, w = image.shape[:2]
@@ -200,7 +212,11 @@ def sample_chips(regions: list[ChipRegion], size: int, device: str | torch.devic
     offsets = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]])
     flat = torch.from_numpy(np.concatenate([np.ascontiguousarray(r.pixels).reshape(-1, 3) for r in regions])).to(dev)
     A = torch.from_numpy(np.stack([r.M for r in regions])).to(dev)  # (N, 2, 3) chip -> region pixels
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64, device=dev), torch.arange(size, dtype=torch.float64, device=dev), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64, device=dev),
+        torch.arange(size, dtype=torch.float64, device=dev),
+        indexing="ij",
+    )
     px = A[:, 0, 0, None, None] * xs + A[:, 0, 1, None, None] * ys + A[:, 0, 2, None, None]  # (N, S, S)
     py = A[:, 1, 0, None, None] * xs + A[:, 1, 1, None, None] * ys + A[:, 1, 2, None, None]
     left, top = px.floor(), py.floor()
@@ -221,18 +237,28 @@ def sample_chips(regions: list[ChipRegion], size: int, device: str | torch.devic
     return (val + 1e-6).floor().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def dlib_chip_regions(image: np.ndarray, points: np.ndarray, size: int = 150, padding: float = 0.25, mean_face: np.ndarray = DLIB_MEAN_FACE_5) -> list[ChipRegion]:
+def dlib_chip_regions(
+    image: np.ndarray,
+    points: np.ndarray,
+    size: int = 150,
+    padding: float = 0.25,
+    mean_face: np.ndarray = DLIB_MEAN_FACE_5,
+) -> list[ChipRegion]:
     """Sampling regions of dlib's ``get_face_chip(image, shape, size, padding)`` for every shape of one image."""
     return [dlib_chip_region(image, *geo, size) for geo in dlib_chip_geometry(points, size, padding, mean_face)]
 
 
-def dlib_face_chips(image: np.ndarray, points: np.ndarray, size: int = 150, padding: float = 0.25, device: str | torch.device = "cpu") -> np.ndarray:
+def dlib_face_chips(
+    image: np.ndarray, points: np.ndarray, size: int = 150, padding: float = 0.25, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """dlib's ``get_face_chip(image, shape, size, padding)`` for every 5-point dlib shape (N, 5, 2)
     of one image, sampled in one batched call: (N, size, size, 3) uint8."""
     return sample_chips(dlib_chip_regions(image, points, size, padding), size, device)
 
 
-def template_chip_regions(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112) -> list[ChipRegion]:
+def template_chip_regions(
+    image: np.ndarray, landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE_112, size: int = 112
+) -> list[ChipRegion]:
     """Sampling regions of chips whose 5 landmarks (N, 5, 2) are fitted onto ``template`` (112-px coordinates)."""
     M = template_chip_transforms(landmarks, template, size)
     regions = []

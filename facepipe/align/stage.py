@@ -50,7 +50,14 @@ def resolve_method(method: str, chip: ChipSpec) -> str:
     return method
 
 
-def align_image(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, chip: ChipSpec, method: str, predictor: ShapePredictor | None = None) -> list[ChipRegion]:
+def align_image(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+    chip: ChipSpec,
+    method: str,
+    predictor: ShapePredictor | None = None,
+) -> list[ChipRegion]:
     """Chip regions of the faces of one full-resolution (H, W, 3) uint8 RGB image.
 
     boxes (N, 4) xyxy and landmarks (N, 5, 2) in the image's pixels (the ``faces`` table's order).

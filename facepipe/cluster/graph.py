@@ -140,7 +140,15 @@ class IVFIndex(NeighbourIndex):
         n, d = x.shape
         nlist = max(1, min(cfg.nlist or _default_nlist(n), n))
         sample = _training_sample(x, nlist, cfg)
-        km = faiss.Kmeans(d, nlist, niter=cfg.niter, seed=cfg.seed + 1, min_points_per_centroid=1, max_points_per_centroid=cfg.train_per_cell, verbose=False)
+        km = faiss.Kmeans(
+            d,
+            nlist,
+            niter=cfg.niter,
+            seed=cfg.seed + 1,
+            min_points_per_centroid=1,
+            max_points_per_centroid=cfg.train_per_cell,
+            verbose=False,
+        )
         km.train(sample)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         xt = torch.from_numpy(x).to(self.device)
@@ -223,10 +231,14 @@ class FaissIVFIndex(NeighbourIndex):
         return _drop_self(rows, ids, d2, k)
 
 
-def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), device: str | torch.device | None = None) -> NeighbourIndex:
+def build_index(
+    x: np.ndarray, cfg: IndexConfig = IndexConfig(), device: str | torch.device | None = None
+) -> NeighbourIndex:
     backend = cfg.backend
     if backend == "auto":
-        on_gpu = (device is None and torch.cuda.is_available()) or (device is not None and torch.device(device).type == "cuda")
+        on_gpu = (device is None and torch.cuda.is_available()) or (
+            device is not None and torch.device(device).type == "cuda"
+        )
         backend = "exact" if len(x) <= (cfg.exact_max_gpu if on_gpu else cfg.exact_max) else "ivf"
     if backend == "exact":
         return ExactIndex(x, cfg.block, device)
@@ -235,7 +247,9 @@ def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), device: str | t
     return IVFIndex(x, cfg, device)
 
 
-def knn(x: np.ndarray, k: int, block: int = 2048, device: str | torch.device | None = "cpu", cfg: IndexConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    x: np.ndarray, k: int, block: int = 2048, device: str | torch.device | None = "cpu", cfg: IndexConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest neighbours of every row of ``x`` (N, D) among the others (exact unless
     ``cfg`` says otherwise)."""
     n = len(x)

@@ -75,7 +75,9 @@ def mutual_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[n
     return key // n, key % n
 
 
-def mutual_density(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_core: int = 2, min_faces: int = 2) -> np.ndarray:
+def mutual_density(
+    idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_core: int = 2, min_faces: int = 2
+) -> np.ndarray:
     n = len(idx)
     a, b = mutual_edges(idx, dist, threshold)
     degree = np.bincount(np.r_[a, b], minlength=n)
@@ -91,7 +93,9 @@ def mutual_density(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, mi
     return _relabel(roots, assigned & (sizes[roots] >= min_faces))
 
 
-def symmetric_graph(n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def symmetric_graph(
+    n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected graph as CSR ``(indptr, indices, weights)``: each unordered pair once (an edge
     found from both ends is still one edge), self-loops dropped."""
     w = np.ones(len(src)) if weight is None else np.asarray(weight, np.float64)
@@ -156,7 +160,9 @@ def propagate_labels(
     return label
 
 
-def chinese_whispers(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, iterations: int = 20, seed: int = 0, min_faces: int = 1) -> np.ndarray:
+def chinese_whispers(
+    idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, iterations: int = 20, seed: int = 0, min_faces: int = 1
+) -> np.ndarray:
     n = len(idx)
     src, dst = threshold_edges(idx, dist, threshold)
     label = propagate_labels(*symmetric_graph(n, src, dst), np.arange(n), iterations=iterations, seed=seed)

@@ -56,10 +56,12 @@ class ClusterReport:
     n_labels: int
 
     def __str__(self) -> str:
-        return (f"pairwise P/R/F {self.pairwise_precision:.4f}/{self.pairwise_recall:.4f}/{self.pairwise_f:.4f}  "
-                f"BCubed P/R/F {self.bcubed_precision:.4f}/{self.bcubed_recall:.4f}/{self.bcubed_f:.4f}  "
-                f"NMI {self.nmi:.4f}  merged-label errors {self.merged_label_errors}  "
-                f"clusters {self.n_clusters} for {self.n_labels} labels")
+        return (
+            f"pairwise P/R/F {self.pairwise_precision:.4f}/{self.pairwise_recall:.4f}/{self.pairwise_f:.4f}  "
+            f"BCubed P/R/F {self.bcubed_precision:.4f}/{self.bcubed_recall:.4f}/{self.bcubed_f:.4f}  "
+            f"NMI {self.nmi:.4f}  merged-label errors {self.merged_label_errors}  "
+            f"clusters {self.n_clusters} for {self.n_labels} labels"
+        )
 
 
 def evaluate_clusters(pred: Sequence[Hashable], true: Sequence[Hashable]) -> ClusterReport:
@@ -106,7 +108,9 @@ def load_labels(path: str) -> dict[tuple[str, int | None], str]:
     return out
 
 
-def labelled_faces(faces: list[tuple[str, str, int, str | None]], labels: dict[tuple[str, int | None], str]) -> tuple[list, list]:
+def labelled_faces(
+    faces: list[tuple[str, str, int, str | None]], labels: dict[tuple[str, int | None], str]
+) -> tuple[list, list]:
     """faces: (image_id, source_uri, face_index, identity_id) rows -> (pred, true) of the faces the
     labels name: a label without face_index covers an image with exactly one face."""
     per_image: dict[str, int] = {}

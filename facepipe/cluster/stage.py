@@ -39,7 +39,14 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.cluster.methods import chinese_whispers, mutual_density, propagate_labels, symmetric_graph, threshold_components, threshold_edges
+from facepipe.cluster.methods import (
+    chinese_whispers,
+    mutual_density,
+    propagate_labels,
+    symmetric_graph,
+    threshold_components,
+    threshold_edges,
+)
 from facepipe.io import writer
 
 log = logging.getLogger(__name__)
@@ -111,7 +118,9 @@ class IncrementalResult:
     region: int  # faces whose label could move tonight
 
 
-def cluster_incremental(x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: ClusterConfig, index: NeighbourIndex | None = None) -> IncrementalResult:
+def cluster_incremental(
+    x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: ClusterConfig, index: NeighbourIndex | None = None
+) -> IncrementalResult:
     """Place the faces with ``prev_code`` NEW or POOL among the identities ``0..n_old-1`` of the
     others (see the module text). Returns labels over all N faces."""
     n = len(x)
@@ -160,7 +169,10 @@ def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray
     both = ok & (prev_code >= 0)
     n_old = max(len(old_ids), 1)
     key, count = np.unique(labels[both] * n_old + prev_code[both], return_counts=True)
-    pairs = sorted(zip((-count).tolist(), (key // n_old).tolist(), (key % n_old).tolist()), key=lambda p: (p[0], first_face[p[1]], old_ids[p[2]]))
+    pairs = sorted(
+        zip((-count).tolist(), (key // n_old).tolist(), (key % n_old).tolist()),
+        key=lambda p: (p[0], first_face[p[1]], old_ids[p[2]]),
+    )
     name: dict[int, str] = {}
     taken: set[int] = set()
     for _, lab, old in pairs:
@@ -184,7 +196,9 @@ def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tup
     """Previous assignment as codes per face (NEW, POOL or an index into the sorted old ids)."""
     old_ids = sorted({i for i in previous.values() if i is not None})
     pos = {o: j for j, o in enumerate(old_ids)}
-    code = np.array([NEW if f not in previous else (POOL if previous[f] is None else pos[previous[f]]) for f in face_ids], np.int64)
+    code = np.array(
+        [NEW if f not in previous else (POOL if previous[f] is None else pos[previous[f]]) for f in face_ids], np.int64
+    )
     return code, old_ids
 
 
@@ -196,7 +210,9 @@ def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str 
     return [name[int(lab)] if lab >= 0 else None for lab in labels]
 
 
-def identity_events(prev_code: np.ndarray, old_ids: list[str], labels: np.ndarray, name: dict[int, str], split_share: float = 0.25) -> list[dict]:
+def identity_events(
+    prev_code: np.ndarray, old_ids: list[str], labels: np.ndarray, name: dict[int, str], split_share: float = 0.25
+) -> list[dict]:
     """Merges and splits between the previous assignment and this one (faces present in both).
 
     merge: an old id no cluster kept, whose faces went mostly (> half) into one identity ->
@@ -225,14 +241,23 @@ def identity_events(prev_code: np.ndarray, old_ids: list[str], labels: np.ndarra
             need = max(2, math.ceil(split_share * total[o]))
             new = sorted((d, c) for c, d in ps if d != oid and d not in old_set and c >= need)
             if new:
-                events.append({"event": "split", "old_ids": [oid], "new_ids": [oid] + [d for d, _ in new], "n_faces": sum(c for _, c in new)})
+                events.append(
+                    {
+                        "event": "split",
+                        "old_ids": [oid],
+                        "new_ids": [oid] + [d for d, _ in new],
+                        "n_faces": sum(c for _, c in new),
+                    }
+                )
     for dest, olds in merged_into.items():
-        events.append({
-            "event": "merge",
-            "old_ids": sorted([o for o, _ in olds] + ([dest] if dest in old_set else [])),
-            "new_ids": [dest],
-            "n_faces": sum(c for _, c in olds),
-        })
+        events.append(
+            {
+                "event": "merge",
+                "old_ids": sorted([o for o, _ in olds] + ([dest] if dest in old_set else [])),
+                "new_ids": [dest],
+                "n_faces": sum(c for _, c in olds),
+            }
+        )
     return sorted(events, key=lambda e: (e["event"], e["old_ids"], e["new_ids"]))
 
 
@@ -259,7 +284,14 @@ def load_faces(output: str) -> FaceSet | None:
         faces = faces.filter(pc.equal(faces.column("embedder"), embedder))
     faces = faces.sort_by("face_id")
     n = faces.num_rows
-    x = faces.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)
+    x = (
+        faces.column("embedding")
+        .combine_chunks()
+        .flatten()
+        .to_numpy(zero_copy_only=False)
+        .astype(np.float32)
+        .reshape(n, -1)
+    )
     return FaceSet(
         face_ids=faces.column("face_id").to_pylist(),
         x=x,
@@ -277,7 +309,9 @@ def load_previous(output: str) -> tuple[dict[str, str | None], str | None]:
         return {}, None
     t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
     runs = set(t.column("run_id").unique().to_pylist())
-    return dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())), (runs.pop() if len(runs) == 1 else None)
+    return dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())), (
+        runs.pop() if len(runs) == 1 else None
+    )
 
 
 def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:

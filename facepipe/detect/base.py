@@ -128,15 +128,22 @@ class FaceDetector(nn.Module):
         for idx in groups.values():
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start : start + batch_size]
-                for i, d in zip(chunk, self._detect_same_shape([images[i] for i in chunk], score_threshold, nms_threshold, max_faces)):
+                for i, d in zip(
+                    chunk,
+                    self._detect_same_shape([images[i] for i in chunk], score_threshold, nms_threshold, max_faces),
+                ):
                     out[i] = d
         return out
 
-    def _detect_same_shape(self, images: Sequence[np.ndarray], score_threshold: float, nms_threshold: float, max_faces: int) -> list[Detections]:
+    def _detect_same_shape(
+        self, images: Sequence[np.ndarray], score_threshold: float, nms_threshold: float, max_faces: int
+    ) -> list[Detections]:
         raw = self(self.to_input(images))
         c = self.decode(raw, score_threshold)
         keep = batched_nms(c.boxes, c.scores, c.image_index, nms_threshold)
-        boxes, scores, lms, idx = (t[keep].float().cpu().numpy() for t in (c.boxes, c.scores, c.landmarks, c.image_index))
+        boxes, scores, lms, idx = (
+            t[keep].float().cpu().numpy() for t in (c.boxes, c.scores, c.landmarks, c.image_index)
+        )
         idx = idx.astype(np.int64)
         out = []
         for i, im in enumerate(images):

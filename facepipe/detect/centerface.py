@@ -126,9 +126,8 @@ def _onnx_targets(model: CenterFace) -> list[str]:
 def load_onnx_weights(model: CenterFace, onnx_path: Path) -> None:
     """Copy CenterFace's ONNX initializers into ``model``, strictly; fold the neck BatchNorms."""
     import onnx
-    from onnx import numpy_helper
-
     from google.protobuf.message import DecodeError
+    from onnx import numpy_helper
 
     try:
         graph = onnx.load(str(onnx_path)).graph
@@ -145,7 +144,11 @@ def load_onnx_weights(model: CenterFace, onnx_path: Path) -> None:
     for node, name in zip(convs, targets):
         mod = modules[name]
         weight = init[node.input[1]].astype(np.float32)
-        bias = init[node.input[2]].astype(np.float32) if len(node.input) > 2 else np.zeros(mod.weight.shape[1 if node.op_type == "ConvTranspose" else 0], np.float32)
+        bias = (
+            init[node.input[2]].astype(np.float32)
+            if len(node.input) > 2
+            else np.zeros(mod.weight.shape[1 if node.op_type == "ConvTranspose" else 0], np.float32)
+        )
         if node.op_type == "ConvTranspose":
             bn = bns.get(node.output[0])
             if bn is None:
@@ -156,7 +159,10 @@ def load_onnx_weights(model: CenterFace, onnx_path: Path) -> None:
             weight = (weight * k[None, :, None, None]).astype(np.float32)  # (in, out, kh, kw)
             bias = (beta + (bias - mean) * k).astype(np.float32)
         if tuple(weight.shape) != tuple(mod.weight.shape):
-            raise ValueError(f"{onnx_path}: ONNX node {node.output[0]} weight {weight.shape} does not fit {name}.weight {tuple(mod.weight.shape)}")
+            raise ValueError(
+                f"{onnx_path}: ONNX node {node.output[0]} weight {weight.shape} does not fit {name}.weight "
+                f"{tuple(mod.weight.shape)}"
+            )
         state[f"{name}.weight"] = torch.from_numpy(weight)
         state[f"{name}.bias"] = torch.from_numpy(bias)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -85,7 +85,10 @@ class RetinaFaceConfig:
         except (ValueError, TypeError) as e:
             raise ValueError(f"RetinaFace config {path}: {e}") from None
         if cfg.backbone not in ("mobilenet0.25", "resnet50") or len(cfg.min_sizes) != 3 or len(cfg.steps) != 3:
-            raise ValueError(f"RetinaFace config {path}: backbone must be mobilenet0.25 or resnet50, with 3 levels of min_sizes and steps")
+            raise ValueError(
+                f"RetinaFace config {path}: backbone must be mobilenet0.25 or resnet50, with 3 levels of "
+                "min_sizes and steps"
+            )
         return path.stem, cfg
 
 
@@ -112,8 +115,12 @@ def conv_bn(cin: int, cout: int, stride: int = 1, slope: float | None = 0.0, k: 
 def conv_dw(cin: int, cout: int, stride: int, slope: float) -> nn.Sequential:
     """Depthwise 3x3 + BN + act, pointwise 1x1 + BN + act: keys ``.0``, ``.1``, ``.3``, ``.4``."""
     return nn.Sequential(
-        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), _act(slope),
-        nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout), _act(slope),
+        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+        nn.BatchNorm2d(cin),
+        _act(slope),
+        nn.Conv2d(cin, cout, 1, 1, 0, bias=False),
+        nn.BatchNorm2d(cout),
+        _act(slope),
     )
 
 
@@ -123,8 +130,12 @@ class MobileNetV1(nn.Module):
     def __init__(self, slope: float) -> None:
         super().__init__()
         self.stage1 = nn.Sequential(
-            conv_bn(3, 8, 2, slope), conv_dw(8, 16, 1, slope), conv_dw(16, 32, 2, slope),
-            conv_dw(32, 32, 1, slope), conv_dw(32, 64, 2, slope), conv_dw(64, 64, 1, slope),
+            conv_bn(3, 8, 2, slope),
+            conv_dw(8, 16, 1, slope),
+            conv_dw(16, 32, 2, slope),
+            conv_dw(32, 32, 1, slope),
+            conv_dw(32, 64, 2, slope),
+            conv_dw(64, 64, 1, slope),
         )
         self.stage2 = nn.Sequential(conv_dw(64, 128, 2, slope), *(conv_dw(128, 128, 1, slope) for _ in range(5)))
         self.stage3 = nn.Sequential(conv_dw(128, 256, 2, slope), conv_dw(256, 256, 1, slope))
@@ -148,7 +159,9 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
         self.downsample = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,12 +281,14 @@ class RetinaFace(FaceDetector):
         loc, prob, ldm, (h, w) = raw
         pri = self.priors(h, w, loc.device)
         if pri.shape[0] != loc.shape[1]:
-            raise ValueError(f"{pri.shape[0]} anchors for {loc.shape[1]} predictions: anchors/steps do not fit this checkpoint")
+            raise ValueError(
+                f"{pri.shape[0]} anchors for {loc.shape[1]} predictions: anchors/steps do not fit this checkpoint"
+            )
         b, a = torch.nonzero(prob > score_threshold, as_tuple=True)
-        p, l, lm = pri[a], loc[b, a], ldm[b, a].view(-1, 5, 2)
+        p, d, lm = pri[a], loc[b, a], ldm[b, a].view(-1, 5, 2)
         v0, v1 = self.cfg.variance
-        centre = p[:, :2] + l[:, :2] * v0 * p[:, 2:]
-        size = p[:, 2:] * torch.exp(l[:, 2:] * v1)
+        centre = p[:, :2] + d[:, :2] * v0 * p[:, 2:]
+        size = p[:, 2:] * torch.exp(d[:, 2:] * v1)
         boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
         landmarks = p[:, None, :2] + lm * v0 * p[:, None, 2:]
         return Candidates(boxes, prob[b, a], landmarks, b)
@@ -293,7 +308,8 @@ RETINAFACE = register_model(
         build=build_retinaface,
         weights=None,
         preprocess=Preprocess(channel_order="BGR", mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), pad_multiple=32),
-        description="RetinaFace (MobileNet-0.25 / ResNet-50, FPN, SSH), reference PyTorch layout; bring your own checkpoint",
+        description="RetinaFace (MobileNet-0.25 / ResNet-50, FPN, SSH), reference PyTorch layout; "
+        "bring your own checkpoint",
         configs=tuple(PRESETS),
     )
 )

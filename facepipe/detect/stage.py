@@ -56,7 +56,13 @@ class DetectConfig:
     device: str = "auto"
 
 
-def detect_images(detector: FaceDetector, images: list[np.ndarray], scales: list[tuple[float, float]], sizes: list[tuple[int, int]], cfg: DetectConfig) -> list[Detections]:
+def detect_images(
+    detector: FaceDetector,
+    images: list[np.ndarray],
+    scales: list[tuple[float, float]],
+    sizes: list[tuple[int, int]],
+    cfg: DetectConfig,
+) -> list[Detections]:
     """Detect in detector-sized images and map results to original pixels.
 
     images: (h, w, 3) uint8 RGB at detector size; scales: (sx, sy) with detector = original * s;
@@ -77,7 +83,10 @@ def detect_batch(batch: dict[str, np.ndarray], detector: FaceDetector, cfg: Dete
     t0 = time.perf_counter()
     n = len(batch["image_id"])
     ok = [i for i in range(n) if batch["status"][i] == "ok"]
-    images = [np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["pix_h"][i]), int(batch["pix_w"][i]), 3) for i in ok]
+    images = [
+        np.frombuffer(batch["pixels"][i], np.uint8).reshape(int(batch["pix_h"][i]), int(batch["pix_w"][i]), 3)
+        for i in ok
+    ]
     found = detect_images(
         detector,
         images,

@@ -38,7 +38,9 @@ class FaceEmbedder(nn.Module):
         """(N, S, S, 3) uint8 RGB chips -> (N, 3, S, S) float tensor, normalised, on the model's device."""
         p = self.preprocess
         if chips.ndim != 4 or chips.shape[1:] != (self.chip.size, self.chip.size, 3):
-            raise ValueError(f"{self.model_id} expects (N, {self.chip.size}, {self.chip.size}, 3) chips, got {chips.shape}")
+            raise ValueError(
+                f"{self.model_id} expects (N, {self.chip.size}, {self.chip.size}, 3) chips, got {chips.shape}"
+            )
         device = next(self.parameters()).device
         x = torch.from_numpy(np.ascontiguousarray(chips)).to(device, non_blocking=True)
         if p.channel_order == "BGR":

@@ -73,7 +73,16 @@ def _read_layer(r: DlibReader) -> DnnLayer:
         nw = int(np.prod(fshape))
         if fshape[0] != n or params.size != nw + n:
             raise r.error(f"con_4 filters {fshape} do not fit {params.size} parameters")
-        return DnnLayer("con", {"weight": params[:nw].reshape(fshape), "bias": params[nw:], "stride": (sy, sx), "padding": (py, px), "kernel": (nr, nc)})
+        return DnnLayer(
+            "con",
+            {
+                "weight": params[:nw].reshape(fshape),
+                "bias": params[nw:],
+                "stride": (sy, sx),
+                "padding": (py, px),
+                "kernel": (nr, nc),
+            },
+        )
     if tag == "affine_":
         params = r.tensor().reshape(-1)
         gshape, _ = _alias(r), _alias(r)
@@ -97,7 +106,9 @@ def _read_layer(r: DlibReader) -> DnnLayer:
         for _ in range(4):
             r.float()
         nw = n_in * n_out
-        return DnnLayer("fc", {"weight": params[:nw].reshape(n_in, n_out), "bias": params[nw:] if bias_mode == 0 else None})
+        return DnnLayer(
+            "fc", {"weight": params[:nw].reshape(n_in, n_out), "bias": params[nw:] if bias_mode == 0 else None}
+        )
     raise r.error(f"unsupported dlib layer {tag!r}")
 
 
@@ -165,7 +176,11 @@ class ResBlock(nn.Module):
     def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d, pool: DnnLayer | None) -> None:
         super().__init__()
         self.conv1, self.conv2 = conv1, conv2
-        self.pool = nn.AvgPool2d(pool.params["kernel"], pool.params["stride"], pool.params["padding"]) if pool else nn.Identity()
+        self.pool = (
+            nn.AvgPool2d(pool.params["kernel"], pool.params["stride"], pool.params["padding"])
+            if pool
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(F.relu(self.conv1(x)))
@@ -182,10 +197,14 @@ class DlibResNet(FaceEmbedder):
     def __init__(self, net: DlibDnn) -> None:
         super().__init__()
         L = net.layers
-        kinds = [l.kind for l in L]
+        kinds = [layer.kind for layer in L]
         if kinds[:4] != ["con", "affine", "relu", "max_pool"] or kinds[-2:] != ["avg_pool", "fc"]:
             raise ValueError(f"not the dlib face ResNet layout: starts {kinds[:4]}, ends {kinds[-2:]}")
-        self.stem = nn.Sequential(_fold(L[0], L[1]), nn.ReLU(), nn.MaxPool2d(L[3].params["kernel"], L[3].params["stride"], L[3].params["padding"]))
+        self.stem = nn.Sequential(
+            _fold(L[0], L[1]),
+            nn.ReLU(),
+            nn.MaxPool2d(L[3].params["kernel"], L[3].params["stride"], L[3].params["padding"]),
+        )
         blocks, i = [], 4
         while i < len(L) - 2:
             k = kinds[i : i + 8]
@@ -232,7 +251,12 @@ DLIB_RESNET = register_model(
             sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             license="CC0 (dlib model by Davis King; PyPI face-recognition-models 0.3.0)",
         ),
-        preprocess=Preprocess(channel_order="RGB", mean=DLIB_MEAN_RGB, std=(256.0, 256.0, 256.0), chip=ChipSpec(method="dlib", size=150, padding=0.25)),
+        preprocess=Preprocess(
+            channel_order="RGB",
+            mean=DLIB_MEAN_RGB,
+            std=(256.0, 256.0, 256.0),
+            chip=ChipSpec(method="dlib", size=150, padding=0.25),
+        ),
         description="dlib's face recognition ResNet: 128-d, Euclidean same-person threshold 0.6; the offline default",
     )
 )

@@ -84,7 +84,12 @@ def _builder(layers: tuple[int, int, int, int], depth: str):
     return build
 
 
-_ARCFACE_PRE = Preprocess(channel_order="RGB", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), chip=ChipSpec(method="arcface", size=112))
+_ARCFACE_PRE = Preprocess(
+    channel_order="RGB",
+    mean=(127.5, 127.5, 127.5),
+    std=(127.5, 127.5, 127.5),
+    chip=ChipSpec(method="arcface", size=112),
+)
 
 for _depth, _layers in (("50", (3, 4, 14, 3)), ("100", (3, 13, 30, 3))):
     register_model(
@@ -94,6 +99,7 @@ for _depth, _layers in (("50", (3, 4, 14, 3)), ("100", (3, 13, 30, 3))):
             build=_builder(_layers, _depth),
             weights=None,
             preprocess=_ARCFACE_PRE,
-            description=f"insightface arcface_torch IResNet-{_depth}, 512-d, L2-normalised; bring your own backbone.pth",
+            description=f"insightface arcface_torch IResNet-{_depth}, 512-d, L2-normalised; "
+            "bring your own backbone.pth",
         )
     )

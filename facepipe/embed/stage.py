@@ -54,7 +54,9 @@ class EmbedConfig:
     device: str = "auto"
 
 
-def embed_batch(detected: pa.Table, data: list, embedder: FaceEmbedder, predictor, cfg: EmbedConfig, decode: DecodeConfig) -> pa.Table:
+def embed_batch(
+    detected: pa.Table, data: list, embedder: FaceEmbedder, predictor, cfg: EmbedConfig, decode: DecodeConfig
+) -> pa.Table:
     """DETECTED_SCHEMA rows + each row's encoded bytes -> EMBEDDED_SCHEMA rows."""
     t0 = time.perf_counter()
     method = resolve_method(cfg.align.method, embedder.chip)
@@ -80,7 +82,9 @@ def embed_batch(detected: pa.Table, data: list, embedder: FaceEmbedder, predicto
         "embedder": pa.array([embedder.model_id] * n, pa.string()),
         "align": pa.array([align_id] * n, pa.string()),
         "embedding_dim": pa.array([embedder.dim] * n, pa.int32()),
-        "embeddings": pa.array([vecs[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32())),
+        "embeddings": pa.array(
+            [vecs[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32())
+        ),
         "t_embed": pa.array(np.full(n, t_embed), pa.float64()),
     }
     return pa.Table.from_arrays([*detected.columns, *extra.values()], schema=EMBEDDED_SCHEMA)
@@ -101,7 +105,9 @@ class DetectActor:
 
         _threads(torch_threads)
         self.cfg = detect
-        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector", config=detect.config)
+        self.detector = create_model(
+            detect.name, detect.weights, device=resolve_device(detect.device), kind="detector", config=detect.config
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         detected = detect_batch(batch, self.detector, self.cfg)
@@ -132,12 +138,16 @@ class FaceActor:
     """Ray actor of the default one-pool layout: each decoded batch is detected, aligned and
     embedded in the same actor (``detect_batch`` then ``embed_batch``)."""
 
-    def __init__(self, detect: DetectConfig, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None) -> None:
+    def __init__(
+        self, detect: DetectConfig, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None
+    ) -> None:
         from facepipe.registry import create_model
 
         _threads(torch_threads)
         self.detect_cfg = detect
-        self.detector = create_model(detect.name, detect.weights, device=resolve_device(detect.device), kind="detector", config=detect.config)
+        self.detector = create_model(
+            detect.name, detect.weights, device=resolve_device(detect.device), kind="detector", config=detect.config
+        )
         self.embedder = EmbedActor(embed, decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:

@@ -107,7 +107,9 @@ class AwsKms(pe.KmsClient):
         return base64.b64encode(r["CiphertextBlob"]).decode()
 
     def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
-        return self.client.decrypt(KeyId=master_key_identifier, CiphertextBlob=base64.b64decode(wrapped_key))["Plaintext"]
+        return self.client.decrypt(KeyId=master_key_identifier, CiphertextBlob=base64.b64decode(wrapped_key))[
+            "Plaintext"
+        ]
 
 
 @lru_cache(maxsize=8)
@@ -124,8 +126,13 @@ def encryption_properties(cfg: EncryptionConfig, schema: pa.Schema):
     cols = [c for c in BIOMETRIC_COLUMNS if c in schema.names]
     if not cols:
         return None
-    conf = pe.EncryptionConfiguration(footer_key=cfg.footer_key, column_keys={cfg.column_key: cols}, plaintext_footer=True,
-                                      double_wrapping=True, data_key_length_bits=256)
+    conf = pe.EncryptionConfiguration(
+        footer_key=cfg.footer_key,
+        column_keys={cfg.column_key: cols},
+        plaintext_footer=True,
+        double_wrapping=True,
+        data_key_length_bits=256,
+    )
     return _factory(cfg).file_encryption_properties(pe.KmsConnectionConfig(), conf)
 
 
@@ -198,8 +205,14 @@ def ensure_output(output: str, cfg: EncryptionConfig | None) -> EncryptionConfig
     check_keys(cfg)
     if have is None:
         fs, out = fsio.resolve(output)
-        if any(i.type == pafs.FileType.File for i in fs.get_file_info(pafs.FileSelector(f"{out}/faces", recursive=True, allow_not_found=True))):
-            raise ValueError(f"{output} already holds plaintext embeddings: encrypt a new output (or rewrite this one with --full into a new one)")
+        if any(
+            i.type == pafs.FileType.File
+            for i in fs.get_file_info(pafs.FileSelector(f"{out}/faces", recursive=True, allow_not_found=True))
+        ):
+            raise ValueError(
+                f"{output} already holds plaintext embeddings: encrypt a new output (or rewrite this one with "
+                "--full into a new one)"
+            )
         fsio.write_bytes(fs, f"{out}/{SETTINGS_FILE}", json.dumps(asdict(cfg), indent=2, sort_keys=True).encode())
         _known[output] = cfg
         return cfg

@@ -63,7 +63,7 @@ def image_id_for(source_uri: str) -> str:
 
 
 def unit_kind(path: str) -> str:
-    """"tar", "parquet" or "image", by the file name."""
+    """ "tar", "parquet" or "image", by the file name."""
     low = path.lower()
     if low.endswith(".tar"):
         return "tar"
@@ -123,7 +123,13 @@ def list_units(uris: list[str]) -> list[Unit]:
 
 def _row(source_uri: str, data: bytes | None, error: str | None, status: str | None = None) -> dict:
     status = None if error is None else (status or "read_error")
-    return {"image_id": image_id_for(source_uri), "source_uri": source_uri, "data": data, "read_error": error, "read_status": status}
+    return {
+        "image_id": image_id_for(source_uri),
+        "source_uri": source_uri,
+        "data": data,
+        "read_error": error,
+        "read_status": status,
+    }
 
 
 def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> Iterator[dict]:
@@ -142,7 +148,12 @@ def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> 
     img_type = pf.schema_arrow.field(cfg.image_column).type
     struct_bytes = pa.types.is_struct(img_type) and img_type.get_field_index("bytes") >= 0
     if not (pa.types.is_binary(img_type) or pa.types.is_large_binary(img_type) or struct_bytes):
-        yield _row(uri, None, f"cannot read Parquet file: image column {cfg.image_column!r} has type {img_type}, expected binary", "corrupt")
+        yield _row(
+            uri,
+            None,
+            f"cannot read Parquet file: image column {cfg.image_column!r} has type {img_type}, expected binary",
+            "corrupt",
+        )
         return
     cols = [cfg.image_column] + ([cfg.id_column] if cfg.id_column else [])
     row_number = 0
@@ -174,10 +185,11 @@ def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
                 yield _row(f"{uri}#{name}", data, None)
         with fs.open_input_file(path) as f:
             if not tail_is_clean(f, end):
-                yield _row(uri, None, f"tar shard damaged: unreadable header at byte {end}, later members lost", "corrupt")
+                yield _row(
+                    uri, None, f"tar shard damaged: unreadable header at byte {end}, later members lost", "corrupt"
+                )
     except Exception as e:
         yield _row(uri, None, f"tar shard unreadable or damaged: {type(e).__name__}: {e}")
-
 
 
 def read_unit(unit: Unit, cfg: ReadConfig) -> Iterator[dict]:

@@ -58,10 +58,16 @@ def load(output: str) -> dict[str, dict]:
     fs, root = _root(output)
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         return {}
-    files = [i.path for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
+    files = [
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(root))
+        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+    ]
     if not files:
         return {}
-    t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=SHARDS) for f in files]).sort_by([("committed_ns", "ascending")])
+    t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=SHARDS) for f in files]).sort_by(
+        [("committed_ns", "ascending")]
+    )
     return {r["uri"]: r for r in t.to_pylist()}
 
 
@@ -108,7 +114,9 @@ def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str]
     fs.move(tmp, f"{root}/part-{run_id}.parquet")
 
 
-def _rewrite_without(fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array, enc: crypto.EncryptionConfig | None = None) -> int:
+def _rewrite_without(
+    fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array, enc: crypto.EncryptionConfig | None = None
+) -> int:
     """Rewrite one Parquet file keeping the rows where ``keep``; delete it when none stay.
     Returns the rows removed. The new file is written beside and moved over the old one
     (encrypted like the output, ``enc``)."""
@@ -133,7 +141,13 @@ def _table_files(fs: pafs.FileSystem, out: str, table: str, skip_run: str | None
         return []
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     own = f"part-{skip_run}-" if skip_run is not None else None
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-") and not (own and i.base_name.startswith(own)))
+    return sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.base_name.startswith("part-")
+        and not (own and i.base_name.startswith(own))
+    )
 
 
 def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
@@ -152,7 +166,13 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
         src = pq.read_table(path, filesystem=fs, columns=["source_uri", "image_id"])
         hit = pc.is_in(src.column("source_uri"), value_set=wanted)  # an image unit's own row
         for member in ("#.*$", "#[^#]*$"):  # a tar / Parquet unit's rows: "UNIT#member" ('#' may sit in either part)
-            hit = pc.or_(hit, pc.is_in(pc.replace_substring_regex(src.column("source_uri"), pattern=member, replacement=""), value_set=wanted))
+            hit = pc.or_(
+                hit,
+                pc.is_in(
+                    pc.replace_substring_regex(src.column("source_uri"), pattern=member, replacement=""),
+                    value_set=wanted,
+                ),
+            )
         if pc.any(hit).as_py():
             gone_images.append(src.column("image_id").filter(hit).combine_chunks())
             removed["images"] += _rewrite_without(fs, path, pc.invert(hit), enc)

@@ -124,14 +124,18 @@ def stage_tables(tables: dict[str, pa.Table], output: str, run_id: str, dt: str)
     return files
 
 
-def write_batch(detected: pa.Table, output: str, run_id: str, dt: str, erased_faces: frozenset[str] = frozenset()) -> pa.Table:
+def write_batch(
+    detected: pa.Table, output: str, run_id: str, dt: str, erased_faces: frozenset[str] = frozenset()
+) -> pa.Table:
     """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row.
     ``erased_faces``: face ids an erasure request removed (``facepipe.erase``), never written again."""
     t0 = time.perf_counter()
     tables = build_tables(detected, run_id)
     if erased_faces and tables["faces"].num_rows:
         faces = tables["faces"]
-        tables["faces"] = faces.filter(pc.invert(pc.is_in(faces.column("face_id"), value_set=pa.array(sorted(erased_faces), pa.string()))))
+        tables["faces"] = faces.filter(
+            pc.invert(pc.is_in(faces.column("face_id"), value_set=pa.array(sorted(erased_faces), pa.string())))
+        )
     files = stage_tables(tables, output, run_id, dt)
     statuses = Counter(detected.column("status").to_pylist())
     return pa.Table.from_pylist(
@@ -145,7 +149,11 @@ def write_batch(detected: pa.Table, output: str, run_id: str, dt: str, erased_fa
                 "t_embed": float(pc.sum(detected.column("t_embed")).as_py() or 0.0),
                 "t_write": time.perf_counter() - t0,
                 "files": files,
-                "unreadable": [u for u, st in zip(detected.column("source_uri").to_pylist(), detected.column("status").to_pylist()) if st == "read_error"],
+                "unreadable": [
+                    u
+                    for u, st in zip(detected.column("source_uri").to_pylist(), detected.column("status").to_pylist())
+                    if st == "read_error"
+                ],
             }
         ],
         schema=STATS_SCHEMA,
@@ -231,7 +239,9 @@ def ray_read_files(output: str, paths: list[str], columns: list[str], blocks: in
     import ray.data
 
     items = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), blocks)))
-    return items.map_batches(_read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow")
+    return items.map_batches(
+        _read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow"
+    )
 
 
 def write_manifest(output: str, run_id: str, manifest: dict) -> str:

@@ -132,7 +132,9 @@ def feature_weights(model: DROCCNet, z: torch.Tensor) -> torch.Tensor:
     return g / g.mean(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def adversarial_search(model: DROCCNet, z: torch.Tensor, radius: float, cfg: DROCCConfig, generator: torch.Generator) -> torch.Tensor:
+def adversarial_search(
+    model: DROCCNet, z: torch.Tensor, radius: float, cfg: DROCCConfig, generator: torch.Generator
+) -> torch.Tensor:
     """Points at distance [r, gamma r] of the batch ``z`` that the model most believes normal."""
     weights = feature_weights(model, z) if cfg.lf else None
     noise = torch.randn(z.shape, generator=generator, device=z.device) * cfg.noise_std
@@ -227,8 +229,15 @@ class DROCCModel:
         except Exception as e:  # noqa: BLE001 -- any malformed artifact is one clear error
             raise ValueError(f"{source} is not a facepipe DROCC model: {e}") from None
         probe = blob.get("far_probe_auc")
-        return DROCCModel(net.eval(), cfg, float(blob["radius"]), int(blob["n_train"]), float(blob["threshold"]), str(blob["threshold_policy"]),
-                          None if probe is None else float(probe))
+        return DROCCModel(
+            net.eval(),
+            cfg,
+            float(blob["radius"]),
+            int(blob["n_train"]),
+            float(blob["threshold"]),
+            str(blob["threshold_policy"]),
+            None if probe is None else float(probe),
+        )
 
     def describe(self) -> str:
         return json.dumps(
@@ -246,7 +255,9 @@ class DROCCModel:
 
 
 @torch.no_grad()
-def far_probe_auc(net: DROCCNet, z: torch.Tensor, radius: float, gamma: float, seed: int = 0, sample: int = 2000) -> float:
+def far_probe_auc(
+    net: DROCCNet, z: torch.Tensor, radius: float, gamma: float, seed: int = 0, sample: int = 2000
+) -> float:
     """Label-free sanity check of a trained model: the share of (training point, probe) pairs in
     which the probe -- the point moved ``2 * gamma * radius`` in a random direction, beyond every
     shell -- scores as more anomalous. About 1 for a working model; about 0 for an inverted one,
@@ -285,7 +296,11 @@ def train_drocc(x: np.ndarray, cfg: DROCCConfig = DROCCConfig(), device: str = "
     net.mean.copy_(torch.from_numpy(mean))
     net.std.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0).astype(np.float32)))
     z_all = ((x - mean) / net.std.cpu().numpy()).astype(np.float32)
-    radius = cfg.radius if cfg.radius is not None else auto_radius(z_all, cfg.radius_quantile, seed=cfg.seed) * cfg.radius_scale
+    radius = (
+        cfg.radius
+        if cfg.radius is not None
+        else auto_radius(z_all, cfg.radius_quantile, seed=cfg.seed) * cfg.radius_scale
+    )
     z_t = torch.from_numpy(z_all).to(device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
@@ -299,13 +314,19 @@ def train_drocc(x: np.ndarray, cfg: DROCCConfig = DROCCConfig(), device: str = "
             loss = F.binary_cross_entropy_with_logits(net(z), torch.ones(len(z), device=device))
             if epoch >= cfg.only_ce_epochs:
                 x_adv = adversarial_search(net, z, radius, cfg, gen)
-                loss = loss + cfg.lamda * F.binary_cross_entropy_with_logits(net(x_adv), torch.zeros(len(z), device=device))
+                loss = loss + cfg.lamda * F.binary_cross_entropy_with_logits(
+                    net(x_adv), torch.zeros(len(z), device=device)
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
     probe = far_probe_auc(net, z_t, float(radius), cfg.gamma, cfg.seed)
     model = DROCCModel(net.cpu().eval(), cfg, float(radius), len(x), far_probe_auc=probe)
     if model.inverted:
-        log.warning("DROCC model is inverted (far-probe AUC %.3f < 0.5): it scores points far off the data as normal; "
-                    "train for more epochs after the %d CE-only ones", probe, cfg.only_ce_epochs)
+        log.warning(
+            "DROCC model is inverted (far-probe AUC %.3f < 0.5): it scores points far off the data as normal; "
+            "train for more epochs after the %d CE-only ones",
+            probe,
+            cfg.only_ce_epochs,
+        )
     return model

@@ -86,7 +86,16 @@ def fit(embeddings: np.ndarray, cfg: ScoreConfig) -> DROCCModel:
 def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) -> pa.Table:
     """Faces (``face_id``, ``embedding``) -> FACE_OUTLIERS rows."""
     n = faces.num_rows
-    emb = faces.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1) if n else np.zeros((0, 1), np.float32)
+    emb = (
+        faces.column("embedding")
+        .combine_chunks()
+        .flatten()
+        .to_numpy(zero_copy_only=False)
+        .astype(np.float32)
+        .reshape(n, -1)
+        if n
+        else np.zeros((0, 1), np.float32)
+    )
     s = model.anomaly_scores(emb) if n else np.zeros(0, np.float32)
     return pa.table(
         {
@@ -132,13 +141,30 @@ def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, embedder: str) 
         idx = np.sort(np.random.default_rng(cfg.drocc.seed).choice(n, cfg.drocc.max_train, replace=False))
         t = t.take(pa.array(idx))
         n = t.num_rows
-    return t.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+    return (
+        t.column("embedding")
+        .combine_chunks()
+        .flatten()
+        .to_numpy(zero_copy_only=False)
+        .astype(np.float32)
+        .reshape(n, -1)
+        if n
+        else np.zeros((0, 0), np.float32)
+    )
 
 
 _LOADED: dict[str, DROCCModel] = {}  # per worker process: deserialise each model once, not per batch
 
 
-def _score_batch(batch: pa.Table, models: dict[str, bytes], ids: dict[str, str], output: str, run_id: str, dt: str, only_run: str | None) -> pa.Table:
+def _score_batch(
+    batch: pa.Table,
+    models: dict[str, bytes],
+    ids: dict[str, str],
+    output: str,
+    run_id: str,
+    dt: str,
+    only_run: str | None,
+) -> pa.Table:
     if only_run:
         batch = batch.filter(pc.equal(batch.column("run_id"), only_run))
     parts = []
@@ -150,7 +176,9 @@ def _score_batch(batch: pa.Table, models: dict[str, bytes], ids: dict[str, str],
             parts.append(score_table(sel, _LOADED[ids[embedder]], ids[embedder], run_id))
     table = pa.concat_tables(parts) if parts else schema.FACE_OUTLIERS.empty_table()
     files = writer.stage_tables({"face_outliers": table}, output, run_id, dt)
-    return pa.table({"n": [table.num_rows], "n_outliers": [int(pc.sum(table.column("is_outlier")).as_py() or 0)], "files": [files]})
+    return pa.table(
+        {"n": [table.num_rows], "n_outliers": [int(pc.sum(table.column("is_outlier")).as_py() or 0)], "files": [files]}
+    )
 
 
 def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str | None = None) -> dict:
@@ -161,7 +189,11 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
 
     t0 = time.perf_counter()
     ds = writer.table_dataset(output, "faces")
-    faces = ds.to_table(columns=["embedder"], filter=_filter([dt], only_run)) if ds is not None else pa.table({"embedder": pa.array([], pa.string())})
+    faces = (
+        ds.to_table(columns=["embedder"], filter=_filter([dt], only_run))
+        if ds is not None
+        else pa.table({"embedder": pa.array([], pa.string())})
+    )
     embedders = sorted(set(faces.column("embedder").to_pylist()) - {None})
     summary: dict = {"faces": faces.num_rows, "models": {}, "outliers": 0}
     if not embedders:
@@ -179,16 +211,24 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
                 continue
             model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
         if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
-            why = f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): train for more epochs after the CE-only ones"
+            why = (
+                f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
+                "train for more epochs after the CE-only ones"
+            )
             log.warning("%s: %s; not scored", emb, why)
             summary["models"][emb] = {"skipped": why}
             continue
         uri = cfg.model or save_model(output, model)
         models[emb] = model.to_bytes()
         ids[emb] = model.model_id
-        summary["models"][emb] = {"model_id": model.model_id, "artifact": uri, "threshold": model.threshold,
-                                  "threshold_policy": model.threshold_policy, "n_train": model.n_train,
-                                  "far_probe_auc": model.far_probe_auc}
+        summary["models"][emb] = {
+            "model_id": model.model_id,
+            "artifact": uri,
+            "threshold": model.threshold,
+            "threshold_policy": model.threshold_policy,
+            "n_train": model.n_train,
+            "far_probe_auc": model.far_probe_auc,
+        }
     if not models:
         why = "; ".join(f"{e}: {m['skipped']}" for e, m in summary["models"].items())
         return summary | {"skipped": f"no usable model ({why})"}
@@ -197,10 +237,19 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
     data = writer.ray_read_files(output, files, ["face_id", "embedding", "embedder", "run_id"])
     writer.clear_staging(output, run_id, ("face_outliers",))
     stats = data.map_batches(
-        _score_batch, fn_kwargs={"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}, batch_size=65536, batch_format="pyarrow"
+        _score_batch,
+        fn_kwargs={"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run},
+        batch_size=65536,
+        batch_format="pyarrow",
     ).take_all()
     staged = [f for r in stats for f in r["files"]]
     writer.publish(output, run_id, staged, tables=("face_outliers",))
-    summary.update(scored=sum(r["n"] for r in stats), outliers=sum(r["n_outliers"] for r in stats), files=sorted(staged),
-                   train_s=round(t_train, 3), wall_s=round(time.perf_counter() - t0, 3), config=dataclasses.asdict(cfg))
+    summary.update(
+        scored=sum(r["n"] for r in stats),
+        outliers=sum(r["n_outliers"] for r in stats),
+        files=sorted(staged),
+        train_s=round(t_train, 3),
+        wall_s=round(time.perf_counter() - t0, 3),
+        config=dataclasses.asdict(cfg),
+    )
     return summary

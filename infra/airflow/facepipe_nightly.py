@@ -43,11 +43,18 @@ def facepipe_run(ds: str, **_) -> dict:
     output = _setting("FACEPIPE_OUTPUT")
     entry = f"python jobs/nightly.py {inputs} --output {output} --dt {ds}"
     wd = _setting("FACEPIPE_WORKING_DIR")
-    r = run_job(_setting("FACEPIPE_RAY_ADDRESS", "http://127.0.0.1:8265"), f"facepipe-nightly-{ds}", entry,
-                {"working_dir": wd} if wd else None, RetryPolicy(attempts=3, backoff_s=300))
+    r = run_job(
+        _setting("FACEPIPE_RAY_ADDRESS", "http://127.0.0.1:8265"),
+        f"facepipe-nightly-{ds}",
+        entry,
+        {"working_dir": wd} if wd else None,
+        RetryPolicy(attempts=3, backoff_s=300),
+    )
     if not r.ok:
         # a permanent failure must not be retried by anyone; the rest already was
-        raise AirflowFailException(f"facepipe nightly {ds}: {r.message} (exit {r.exit_code}; permanent={r.exit_code == PERMANENT_EXIT})")
+        raise AirflowFailException(
+            f"facepipe nightly {ds}: {r.message} (exit {r.exit_code}; permanent={r.exit_code == PERMANENT_EXIT})"
+        )
     return {"submission_id": r.submission_id, "attempts": r.attempts}
 
 

@@ -69,7 +69,9 @@ def _reachable(call, policy: RetryPolicy, what: str, sleep=time.sleep):
                 raise
             cause = e
         if time.monotonic() + wait > deadline:
-            raise SubmitError(f"Ray cluster unreachable for {policy.unreachable_s:.0f}s while {what}: {cause}") from cause
+            raise SubmitError(
+                f"Ray cluster unreachable for {policy.unreachable_s:.0f}s while {what}: {cause}"
+            ) from cause
         log.warning("Ray cluster unreachable while %s (%s); retrying in %.0fs", what, cause, wait)
         sleep(wait)
         wait = min(wait * 2, 60.0)
@@ -106,10 +108,15 @@ def run_job(
     history: list[dict] = []
     for attempt in range(1, policy.attempts + 1):
         sid = f"{name}-{attempt}"
-        existing = _reachable(lambda: _find(client, sid), policy, "listing jobs", sleep)
+        existing = _reachable(lambda sid=sid: _find(client, sid), policy, "listing jobs", sleep)
         if existing is None:
             log.info("submitting %s: %s", sid, entrypoint)
-            _reachable(lambda: client.submit_job(entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env), policy, f"submitting {sid}", sleep)
+            _reachable(
+                lambda sid=sid: client.submit_job(entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env),
+                policy,
+                f"submitting {sid}",
+                sleep,
+            )
             info = _wait(client, sid, policy, sleep)
         elif existing.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             info = existing  # an earlier submitter's attempt that already ended
@@ -121,13 +128,22 @@ def run_job(
         if info.status == JobStatus.SUCCEEDED:
             return JobResult(True, sid, "SUCCEEDED", code, attempt, info.message or "", history)
         if code == PERMANENT_EXIT:
-            return JobResult(False, sid, str(info.status), code, attempt, f"permanent failure (exit {code}): {info.message}", history)
+            return JobResult(
+                False, sid, str(info.status), code, attempt, f"permanent failure (exit {code}): {info.message}", history
+            )
         if attempt < policy.attempts:
             wait = min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s)
             log.warning("%s ended %s (exit %s); attempt %d in %.0fs", sid, info.status, code, attempt + 1, wait)
             sleep(wait)
-    return JobResult(False, sid, str(info.status), getattr(info, "driver_exit_code", None), policy.attempts,
-                     f"failed {policy.attempts} times; last: {info.message}", history)
+    return JobResult(
+        False,
+        sid,
+        str(info.status),
+        getattr(info, "driver_exit_code", None),
+        policy.attempts,
+        f"failed {policy.attempts} times; last: {info.message}",
+        history,
+    )
 
 
 def _find(client, sid: str):
@@ -143,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--address", required=True, help="Ray dashboard address, http://HEAD:8265")
-    ap.add_argument("--name", required=True, help="job name; attempts are NAME-1, NAME-2, ... (use the date: idempotent)")
+    ap.add_argument(
+        "--name", required=True, help="job name; attempts are NAME-1, NAME-2, ... (use the date: idempotent)"
+    )
     ap.add_argument("--working-dir", default=None, help="upload this directory with the job (runtime_env working_dir)")
     ap.add_argument("--attempts", type=int, default=3)
     ap.add_argument("--backoff", type=float, default=60.0, help="seconds before the second attempt; doubled after")
@@ -154,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("no entrypoint: give it after --")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        r = run_job(a.address, a.name, shlex.join(cmd), {"working_dir": a.working_dir} if a.working_dir else None,
-                    RetryPolicy(attempts=a.attempts, backoff_s=a.backoff))
+        r = run_job(
+            a.address,
+            a.name,
+            shlex.join(cmd),
+            {"working_dir": a.working_dir} if a.working_dir else None,
+            RetryPolicy(attempts=a.attempts, backoff_s=a.backoff),
+        )
     except SubmitError as e:
         print(f"ray_submit: {e}", file=sys.stderr)
         return 1

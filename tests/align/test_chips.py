@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.align.chips import ARCFACE_TEMPLATE_112, dlib_face_chips, template_chip_regions, sample_chips
+from facepipe.align.chips import ARCFACE_TEMPLATE_112, dlib_face_chips, sample_chips, template_chip_regions
 from facepipe.align.shape_predictor import dlib_rects
-from facepipe.registry import create_model, get_model_spec
+from facepipe.registry import get_model_spec
 
 
 @pytest.mark.parametrize("upscale", [1, 3])
@@ -17,7 +17,11 @@ def test_dlib_chips_equal_get_face_chip(photo_faces, dlib, upscale):
     ref = dlib.shape_predictor(str(get_model_spec("dlib_shape_predictor_5").weights.locate()))
     worst, mean = 0, []
     for pf in photo_faces:
-        img = pf.image if upscale == 1 else cv2.resize(pf.image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+        img = (
+            pf.image
+            if upscale == 1
+            else cv2.resize(pf.image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+        )
         shapes = [ref(img, dlib.rectangle(*map(int, r))) for r in dlib_rects(pf.boxes * upscale)]
         pts = np.array([[[s.part(i).x, s.part(i).y] for i in range(5)] for s in shapes], np.float32)
         ours = dlib_face_chips(img, pts)

@@ -11,7 +11,9 @@ from facepipe.cluster.graph import knn
 from facepipe.cluster.methods import chinese_whispers, mutual_density, threshold_components
 from facepipe.cluster.metrics import evaluate_clusters
 
-_spec = importlib.util.spec_from_file_location("cluster_methods", Path(__file__).resolve().parents[2] / "bench" / "cluster_methods.py")
+_spec = importlib.util.spec_from_file_location(
+    "cluster_methods", Path(__file__).resolve().parents[2] / "bench" / "cluster_methods.py"
+)
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 

@@ -39,6 +39,7 @@ def test_everything_in_one_cluster():
 
 def test_nmi_matches_scikit_learn():
     from sklearn import metrics  # test extra: its absence is a failure
+
     pred = [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
     true = ["a", "a", "a", "b", "b", "b", "c", "c", "c", "d"]
     r = evaluate_clusters(pred, true)

@@ -9,7 +9,6 @@ import pytest
 
 from facepipe.cluster.graph import IndexConfig
 from facepipe.cluster.stage import (
-    NEW,
     ClusterConfig,
     assign_ids,
     cluster_embeddings,
@@ -36,8 +35,9 @@ def _faces(n: int) -> list[str]:
     return [f"face{i:05d}" for i in range(n)]
 
 
-def _night(x, face_ids, previous, cfg=ClusterConfig()):
+def _night(x, face_ids, previous, cfg=None):
     """One incremental night at the function level -> (face -> id, events)."""
+    cfg = cfg or ClusterConfig()
     code, old = encode_previous(face_ids, previous)
     labels = cluster_incremental(x, code, len(old), cfg).labels
     name = name_clusters(face_ids, labels, code, old)
@@ -127,7 +127,9 @@ def test_a_full_recluster_splits_a_merged_identity_and_keeps_the_larger_part_its
     name = name_clusters(fids, labels, code, old)
     ids = [name[int(lab)] for lab in labels]
     assert ids[:6] == ["id-both"] * 6 and len(set(ids[6:])) == 1 and ids[6] != "id-both"
-    assert identity_events(code, old, labels, name) == [{"event": "split", "old_ids": ["id-both"], "new_ids": ["id-both", ids[6]], "n_faces": 3}]
+    assert identity_events(code, old, labels, name) == [
+        {"event": "split", "old_ids": ["id-both"], "new_ids": ["id-both", ids[6]], "n_faces": 3}
+    ]
 
 
 def test_the_ivf_index_finds_the_same_identities_as_the_exact_graph():
@@ -135,7 +137,11 @@ def test_the_ivf_index_finds_the_same_identities_as_the_exact_graph():
     x, y = people(300, 5, seed=2)
     exact = cluster_embeddings(x, ClusterConfig(index=IndexConfig(backend="exact")))
     ivf = cluster_embeddings(x, ClusterConfig(index=IndexConfig(backend="ivf", nprobe=8)))
-    assert _groups(dict(enumerate(exact.tolist()))) == _groups(dict(enumerate(ivf.tolist()))) == _groups(dict(enumerate(y.tolist())))
+    assert (
+        _groups(dict(enumerate(exact.tolist())))
+        == _groups(dict(enumerate(ivf.tolist())))
+        == _groups(dict(enumerate(y.tolist())))
+    )
 
 
 def test_unknown_method_or_bad_parameters_are_refused():
@@ -152,12 +158,14 @@ def _write_faces(out, dt: str, face_ids: list[str], x: np.ndarray) -> None:
     part = out / "faces" / f"dt={dt}"
     part.mkdir(parents=True, exist_ok=True)
     n = len(face_ids)
-    t = pa.table({
-        "face_id": pa.array(face_ids, pa.string()),
-        "det_score": pa.array(np.linspace(0.9, 0.99, n), pa.float32()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), DIM),
-        "embedder": pa.array(["dlib_resnet@test"] * n, pa.string()),
-    })
+    t = pa.table(
+        {
+            "face_id": pa.array(face_ids, pa.string()),
+            "det_score": pa.array(np.linspace(0.9, 0.99, n), pa.float32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), DIM),
+            "embedder": pa.array(["dlib_resnet@test"] * n, pa.string()),
+        }
+    )
     pq.write_table(t, part / f"part-{dt}.parquet")
 
 
@@ -175,16 +183,29 @@ def test_run_cluster_nightly_tables_and_rerun(tmp_path):
     before = dict(q("select face_id, identity_id from read_parquet('OUT/face_identity/*/*.parquet')"))
     _write_faces(out, "2026-11-02", fids[1::2], x[1::2])
     s2 = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig())
-    assert s2["mode"] == "incremental" and s2["placed"] == len(fids) // 2 and s2["identities"] == 30 and s2["reused_ids"] == 30
+    assert (
+        s2["mode"] == "incremental"
+        and s2["placed"] == len(fids) // 2
+        and s2["identities"] == 30
+        and s2["reused_ids"] == 30
+    )
     after = dict(q("select face_id, identity_id from read_parquet('OUT/face_identity/*/*.parquet')"))
     assert all(after[f] == before[f] for f in before) and len(after) == len(fids)
     assert _groups(after) == _groups(dict(zip(fids, y.tolist())))
-    seen = q("select min(first_seen_dt)::varchar, max(last_seen_dt)::varchar, sum(n_faces) from read_parquet('OUT/identities/*/*.parquet')")
+    seen = q(
+        "select min(first_seen_dt)::varchar, max(last_seen_dt)::varchar, sum(n_faces) from "
+        "read_parquet('OUT/identities/*/*.parquet')"
+    )
     assert seen == [("2026-11-01", "2026-11-02", len(fids))]
-    assert q("select count(*), count(distinct identity_id) from read_parquet('OUT/identities/*/*.parquet')") == [(30, 30)]
-    dist = q("select max(abs(fi.distance - list_distance(f.embedding, i.centroid)))"
-             " from read_parquet('OUT/face_identity/*/*.parquet') fi join read_parquet('OUT/faces/*/*.parquet') f using (face_id)"
-             " join read_parquet('OUT/identities/*/*.parquet') i using (identity_id)")[0][0]
+    assert q("select count(*), count(distinct identity_id) from read_parquet('OUT/identities/*/*.parquet')") == [
+        (30, 30)
+    ]
+    dist = q(
+        "select max(abs(fi.distance - list_distance(f.embedding, i.centroid)))"
+        " from read_parquet('OUT/face_identity/*/*.parquet') fi join read_parquet('OUT/faces/*/*.parquet') f "
+        "using (face_id)"
+        " join read_parquet('OUT/identities/*/*.parquet') i using (identity_id)"
+    )[0][0]
     assert dist < 1e-5
     s3 = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig())
     assert s3["merges"] == s3["splits"] == 0 and s3["placed"] == 0
@@ -200,11 +221,23 @@ def test_events_are_published_once_and_survive_a_rerun_of_the_run(tmp_path):
     _write_faces(out, "2026-11-01", fids, x)
     snap = out / "face_identity" / "dt=2026-11-01"
     snap.mkdir(parents=True)
-    pq.write_table(pa.table({"face_id": fids, "identity_id": ["id-both"] * len(fids), "distance": [0.0] * len(fids), "run_id": ["old"] * len(fids)}),
-                   snap / "part-old-0.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "face_id": fids,
+                "identity_id": ["id-both"] * len(fids),
+                "distance": [0.0] * len(fids),
+                "run_id": ["old"] * len(fids),
+            }
+        ),
+        snap / "part-old-0.parquet",
+    )
     for _ in range(2):
         s = run_cluster(str(out), "2026-11-02", "recluster", ClusterConfig(full=True))
-        rows = duckdb.sql(f"select event, old_ids, len(new_ids), n_faces, run_id, dt from read_parquet('{out}/identity_events/*/*.parquet', hive_partitioning=true)").fetchall()
+        rows = duckdb.sql(
+            "select event, old_ids, len(new_ids), n_faces, run_id, dt from "
+            f"read_parquet('{out}/identity_events/*/*.parquet', hive_partitioning=true)"
+        ).fetchall()
         assert rows == [("split", ["id-both"], 2, 6, "recluster", __import__("datetime").date(2026, 11, 2))]
     assert s["splits"] == 0  # the rerun found its own snapshot: nothing new to record
 
@@ -231,8 +264,12 @@ def test_facepipe_cluster_command_places_new_faces_then_reclusters_with_full(tmp
     _write_faces(out, "2026-11-01", fids, x)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "facepipe.cli", "cluster", "--output", str(out), "--dt", "2026-11-02", *args],
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "facepipe.cli", "cluster", "--output", str(out), "--dt", "2026-11-02", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     first, second, full = cli(), cli(), cli("--full")
     assert all(r.returncode == 0 for r in (first, second, full)), first.stderr + second.stderr + full.stderr

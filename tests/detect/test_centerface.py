@@ -6,8 +6,8 @@ import torch
 
 from facepipe.decode import DecodeConfig, decode_image
 from facepipe.demo import EXPECTED_FACES
-from facepipe.registry import create_model, get_model_spec, list_models
 from facepipe.evaluate import load_imglab, recall_report
+from facepipe.registry import create_model, get_model_spec, list_models
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +18,20 @@ def detector():
 @pytest.fixture(scope="module")
 def ort_session():
     """onnxruntime on the same .onnx -- a test-only reference; the job never imports it."""
-    import onnxruntime as ort  # test extra: its absence is a failure
     import onnx
+    import onnxruntime as ort  # test extra: its absence is a failure
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
     model = onnx.load(str(get_model_spec("centerface").weights.locate()))
     # The graph lists its initializers as inputs too: keep their dims, make the image input dynamic.
     shape = lambda v: [d.dim_value for d in v.type.tensor_type.shape.dim]
     inputs = {i.name: shape(i) for i in model.graph.input} | {"input.1": ["B", 3, "H", "W"]}
-    outputs = {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]}
+    outputs = {
+        "537": ["B", 1, "h", "w"],
+        "538": ["B", 2, "h", "w"],
+        "539": ["B", 2, "h", "w"],
+        "540": ["B", 10, "h", "w"],
+    }
     model = update_inputs_outputs_dims(model, inputs, outputs)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -36,7 +41,9 @@ def ort_session():
 def _input(photos, names, h, w):
     import cv2
 
-    x = np.stack([cv2.resize(decode_image(photos[n].read_bytes(), DecodeConfig(long_side=0)).pixels, (w, h)) for n in names])
+    x = np.stack(
+        [cv2.resize(decode_image(photos[n].read_bytes(), DecodeConfig(long_side=0)).pixels, (w, h)) for n in names]
+    )
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2).astype(np.float32))
 
 

@@ -22,7 +22,11 @@ CHECKPOINTS = {  # file -> the preset that describes it (../shared/README.md)
 @pytest.fixture(scope="module", params=sorted(CHECKPOINTS))
 def checkpoint(request, shared_dir):
     path = shared_dir / "data" / "retinaface" / request.param
-    return path, CHECKPOINTS[request.param], create_model("retinaface", path, kind="detector", config=CHECKPOINTS[request.param])
+    return (
+        path,
+        CHECKPOINTS[request.param],
+        create_model("retinaface", path, kind="detector", config=CHECKPOINTS[request.param]),
+    )
 
 
 def test_real_checkpoints_find_every_face_with_ordered_landmarks(checkpoint, photos):
@@ -55,7 +59,9 @@ def test_the_wrong_activation_config_shows_in_the_numbers(shared_dir):
     root = shared_dir / "data" / "pascal_faces_dev"
     gt = load_imglab_gt(root / "training.xml")
     path = shared_dir / "data" / "retinaface" / "mnet025_pytorch_retinaface_3c31dcd.pth"
-    right = evaluate(gt, detect_for_eval(create_model("retinaface", path, config="mnet025_relu"), root, sorted(gt)), "iou")
+    right = evaluate(
+        gt, detect_for_eval(create_model("retinaface", path, config="mnet025_relu"), root, sorted(gt)), "iou"
+    )
     wrong = evaluate(gt, detect_for_eval(create_model("retinaface", path, config="mnet025"), root, sorted(gt)), "iou")
     assert wrong.precision < right.precision and wrong.ap < right.ap
 
@@ -87,7 +93,10 @@ def test_resnet50_layout_has_the_reference_keys(tmp_path):
 
 def test_mismatched_checkpoint_and_config_name_the_keys(shared_dir):
     path = shared_dir / "data" / "retinaface" / "mnet025_face_detector_1mb.pth"
-    with pytest.raises(ValueError, match=r"does not fit RetinaFace resnet50: missing keys: .*body\.conv1\.weight.*unexpected keys: .*body\.stage1"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit RetinaFace resnet50: missing keys: .*body\.conv1\.weight.*unexpected keys: .*body\.stage1",
+    ):
         create_model("retinaface", path, config="r50")
 
 
@@ -121,6 +130,10 @@ def test_anchors_and_decoding_follow_the_reference_formulas():
     c = m.decode((loc, prob, ldm, (64, 96)), 0.5)
     cx, cy, s, _ = pri[k].tolist()
     w = s * np.exp(0.5 * 0.2)
-    np.testing.assert_allclose(c.boxes[0].numpy(), [cx + 0.1 * s - w / 2, cy - 0.1 * s - s / 2, cx + 0.1 * s + w / 2, cy - 0.1 * s + s / 2], rtol=1e-6)
+    np.testing.assert_allclose(
+        c.boxes[0].numpy(),
+        [cx + 0.1 * s - w / 2, cy - 0.1 * s - s / 2, cx + 0.1 * s + w / 2, cy - 0.1 * s + s / 2],
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(c.landmarks[0, 0].numpy(), [cx + 0.2 * s, cy + 0.3 * s], rtol=1e-6)
     assert c.scores.tolist() == pytest.approx([0.9]) and c.image_index.tolist() == [0]

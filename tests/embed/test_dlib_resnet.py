@@ -20,7 +20,9 @@ def dlib_chips(photo_faces, dlib):
     chips = []
     for pf in photo_faces:
         for r in dlib_rects(pf.boxes):
-            chips.append(dlib.get_face_chip(pf.image, sp(pf.image, dlib.rectangle(*map(int, r))), size=150, padding=0.25))
+            chips.append(
+                dlib.get_face_chip(pf.image, sp(pf.image, dlib.rectangle(*map(int, r))), size=150, padding=0.25)
+            )
     return np.stack(chips)
 
 
@@ -40,7 +42,7 @@ def test_same_person_threshold_is_dlibs_and_read_from_the_file(net):
     dnn = read_dlib_dnn(get_model_spec("dlib_resnet").weights.locate())
     assert net.same_person_threshold == DLIB_SAME_PERSON_THRESHOLD == 0.6
     assert dnn.loss == "loss_metric_2" and dnn.loss_params[1] == pytest.approx(0.6)
-    assert sum(l.kind == "con" for l in dnn.layers) == 29 and net.chip.size == 150 and net.chip.padding == 0.25
+    assert sum(layer.kind == "con" for layer in dnn.layers) == 29 and net.chip.size == 150 and net.chip.padding == 0.25
 
 
 def test_chips_of_the_wrong_size_are_refused(net):

@@ -2,16 +2,14 @@
 against dlib's own pipeline from the same box, and same/different-person accuracy."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from facepipe.align.shape_predictor import dlib_rects
 from facepipe.align.stage import align_image, cut_chips, resolve_method
 from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.detect.stage import DetectConfig, detect_batch
-from facepipe.registry import ChipSpec
 from facepipe.embed.stage import EMBEDDED_SCHEMA, EmbedConfig, embed_batch
-from facepipe.registry import create_model, get_model_spec
+from facepipe.registry import ChipSpec, create_model, get_model_spec
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +50,10 @@ def test_same_person_below_threshold_different_people_above(photo_faces, models)
     method = "dlib_sp5"
     net, _ = models
     names, emb = _embed_all(photo_faces, models, method)
-    person = [n.split(".")[0].rstrip("0123456789").replace("_partial_face", "") + (f"#{i}" if n == "t1.jpg" else "") for i, n in enumerate(names)]
+    person = [
+        n.split(".")[0].rstrip("0123456789").replace("_partial_face", "") + (f"#{i}" if n == "t1.jpg" else "")
+        for i, n in enumerate(names)
+    ]
     d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
     same = np.array([[a == b for b in person] for a in person])
     off = ~np.eye(len(person), dtype=bool)

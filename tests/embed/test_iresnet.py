@@ -52,8 +52,12 @@ def test_iresnet50_and_100_have_arcface_torchs_layout():
         assert tuple(sd50[k].shape) == shape, k
     assert not any(k.startswith("layer5") for k in sd50) and "layer3.14.conv1.weight" not in sd50
     sd100 = IResNet((3, 13, 30, 3)).state_dict()
-    assert "layer3.29.conv1.weight" in sd100 and "layer2.12.bn3.weight" in sd100 and "layer3.30.conv1.weight" not in sd100
-    n50 = sum(v.numel() for k, v in sd50.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert (
+        "layer3.29.conv1.weight" in sd100 and "layer2.12.bn3.weight" in sd100 and "layer3.30.conv1.weight" not in sd100
+    )
+    n50 = sum(
+        v.numel() for k, v in sd50.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert 43_000_000 < n50 < 44_000_000  # arcface_torch's r50: 43.6M parameters
 
 
@@ -78,7 +82,9 @@ def test_wrong_checkpoint_names_missing_and_unexpected_keys(tmp_path):
     state["head.weight"] = torch.zeros(3)
     state["fc.weight"] = torch.zeros(512, 100)
     torch.save(state, tmp_path / "odd.pth")
-    with pytest.raises(ValueError, match=r"unexpected keys: head\.weight; wrong shapes: fc\.weight \(512, 100\) != \(512, 25088\)"):
+    with pytest.raises(
+        ValueError, match=r"unexpected keys: head\.weight; wrong shapes: fc\.weight \(512, 100\) != \(512, 25088\)"
+    ):
         create_model("arcface_r50", weights=tmp_path / "odd.pth", kind="embedder")
 
 

@@ -19,7 +19,7 @@ FAST = ray_submit.RetryPolicy(attempts=2, backoff_s=0.1, poll_s=0.5, unreachable
 
 
 def _py(code: str) -> str:
-    return f"python -c \"{code}\""
+    return f'python -c "{code}"'
 
 
 @pytest.mark.slow
@@ -66,9 +66,16 @@ def test_the_dag_runs_the_job_then_checks_its_manifest():
     kw = {k.arg: k.value for k in dag.keywords}
     assert ast.literal_eval(kw["dag_id"]) == "facepipe_nightly" and ast.literal_eval(kw["schedule"]) == "0 2 * * *"
     assert ast.literal_eval(kw["catchup"]) is False and ast.literal_eval(kw["max_active_runs"]) == 1
-    tasks = {ast.literal_eval(k.value) for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PythonOperator"
-             for k in n.keywords if k.arg == "task_id"}
+    tasks = {
+        ast.literal_eval(k.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PythonOperator"
+        for k in n.keywords
+        if k.arg == "task_id"
+    }
     assert tasks == {"facepipe_run", "check_manifest"}
     edges = [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.RShift)]
     assert [(e.left.id, e.right.id) for e in edges] == [("run", "check")]
-    assert "python jobs/nightly.py {inputs} --output {output} --dt {ds}" in (AIRFLOW / "facepipe_nightly.py").read_text()
+    assert (
+        "python jobs/nightly.py {inputs} --output {output} --dt {ds}" in (AIRFLOW / "facepipe_nightly.py").read_text()
+    )

@@ -30,7 +30,9 @@ def test_glue_columns_are_the_schemas_the_job_writes():
     """tables.json (what Terraform builds the Glue tables from) equals `python -m
     facepipe.warehouse`: regenerate it when a schema changes."""
     committed = json.loads((TF / "tables.json").read_text())
-    assert committed == warehouse.tables(), "infra/terraform/tables.json is stale: python -m facepipe.warehouse > infra/terraform/tables.json"
+    assert committed == warehouse.tables(), (
+        "infra/terraform/tables.json is stale: python -m facepipe.warehouse > infra/terraform/tables.json"
+    )
     for name, s in schema.TABLES.items():
         assert [c["name"] for c in committed[name]] == [f.name for f in s], name
 
@@ -91,7 +93,9 @@ def test_terraform_validate_offline(tmp_path):
     terraform = shutil.which("terraform")
     mirror = _plugin_mirror()
     if terraform is None or mirror is None:
-        pytest.skip("terraform or its AWS provider mirror is not on this machine (set FACEPIPE_TF_PLUGINS to the mirror's root)")
+        pytest.skip(
+            "terraform or its AWS provider mirror is not on this machine (set FACEPIPE_TF_PLUGINS to the mirror's root)"
+        )
     work = tmp_path / "tf"
     shutil.copytree(TF, work, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
     env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
@@ -110,7 +114,7 @@ def test_terraform_validate_offline(tmp_path):
 
 def test_every_table_is_projected_by_date_and_the_role_is_least_privilege():
     glue = (TF / "glue.tf").read_text()
-    assert 'for_each      = local.tables' in glue and '"projection.dt.type"          = "date"' in glue
+    assert "for_each      = local.tables" in glue and '"projection.dt.type"          = "date"' in glue
     iam = (TF / "iam.tf").read_text()
     # the archive is read-only to the nodes; writes and deletes only under the output prefix
     assert '"s3:PutObject"' not in iam.split("ReadWriteOutput")[0]

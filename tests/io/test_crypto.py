@@ -7,6 +7,7 @@ import base64
 import json
 import os
 
+import archive
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -14,7 +15,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-import archive
 from facepipe import schema
 from facepipe.io import crypto
 from facepipe.io.crypto import EncryptionConfig
@@ -27,16 +27,30 @@ def _key_file(path, **keys) -> str:
 
 @pytest.fixture
 def enc(tmp_path) -> EncryptionConfig:
-    return EncryptionConfig("local", "footer", "bio", _key_file(tmp_path / "keys.json", footer=os.urandom(32), bio=os.urandom(32)))
+    return EncryptionConfig(
+        "local", "footer", "bio", _key_file(tmp_path / "keys.json", footer=os.urandom(32), bio=os.urandom(32))
+    )
 
 
 def _faces(n=3, dim=128) -> pa.Table:
     rng = np.random.default_rng(0)
     rows = {f.name: None for f in schema.faces_schema(dim)}
-    t = {"face_id": [f"f{i}" for i in range(n)], "image_id": ["im"] * n, "face_index": list(range(n)), "x1": [1.0] * n,
-         "y1": [2.0] * n, "x2": [3.0] * n, "y2": [4.0] * n, "det_score": [0.9] * n, "landmarks": [[0.0] * 10] * n,
-         "detector": ["d"] * n, "embedding": rng.normal(size=(n, dim)).astype(np.float32).tolist(), "embedder": ["e"] * n,
-         "align": ["a"] * n, "run_id": ["r"] * n}
+    t = {
+        "face_id": [f"f{i}" for i in range(n)],
+        "image_id": ["im"] * n,
+        "face_index": list(range(n)),
+        "x1": [1.0] * n,
+        "y1": [2.0] * n,
+        "x2": [3.0] * n,
+        "y2": [4.0] * n,
+        "det_score": [0.9] * n,
+        "landmarks": [[0.0] * 10] * n,
+        "detector": ["d"] * n,
+        "embedding": rng.normal(size=(n, dim)).astype(np.float32).tolist(),
+        "embedder": ["e"] * n,
+        "align": ["a"] * n,
+        "run_id": ["r"] * n,
+    }
     assert set(t) == set(rows)
     return pa.Table.from_pydict(t, schema=schema.faces_schema(dim))
 
@@ -61,8 +75,21 @@ def test_embedding_is_unreadable_without_the_key_and_the_rest_is_readable(enc, t
 
 def test_identities_centroid_is_encrypted_and_tables_without_biometrics_stay_plain(enc, tmp_path):
     fs = pafs.LocalFileSystem()
-    ident = pa.Table.from_pylist([{"identity_id": "id-1", "n_faces": 2, "centroid": [0.5] * 128, "representative_face_id": "f0",
-                                   "first_seen_dt": None, "last_seen_dt": None, "embedder": "e", "run_id": "r"}], schema=schema.IDENTITIES)
+    ident = pa.Table.from_pylist(
+        [
+            {
+                "identity_id": "id-1",
+                "n_faces": 2,
+                "centroid": [0.5] * 128,
+                "representative_face_id": "f0",
+                "first_seen_dt": None,
+                "last_seen_dt": None,
+                "embedder": "e",
+                "run_id": "r",
+            }
+        ],
+        schema=schema.IDENTITIES,
+    )
     crypto.write_table(ident, str(tmp_path / "i.parquet"), fs, enc)
     with pytest.raises(OSError):
         pq.read_table(tmp_path / "i.parquet", columns=["centroid"])
@@ -74,7 +101,9 @@ def test_identities_centroid_is_encrypted_and_tables_without_biometrics_stay_pla
 def test_a_wrong_key_cannot_decrypt(enc, tmp_path):
     path = str(tmp_path / "faces.parquet")
     crypto.write_table(_faces(), path, pafs.LocalFileSystem(), enc)
-    wrong = EncryptionConfig("local", "footer", "bio", _key_file(tmp_path / "other.json", footer=os.urandom(32), bio=os.urandom(32)))
+    wrong = EncryptionConfig(
+        "local", "footer", "bio", _key_file(tmp_path / "other.json", footer=os.urandom(32), bio=os.urandom(32))
+    )
     from cryptography.exceptions import InvalidTag
 
     with pytest.raises(InvalidTag):  # the wrapped column key does not unwrap under the wrong master key
@@ -95,7 +124,9 @@ def test_the_output_keeps_its_setting(enc, tmp_path):
     with pytest.raises(ValueError, match="holds no key other"):
         crypto.ensure_output(str(tmp_path / "o2"), EncryptionConfig("local", "footer", "other", enc.key_file))
     with pytest.raises(ValueError, match="cannot read the key file"):
-        crypto.ensure_output(str(tmp_path / "o3"), EncryptionConfig("local", "footer", "bio", str(tmp_path / "missing.json")))
+        crypto.ensure_output(
+            str(tmp_path / "o3"), EncryptionConfig("local", "footer", "bio", str(tmp_path / "missing.json"))
+        )
     plain = tmp_path / "plain"
     (plain / "faces" / "dt=2026-01-01").mkdir(parents=True)
     pq.write_table(_faces(), plain / "faces" / "dt=2026-01-01" / "part-x.parquet")
@@ -122,10 +153,15 @@ def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     for f, col in [(f, "embedding") for f in faces] + [(f, "centroid") for f in idents]:
         with pytest.raises(OSError):
             pq.read_table(f, columns=[col])
-    n = duckdb.sql(f"select count(*) from read_parquet('{out}/faces/*/*.parquet', hive_partitioning=true) where det_score > 0").fetchall()[0][0]
+    n = duckdb.sql(
+        f"select count(*) from read_parquet('{out}/faces/*/*.parquet', hive_partitioning=true) where det_score > 0"
+    ).fetchall()[0][0]
     assert n == m["counts"]["faces"]  # the warehouse still counts and joins on the plain columns
-    [(ident, k)] = duckdb.sql(f"select identity_id, count(*) from read_parquet('{out}/face_identity/*/*.parquet') where identity_id is not null "
-                              "group by 1 order by 2 desc, 1 limit 1").fetchall()
+    [(ident, k)] = duckdb.sql(
+        f"select identity_id, count(*) from read_parquet('{out}/face_identity/*/*.parquet') where identity_id "
+        "is not null "
+        "group by 1 order by 2 desc, 1 limit 1"
+    ).fetchall()
     forget(str(out), ForgetRequest(identity_ids=(ident,)))
     for f in sorted(out.glob("faces/*/*.parquet")):  # rewritten files are encrypted too
         with pytest.raises(OSError):

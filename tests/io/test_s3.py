@@ -1,11 +1,11 @@
 """The job reads a Parquet archive, an image prefix and a tar shard from a real S3 server
 (SeaweedFS on 127.0.0.1) and writes its output back to it."""
 
+import archive
 import duckdb
 import pyarrow.dataset as pads
 import pytest
 
-import archive
 from facepipe.io import fs as fsio
 from facepipe.pipeline import run
 

@@ -11,14 +11,14 @@
 import json
 import time
 
+import archive
 import duckdb
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-
-import archive
-from facepipe.io import fs as fsio
 from procs import cli_run, wait_for_batches_in_flight
+
+from facepipe.io import fs as fsio
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +26,37 @@ ARCHIVE, OUT = "outage-archive", "outage-out"
 
 
 def _run(ray_cluster, inputs, out, run_id, *extra, env=None, **faults):
-    return cli_run(ray_cluster, inputs, out, run_id, "2026-11-07", "--image-column", "image", "--id-column", "key",
-                   "--no-score", "--summary-json", "-", *extra, env=env, **faults)
+    return cli_run(
+        ray_cluster,
+        inputs,
+        out,
+        run_id,
+        "2026-11-07",
+        "--image-column",
+        "image",
+        "--id-column",
+        "key",
+        "--no-score",
+        "--summary-json",
+        "-",
+        *extra,
+        env=env,
+        **faults,
+    )
 
 
 def _tables(out: str):
     """(images, faces, run ids) of an s3:// output, read through pyarrow and queried by DuckDB."""
     fs = fsio.s3_filesystem()
-    root = out[len("s3://"):]
+    root = out[len("s3://") :]
     images = pads.dataset(f"{root}/images", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841
     faces = pads.dataset(f"{root}/faces", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841
     runs = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{root}/_runs")))
-    return (duckdb.sql("select image_id, status, n_faces from images order by all").fetchall(),
-            duckdb.sql("select face_id, image_id, face_index from faces order by all").fetchall(), runs)
+    return (
+        duckdb.sql("select image_id, status, n_faces from images order by all").fetchall(),
+        duckdb.sql("select face_id, image_id, face_index from faces order by all").fetchall(),
+        runs,
+    )
 
 
 def _summary(log: str) -> dict:
@@ -84,7 +102,9 @@ def test_s3_down_for_good_fails_clearly_and_keeps_the_previous_state(seaweedfs, 
     seaweedfs.stop()
     try:
         t = time.time()
-        p = _run(ray_cluster, arch.inputs, out, "night2", env={"FACEPIPE_S3_RETRIES": "4"})  # 0.4 s of backoff, not 51 s
+        p = _run(
+            ray_cluster, arch.inputs, out, "night2", env={"FACEPIPE_S3_RETRIES": "4"}
+        )  # 0.4 s of backoff, not 51 s
         log, _ = p.communicate(timeout=600)
         took = time.time() - t
     finally:

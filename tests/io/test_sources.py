@@ -7,7 +7,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facepipe.io.sources import InputError, ReadConfig, Unit, image_id_for, list_units, read_unit, read_units, split_units
+from facepipe.io.sources import (
+    InputError,
+    ReadConfig,
+    Unit,
+    image_id_for,
+    list_units,
+    read_unit,
+    read_units,
+    split_units,
+)
 from facepipe.io.tar import split_key
 
 

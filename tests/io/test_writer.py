@@ -11,14 +11,28 @@ from facepipe.io import writer
 def _detected(n_faces=(2, 0), dim=128):
     rows = []
     for i, k in enumerate(n_faces):
-        rows.append({
-            "image_id": f"img{i}", "source_uri": f"/x/{i}.jpg", "width": 100, "height": 80,
-            "status": "ok", "error": None, "n_faces": k, "detector": "centerface@abc",
-            "boxes": [float(v) for v in range(4 * k)], "scores": [0.9] * k,
-            "landmarks": [float(v) for v in range(10 * k)], "t_decode": 0.1, "t_detect": 0.2,
-            "embedder": "dlib_resnet@def", "align": "dlib_sp5", "embedding_dim": dim,
-            "embeddings": [float(v) for v in range(dim * k)], "t_embed": 0.3,
-        })
+        rows.append(
+            {
+                "image_id": f"img{i}",
+                "source_uri": f"/x/{i}.jpg",
+                "width": 100,
+                "height": 80,
+                "status": "ok",
+                "error": None,
+                "n_faces": k,
+                "detector": "centerface@abc",
+                "boxes": [float(v) for v in range(4 * k)],
+                "scores": [0.9] * k,
+                "landmarks": [float(v) for v in range(10 * k)],
+                "t_decode": 0.1,
+                "t_detect": 0.2,
+                "embedder": "dlib_resnet@def",
+                "align": "dlib_sp5",
+                "embedding_dim": dim,
+                "embeddings": [float(v) for v in range(dim * k)],
+                "t_embed": 0.3,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=EMBEDDED_SCHEMA)
 
 

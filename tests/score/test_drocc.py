@@ -66,12 +66,14 @@ def test_ascent_increases_the_loss_of_calling_points_abnormal():
     z = torch.randn(64, 8)
     cfg = DROCCConfig(ascent_num_steps=20, ascent_step_size=0.1, radius=1.0)
     gen = torch.Generator().manual_seed(0)
-    start = (z + torch.randn(z.shape, generator=torch.Generator().manual_seed(0)) * cfg.noise_std)
+    start = z + torch.randn(z.shape, generator=torch.Generator().manual_seed(0)) * cfg.noise_std
     start = z + project_to_shell(start - z, 1.0, cfg.gamma)
     adv = adversarial_search(net, z, 1.0, cfg, gen)
     zeros = torch.zeros(len(z))
     with torch.no_grad():
-        assert F.binary_cross_entropy_with_logits(net(adv), zeros) > F.binary_cross_entropy_with_logits(net(start), zeros)
+        assert F.binary_cross_entropy_with_logits(net(adv), zeros) > F.binary_cross_entropy_with_logits(
+            net(start), zeros
+        )
     d = (adv - z).norm(dim=1)
     assert (d >= 1.0 - 1e-4).all() and (d <= 2.0 + 1e-4).all()
 
@@ -106,7 +108,9 @@ def test_a_model_that_ranks_backwards_is_caught_without_labels():
     x = _blob()
     far = _blob(seed=3, n=200) + np.array([0, 0, 0, 3, 3, 3], np.float32)
     ce_only = train_drocc(x, DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64))
-    assert (ce_only.anomaly_scores(far)[:, None] > ce_only.anomaly_scores(_blob(seed=2, n=200))[None, :]).mean() < 0.5  # really backwards
+    assert (
+        ce_only.anomaly_scores(far)[:, None] > ce_only.anomaly_scores(_blob(seed=2, n=200))[None, :]
+    ).mean() < 0.5  # really backwards
     assert ce_only.inverted and ce_only.far_probe_auc < 0.2
     trained = train_drocc(x, DROCCConfig(epochs=15, only_ce_epochs=3, hidden=64))
     assert not trained.inverted and trained.far_probe_auc > 0.9

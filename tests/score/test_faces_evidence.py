@@ -13,7 +13,9 @@ import pytest
 
 @pytest.mark.slow
 def test_non_faces_score_above_faces():
-    spec = importlib.util.spec_from_file_location("drocc_faces", Path(__file__).resolve().parents[2] / "bench" / "drocc_faces.py")
+    spec = importlib.util.spec_from_file_location(
+        "drocc_faces", Path(__file__).resolve().parents[2] / "bench" / "drocc_faces.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     res = mod.main()

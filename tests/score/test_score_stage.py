@@ -26,12 +26,28 @@ def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
         emb = centres[rng.integers(0, 10, faces_per)] + rng.normal(size=(faces_per, 128)).astype(np.float32) * 0.03
         if i < outliers:
             emb[0] += 1.0  # far from every identity
-        rows.append({
-            "image_id": f"img{i:03d}", "source_uri": f"/x/{i}.jpg", "width": 100, "height": 100, "status": "ok", "error": None,
-            "n_faces": faces_per, "detector": "centerface@x", "boxes": [1.0, 1.0, 9.0, 9.0] * faces_per, "scores": [0.9] * faces_per,
-            "landmarks": [5.0] * 10 * faces_per, "t_decode": 0.0, "t_detect": 0.0, "embedder": "dlib_resnet@x", "align": "dlib_sp5",
-            "embedding_dim": 128, "embeddings": emb.reshape(-1).tolist(), "t_embed": 0.0,
-        })
+        rows.append(
+            {
+                "image_id": f"img{i:03d}",
+                "source_uri": f"/x/{i}.jpg",
+                "width": 100,
+                "height": 100,
+                "status": "ok",
+                "error": None,
+                "n_faces": faces_per,
+                "detector": "centerface@x",
+                "boxes": [1.0, 1.0, 9.0, 9.0] * faces_per,
+                "scores": [0.9] * faces_per,
+                "landmarks": [5.0] * 10 * faces_per,
+                "t_decode": 0.0,
+                "t_detect": 0.0,
+                "embedder": "dlib_resnet@x",
+                "align": "dlib_sp5",
+                "embedding_dim": 128,
+                "embeddings": emb.reshape(-1).tolist(),
+                "t_embed": 0.0,
+            }
+        )
     stats = writer.write_batch(pa.Table.from_pylist(rows, schema=EMBEDDED_SCHEMA), str(out), "extract1", DT)
     writer.publish(str(out), "extract1", stats.column("files")[0].as_py())
     return outliers
@@ -41,14 +57,33 @@ FAST = DROCCConfig(epochs=12, only_ce_epochs=3, hidden=64)
 
 
 def _outliers(out):
-    return duckdb.sql(f"select face_id, drocc_score, is_outlier, model_id, run_id from read_parquet('{out}/face_outliers/*/*.parquet')").fetchall()
+    return duckdb.sql(
+        "select face_id, drocc_score, is_outlier, model_id, run_id from "
+        f"read_parquet('{out}/face_outliers/*/*.parquet')"
+    ).fetchall()
 
 
 def test_score_cli_scores_every_face_and_flags_the_far_ones(ray_cluster, tmp_path):
     out = tmp_path / "out"
     n_far = _write_faces(out)
-    r = subprocess.run([sys.executable, "-m", "facepipe.cli", "score", "--output", str(out), "--dt", DT, "--ray-address", ray_cluster.address],
-                       capture_output=True, text=True, timeout=600, env=ray_cluster.env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facepipe.cli",
+            "score",
+            "--output",
+            str(out),
+            "--dt",
+            DT,
+            "--ray-address",
+            ray_cluster.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ray_cluster.env,
+    )
     assert r.returncode == 0, r.stderr
     assert "240 faces of dt=2026-11-02 scored" in r.stdout, r.stdout
     rows = _outliers(out)
@@ -66,7 +101,7 @@ def test_saved_model_is_reused_and_reruns_replace_their_rows(ray_cluster, tmp_pa
     reused = run_score(str(out), DT, "s2", ScoreConfig(model=info["artifact"]))
     assert next(iter(reused["models"].values()))["model_id"] == info["model_id"]
     by_run = {}
-    for face_id, score, _, model_id, run_id in _outliers(out):
+    for face_id, score, _, _model_id, run_id in _outliers(out):
         by_run.setdefault(run_id, {})[face_id] = score
     assert by_run["s1"] == by_run["s2"]  # same model, same scores
     run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))  # rerun s1: replaces, never duplicates
@@ -86,7 +121,12 @@ def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
     assert not (out / "face_outliers").exists() and not (out / "_models").exists()
     # the same for an inverted model handed over with --drocc-model
     saved = tmp_path / "inverted.pt"
-    saved.write_bytes(train_drocc(np.random.default_rng(0).normal(size=(200, 128)).astype(np.float32), DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64)).to_bytes())
+    saved.write_bytes(
+        train_drocc(
+            np.random.default_rng(0).normal(size=(200, 128)).astype(np.float32),
+            DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64),
+        ).to_bytes()
+    )
     summary = run_score(str(out), DT, "s2", ScoreConfig(model=str(saved)))
     assert "model inverted" in next(iter(summary["models"].values()))["skipped"], summary
     assert not (out / "face_outliers").exists()
