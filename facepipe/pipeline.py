@@ -4,7 +4,7 @@ Stages never import this module; it only chooses resources and connects their fu
 
 - read: :class:`~facepipe.io.datasource.ImageArchiveDatasource`, size-balanced read tasks;
 - decode: CPU tasks (``decode.decode_batch``), images resized to the detector's long side;
-- detect, align, embed: one actor pool (``ActorPoolStrategy``, ``embed.stage.FaceActor``), one GPU
+- detect, align, embed: one actor pool (``ActorPoolStrategy``, ``actors.FaceActor``), one GPU
   per actor when the cluster has GPUs; chips are cut from the full-resolution image;
 - write: CPU tasks writing both tables per batch into the run's staging prefix, then the driver
   publishes them and writes ``_runs/RUN_ID.json``.
@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from facepipe import __version__
+from facepipe.actors import DetectActor, EmbedActor, FaceActor
 from facepipe.align.stage import resolve_method
 from facepipe.cluster.stage import ClusterConfig, run_cluster
 from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.detect.stage import DetectConfig
-from facepipe.embed.stage import DetectActor, EmbedActor, EmbedConfig, FaceActor
+from facepipe.embed.stage import EmbedConfig
 from facepipe.erase import Tombstones, drop_erased_rows, load_tombstones
 from facepipe.errors import UserError
 from facepipe.io import crypto, writer

@@ -129,6 +129,41 @@ IDENTITY_EVENTS = pa.schema(
     metadata={"facepipe.table": "identity_events", "facepipe.schema_version": "1"},
 )
 
+# ---------------------------------------------------------------- batches between the stages
+# Not tables: the rows that travel between Ray stages, one per image (decode -> detect -> embed ->
+# write); the writer turns EMBEDDED rows into the ``images`` and ``faces`` tables.
+
+#: Batch rows leaving the detect stage (one per image): what the model actors pass on.
+DETECTED = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("source_uri", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("n_faces", pa.int32()),
+        pa.field("detector", pa.string()),
+        pa.field("boxes", pa.list_(pa.float32())),  # 4 per face, xyxy
+        pa.field("scores", pa.list_(pa.float32())),  # 1 per face
+        pa.field("landmarks", pa.list_(pa.float32())),  # 10 per face, (x, y) x 5
+        pa.field("t_decode", pa.float64()),  # seconds of stage time attributed to this row
+        pa.field("t_detect", pa.float64()),
+    ]
+)
+
+#: The columns the embed stage adds to a DETECTED row.
+EMBEDDING_FIELDS = (
+    pa.field("embedder", pa.string()),
+    pa.field("align", pa.string()),
+    pa.field("embedding_dim", pa.int32()),
+    pa.field("embeddings", pa.list_(pa.float32())),  # n_faces * embedding_dim, face-major
+    pa.field("t_embed", pa.float64()),
+)
+
+#: Batch rows leaving the model actors (DETECTED plus each image's embeddings), into the writer.
+EMBEDDED = pa.schema([*DETECTED, *EMBEDDING_FIELDS])
+
 #: Table name -> schema, in the order the job writes them.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,

@@ -79,3 +79,23 @@ def align_image(
 def cut_chips(regions: list[ChipRegion], chip: ChipSpec, device: str | torch.device = "cpu") -> np.ndarray:
     """All regions of a batch -> (N, S, S, 3) uint8 chips, one warp call."""
     return sample_chips(regions, chip.size, device)
+
+
+def align_batch(
+    images: list[np.ndarray],
+    boxes: list[np.ndarray],
+    landmarks: list[np.ndarray],
+    chip: ChipSpec,
+    method: str,
+    predictor: ShapePredictor | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """The chips of every face of a batch of full-resolution images, in image then face order.
+
+    images: (H, W, 3) uint8 RGB; boxes[i] (N_i, 4) xyxy and landmarks[i] (N_i, 5, 2) in image i's
+    pixels. Returns (sum N_i, S, S, 3) uint8, sampled in one warp call (on ``device``).
+    """
+    regions: list[ChipRegion] = []
+    for image, b, lm in zip(images, boxes, landmarks):
+        regions += align_image(image, b, lm, chip, method, predictor)
+    return cut_chips(regions, chip, device)

@@ -1,6 +1,6 @@
 """Detect stage: decoded batch -> per-image detections in original-image pixels.
 
-``detect_batch`` is the pure core; its Ray adapter is ``facepipe.embed.stage.FaceActor``, which
+``detect_batch`` is the pure core; its Ray adapter is ``facepipe.actors.FaceActor``, which
 runs detection, alignment and embedding in one actor pool.
 """
 
@@ -13,25 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.detect.base import Detections, FaceDetector
-
-#: Rows leaving the detect stage (one per image); the writer turns them into `images` + `faces`.
-DETECTED_SCHEMA = pa.schema(
-    [
-        pa.field("image_id", pa.string()),
-        pa.field("source_uri", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("n_faces", pa.int32()),
-        pa.field("detector", pa.string()),
-        pa.field("boxes", pa.list_(pa.float32())),  # 4 per face, xyxy
-        pa.field("scores", pa.list_(pa.float32())),  # 1 per face
-        pa.field("landmarks", pa.list_(pa.float32())),  # 10 per face, (x, y) x 5
-        pa.field("t_decode", pa.float64()),  # seconds of stage time attributed to this row
-        pa.field("t_detect", pa.float64()),
-    ]
-)
+from facepipe.schema import DETECTED
 
 
 @dataclass(frozen=True)
@@ -79,7 +61,7 @@ def detect_images(
 
 
 def detect_batch(batch: dict[str, np.ndarray], detector: FaceDetector, cfg: DetectConfig) -> pa.Table:
-    """Decoded batch (see ``decode.decode_batch``) -> DETECTED_SCHEMA table, one row per image."""
+    """Decoded batch (see ``decode.decode_batch``) -> ``schema.DETECTED`` table, one row per image."""
     t0 = time.perf_counter()
     n = len(batch["image_id"])
     ok = [i for i in range(n) if batch["status"][i] == "ok"]
@@ -114,5 +96,5 @@ def detect_batch(batch: dict[str, np.ndarray], detector: FaceDetector, cfg: Dete
             "t_decode": pa.array(batch["t_decode"], pa.float64()),
             "t_detect": pa.array(np.full(n, t_detect), pa.float64()),
         },
-        schema=DETECTED_SCHEMA,
+        schema=DETECTED,
     )

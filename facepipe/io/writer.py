@@ -52,7 +52,7 @@ def face_id_for(image_id: str, face_index: int) -> str:
 
 
 def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
-    """EMBEDDED_SCHEMA rows (``facepipe.embed.stage``) -> {"images": IMAGES table, "faces": faces table}."""
+    """``schema.EMBEDDED`` rows (the model actors' output) -> {"images": IMAGES table, "faces": faces table}."""
     n = detected.num_rows
     run = pa.array([run_id] * n, pa.string())
     images = pa.Table.from_arrays(

@@ -4,12 +4,13 @@ against dlib's own pipeline from the same box, and same/different-person accurac
 import numpy as np
 import pytest
 
+from facepipe.actors import embed_detected
 from facepipe.align.shape_predictor import dlib_rects
 from facepipe.align.stage import align_image, cut_chips, resolve_method
 from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.detect.stage import DetectConfig, detect_batch
-from facepipe.embed.stage import EMBEDDED_SCHEMA, EmbedConfig, embed_batch
 from facepipe.registry import ChipSpec, create_model, get_model_spec
+from facepipe.schema import EMBEDDED
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,8 @@ def test_embed_batch_rows_carry_embeddings_per_image(photos, models):
     decoded = decode_batch(batch, DecodeConfig()).to_pydict()
     decoded = {k: np.array(v, object) for k, v in decoded.items()}
     detected = detect_batch(decoded, det, DetectConfig())
-    out = embed_batch(detected, list(decoded["data"]), net, sp, EmbedConfig(), DecodeConfig())
-    assert out.schema.equals(EMBEDDED_SCHEMA)
+    out = embed_detected(detected, list(decoded["data"]), net, sp, "dlib_sp5", 32, DecodeConfig().max_pixels)
+    assert out.schema.equals(EMBEDDED)
     rows = out.to_pylist()
     assert [r["n_faces"] for r in rows] == [6, 1, 0] and rows[2]["status"] == "corrupt"
     assert [len(r["embeddings"]) for r in rows] == [6 * 128, 128, 0]

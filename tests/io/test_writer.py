@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facepipe import schema
-from facepipe.embed.stage import EMBEDDED_SCHEMA
 from facepipe.io import writer
+from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
 
 
 def _detected(n_faces=(2, 0), dim=128):

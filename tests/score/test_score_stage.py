@@ -9,8 +9,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from facepipe.embed.stage import EMBEDDED_SCHEMA
 from facepipe.io import writer
+from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
 from facepipe.score.drocc import DROCCConfig, train_drocc
 from facepipe.score.stage import ScoreConfig, run_score
 
