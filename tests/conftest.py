@@ -12,6 +12,7 @@ In CI (``CI=true``) a skipped test fails the run, except the few in ``tests/ci_s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
-from procs import end, free_ports, own_processes
+from procs import end, end_started, free_ports, own_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -38,6 +39,16 @@ S3_ENV = {
 }
 os.environ.update(S3_ENV)
 os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
+
+
+@pytest.fixture(autouse=True)
+def _end_left_jobs():
+    """Whatever job process a test started and left running (it failed or timed out while the
+    job ran) is ended with it, so later tests find the cluster's CPUs free."""
+    yield
+    left = end_started()
+    if left:
+        logging.getLogger("tests").warning("ended job processes the test left running: %s", left)
 
 
 @pytest.fixture(scope="session")

@@ -121,7 +121,7 @@ def cli_run(
         cmd = [sys.executable, str(REPO / "tests" / "faulty_cli.py"), *faults, "--", *args]
     else:
         cmd = [sys.executable, "-m", "facepipe.cli", *args]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         cwd=REPO,
         env={**ray_cluster.env, **(env or {})},
@@ -130,51 +130,69 @@ def cli_run(
         text=True,
         start_new_session=True,
     )
+    proc.ray_address = ray_cluster.address  # for the state-API helpers below
+    STARTED.append(proc)
+    return proc
 
 
-def job_of(driver_pid: int) -> str | None:
-    """The Ray job id (hex) whose driver is the process ``driver_pid``, once it has connected."""
+#: Job processes started by ``cli_run`` during the current test; conftest ends the ones still
+#: running when the test ends (a failed or timed-out test must not leave a job holding the
+#: cluster's CPUs for the tests after it).
+STARTED: list[subprocess.Popen] = []
+
+
+def end_started() -> list[int]:
+    """End (their whole process groups) the jobs ``cli_run`` started that still run; returns
+    their pids."""
+    left = [p for p in STARTED if p.poll() is None]
+    for p in left:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+    STARTED.clear()
+    return [p.pid for p in left]
+
+
+def job_of(address: str, driver_pid: int) -> str | None:
+    """The Ray job id (hex) whose driver is the process ``driver_pid``, once it has connected.
+    Every state-API call names the cluster (``address``): with another cluster on the machine,
+    Ray would not know which one to ask."""
     from ray.util.state import list_jobs
 
-    for j in list_jobs(limit=10_000):
+    for j in list_jobs(address=address, limit=10_000):
         if j.driver_info is not None and str(j.driver_info.pid) == str(driver_pid):
             return j.job_id
     return None
 
 
-def model_actors(job_id: str) -> list:
-    """The live Ray Data map actors (the detect/align/embed pool) of one job, as Ray's ActorState."""
-    from ray.util.state import list_actors
-
-    alive = list_actors(filters=[("job_id", "=", job_id), ("state", "=", "ALIVE")], limit=10_000)
-    return [a for a in alive if "MapWorker" in (a.class_name or "") and a.pid]
-
-
-def model_tasks(job_id: str, state: str) -> list:
+def model_tasks(address: str, job_id: str, state: str) -> list:
     """The job's batches on its map actors (``MapWorker.submit`` tasks; not the actor's
     constructor) in one state -- ``RUNNING``: started and not yet returned; ``FAILED`` -- as Ray's
     TaskState."""
     from ray.util.state import list_tasks
 
     tasks = list_tasks(
-        filters=[("job_id", "=", job_id), ("state", "=", state)], limit=10_000, raise_on_missing_output=False
+        address=address,
+        filters=[("job_id", "=", job_id), ("state", "=", state)],
+        limit=10_000,
+        raise_on_missing_output=False,
     )
-    return [
-        t for t in tasks if t.actor_id and "MapWorker" in (t.name or "") and t.name.endswith(".submit")
-    ]  # not __init__
+    return [t for t in tasks if t.actor_id and "MapWorker" in (t.name or "") and t.name.endswith(".submit")]
 
 
 def wait_for_batches_in_flight(p: subprocess.Popen, timeout: float = 180) -> tuple[str, list]:
-    """Wait until the job run by ``p`` has a batch running on a model actor (Ray's state API
-    says a map-actor task is RUNNING); returns (job id, those tasks). Fails if the job ends or
-    never gets there: a fault test must hit work in progress, not an idle or finished run."""
+    """Wait until the job run by ``p`` (from :func:`cli_run`) has a batch running on a model actor
+    (Ray's state API says a map-actor task is RUNNING); returns (job id, those tasks). Fails if the
+    job ends or never gets there: a fault test must hit work in progress, not an idle or finished run."""
     deadline, job = time.time() + timeout, None
     while time.time() < deadline:
         if p.poll() is not None:
             raise AssertionError(f"the run ended (exit {p.returncode}) before a batch was seen in flight")
-        job = job or job_of(p.pid)
+        job = job or job_of(p.ray_address, p.pid)
         if job:
-            running = model_tasks(job, "RUNNING")
+            running = model_tasks(p.ray_address, job, "RUNNING")
             if running:
                 return job, running
         time.sleep(0.1)
