@@ -378,20 +378,19 @@ def cmd_cluster(a: argparse.Namespace) -> int:
 
 def cmd_eval_cluster(a: argparse.Namespace) -> int:
     import duckdb
-    import pyarrow.dataset as pads
 
     from facepipe.cluster.metrics import evaluate_clusters, labelled_faces, load_labels
-    from facepipe.io import fs as fsio
+    from facepipe.io.output import Output
 
     try:
         labels = load_labels(a.labels)
-        fs, out = fsio.resolve(a.output)
-        tables = {
-            t: pads.dataset(f"{out}/{t}", filesystem=fs, format="parquet", partitioning="hive")
-            for t in ("images", "faces", "face_identity")
-        }
+        out = Output.open(a.output)
+        tables = {t: out.dataset(t) for t in ("images", "faces", "face_identity")}
     except (OSError, ValueError) as e:
         raise UserError(str(e)) from None
+    missing = [t for t, ds in tables.items() if ds is None]
+    if missing:
+        raise UserError(f"{a.output} has no {', '.join(missing)} table: run the job (and its clustering) first")
     images, faces, face_identity = (tables[t] for t in ("images", "faces", "face_identity"))  # noqa: F841 -- DuckDB reads them by name
     rows = duckdb.sql("""select f.image_id, i.source_uri, f.face_index, fi.identity_id
                          from faces f join images i using (image_id)
@@ -418,12 +417,17 @@ def cmd_run(a: argparse.Namespace) -> int:
     if m.get("report_uri"):
         print(f"  report    {m['report_uri']}")
     if a.summary_json:
-        text = json.dumps(run_summary(m), sort_keys=True)
-        if a.summary_json == "-":
-            print(text)
-        else:
-            Path(a.summary_json).write_text(text + "\n")
+        write_summary(a.summary_json, run_summary(m))
     return 0
+
+
+def write_summary(dest: str, summary: dict) -> None:
+    """The one-object JSON summary for an orchestrator: the last line of stdout (``-``) or a file."""
+    text = json.dumps(summary, sort_keys=True)
+    if dest == "-":
+        print(text)
+    else:
+        Path(dest).write_text(text + "\n")
 
 
 def run_summary(m: dict) -> dict:
@@ -688,20 +692,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         if getattr(args, "summary_json", None):
-            text = json.dumps(
-                {
-                    "status": "failed",
-                    "error": "storage",
-                    "message": why,
-                    "run_id": getattr(args, "run_id", None),
-                    "dt": getattr(args, "dt", None),
-                },
-                sort_keys=True,
+            failed = {"status": "failed", "error": "storage", "message": why}
+            write_summary(
+                args.summary_json, {**failed, "run_id": getattr(args, "run_id", None), "dt": getattr(args, "dt", None)}
             )
-            if args.summary_json == "-":
-                print(text)
-            else:
-                Path(args.summary_json).write_text(text + "\n")
         return 3
 
 

@@ -41,11 +41,12 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from facepipe.io import crypto, writer
-from facepipe.io import fs as fsio
+from facepipe import schema
+from facepipe.cluster.stage import identity_stats
+from facepipe.io.output import AUDIT, Output, as_output
+from facepipe.io.output import TOMBSTONES as TOMBSTONES_DIR
 
 #: Tables whose rows name faces (``face_id``), and the identity tables.
 FACE_TABLES = ("faces", "face_outliers", "face_identity")
@@ -116,33 +117,16 @@ class Tombstones:
         return np.array([i in self.image_ids or self.covers_uri(u) for i, u in zip(image_ids, source_uris)], bool)
 
 
-def load_tombstones(output: str) -> Tombstones:
+def load_tombstones(output: str | Output) -> Tombstones:
     """Every tombstone of ``output`` (empty when there are none)."""
-    fs, out = fsio.resolve(output)
-    root = f"{out}/_tombstones"
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        return Tombstones()
-    files = sorted(
-        i.path
-        for i in fs.get_file_info(pafs.FileSelector(root))
-        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-    )
+    out = as_output(output)
+    files = out.files(TOMBSTONES_DIR, suffix=".parquet")
     if not files:
         return Tombstones()
-    t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=TOMBSTONES) for f in files])
+    t = pa.concat_tables([pq.read_table(f, filesystem=out.fs, schema=TOMBSTONES) for f in files])
     kinds, values = t.column("kind").to_pylist(), t.column("value").to_pylist()
     of = lambda k: [v for kk, v in zip(kinds, values) if kk == k]  # noqa: E731
     return Tombstones(frozenset(of("image_id")), tuple(sorted(set(of("source_prefix")))), frozenset(of("face_id")))
-
-
-def _part_files(fs: pafs.FileSystem, out: str, table: str) -> list[pafs.FileInfo]:
-    root = f"{out}/{table}"
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return sorted(
-        (i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith("part-")), key=lambda i: i.path
-    )
 
 
 @dataclass
@@ -173,14 +157,8 @@ class Erasure:
 
 
 def _scan(
-    fs: pafs.FileSystem,
-    out: str,
-    table: str,
-    column: str,
-    values: set[str],
-    enc: crypto.EncryptionConfig | None,
-    columns: tuple[str, ...] | None = None,
-) -> list[tuple[pafs.FileInfo, pa.Table, pa.Array]]:
+    out: Output, table: str, column: str, values: set[str], columns: tuple[str, ...] | None = None
+) -> list[tuple[str, pa.Table, pa.Array]]:
     """(file, table, hit mask) for the table's files holding a row whose ``column`` is in values.
     Each file's key column is read first (plain, even in an encrypted output); only files with a
     hit are read whole (decrypted) -- or as ``columns`` when the caller only collects ids."""
@@ -188,64 +166,57 @@ def _scan(
         return []
     wanted = pa.array(sorted(values), pa.string())
     hits = []
-    for info in _part_files(fs, out, table):
-        keys = pq.read_table(info.path, filesystem=fs, columns=[column])
+    for path in out.part_files(table):
+        keys = pq.read_table(path, filesystem=out.fs, columns=[column])
         hit = pc.fill_null(pc.is_in(keys.column(column), value_set=wanted), False)
         if pc.any(hit).as_py():
-            t = (
-                pq.read_table(info.path, filesystem=fs, columns=list(columns))
-                if columns
-                else crypto.read_table(info.path, fs, enc)
-            )
-            hits.append((info, t, hit))
+            t = pq.read_table(path, filesystem=out.fs, columns=list(columns)) if columns else out.read_table(path)
+            hits.append((path, t, hit))
     return hits
 
 
-def _drop(out: str, info: pafs.FileInfo, t: pa.Table, hit: pa.Array) -> _Rewrite:
+def _drop(out: Output, path: str, t: pa.Table, hit: pa.Array) -> _Rewrite:
     kept = t.filter(pc.invert(hit))
-    return _Rewrite(info.path, info.path[len(out) + 1 :], kept if kept.num_rows else None, t.num_rows - kept.num_rows)
+    return _Rewrite(path, out.relative(path), kept if kept.num_rows else None, t.num_rows - kept.num_rows)
 
 
-def plan(output: str, request: ForgetRequest) -> Erasure:
+def plan(output: str | Output, request: ForgetRequest) -> Erasure:
     """Find every row the request erases and compute the rewritten files (nothing is written)."""
-    fs, out = fsio.resolve(output)
-    enc = crypto.for_output(output)
+    out = as_output(output)
     e = Erasure(request)
     prefixes = request.source_prefixes
     # images selected by id or source prefix
-    for info in _part_files(fs, out, "images"):
-        t = pq.read_table(info.path, filesystem=fs)
+    for path in out.part_files("images"):
+        t = pq.read_table(path, filesystem=out.fs)
         ids, uris = t.column("image_id").to_pylist(), t.column("source_uri").to_pylist()
         hit = np.array(
             [i in request.image_ids or any(u.startswith(p) for p in prefixes) for i, u in zip(ids, uris)], bool
         )
         if hit.any():
             e.image_ids.update(i for i, h in zip(ids, hit) if h)
-            e.rewrites.append(_drop(out, info, t, pa.array(hit)))
+            e.rewrites.append(_drop(out, path, t, pa.array(hit)))
     # faces of those images, and faces of the identities named
-    for _info, t, hit in _scan(fs, out, "faces", "image_id", e.image_ids, enc, columns=("face_id",)):
+    for _info, t, hit in _scan(out, "faces", "image_id", e.image_ids, columns=("face_id",)):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
-    for _info, t, hit in _scan(
-        fs, out, "face_identity", "identity_id", set(request.identity_ids), enc, columns=("face_id",)
-    ):
+    for _info, t, hit in _scan(out, "face_identity", "identity_id", set(request.identity_ids), columns=("face_id",)):
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
     for table in FACE_TABLES:
-        e.rewrites += [_drop(out, info, t, hit) for info, t, hit in _scan(fs, out, table, "face_id", e.face_ids, enc)]
-    _plan_identities(fs, out, e, enc)
+        e.rewrites += [_drop(out, path, t, hit) for path, t, hit in _scan(out, table, "face_id", e.face_ids)]
+    _plan_identities(out, e)
     return e
 
 
-def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure, enc: crypto.EncryptionConfig | None) -> None:
+def _plan_identities(out: Output, e: Erasure) -> None:
     """Identities that lost every face are removed; those that lost some are recomputed from the
     faces they keep (the cluster stage's formulas: mean embedding, best-scoring representative)."""
-    ident_files = _part_files(fs, out, "identities")
+    ident_files = out.part_files("identities")
     if not ident_files or not e.face_ids:
         e.identity_ids |= set(e.request.identity_ids)
         return
     # identity of every face (the snapshot), before and after the erasure
     fi = [
-        pq.read_table(i.path, filesystem=fs, columns=["face_id", "identity_id"])
-        for i in _part_files(fs, out, "face_identity")
+        pq.read_table(path, filesystem=out.fs, columns=["face_id", "identity_id"])
+        for path in out.part_files("face_identity")
     ]
     fi_t = (
         pa.concat_tables(fi)
@@ -265,27 +236,25 @@ def _plan_identities(fs: pafs.FileSystem, out: str, e: Erasure, enc: crypto.Encr
         left.setdefault(ident, []).append(f)
     e.identity_ids |= touched - set(left)
     e.refreshed = touched & set(left)
-    fresh = _identity_stats(fs, out, left) if e.refreshed else {}
-    for info in ident_files:
-        ids = pq.read_table(info.path, filesystem=fs, columns=["identity_id"]).column("identity_id")
+    fresh = _identity_stats(out, left) if e.refreshed else {}
+    for path in ident_files:
+        ids = pq.read_table(path, filesystem=out.fs, columns=["identity_id"]).column("identity_id")
         hit = pc.fill_null(pc.is_in(ids, value_set=touched_arr), False)
         if not pc.any(hit).as_py():
             continue
-        t = crypto.read_table(info.path, fs, enc)
+        t = out.read_table(path)
         rows = [{**r, **fresh[r["identity_id"]]} for r in t.filter(hit).to_pylist() if r["identity_id"] in fresh]
         new = pa.concat_tables([t.filter(pc.invert(hit)), pa.Table.from_pylist(rows, schema=t.schema)]).sort_by(
             "identity_id"
         )
-        e.rewrites.append(
-            _Rewrite(info.path, info.path[len(out) + 1 :], new if new.num_rows else None, t.num_rows - new.num_rows)
-        )
+        e.rewrites.append(_Rewrite(path, out.relative(path), new if new.num_rows else None, t.num_rows - new.num_rows))
     # events that name a removed identity
     gone = pa.array(sorted(e.identity_ids), pa.string())
-    for info in _part_files(fs, out, "identity_events") if e.identity_ids else []:
-        t = pq.read_table(info.path, filesystem=fs)
+    for path in out.part_files("identity_events") if e.identity_ids else []:
+        t = pq.read_table(path, filesystem=out.fs)
         hit = pc.or_(_any_in(t.column("old_ids"), gone), _any_in(t.column("new_ids"), gone))
         if pc.any(hit).as_py():
-            e.rewrites.append(_drop(out, info, t, hit))
+            e.rewrites.append(_drop(out, path, t, hit))
 
 
 def _any_in(lists: pa.ChunkedArray, values: pa.Array) -> pa.Array:
@@ -297,55 +266,47 @@ def _any_in(lists: pa.ChunkedArray, values: pa.Array) -> pa.Array:
     return pa.array(out)
 
 
-def _identity_stats(fs: pafs.FileSystem, out: str, left: dict[str, list[str]]) -> dict[str, dict]:
+def _identity_stats(out: Output, left: dict[str, list[str]]) -> dict[str, dict]:
     """n_faces, centroid, representative and first/last seen of each identity from its faces."""
     import pyarrow.dataset as pads
 
     face_to_ident = {f: i for i, fs_ in left.items() for f in fs_}
-    ds = writer.table_dataset(fsio.to_uri(fs, out), "faces")
+    ds = out.dataset("faces")
     t = ds.to_table(
         columns=["face_id", "embedding", "det_score", "dt"], filter=pads.field("face_id").isin(sorted(face_to_ident))
     )
-    emb = (
-        t.column("embedding")
-        .combine_chunks()
-        .flatten()
-        .to_numpy(zero_copy_only=False)
-        .astype(np.float64)
-        .reshape(t.num_rows, -1)
-    )
-    groups: dict[str, list[int]] = {}
-    for k, f in enumerate(t.column("face_id").to_pylist()):
-        groups.setdefault(face_to_ident[f], []).append(k)
-    score = t.column("det_score").to_numpy(zero_copy_only=False)
-    days = [datetime.strptime(d, "%Y-%m-%d").date() for d in t.column("dt").to_pylist()]
+    t = t.sort_by("face_id")  # as the cluster stage orders faces: ties go the same way
     face_ids = t.column("face_id").to_pylist()
-    stats = {}
-    for ident, rows in groups.items():
-        best = max(rows, key=lambda k: (score[k], face_ids[k]))
-        stats[ident] = {
-            "n_faces": len(rows),
-            "centroid": emb[rows].mean(0).astype(np.float32).tolist(),
-            "representative_face_id": face_ids[best],
-            "first_seen_dt": min(days[k] for k in rows),
-            "last_seen_dt": max(days[k] for k in rows),
+    idents = sorted(left)
+    number = {ident: k for k, ident in enumerate(idents)}
+    st = identity_stats(
+        np.array([number[face_to_ident[f]] for f in face_ids], np.int64),
+        schema.embedding_matrix(t.column("embedding")),
+        t.column("det_score").to_numpy(zero_copy_only=False),
+        np.array(t.column("dt").to_pylist(), "datetime64[D]").astype(np.int64),
+    )
+    day = lambda d: np.datetime64(int(d), "D").astype(object)  # noqa: E731 -- int days -> datetime.date
+    return {
+        idents[lab]: {
+            "n_faces": int(st.counts[k]),
+            "centroid": st.centroid[k].tolist(),
+            "representative_face_id": face_ids[st.representative[k]],
+            "first_seen_dt": day(st.first_day[k]),
+            "last_seen_dt": day(st.last_day[k]),
         }
-    return stats
+        for k, lab in enumerate(st.labels)
+    }
 
 
-def apply(output: str, e: Erasure) -> dict:
+def apply(output: str | Output, e: Erasure) -> dict:
     """Stage the rewrites, write the tombstone, publish, write the audit record; returns it."""
-    fs, out = fsio.resolve(output)
-    enc = crypto.for_output(output)
+    out = as_output(output)
     rid = e.request.request_id
     t0 = time.perf_counter()
-    writer.clear_staging(output, rid)
-    stage = fsio.resolve(writer.staging_uri(output, rid))[1]
+    out.clear_staging(rid)
     for r in e.rewrites:
         if r.kept is not None:
-            dest = f"{stage}/{r.rel}"
-            fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-            crypto.write_table(r.kept, dest, fs, enc, compression="zstd")
+            out.write_table(r.kept, out.staging_path(rid, r.rel))
     now = datetime.now(timezone.utc).replace(microsecond=0)
     marks = [("image_id", v) for v in sorted(e.image_ids)] + [
         ("source_prefix", v) for v in sorted(set(e.request.source_prefixes))
@@ -361,16 +322,13 @@ def apply(output: str, e: Erasure) -> dict:
             },
             schema=TOMBSTONES,
         )
-        fs.create_dir(f"{out}/_tombstones", recursive=True)
-        tmp = f"{out}/_tombstones/.{rid}.tmp"
-        pq.write_table(tomb, tmp, filesystem=fs)
-        fs.move(tmp, f"{out}/_tombstones/part-{rid}.parquet")
+        out.atomic_write(out.path(TOMBSTONES_DIR, f"part-{rid}.parquet"), tomb)
     for r in e.rewrites:  # publish: one move (or delete) per file
         if r.kept is None:
-            fs.delete_file(r.path)
+            out.fs.delete_file(r.path)
         else:
-            fs.move(f"{stage}/{r.rel}", r.path)
-    writer.clear_staging(output, rid)
+            out.fs.move(out.staging_path(rid, r.rel), r.path)
+    out.clear_staging(rid)
     req = e.request
     audit = {
         "request_id": rid,
@@ -394,19 +352,20 @@ def apply(output: str, e: Erasure) -> dict:
         "tombstones": len(marks),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    fsio.write_bytes(fs, f"{out}/_audit/{rid}.json", json.dumps(audit, indent=2, sort_keys=True).encode())
-    audit["audit_uri"] = fsio.join(output, "_audit", f"{rid}.json")
+    out.atomic_write(out.path(AUDIT, f"{rid}.json"), json.dumps(audit, indent=2, sort_keys=True).encode())
+    audit["audit_uri"] = out.uri_of(AUDIT, f"{rid}.json")
     return audit
 
 
-def forget(output: str, request: ForgetRequest) -> dict:
+def forget(output: str | Output, request: ForgetRequest) -> dict:
     """Erase what ``request`` selects from ``output`` (see the module docstring); returns the
     audit record. Raises ValueError for a request that selects nothing."""
     req = request.resolved()
-    e = plan(output, req)
+    out = as_output(output)
+    e = plan(out, req)
     if not any(r.removed for r in e.rewrites):
-        raise ValueError(f"nothing in {output} matches {_describe(req)}")
-    return apply(output, e)
+        raise ValueError(f"nothing in {out.uri} matches {_describe(req)}")
+    return apply(out, e)
 
 
 def _describe(r: ForgetRequest) -> str:

@@ -98,13 +98,12 @@ def load_ground_truth(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Gr
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, 4), (M, 4) xyxy -> (N, M) IoU."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    """(N, 4), (M, 4) xyxy -> (N, M) IoU: ``detect.ops.box_iou`` on numpy arrays."""
+    import torch
+
+    from facepipe.detect.ops import box_iou
+
+    return box_iou(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))).numpy()
 
 
 def match_dlib(gt: np.ndarray, det: np.ndarray, iou_threshold: float = 0.3) -> np.ndarray:

@@ -35,6 +35,7 @@ from facepipe.errors import UserError
 from facepipe.io import crypto, writer
 from facepipe.io import state as shard_state
 from facepipe.io.crypto import EncryptionConfig
+from facepipe.io.output import Output
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.registry import create_model
 from facepipe.score.stage import ScoreConfig, run_score
@@ -161,7 +162,7 @@ def _resources(compute: ComputeConfig) -> dict:
     }
 
 
-def _extract(cfg: RunConfig, units: list, res: dict, tombstones: Tombstones) -> list[dict]:
+def _extract(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: Tombstones) -> list[dict]:
     """The Ray Data pipeline over ``units``: read -> decode -> detect/align/embed -> staged
     Parquet; returns one STATS row per written batch. Erased images (``tombstones``) are dropped
     before decoding, erased faces before writing."""
@@ -218,7 +219,7 @@ def _extract(cfg: RunConfig, units: list, res: dict, tombstones: Tombstones) -> 
         ds = ds.map_batches(FaceActor, fn_constructor_kwargs=kwargs, batch_format="numpy", **pool())
     ds = ds.map_batches(
         writer.write_batch,
-        fn_kwargs={"output": cfg.output, "run_id": cfg.run_id, "dt": cfg.dt, "erased_faces": tombstones.face_ids},
+        fn_kwargs={"output": out, "run_id": cfg.run_id, "dt": cfg.dt, "erased_faces": tombstones.face_ids},
         batch_size=c.rows_per_file,
         batch_format="pyarrow",
         num_cpus=0.5,
@@ -226,115 +227,178 @@ def _extract(cfg: RunConfig, units: list, res: dict, tombstones: Tombstones) -> 
     return ds.take_all()
 
 
-def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
-    """Run the extract job; returns the run manifest (also written to ``OUT/_runs/RUN_ID.json``)."""
-    import ray.data
+@dataclass
+class RunPlan:
+    """What a run will do: the listed input units (erased ones left out) and the plan against
+    the output's state (what to process, skip, replace)."""
 
-    cfg = cfg.resolved()
+    output: Output  # built once here, with its encryption setting, and passed to every stage
+    units: list
+    todo: shard_state.Plan
+    tombstones: Tombstones
+    list_s: float
+
+
+@dataclass
+class BatchTotals:
+    """The sums of the write stage's per-batch stats rows (``writer.STATS_SCHEMA``)."""
+
+    images: int = 0
+    faces: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    unreadable: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, rows: list[dict]) -> "BatchTotals":
+        t = cls()
+        for r in rows:
+            t.images += r["n_images"]
+            t.faces += r["n_faces"]
+            for k, v in json.loads(r["status_counts"]).items():
+                t.status_counts[k] = t.status_counts.get(k, 0) + v
+            t.files += r["files"]
+            t.unreadable += r["unreadable"]
+            for k in STAGES:
+                t.stage_s[k] += r[f"t_{k}"]
+        t.stage_s = {k: round(v, 3) for k, v in t.stage_s.items()}
+        return t
+
+
+STAGES = ("decode", "detect", "embed", "write")
+
+
+def preflight(cfg: RunConfig) -> tuple[str, str]:
+    """Fail fast, on the driver, before any cluster work: the run id and date, both models built
+    once on CPU, the align method, the output's encryption. Returns (detector id, embedder id)."""
     validate_run_id(cfg.run_id)
     validate_dt(cfg.dt)
-    try:  # fail fast, on the driver, before any cluster work: build both models once on CPU
-        model_id = create_model(cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config).model_id
+    try:
+        detector_id = create_model(
+            cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config
+        ).model_id
         embedder = create_model(cfg.embed.name, cfg.embed.weights, kind="embedder")
-        embedder_id = embedder.model_id
         resolve_method(cfg.embed.align.method, embedder.chip)
-        del embedder
     except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
     try:
         crypto.ensure_output(cfg.output, cfg.encryption)
     except ValueError as e:
         raise UserError(str(e)) from None
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
+    return detector_id, embedder.model_id
 
-    tombstones = load_tombstones(cfg.output)
-    units = [u for u in list_units(list(cfg.inputs)) if not tombstones.covers_uri(u.uri)]  # erased: never read again
-    todo = shard_state.plan(units, shard_state.load(cfg.output), cfg.run_id, cfg.full)
-    t_list = time.perf_counter() - t0
+
+def plan(cfg: RunConfig) -> RunPlan:
+    """List the inputs (erased prefixes never read again) and plan them against the state."""
+    t0 = time.perf_counter()
+    out = Output.open(cfg.output)
+    tombstones = load_tombstones(out)
+    units = [u for u in list_units(list(cfg.inputs)) if not tombstones.covers_uri(u.uri)]
+    todo = shard_state.plan(units, shard_state.load(out), cfg.run_id, cfg.full)
+    p = RunPlan(out, units, todo, tombstones, time.perf_counter() - t0)
     log.info(
         "listed %d input units in %.1fs: %d to process, %d already in the output (%d of them changed)",
-        len(units),
-        t_list,
-        len(todo.todo),
-        len(todo.skipped),
-        len(todo.replaced),
-    )
+        len(units), p.list_s, len(todo.todo), len(todo.skipped), len(todo.replaced),
+    )  # fmt: skip
+    return p
 
+
+def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchTotals, dict, float]:
+    """The Ray Data pipeline over the planned units into the run's staging prefix; returns the
+    batch totals, the resources chosen and the seconds it took."""
+    import ray.data
+
+    t0 = time.perf_counter()
     ensure_ray(ray_address)
     if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty()
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     res = _resources(cfg.compute)
-    writer.clear_staging(cfg.output, cfg.run_id)
+    p.output.clear_staging(cfg.run_id)
+    rows = (
+        _extract(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
+    )  # nothing new: no dataset at all
+    return BatchTotals.of(rows), res, time.perf_counter() - t0
 
-    stats = _extract(cfg, todo.todo, res, tombstones) if todo.todo else []  # nothing new tonight: no Ray dataset at all
-    t_pipeline = time.perf_counter() - t0 - t_list
 
-    rows = stats
-    status_counts: dict[str, int] = {}
-    for r in rows:
-        for k, v in json.loads(r["status_counts"]).items():
-            status_counts[k] = status_counts.get(k, 0) + v
-    files = [f for r in rows for f in r["files"]]
-    n_images = sum(r["n_images"] for r in rows)
-    n_faces = sum(r["n_faces"] for r in rows)
-    stage_s = {k: round(sum(r[f"t_{k}"] for r in rows), 3) for k in ("decode", "detect", "embed", "write")}
+def publish(cfg: RunConfig, p: RunPlan, totals: BatchTotals) -> dict:
+    """Move the staged files into the tables, purge changed units' earlier rows, record the state
+    (last: a crash before it makes the rerun process these units again). Returns the counts."""
+    replaced = p.output.publish(cfg.run_id, totals.files)
+    if any(replaced.values()):
+        log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
+    purged = shard_state.purge(p.output, p.todo.replaced, keep_run=cfg.run_id)
+    retry = shard_state.units_of(totals.unreadable, p.todo.todo)
+    shard_state.record(p.output, cfg.run_id, cfg.dt, p.todo.todo, retry)
+    return {"rows_purged": purged, "units_to_retry": sorted(retry)}
 
-    manifest = {
+
+def post_stages(cfg: RunConfig, out: Output, manifest: dict) -> None:
+    """The final stages on the published run: outlier scores of its faces, then identities over
+    the whole archive. Each adds its summary and its seconds to the manifest."""
+    if cfg.score.enabled:
+        t0 = time.perf_counter()
+        try:
+            manifest["score"] = run_score(out, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"scoring: {e}") from None
+        manifest["timing"]["score_s"] = round(time.perf_counter() - t0, 3)
+    if cfg.cluster.enabled:
+        t0 = time.perf_counter()
+        manifest["cluster"] = run_cluster(out, cfg.dt, cfg.run_id, cfg.cluster)
+        manifest["timing"]["cluster_s"] = round(time.perf_counter() - t0, 3)
+
+
+def _manifest(
+    cfg: RunConfig, ids: tuple[str, str], p: RunPlan, totals: BatchTotals, res: dict, pipeline_s: float
+) -> dict:
+    ok = totals.status_counts.get("ok", 0)
+    return {
         "run_id": cfg.run_id,
         "dt": cfg.dt,
         "inputs": list(cfg.inputs),
         "output": cfg.output,
-        "detector": model_id,
-        "embedder": embedder_id,
+        "detector": ids[0],
+        "embedder": ids[1],
         "config": dataclasses.asdict(cfg),
         "counts": {
-            "input_units": len(units),
-            "units_processed": len(todo.todo),
-            "units_skipped": len(todo.skipped),
-            "units_replaced": len(todo.replaced),
-            "images": n_images,
-            "images_ok": status_counts.get("ok", 0),
-            "images_failed": n_images - status_counts.get("ok", 0),
-            "failures_by_status": {k: v for k, v in sorted(status_counts.items()) if k != "ok"},
-            "faces": n_faces,
+            "input_units": len(p.units),
+            "units_processed": len(p.todo.todo),
+            "units_skipped": len(p.todo.skipped),
+            "units_replaced": len(p.todo.replaced),
+            "images": totals.images,
+            "images_ok": ok,
+            "images_failed": totals.images - ok,
+            "failures_by_status": {k: v for k, v in sorted(totals.status_counts.items()) if k != "ok"},
+            "faces": totals.faces,
         },
         "timing": {
-            "list_s": round(t_list, 3),
-            "pipeline_s": round(t_pipeline, 3),
-            "stage_task_s": stage_s,
-            "images_per_s": round(n_images / t_pipeline, 2) if t_pipeline > 0 else None,
+            "list_s": round(p.list_s, 3),
+            "pipeline_s": round(pipeline_s, 3),
+            "stage_task_s": totals.stage_s,
+            "images_per_s": round(totals.images / pipeline_s, 2) if pipeline_s > 0 else None,
         },
         "resources": res,
-        "files": {t: sorted(f for f in files if f.startswith(f"{t}/")) for t in ("images", "faces")},
+        "files": {t: sorted(f for f in totals.files if f.startswith(f"{t}/")) for t in ("images", "faces")},
         "versions": _versions(),
-        "started_at": started.isoformat(timespec="seconds"),
     }
+
+
+def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
+    """Run the job -- plan, extract, publish, post-stages -- and return the run manifest, also
+    written last to ``OUT/_runs/RUN_ID.json``."""
+    cfg = cfg.resolved()
+    ids = preflight(cfg)
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    p = plan(cfg)
+    totals, res, pipeline_s = extract(cfg, p, ray_address)
+    manifest = {**_manifest(cfg, ids, p, totals, res, pipeline_s), "started_at": started.isoformat(timespec="seconds")}
     t_pub = time.perf_counter()
-    replaced = writer.publish(cfg.output, cfg.run_id, files)
-    if any(replaced.values()):
-        log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
-    # changed units: their earlier rows (other runs' files) go now that the new ones are in; the
-    # state file is written last, so a crash before it makes the rerun process these units again
-    manifest["counts"]["rows_purged"] = shard_state.purge(cfg.output, todo.replaced, keep_run=cfg.run_id)
-    retry = shard_state.units_of([u for r in rows for u in r["unreadable"]], todo.todo)
-    manifest["counts"]["units_to_retry"] = sorted(retry)
-    shard_state.record(cfg.output, cfg.run_id, cfg.dt, todo.todo, retry)
+    manifest["counts"].update(publish(cfg, p, totals))
     manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)
-    if cfg.score.enabled:  # the final stage: outlier scores of this run's faces
-        t_score = time.perf_counter()
-        try:
-            manifest["score"] = run_score(cfg.output, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(f"scoring: {e}") from None
-        manifest["timing"]["score_s"] = round(time.perf_counter() - t_score, 3)
-    if cfg.cluster.enabled:  # identities over the whole archive, this run's faces included
-        t_cluster = time.perf_counter()
-        manifest["cluster"] = run_cluster(cfg.output, cfg.dt, cfg.run_id, cfg.cluster)
-        manifest["timing"]["cluster_s"] = round(time.perf_counter() - t_cluster, 3)
+    post_stages(cfg, p.output, manifest)
     manifest["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
     manifest["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest["manifest_uri"] = writer.write_manifest(cfg.output, cfg.run_id, manifest)
+    manifest["manifest_uri"] = writer.write_manifest(p.output, cfg.run_id, manifest)
     return manifest

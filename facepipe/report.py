@@ -28,10 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
 from facepipe.io import fs as fsio
-from facepipe.io import writer
+from facepipe.io.output import RUNS, Output
 
 THUMB = 96  # thumbnail side, pixels
 
@@ -49,20 +48,15 @@ class ReportConfig:
 
 def find_manifest(output: str, dt: str | None = None, run_id: str | None = None) -> dict:
     """The manifest of ``run_id``, or of the latest run (of date ``dt`` when given)."""
-    fs, out = fsio.resolve(output)
-    root = f"{out}/_runs"
+    out = Output(output)  # the manifests are plain JSON: no need for the encryption setting
     if run_id:
         try:
-            return json.loads(fsio.read_bytes(fs, f"{root}/{run_id}.json"))
+            return json.loads(fsio.read_bytes(out.fs, out.path(RUNS, f"{run_id}.json")))
         except FileNotFoundError:
-            raise FileNotFoundError(f"no run {run_id} in {output} (no _runs/{run_id}.json)") from None
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{output} holds no published run (no _runs/)")
-    runs = [
-        json.loads(fsio.read_bytes(fs, i.path))
-        for i in fs.get_file_info(pafs.FileSelector(root))
-        if i.type == pafs.FileType.File and i.base_name.endswith(".json")
-    ]
+            raise FileNotFoundError(f"no run {run_id} in {output} (no {RUNS}/{run_id}.json)") from None
+    if not out.exists(RUNS):
+        raise FileNotFoundError(f"{output} holds no published run (no {RUNS}/)")
+    runs = [json.loads(fsio.read_bytes(out.fs, f)) for f in out.files(RUNS, suffix=".json")]
     runs = [m for m in runs if "counts" in m and (dt is None or m.get("dt") == dt)]
     if not runs:
         raise FileNotFoundError(f"no run of {dt} in {output}" if dt else f"no run in {output}")
@@ -72,7 +66,7 @@ def find_manifest(output: str, dt: str | None = None, run_id: str | None = None)
 def _table(
     output: str, name: str, columns: list[str], dt: str | None = None, where: pads.Expression | None = None
 ) -> pa.Table | None:
-    ds = writer.table_dataset(output, name)
+    ds = Output.open(output).dataset(name)
     if ds is None:
         return None
     cols = [c for c in columns if c in ds.schema.names or c == "dt"]
@@ -426,7 +420,10 @@ def write_report(
 ) -> str:
     """Render and write the report (default ``OUT/_runs/RUN_ID.html``); returns where."""
     page, m = render(output, dt, run_id, cfg)
-    uri = dest or fsio.join(output, "_runs", f"{m['run_id']}.html")
-    fs, path = fsio.resolve(uri)
-    fsio.write_bytes(fs, path, page.encode())
-    return uri
+    if dest:
+        fs, path = fsio.resolve(dest)
+        fsio.write_bytes(fs, path, page.encode())
+        return dest
+    out = Output(output)
+    out.atomic_write(out.path(RUNS, f"{m['run_id']}.html"), page.encode())
+    return out.uri_of(RUNS, f"{m['run_id']}.html")

@@ -7,6 +7,7 @@ column inside the files (DuckDB/Athena/Trino add it from the path).
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 #: Number of landmark coordinates per face: (x, y) for left eye, right eye, nose tip,
@@ -163,6 +164,17 @@ EMBEDDING_FIELDS = (
 
 #: Batch rows leaving the model actors (DETECTED plus each image's embeddings), into the writer.
 EMBEDDED = pa.schema([*DETECTED, *EMBEDDING_FIELDS])
+
+
+def embedding_matrix(column: pa.Array | pa.ChunkedArray, dtype: type = np.float32) -> np.ndarray:
+    """An ``embedding`` or ``centroid`` column (a list of float32 per row) -> (N, D) ``dtype`` array
+    (D from a fixed-size list's type, else from the values; (0, 0) for no rows of a plain list)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(dtype)
+    if len(arr) == 0:
+        return np.zeros((0, getattr(arr.type, "list_size", 0)), dtype)
+    return values.reshape(len(arr), -1)
+
 
 #: Table name -> schema, in the order the job writes them.
 TABLES: dict[str, pa.Schema] = {

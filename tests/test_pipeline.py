@@ -233,10 +233,10 @@ def test_two_nights_of_real_photos_group_faces_like_one_run_and_keep_night_one_i
     import pyarrow.parquet as pq
 
     from facepipe.cluster.stage import ClusterConfig, run_cluster
-    from facepipe.io.writer import table_dataset
+    from facepipe.io.output import Output
 
     _, out, _ = first_run
-    faces = table_dataset(str(out), "faces").to_table().drop_columns(["dt"]).sort_by("face_id")
+    faces = Output.open(str(out)).dataset("faces").to_table().drop_columns(["dt"]).sort_by("face_id")
     images = sorted(set(faces.column("image_id").to_pylist()))
     night_of = {im: i % 2 for i, im in enumerate(images)}
     inc = tmp_path / "out"

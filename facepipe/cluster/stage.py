@@ -48,6 +48,7 @@ from facepipe.cluster.methods import (
     threshold_edges,
 )
 from facepipe.io import writer
+from facepipe.io.output import Output, as_output
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +271,8 @@ class FaceSet:
     embedder: str
 
 
-def load_faces(output: str) -> FaceSet | None:
-    faces_ds = writer.table_dataset(output, "faces")
+def load_faces(output: str | Output) -> FaceSet | None:
+    faces_ds = as_output(output).dataset("faces")
     if faces_ds is None:
         return None
     faces = faces_ds.to_table(columns=["face_id", "embedding", "embedder", "det_score", "dt"])
@@ -283,15 +284,7 @@ def load_faces(output: str) -> FaceSet | None:
         log.warning("faces of several embedders %s: clustering those of %s only", dict(embedders), embedder)
         faces = faces.filter(pc.equal(faces.column("embedder"), embedder))
     faces = faces.sort_by("face_id")
-    n = faces.num_rows
-    x = (
-        faces.column("embedding")
-        .combine_chunks()
-        .flatten()
-        .to_numpy(zero_copy_only=False)
-        .astype(np.float32)
-        .reshape(n, -1)
-    )
+    x = schema.embedding_matrix(faces.column("embedding"))
     return FaceSet(
         face_ids=faces.column("face_id").to_pylist(),
         x=x,
@@ -301,10 +294,10 @@ def load_faces(output: str) -> FaceSet | None:
     )
 
 
-def load_previous(output: str) -> tuple[dict[str, str | None], str | None]:
+def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None]:
     """The published face_identity snapshot as face_id -> identity_id (None: unassigned), and
     the run id that wrote it."""
-    ds = writer.table_dataset(output, "face_identity")
+    ds = as_output(output).dataset("face_identity")
     if ds is None:
         return {}, None
     t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
@@ -314,27 +307,61 @@ def load_previous(output: str) -> tuple[dict[str, str | None], str | None]:
     )
 
 
-def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
-    """(identities, face_identity) snapshot tables: centroid, distance to it, representative
-    (highest detection score), first/last seen."""
-    n, dim = fs.x.shape
+@dataclass
+class IdentityStats:
+    """Per identity (M of them, by ascending label): what the ``identities`` table holds."""
+
+    labels: np.ndarray  # (M,) the distinct labels >= 0
+    counts: np.ndarray  # (M,) int64 faces
+    centroid: np.ndarray  # (M, D) float32 mean embedding (summed in float64)
+    representative: np.ndarray  # (M,) row of the highest det_score; ties: the earliest row
+    first_day: np.ndarray  # (M,) int64 days since 1970-01-01 of its first face's dt
+    last_day: np.ndarray  # (M,) int64, of its last
+    assigned: np.ndarray  # (K,) rows with a label >= 0
+    inverse: np.ndarray  # (K,) each assigned row's identity, an index into ``labels``
+
+
+def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, days: np.ndarray) -> IdentityStats:
+    """The one implementation of an identity's statistics, used by clustering and by erasure.
+
+    labels (N,) int, -1 = unassigned; x (N, D) embeddings; det_score (N,); days (N,) int64 days
+    since 1970-01-01. Rows come sorted by face id, so ties pick the smallest face id.
+    """
     ok = np.flatnonzero(labels >= 0)
     ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
-    m = len(ulab)
+    m, dim = len(ulab), x.shape[1]
     starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
     cent = np.zeros((m, dim), np.float32)
     if m:
         by_label = np.argsort(inv, kind="stable")
-        cent = (np.add.reduceat(fs.x[ok][by_label].astype(np.float64), starts) / counts[:, None]).astype(np.float32)
-    dist = np.full(n, np.nan, np.float32)
-    dist[ok] = np.linalg.norm(fs.x[ok] - cent[inv], axis=1)
-    best = np.lexsort((-fs.det_score[ok], inv))
+        cent = (np.add.reduceat(x[ok][by_label].astype(np.float64), starts) / counts[:, None]).astype(np.float32)
+    best = np.lexsort((-det_score[ok], inv))
     rep = ok[best[starts]] if m else np.zeros(0, np.int64)
-    day = fs.dt[ok].astype(np.int64)
+    day = days[ok].astype(np.int64)
     first, last = np.full(m, np.iinfo(np.int64).max), np.full(m, np.iinfo(np.int64).min)
     np.minimum.at(first, inv, day)
     np.maximum.at(last, inv, day)
-    ids = [name[int(lab)] for lab in ulab]
+    return IdentityStats(ulab, counts.astype(np.int64), cent, rep, first, last, ok, inv)
+
+
+def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
+    """(identities, face_identity) snapshot tables: centroid, distance to it, representative
+    (highest detection score), first/last seen."""
+    n, dim = fs.x.shape
+    st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
+    ok, inv, counts, cent, rep, first, last = (
+        st.assigned,
+        st.inverse,
+        st.counts,
+        st.centroid,
+        st.representative,
+        st.first_day,
+        st.last_day,
+    )
+    m = len(st.labels)
+    dist = np.full(n, np.nan, np.float32)
+    dist[ok] = np.linalg.norm(fs.x[ok] - cent[inv], axis=1)
+    ids = [name[int(lab)] for lab in st.labels]
     order = sorted(range(m), key=ids.__getitem__)
     identities = pa.table(
         {
@@ -367,10 +394,11 @@ def events_table(events: list[dict], run_id: str) -> pa.Table:
     return pa.Table.from_pylist([{**e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS)
 
 
-def run_cluster(output: str, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
+def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
     snapshot yet); publish events and the snapshot; return a summary."""
     t0 = time.perf_counter()
+    output = as_output(output)
     fs = load_faces(output)
     if fs is None:
         return {"skipped": "no faces"}
@@ -394,12 +422,12 @@ def run_cluster(output: str, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     # events first, the snapshot last: a crash between them is repaired by the rerun, which finds
     # the old snapshot, recomputes the same events and replaces them. A rerun after the snapshot
     # landed sees no change and must not wipe the first attempt's events: it appends.
-    writer.clear_staging(output, run_id, ("identity_events", "identities", "face_identity"))
+    output.clear_staging(run_id, ("identity_events", "identities", "face_identity"))
     staged_events = writer.stage_tables({"identity_events": events_table(events, run_id)}, output, run_id, dt)
-    writer.publish(output, run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
+    output.publish(run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
     snap = ("identities", "face_identity")
     staged = writer.stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
-    writer.publish(output, run_id, staged, tables=snap, snapshot=True)
+    output.publish(run_id, staged, tables=snap, snapshot=True)
     return {
         "mode": "incremental" if incremental else "full",
         "faces": len(fs.face_ids),

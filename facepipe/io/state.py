@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from facepipe.io import crypto
-from facepipe.io import fs as fsio
+from facepipe.io.output import STATE, Output, as_output
 from facepipe.io.sources import Unit
 
 SHARDS = pa.schema(
@@ -48,27 +46,14 @@ class Plan:
     replaced: list[str]  # URIs of todo units whose earlier rows (another run's) must go
 
 
-def _root(output: str) -> tuple[pafs.FileSystem, str]:
-    fs, out = fsio.resolve(output)
-    return fs, f"{out}/_state/shards"
-
-
-def load(output: str) -> dict[str, dict]:
+def load(output: str | Output) -> dict[str, dict]:
     """URI -> the latest state row for it (the last run that processed it)."""
-    fs, root = _root(output)
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        return {}
-    files = [
-        i.path
-        for i in fs.get_file_info(pafs.FileSelector(root))
-        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-    ]
+    out = as_output(output)
+    files = out.files(STATE, suffix=".parquet")
     if not files:
         return {}
-    t = pa.concat_tables([pq.read_table(f, filesystem=fs, schema=SHARDS) for f in files]).sort_by(
-        [("committed_ns", "ascending")]
-    )
-    return {r["uri"]: r for r in t.to_pylist()}
+    t = pa.concat_tables([pq.read_table(f, filesystem=out.fs, schema=SHARDS) for f in files])
+    return {r["uri"]: r for r in t.sort_by([("committed_ns", "ascending")]).to_pylist()}
 
 
 def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = False) -> Plan:
@@ -90,10 +75,9 @@ def units_of(sources: list[str], units: list[Unit]) -> set[str]:
     return {u.uri for u in units if any(s == u.uri or s.startswith(u.uri + "#") for s in sources)} if sources else set()
 
 
-def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset()) -> None:
+def record(output: str | Output, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset()) -> None:
     """Write this run's state file (replacing an earlier attempt's): the last step of publishing.
     ``retry``: URIs of units to process again next time (an image of theirs could not be read)."""
-    fs, root = _root(output)
     now = time.time_ns()
     t = pa.table(
         {
@@ -108,49 +92,18 @@ def record(output: str, run_id: str, dt: str, units: list[Unit], retry: set[str]
         },
         schema=SHARDS,
     )
-    fs.create_dir(root, recursive=True)
-    tmp = f"{root}/.part-{run_id}.parquet.tmp"
-    pq.write_table(t, tmp, filesystem=fs)
-    fs.move(tmp, f"{root}/part-{run_id}.parquet")
+    out = as_output(output)
+    out.atomic_write(out.path(STATE, f"part-{run_id}.parquet"), t)
 
 
-def _rewrite_without(
-    fs: pafs.FileSystem, path: str, keep: pa.ChunkedArray | pa.Array, enc: crypto.EncryptionConfig | None = None
-) -> int:
-    """Rewrite one Parquet file keeping the rows where ``keep``; delete it when none stay.
-    Returns the rows removed. The new file is written beside and moved over the old one
-    (encrypted like the output, ``enc``)."""
-    t = crypto.read_table(path, fs, enc)
-    mask = pc.fill_null(keep, True)
-    removed = t.num_rows - int(pc.sum(mask).as_py() or 0)
-    if removed == 0:
-        return 0
-    kept = t.filter(mask)
-    if kept.num_rows == 0:
-        fs.delete_file(path)
-    else:
-        tmp = path.rsplit("/", 1)[0] + "/.rewrite.tmp"
-        crypto.write_table(kept, tmp, fs, enc, compression="zstd")
-        fs.move(tmp, path)
+def _delete_rows(out: Output, path: str, keep: pa.Array) -> int:
+    kept, removed = out.rewrite_without(path, keep)
+    if removed:
+        out.replace_file(path, kept)
     return removed
 
 
-def _table_files(fs: pafs.FileSystem, out: str, table: str, skip_run: str | None) -> list[str]:
-    root = f"{out}/{table}"
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    own = f"part-{skip_run}-" if skip_run is not None else None
-    return sorted(
-        i.path
-        for i in infos
-        if i.type == pafs.FileType.File
-        and i.base_name.startswith("part-")
-        and not (own and i.base_name.startswith(own))
-    )
-
-
-def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
+def purge(output: str | Output, uris: list[str], keep_run: str) -> dict[str, int]:
     """Remove every row that came from ``uris`` (their images, faces and outlier scores) from the
     files of runs other than ``keep_run``, and their faces from the identity snapshot: a face id
     names (image, face index), so the new content's faces carry the old ids and must be placed
@@ -158,11 +111,11 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
     removed = {"images": 0, "faces": 0, "face_outliers": 0, "face_identity": 0}
     if not uris:
         return removed
-    fs, out = fsio.resolve(output)
-    enc = crypto.for_output(output)
+    out = as_output(output)
+    fs = out.fs
     wanted = pa.array(sorted(set(uris)), pa.string())
     gone_images: list[pa.Array] = []
-    for path in _table_files(fs, out, "images", keep_run):
+    for path in out.part_files("images", exclude_run=keep_run):
         src = pq.read_table(path, filesystem=fs, columns=["source_uri", "image_id"])
         hit = pc.is_in(src.column("source_uri"), value_set=wanted)  # an image unit's own row
         for member in ("#.*$", "#[^#]*$"):  # a tar / Parquet unit's rows: "UNIT#member" ('#' may sit in either part)
@@ -175,23 +128,23 @@ def purge(output: str, uris: list[str], keep_run: str) -> dict[str, int]:
             )
         if pc.any(hit).as_py():
             gone_images.append(src.column("image_id").filter(hit).combine_chunks())
-            removed["images"] += _rewrite_without(fs, path, pc.invert(hit), enc)
+            removed["images"] += _delete_rows(out, path, pc.invert(hit))
     if not gone_images:
         return removed
     images = pa.chunked_array(gone_images).combine_chunks()
     gone_faces: list[pa.Array] = []
-    for path in _table_files(fs, out, "faces", keep_run):
+    for path in out.part_files("faces", exclude_run=keep_run):
         f = pq.read_table(path, filesystem=fs, columns=["image_id", "face_id"])
         hit = pc.is_in(f.column("image_id"), value_set=images)
         if pc.any(hit).as_py():
             gone_faces.append(f.column("face_id").filter(hit).combine_chunks())
-            removed["faces"] += _rewrite_without(fs, path, pc.invert(hit), enc)
+            removed["faces"] += _delete_rows(out, path, pc.invert(hit))
     if gone_faces:
         faces = pa.chunked_array(gone_faces).combine_chunks()
         for table, skip in (("face_outliers", keep_run), ("face_identity", None)):
-            for path in _table_files(fs, out, table, skip):
+            for path in out.part_files(table, exclude_run=skip):
                 f = pq.read_table(path, filesystem=fs, columns=["face_id"])
                 hit = pc.is_in(f.column("face_id"), value_set=faces)
                 if pc.any(hit).as_py():
-                    removed[table] += _rewrite_without(fs, path, pc.invert(hit), enc)
+                    removed[table] += _delete_rows(out, path, pc.invert(hit))
     return removed

@@ -7,8 +7,9 @@ Layout (``dt`` lives in the path only)::
     OUT/_runs/RUN_ID.json
 
 Protocol: write tasks put their files under ``OUT/_staging/RUN_ID/``; when every task has
-finished, the driver :func:`publish` es: it deletes the files a previous attempt of the *same*
-run id left in the tables, moves the staged files in, and writes ``_runs/RUN_ID.json`` last.
+finished, the driver publishes them (``Output.publish``): it deletes the files a previous attempt
+of the *same* run id left in the tables, moves the staged files in, and writes
+``_runs/RUN_ID.json`` last.
 Other runs' files and partitions are never touched, and a run that dies before publishing leaves
 the tables exactly as they were (only its staging prefix, which the next attempt clears).
 """
@@ -18,17 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 
 from facepipe import schema
-from facepipe.io import crypto
-from facepipe.io import fs as fsio
+from facepipe.io.output import RUNS, Output, as_output, part_name
 
 STATS_SCHEMA = pa.schema(
     [
@@ -99,28 +97,16 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
     return {"images": images, "faces": faces}
 
 
-def staging_uri(output: str, run_id: str) -> str:
-    return fsio.join(output, "_staging", run_id)
-
-
-def part_name(run_id: str) -> str:
-    return f"part-{run_id}-{uuid.uuid4().hex[:16]}.parquet"
-
-
-def stage_tables(tables: dict[str, pa.Table], output: str, run_id: str, dt: str) -> list[str]:
+def stage_tables(tables: dict[str, pa.Table], out: Output, run_id: str, dt: str) -> list[str]:
     """Write each non-empty table as one Parquet file under the run's staging prefix; returns the
-    files' paths relative to it (``TABLE/dt=DT/part-RUN_ID-UUID.parquet``) for :func:`publish`."""
-    fs, root = fsio.resolve(staging_uri(output, run_id))
-    enc = crypto.for_output(output)
+    files' paths relative to it (``TABLE/dt=DT/part-RUN_ID-UUID.parquet``) for ``Output.publish``."""
     files = []
     name = part_name(run_id)
     for table_name, table in tables.items():
-        if table.num_rows == 0:
-            continue
-        path = f"{root}/{table_name}/dt={dt}/{name}"
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        crypto.write_table(table, path, fs, enc, compression="zstd")
-        files.append(f"{table_name}/dt={dt}/{name}")
+        if table.num_rows:
+            rel = f"{table_name}/dt={dt}/{name}"
+            out.write_table(table, out.staging_path(run_id, rel))
+            files.append(rel)
     return files
 
 
@@ -136,7 +122,7 @@ def write_batch(
         tables["faces"] = faces.filter(
             pc.invert(pc.is_in(faces.column("face_id"), value_set=pa.array(sorted(erased_faces), pa.string())))
         )
-    files = stage_tables(tables, output, run_id, dt)
+    files = stage_tables(tables, as_output(output), run_id, dt)
     statuses = Counter(detected.column("status").to_pylist())
     return pa.Table.from_pylist(
         [
@@ -160,79 +146,11 @@ def write_batch(
     )
 
 
-def _delete_run_files(fs: pafs.FileSystem, table_root: str, run_id: str | None) -> int:
-    """Delete the table's files written by ``run_id`` (every part file when None)."""
-    infos = fs.get_file_info(pafs.FileSelector(table_root, recursive=True, allow_not_found=True))
-    prefix = f"part-{run_id}-" if run_id is not None else "part-"
-    n = 0
-    for i in infos:
-        if i.type == pafs.FileType.File and i.base_name.startswith(prefix):
-            fs.delete_file(i.path)
-            n += 1
-    return n
+def _read_files(batch: pa.Table, output: Output, columns: list[str]) -> pa.Table:
+    return pa.concat_tables([output.read_table(p, columns=columns) for p in batch.column("path").to_pylist()])
 
 
-def clear_staging(output: str, run_id: str, tables: tuple[str, ...] | None = None) -> None:
-    """Delete the run's staging prefix. The shared ``_staging`` root stays (another run may be
-    writing under it; readers ignore ``_``-prefixed paths). ``tables``: only those tables' staging."""
-    fs, root = fsio.resolve(staging_uri(output, run_id))
-    for d in [root] if tables is None else [f"{root}/{t}" for t in tables]:
-        if fs.get_file_info(d).type != pafs.FileType.NotFound:
-            fs.delete_dir(d)
-    if tables is not None and fs.get_file_info(root).type != pafs.FileType.NotFound:
-        left = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        if not any(i.type == pafs.FileType.File for i in left):
-            fs.delete_dir(root)
-
-
-def publish(
-    output: str,
-    run_id: str,
-    staged_files: list[str],
-    tables: tuple[str, ...] = ("images", "faces"),
-    snapshot: bool = False,
-    replace: bool = True,
-) -> dict[str, int]:
-    """Move a run's staged files into ``tables``, replacing only those tables' files of the same
-    run id (a stage publishes its own tables: extract ``images`` + ``faces``, scoring
-    ``face_outliers``). ``snapshot``: the tables are whole-archive snapshots (identities): every
-    earlier file of them is replaced, whichever run wrote it. ``replace`` False: add the files and
-    delete none (a stage that appends to its own earlier output). Returns files replaced per table."""
-    fs, out = fsio.resolve(output)
-    stage = fsio.resolve(staging_uri(output, run_id))[1]
-    stray = sorted({f.split("/", 1)[0] for f in staged_files} - set(tables))
-    if stray:
-        raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
-    replaced = {t: _delete_run_files(fs, f"{out}/{t}", None if snapshot else run_id) if replace else 0 for t in tables}
-    for rel in sorted(staged_files):
-        dest = f"{out}/{rel}"
-        fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-        fs.move(f"{stage}/{rel}", dest)
-    clear_staging(output, run_id, tables)
-    return replaced
-
-
-def table_dataset(output: str, table: str):
-    """A published table as a ``pyarrow.dataset`` (``dt`` from the Hive path, as a string), or
-    None when the table has no files."""
-    import pyarrow.dataset as pads
-
-    fs, out = fsio.resolve(output)
-    if fs.get_file_info(f"{out}/{table}").type == pafs.FileType.NotFound:
-        return None
-    part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
-    fmt = crypto.dataset_format(crypto.for_output(output))
-    ds = pads.dataset(f"{out}/{table}", filesystem=fs, format=fmt, partitioning=part, exclude_invalid_files=True)
-    return ds if ds.files else None  # only empty partition folders left (e.g. all rows purged)
-
-
-def _read_files(batch: pa.Table, output: str, columns: list[str]) -> pa.Table:
-    fs, _ = fsio.resolve(output)
-    enc = crypto.for_output(output)
-    return pa.concat_tables([crypto.read_table(p, fs, enc, columns=columns) for p in batch.column("path").to_pylist()])
-
-
-def ray_read_files(output: str, paths: list[str], columns: list[str], blocks: int = 16):
+def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks: int = 16):
     """A Ray dataset of ``columns`` of published table files of ``output``, read through the
     output's encryption setting (Ray Data's own Parquet reader cannot decrypt: it dies reading
     an encrypted file's footer statistics)."""
@@ -244,8 +162,7 @@ def ray_read_files(output: str, paths: list[str], columns: list[str], blocks: in
     )
 
 
-def write_manifest(output: str, run_id: str, manifest: dict) -> str:
+def write_manifest(output: Output, run_id: str, manifest: dict) -> str:
     """Write ``OUT/_runs/RUN_ID.json`` (the last step of a run); returns its URI."""
-    fs, out = fsio.resolve(output)
-    fsio.write_bytes(fs, f"{out}/_runs/{run_id}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
-    return fsio.join(output, "_runs", f"{run_id}.json")
+    output.atomic_write(output.path(RUNS, f"{run_id}.json"), json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return output.uri_of(RUNS, f"{run_id}.json")

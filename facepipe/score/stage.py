@@ -28,6 +28,7 @@ import pyarrow.dataset as pads
 from facepipe import schema
 from facepipe.io import fs as fsio
 from facepipe.io import writer
+from facepipe.io.output import MODELS, Output, as_output
 from facepipe.score.drocc import DROCCConfig, DROCCModel, train_drocc
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,7 @@ def fit(embeddings: np.ndarray, cfg: ScoreConfig) -> DROCCModel:
 def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) -> pa.Table:
     """Faces (``face_id``, ``embedding``) -> FACE_OUTLIERS rows."""
     n = faces.num_rows
-    emb = (
-        faces.column("embedding")
-        .combine_chunks()
-        .flatten()
-        .to_numpy(zero_copy_only=False)
-        .astype(np.float32)
-        .reshape(n, -1)
-        if n
-        else np.zeros((0, 1), np.float32)
-    )
+    emb = schema.embedding_matrix(faces.column("embedding"))
     s = model.anomaly_scores(emb) if n else np.zeros(0, np.float32)
     return pa.table(
         {
@@ -110,13 +102,13 @@ def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) 
     )
 
 
-def save_model(output: str, model: DROCCModel) -> str:
+def save_model(output: str | Output, model: DROCCModel) -> str:
     """Write ``OUT/_models/drocc/MODEL_ID.pt`` and ``.json``; returns the ``.pt`` URI."""
-    fs, out = fsio.resolve(output)
+    out = as_output(output)
     name = model.model_id.replace("@", "-")
-    fsio.write_bytes(fs, f"{out}/_models/drocc/{name}.pt", model.to_bytes())
-    fsio.write_bytes(fs, f"{out}/_models/drocc/{name}.json", model.describe().encode())
-    return fsio.join(output, "_models", "drocc", f"{name}.pt")
+    out.atomic_write(out.path(MODELS, "drocc", f"{name}.pt"), model.to_bytes())
+    out.atomic_write(out.path(MODELS, "drocc", f"{name}.json"), model.describe().encode())
+    return out.uri_of(MODELS, "drocc", f"{name}.pt")
 
 
 def load_model(uri: str) -> DROCCModel:
@@ -141,16 +133,7 @@ def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, embedder: str) 
         idx = np.sort(np.random.default_rng(cfg.drocc.seed).choice(n, cfg.drocc.max_train, replace=False))
         t = t.take(pa.array(idx))
         n = t.num_rows
-    return (
-        t.column("embedding")
-        .combine_chunks()
-        .flatten()
-        .to_numpy(zero_copy_only=False)
-        .astype(np.float32)
-        .reshape(n, -1)
-        if n
-        else np.zeros((0, 0), np.float32)
-    )
+    return schema.embedding_matrix(t.column("embedding"))
 
 
 _LOADED: dict[str, DROCCModel] = {}  # per worker process: deserialise each model once, not per batch
@@ -175,20 +158,21 @@ def _score_batch(
                 _LOADED[ids[embedder]] = DROCCModel.from_bytes(blob)
             parts.append(score_table(sel, _LOADED[ids[embedder]], ids[embedder], run_id))
     table = pa.concat_tables(parts) if parts else schema.FACE_OUTLIERS.empty_table()
-    files = writer.stage_tables({"face_outliers": table}, output, run_id, dt)
+    files = writer.stage_tables({"face_outliers": table}, as_output(output), run_id, dt)
     return pa.table(
         {"n": [table.num_rows], "n_outliers": [int(pc.sum(table.column("is_outlier")).as_py() or 0)], "files": [files]}
     )
 
 
-def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str | None = None) -> dict:
+def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only_run: str | None = None) -> dict:
     """Score the faces of partition ``dt`` (only those of run ``only_run`` if given), publish
     ``face_outliers`` under ``run_id``; returns a summary for the run manifest."""
     import ray
     import ray.data
 
     t0 = time.perf_counter()
-    ds = writer.table_dataset(output, "faces")
+    output = as_output(output)
+    ds = output.dataset("faces")
     faces = (
         ds.to_table(columns=["embedder"], filter=_filter([dt], only_run))
         if ds is not None
@@ -235,7 +219,7 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
     t_train = time.perf_counter() - t0
     files = [f.path for f in ds.get_fragments(filter=_filter([dt], only_run))]
     data = writer.ray_read_files(output, files, ["face_id", "embedding", "embedder", "run_id"])
-    writer.clear_staging(output, run_id, ("face_outliers",))
+    output.clear_staging(run_id, ("face_outliers",))
     stats = data.map_batches(
         _score_batch,
         fn_kwargs={"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run},
@@ -243,7 +227,7 @@ def run_score(output: str, dt: str, run_id: str, cfg: ScoreConfig, only_run: str
         batch_format="pyarrow",
     ).take_all()
     staged = [f for r in stats for f in r["files"]]
-    writer.publish(output, run_id, staged, tables=("face_outliers",))
+    output.publish(run_id, staged, tables=("face_outliers",))
     summary.update(
         scored=sum(r["n"] for r in stats),
         outliers=sum(r["n_outliers"] for r in stats),

@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 
 from facepipe import schema
 from facepipe.io import writer
+from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
 
 
@@ -60,10 +61,10 @@ def test_rerun_replaces_only_its_own_files(tmp_path):
     out = str(tmp_path)
     for run in ("a", "b"):
         stats = writer.write_batch(_detected(), out, run, "2026-01-01")
-        writer.publish(out, run, stats.column("files")[0].as_py())
+        Output.open(out).publish(run, stats.column("files")[0].as_py())
     first = sorted(p.name for p in tmp_path.glob("faces/dt=*/*.parquet"))
     stats = writer.write_batch(_detected((1,)), out, "a", "2026-01-02")  # run a again, other date
-    writer.publish(out, "a", stats.column("files")[0].as_py())
+    Output.open(out).publish("a", stats.column("files")[0].as_py())
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/dt=*/*.parquet"))
     assert [f for f in files if "part-b-" in f] == [f for f in files if "part-b-" in f and "2026-01-01" in f]
     assert len([f for f in files if "part-b-" in f]) == 2

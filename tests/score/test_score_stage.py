@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.io import writer
+from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
 from facepipe.score.drocc import DROCCConfig, train_drocc
 from facepipe.score.stage import ScoreConfig, run_score
@@ -49,7 +50,7 @@ def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
             }
         )
     stats = writer.write_batch(pa.Table.from_pylist(rows, schema=EMBEDDED_SCHEMA), str(out), "extract1", DT)
-    writer.publish(str(out), "extract1", stats.column("files")[0].as_py())
+    Output.open(str(out)).publish("extract1", stats.column("files")[0].as_py())
     return outliers
 
 

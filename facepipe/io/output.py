@@ -1,0 +1,197 @@
+"""The output root: its layout and every operation on it, in one picklable object.
+
+Layout (``docs/operations.md`` has the protocol)::
+
+    OUT/TABLE/dt=D/part-RUN-UUID.parquet   the tables (``schema.TABLES``), Hive-partitioned
+    OUT/_runs/RUN.json, RUN.html           manifests (written last) and run reports
+    OUT/_staging/RUN/TABLE/dt=D/...        a run's files before they are published
+    OUT/_state/shards/part-RUN.parquet     the input units each run processed
+    OUT/_tombstones/part-REQUEST.parquet   what erasure requests removed
+    OUT/_audit/REQUEST.json                one record per erasure request
+    OUT/_models/drocc/drocc-HASH.pt|.json  DROCC artifacts
+    OUT/_encryption.json                   the output's encryption setting (``io.crypto``)
+
+Readers (DuckDB, Athena, pyarrow datasets) ignore paths starting with ``_`` or ``.``. An
+:class:`Output` is built once on the driver (:meth:`Output.open` reads the encryption setting)
+and travels to Ray tasks as two plain values; its filesystem is resolved where it is used.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from facepipe.io import crypto
+from facepipe.io import fs as fsio
+
+RUNS = "_runs"
+STAGING = "_staging"
+STATE = "_state/shards"
+TOMBSTONES = "_tombstones"
+AUDIT = "_audit"
+MODELS = "_models"
+
+
+def part_name(run_id: str) -> str:
+    """A new table file's name: ``part-RUN_ID-UUID.parquet`` (the run id names its owner)."""
+    return f"part-{run_id}-{uuid.uuid4().hex[:16]}.parquet"
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output root (local path or ``s3://bucket/prefix``) and its encryption setting."""
+
+    uri: str
+    encryption: crypto.EncryptionConfig | None = None
+
+    @classmethod
+    def open(cls, uri: str) -> Output:
+        """The output at ``uri`` with the encryption setting it records (None: plain)."""
+        return cls(uri, crypto.for_output(uri))
+
+    # ------------------------------------------------------------ where things are
+    @property
+    def fs(self) -> pafs.FileSystem:
+        return fsio.resolve(self.uri)[0]
+
+    def path(self, *parts: str) -> str:
+        """The path inside :attr:`fs` of ``OUT/parts...``."""
+        return "/".join([fsio.resolve(self.uri)[1], *(p.strip("/") for p in parts)])
+
+    def uri_of(self, *parts: str) -> str:
+        """What users see: ``OUT/parts...`` as a local path or an ``s3://`` URI."""
+        return fsio.join(self.uri, *parts)
+
+    def relative(self, path: str) -> str:
+        """``path`` (inside :attr:`fs`) relative to the root."""
+        return path[len(self.path()) + 1 :]
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def files(self, *parts: str, recursive: bool = False, prefix: str = "", suffix: str = "") -> list[str]:
+        """Sorted paths of the files below ``OUT/parts...`` whose names start with ``prefix`` and
+        end with ``suffix``; none when the folder is missing."""
+        sel = pafs.FileSelector(self.path(*parts), recursive=recursive, allow_not_found=True)
+        return sorted(
+            i.path
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File and i.base_name.startswith(prefix) and i.base_name.endswith(suffix)
+        )
+
+    def part_files(self, table: str, run_id: str | None = None, exclude_run: str | None = None) -> list[str]:
+        """A table's data files: all, those of ``run_id``, or all but those of ``exclude_run``."""
+        files = self.files(table, recursive=True, prefix=f"part-{run_id}-" if run_id is not None else "part-")
+        if exclude_run is not None:
+            own = f"part-{exclude_run}-"
+            files = [f for f in files if not f.rsplit("/", 1)[-1].startswith(own)]
+        return files
+
+    # ------------------------------------------------------------ reading and writing
+    def read_table(self, path: str, **kw) -> pa.Table:
+        """A table file, decrypted with the output's setting."""
+        return crypto.read_table(path, self.fs, self.encryption, **kw)
+
+    def write_table(self, table: pa.Table, path: str) -> None:
+        """A table file (zstd), its biometric columns encrypted with the output's setting."""
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        crypto.write_table(table, path, self.fs, self.encryption, compression="zstd")
+
+    def dataset(self, table: str):
+        """A published table as a ``pyarrow.dataset`` (``dt`` from the Hive path, as a string),
+        or None when the table has no files."""
+        import pyarrow.dataset as pads
+
+        if not self.exists(table):
+            return None
+        part = pads.partitioning(pa.schema([("dt", pa.string())]), flavor="hive")
+        fmt = crypto.dataset_format(self.encryption)
+        ds = pads.dataset(
+            self.path(table), filesystem=self.fs, format=fmt, partitioning=part, exclude_invalid_files=True
+        )
+        return ds if ds.files else None  # only empty partition folders left (e.g. all rows purged)
+
+    def atomic_write(self, path: str, data: bytes | pa.Table) -> None:
+        """Write a file whole or not at all: to a hidden temp file beside it, then moved over it
+        (a rename on a local disk; on S3 an object appears only when complete anyway). A table
+        is written as plain Parquet (state and tombstones hold no biometric column)."""
+        import pyarrow.parquet as pq
+
+        folder, name = path.rsplit("/", 1)
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        self.fs.create_dir(folder, recursive=True)
+        if isinstance(data, pa.Table):
+            pq.write_table(data, tmp, filesystem=self.fs)
+        else:
+            fsio.write_bytes(self.fs, tmp, data)
+        self.fs.move(tmp, path)
+
+    def rewrite_without(self, path: str, keep: pa.Array | pa.ChunkedArray) -> tuple[pa.Table | None, int]:
+        """One table file without the rows where ``keep`` is false (null keeps): (the rows kept,
+        None when none are; rows removed). Nothing is written: the caller puts the result in
+        place (:meth:`replace_file`) or stages it."""
+        import pyarrow.compute as pc
+
+        t = self.read_table(path)
+        mask = pc.fill_null(keep, True)
+        removed = t.num_rows - int(pc.sum(mask).as_py() or 0)
+        kept = t.filter(mask) if removed else t
+        return (kept if kept.num_rows else None), removed
+
+    def replace_file(self, path: str, table: pa.Table | None) -> None:
+        """Put a rewritten table file in place (written beside, moved over), or delete it (None)."""
+        if table is None:
+            self.fs.delete_file(path)
+            return
+        tmp = path.rsplit("/", 1)[0] + f"/.rewrite-{uuid.uuid4().hex[:8]}.tmp"
+        crypto.write_table(table, tmp, self.fs, self.encryption, compression="zstd")
+        self.fs.move(tmp, path)
+
+    # ------------------------------------------------------------ a run's staging prefix
+    def staging_path(self, run_id: str, *parts: str) -> str:
+        return self.path(STAGING, run_id, *parts)
+
+    def clear_staging(self, run_id: str, tables: tuple[str, ...] | None = None) -> None:
+        """Delete the run's staging prefix (``tables``: only those tables'). The shared
+        ``_staging`` root stays: another run may be writing under it."""
+        fs, root = self.fs, self.staging_path(run_id)
+        for d in [root] if tables is None else [f"{root}/{t}" for t in tables]:
+            if fs.get_file_info(d).type != pafs.FileType.NotFound:
+                fs.delete_dir(d)
+        if tables is not None and fs.get_file_info(root).type != pafs.FileType.NotFound:
+            if not self.files(STAGING, run_id, recursive=True):
+                fs.delete_dir(root)
+
+    def publish(
+        self,
+        run_id: str,
+        staged: list[str],
+        tables: tuple[str, ...] = ("images", "faces"),
+        snapshot: bool = False,
+        replace: bool = True,
+    ) -> dict[str, int]:
+        """Move a run's staged files (paths relative to its staging prefix) into ``tables``,
+        first deleting those tables' files of the same run id (``snapshot``: every earlier file,
+        whoever wrote it; ``replace`` False: none). Returns files deleted per table."""
+        stray = sorted({f.split("/", 1)[0] for f in staged} - set(tables))
+        if stray:
+            raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
+        replaced = dict.fromkeys(tables, 0)
+        for t in tables if replace else ():
+            for f in self.part_files(t, None if snapshot else run_id):
+                self.fs.delete_file(f)
+                replaced[t] += 1
+        for rel in sorted(staged):
+            dest = self.path(rel)
+            self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(self.staging_path(run_id, rel), dest)
+        self.clear_staging(run_id, tables)
+        return replaced
+
+
+def as_output(output: str | Output) -> Output:
+    """An :class:`Output` for a URI (its encryption setting read now), or the one given."""
+    return output if isinstance(output, Output) else Output.open(output)
