@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from facepipe.flags import flag, non_negative_int, positive_int
+
 #: Default decompression-bomb guard: above every camera sold today (100-150 MP medium format),
 #: below Pillow's own hard error (2 x 89.5 MP), so our message is the one users see.
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -51,10 +53,19 @@ class DecodeConfig:
         and CenterFace's smallest anchors of 16 px, measured in bench/RESULTS.md).
     """
 
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    long_side: int = 640
+    max_pixels: int = flag(DEFAULT_MAX_PIXELS, "--max-pixels", "decompression-bomb guard", type=positive_int)
+    long_side: int = flag(
+        640, "--long-side", "detector input long side in pixels; 0 = full resolution", type=non_negative_int
+    )
     upscale: bool = False
-    min_face: int = 0
+    min_face: int = flag(
+        0,
+        "--min-face",
+        "smallest face width (original pixels) to find: large photos are detected above --long-side so such a "
+        "face is 24 px at the detector (0 = off; 40 = dlib HOG's reach)",
+        type=non_negative_int,
+        metavar="PX",
+    )
     min_face_input: int = 24
 
     def detector_long_side(self, width: int, height: int) -> int:

@@ -32,6 +32,7 @@ from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import EmbedConfig
 from facepipe.erase import Tombstones, drop_erased_rows, load_tombstones
 from facepipe.errors import UserError
+from facepipe.flags import flag, positive_float, positive_int
 from facepipe.io import crypto, writer
 from facepipe.io import state as shard_state
 from facepipe.io.crypto import EncryptionConfig
@@ -58,14 +59,26 @@ class ComputeConfig:
     decode task. rows_per_file: images per output file. embed_pool: see below.
     """
 
-    detect_actors_min: int = 1
-    detect_actors_max: int | None = None
-    cpus_per_detect_actor: float | None = None
+    detect_actors_min: int = flag(
+        1, "--detect-actors", "minimum model actors (detect + align + embed)", type=positive_int
+    )
+    detect_actors_max: int | None = flag(
+        None,
+        "--max-detect-actors",
+        "maximum model actors (default: one per GPU, else enough to fill half the CPUs)",
+        type=positive_int,
+    )
+    cpus_per_detect_actor: float | None = flag(
+        None,
+        "--cpus-per-actor",
+        "CPU slots per model actor (default: 1 with a GPU, 0.5 on CPU-only clusters)",
+        type=positive_float,
+    )
     torch_threads: int | None = None
     read_parallelism: int | None = None
     decode_batch_size: int = 16
     decode_task_memory: int = 1 << 30
-    rows_per_file: int = 4096
+    rows_per_file: int = flag(4096, "--rows-per-file", "images per output Parquet file", type=positive_int)
     #: False (default): detect, align and embed in one actor pool. True: a second actor pool for
     #: align + embed (same resources per actor); see bench/RESULTS.md for the measured difference.
     embed_pool: bool = False

@@ -13,6 +13,7 @@ to a file instead). Exit status: 0 ok, 1 job failure (worth retrying), 2 bad fla
 the summary line then says ``"status": "failed"``).
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,21 +26,20 @@ from facepipe.cli import main
 
 
 def nightly_argv(argv: list[str]) -> list[str] | None:
-    """``facepipe run`` arguments for one night, or None when --dt is missing."""
-    dt = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--dt"), None)
-    dt = dt or next((a.split("=", 1)[1] for a in argv if a.startswith("--dt=")), None)
-    if not dt:
+    """``facepipe run`` arguments for one night, or None when --dt is missing: the night's own
+    flags are parsed (not searched for as strings); everything else goes to ``facepipe run``."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--dt")
+    p.add_argument("--run-id")
+    p.add_argument("--summary-json")
+    p.add_argument("--report", action="store_true")
+    p.add_argument("--no-report", action="store_true")
+    night, rest = p.parse_known_args(argv)
+    if not night.dt:
         return None
-    extra = []
-    if not any(a == "--run-id" or a.startswith("--run-id=") for a in argv):
-        extra += ["--run-id", f"nightly-{dt}"]
-    if not any(a == "--summary-json" or a.startswith("--summary-json=") for a in argv):
-        extra += ["--summary-json", "-"]
-    if "--no-report" in argv:
-        argv = [a for a in argv if a != "--no-report"]
-    elif "--report" not in argv:
-        extra += ["--report"]
-    return ["run", *argv, *extra]
+    run_id, summary = night.run_id or f"nightly-{night.dt}", night.summary_json or "-"
+    report = [] if night.no_report else ["--report"]
+    return ["run", *rest, "--dt", night.dt, "--run-id", run_id, "--summary-json", summary, *report]
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from facepipe.align.chips import (
     template_chip_regions,
 )
 from facepipe.align.shape_predictor import ShapePredictor, dlib_rects
+from facepipe.flags import flag
 from facepipe.registry import ChipSpec
 
 ALIGN_METHODS = ("dlib_sp5", "dlib_landmarks", "arcface")
@@ -37,7 +38,12 @@ class AlignConfig:
     """method: one of :data:`ALIGN_METHODS`, or ``auto`` (``dlib_sp5`` for dlib chips, ``arcface``
     for ArcFace chips)."""
 
-    method: str = "auto"
+    method: str = flag(
+        "auto",
+        "--align",
+        "how faces are cut for the embedder (auto: dlib_sp5 for dlib, arcface for ArcFace)",
+        choices=("auto", *ALIGN_METHODS),
+    )
 
 
 def resolve_method(method: str, chip: ChipSpec) -> str:

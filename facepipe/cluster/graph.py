@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facepipe.flags import flag
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "exact", "ivf", "faiss")
@@ -36,7 +38,12 @@ class IndexConfig:
     cells (0: about 4 sqrt(N)); nprobe: cells scanned per query; train_per_cell / niter: the
     k-means sample per cell and its iterations."""
 
-    backend: str = "auto"
+    backend: str = flag(
+        "auto",
+        "--knn",
+        "neighbour search: exact (torch), ivf (FAISS), auto = exact on a GPU or up to 20,000 faces",
+        choices=("auto", "exact", "ivf"),
+    )
     exact_max: int = 20_000
     exact_max_gpu: int = 300_000
     nlist: int = 0

@@ -47,6 +47,7 @@ from facepipe.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
+from facepipe.flags import flag, positive_float
 from facepipe.io import writer
 from facepipe.io.output import Output, as_output
 
@@ -68,9 +69,14 @@ class ClusterConfig:
     face can count a new one among its k nearest while the new one has k closer faces: an
     incremental night then misses what a full run links). index: the kNN backend."""
 
-    enabled: bool = True
-    method: str = "chinese_whispers"
-    threshold: float = 0.55
+    enabled: bool = flag(True, "--no-cluster", "skip the identity-clustering stage", action="store_false")
+    method: str = flag(
+        "chinese_whispers",
+        "--cluster-method",
+        "clustering of the kNN graph (see bench/RESULTS.md)",
+        choices=("chinese_whispers", "mutual_density", "components"),
+    )
+    threshold: float = flag(0.55, "--cluster-threshold", "embedding distance that links two faces", type=positive_float)
     k: int = 10
     min_faces: int = 1
     seed: int = 0

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.detect.base import Detections, FaceDetector
+from facepipe.flags import flag, positive_int, unit_float
 from facepipe.schema import DETECTED
 
 
@@ -28,14 +29,25 @@ class DetectConfig:
     device: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
     """
 
-    name: str = "centerface"
-    weights: str | None = None
-    config: str | None = None
-    score_threshold: float = 0.5
-    nms_threshold: float = 0.3
+    name: str = flag("centerface", "--detector", "registered detector name")
+    weights: str | None = flag(
+        None, "--detector-weights", "detector weights, local path or s3:// (required for retinaface)"
+    )
+    config: str | None = flag(
+        None,
+        "--detector-config",
+        "detector config: a preset (retinaface: mnet025, mnet025_relu, mnet025_1mb, r50) or a JSON file",
+    )
+    score_threshold: float = flag(0.5, "--score-threshold", "minimum detection score", type=unit_float)
+    nms_threshold: float = flag(0.3, "--nms-threshold", "NMS IoU threshold", type=unit_float)
     max_faces: int = 1000
-    batch_size: int = 8
-    device: str = "auto"
+    batch_size: int = flag(8, "--batch-size", "images per detector forward pass", type=positive_int)
+    device: str = flag(
+        "auto",
+        "--device",
+        "where the models run (auto: CUDA when the actor has a GPU)",
+        choices=("auto", "cpu", "cuda"),
+    )
 
 
 def detect_images(

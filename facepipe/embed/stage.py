@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.align.stage import AlignConfig
+from facepipe.flags import flag, positive_int
 from facepipe.schema import EMBEDDING_FIELDS
 
 
@@ -27,10 +28,14 @@ class EmbedConfig:
     pass. device: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
     """
 
-    name: str = "dlib_resnet"
-    weights: str | None = None
+    name: str = flag(
+        "dlib_resnet", "--embedder", "registered embedder: dlib_resnet (built in), arcface_r50, arcface_r100"
+    )
+    weights: str | None = flag(
+        None, "--embedder-weights", "embedder weights, local path or s3:// (required for ArcFace)"
+    )
     align: AlignConfig = AlignConfig()
-    batch_size: int = 32
+    batch_size: int = flag(32, "--embed-batch-size", "face chips per embedder forward pass", type=positive_int)
     device: str = "auto"
 
 

@@ -32,6 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
+from facepipe.flags import flag
 from facepipe.io import fs as fsio
 
 #: The biometric columns (a column absent from a table is simply not there to encrypt).
@@ -45,10 +46,16 @@ class EncryptionConfig:
     plaintext footer; the column key encrypts the biometric columns). key_file: the local key
     file (kms "local" only)."""
 
-    kms: str
-    footer_key: str
-    column_key: str
-    key_file: str = ""
+    kms: str | None = flag(
+        None,
+        "--kms",
+        "encrypt the embedding and centroid columns (Parquet modular encryption, plaintext footer); "
+        "the output keeps this setting for every later run",
+        choices=("local", "aws"),
+    )
+    footer_key: str = flag("facepipe-footer", "--footer-key", "master key id signing the footer")
+    column_key: str = flag("facepipe-embeddings", "--column-key", "master key id of the biometric columns")
+    key_file: str = flag("", "--key-file", "with --kms local: JSON file {KEY_ID: base64 key} holding the master keys")
 
     def __post_init__(self) -> None:
         if self.kms not in ("local", "aws"):

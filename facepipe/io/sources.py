@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from facepipe.errors import StorageError, UserError, is_transient
+from facepipe.flags import flag
 from facepipe.io import fs as fsio
 from facepipe.io.tar import iter_image_members, tail_is_clean
 
@@ -44,8 +45,8 @@ class ReadConfig:
     an id column the row number within its file is used.
     rows_per_block: rows in each block the read tasks emit (bounds memory per block)."""
 
-    image_column: str = "image"
-    id_column: str | None = None
+    image_column: str = flag("image", "--image-column", "Parquet column holding image bytes")
+    id_column: str | None = flag(None, "--id-column", "Parquet column naming each row (default: row number)")
     rows_per_block: int = 16
 
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from facepipe import schema
+from facepipe.flags import flag, positive_int, unit_float
 from facepipe.io import fs as fsio
 from facepipe.io import writer
 from facepipe.io.output import MODELS, Output, as_output
@@ -50,12 +51,17 @@ class ScoreConfig:
     min_faces: below this many faces nothing is trained (too little to learn "normal").
     """
 
-    enabled: bool = True
+    enabled: bool = flag(True, "--no-score", "skip the DROCC outlier-scoring stage", action="store_false")
     drocc: DROCCConfig = field(default_factory=DROCCConfig)
-    model: str | None = None
-    train_days: int = 1
-    threshold_policy: str = "fpr"
-    target_fpr: float = 0.01
+    model: str | None = flag(None, "--drocc-model", "reuse a saved DROCC model (path or s3://) instead of training one")
+    train_days: int = flag(1, "--train-days", "train on the faces of the last N date partitions", type=positive_int)
+    threshold_policy: str = flag(
+        "fpr",
+        "--threshold-policy",
+        "outlier threshold: a target false-positive rate on held-out faces, a percentile of training scores, or 0",
+        choices=("fpr", "percentile", "boundary"),
+    )
+    target_fpr: float = flag(0.01, "--target-fpr", "for --threshold-policy fpr", type=unit_float)
     percentile: float = 99.0
     holdout_fraction: float = 0.1
     min_faces: int = 20

@@ -1,0 +1,241 @@
+"""The ``facepipe`` subcommands: each turns parsed flags into configs and calls the job's stages.
+
+A user's mistake raises :class:`~facepipe.errors.UserError` (one line, exit 2; ``facepipe.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+from facepipe.errors import UserError
+from facepipe.flags import from_args
+from facepipe.summary import cluster_lines, format_summary, run_summary, write_summary
+
+
+def _dt_and_run_id(a: argparse.Namespace, prefix: str) -> tuple[str, str]:
+    """The date (default: today, UTC) and run id (default: PREFIX-DATE) of a stage run on its own."""
+    from datetime import datetime, timezone
+
+    from facepipe.pipeline import validate_dt, validate_run_id
+
+    dt = a.dt or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    validate_dt(dt)
+    run_id = a.run_id or f"{prefix}-{dt}"
+    validate_run_id(run_id)
+    return dt, run_id
+
+
+def cluster_config(a: argparse.Namespace, full: bool):
+    from facepipe.cluster.graph import IndexConfig
+    from facepipe.cluster.stage import ClusterConfig
+
+    return from_args(ClusterConfig, a, full=full, index=from_args(IndexConfig, a))
+
+
+def cmd_cluster(a: argparse.Namespace) -> int:
+    from facepipe.cluster.stage import run_cluster
+
+    dt, run_id = _dt_and_run_id(a, "cluster")
+    print(f"facepipe cluster {run_id}:")
+    print("\n".join(cluster_lines(run_cluster(a.output, dt, run_id, cluster_config(a, full=a.full)))))
+    return 0
+
+
+def cmd_eval_cluster(a: argparse.Namespace) -> int:
+    import duckdb
+
+    from facepipe.cluster.metrics import evaluate_clusters, labelled_faces, load_labels
+    from facepipe.io.output import Output
+
+    try:
+        labels = load_labels(a.labels)
+        out = Output.open(a.output)
+        tables = {t: out.dataset(t) for t in ("images", "faces", "face_identity")}
+    except (OSError, ValueError) as e:
+        raise UserError(str(e)) from None
+    missing = [t for t, ds in tables.items() if ds is None]
+    if missing:
+        raise UserError(f"{a.output} has no {', '.join(missing)} table: run the job (and its clustering) first")
+    images, faces, face_identity = (tables[t] for t in ("images", "faces", "face_identity"))  # noqa: F841 -- DuckDB reads them by name
+    rows = duckdb.sql("""select f.image_id, i.source_uri, f.face_index, fi.identity_id
+                         from faces f join images i using (image_id)
+                         left join face_identity fi using (face_id)""").fetchall()
+    pred, true = labelled_faces(rows, labels)
+    if not true:
+        raise UserError(f"none of the {len(labels)} labels names a face in {a.output}")
+    print(f"{len(true)} labelled faces of {len(set(true))} people: {evaluate_clusters(pred, true)}")
+    return 0
+
+
+def _encryption(a: argparse.Namespace):
+    from facepipe.io.crypto import EncryptionConfig
+
+    key_file = getattr(a, "EncryptionConfig.key_file")
+    if getattr(a, "EncryptionConfig.kms") is None:
+        if key_file:
+            raise UserError("--key-file needs --kms local")
+        return None
+    try:
+        return from_args(EncryptionConfig, a, key_file=os.path.abspath(key_file) if key_file else "")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def run_config_from_args(a: argparse.Namespace):
+    """The job's whole config from ``facepipe run``'s flags (each config declares its own)."""
+    from facepipe.align.stage import AlignConfig
+    from facepipe.decode import DecodeConfig
+    from facepipe.detect.stage import DetectConfig
+    from facepipe.embed.stage import EmbedConfig
+    from facepipe.io.sources import ReadConfig
+    from facepipe.pipeline import ComputeConfig, RunConfig
+    from facepipe.score.stage import ScoreConfig
+
+    detect = from_args(DetectConfig, a)
+    return RunConfig(
+        inputs=tuple(a.inputs),
+        output=a.output,
+        dt=a.dt,
+        run_id=a.run_id,
+        read=from_args(ReadConfig, a),
+        decode=from_args(DecodeConfig, a),
+        detect=detect,
+        embed=from_args(EmbedConfig, a, align=from_args(AlignConfig, a), device=detect.device),
+        score=from_args(ScoreConfig, a),
+        cluster=cluster_config(a, full=a.full_cluster or a.full),
+        compute=from_args(ComputeConfig, a),
+        full=a.full,
+        encryption=_encryption(a),
+    )
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from facepipe.pipeline import run
+
+    m = run(run_config_from_args(a), ray_address=a.ray_address)
+    if a.report:
+        from facepipe.report import write_report
+
+        try:
+            m["report_uri"] = write_report(m["output"], run_id=m["run_id"])
+        except Exception as e:  # the run is published; a report that fails must not fail it
+            logging.getLogger("facepipe").warning("the run report could not be written: %s", e)
+    print(format_summary(m))
+    if m.get("report_uri"):
+        print(f"  report    {m['report_uri']}")
+    if a.summary_json:
+        write_summary(a.summary_json, run_summary(m))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from facepipe import demo
+    from facepipe.io.sources import ReadConfig
+    from facepipe.pipeline import RunConfig, run
+
+    archive = demo.build_demo_archive(a.workdir)
+    print(f"demo archive: {archive.root} ({archive.n_files} files: loose images, a tar shard, a Parquet file)")
+    cfg = RunConfig(
+        inputs=archive.inputs,
+        output=f"{a.workdir}/output",
+        read=ReadConfig(image_column="image", id_column="key"),
+        run_id=a.run_id,
+    )
+    m = run(cfg)
+    from facepipe.report import write_report
+
+    m["report_uri"] = write_report(m["output"], run_id=m["run_id"])
+    print(format_summary(m))
+    print(f"  report    {m['report_uri']}  (open it in a browser)")
+    out = f"{a.workdir}/output"
+    print(
+        "\nQuery it with DuckDB (more in the README):\n"
+        f"  SELECT i.source_uri, count(*) AS faces FROM read_parquet('{out}/faces/*/*.parquet', "
+        "hive_partitioning = true) f\n"
+        f"  JOIN read_parquet('{out}/images/*/*.parquet', hive_partitioning = true) i USING (image_id) GROUP BY 1;"
+    )
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from facepipe.report import write_report
+
+    try:
+        where = write_report(a.output, a.dt or None, a.run_id or None, a.html or None)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    print(f"report written to {where}")
+    return 0
+
+
+def cmd_forget(a: argparse.Namespace) -> int:
+    from facepipe import erase
+
+    req = erase.ForgetRequest(
+        tuple(a.identity_id), tuple(a.image_id), tuple(a.source_prefix), a.request_id, a.requested_by, a.reason
+    )
+    try:
+        req = req.resolved()
+        if a.dry_run:
+            e = erase.plan(a.output, req)
+            print(
+                f"would erase {len(e.image_ids)} images, {len(e.face_ids)} faces, {len(e.identity_ids)} identities "
+                f"(and recompute {len(e.refreshed)}); rows per table {e.removed()}; nothing written (--dry-run)"
+            )
+            return 0
+        audit = erase.forget(a.output, req)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    er = audit["erased"]
+    print(
+        f"forgot {er['images']} images, {er['faces']} faces, {len(er['identities_removed'])} identities "
+        f"({len(er['identities_recomputed'])} recomputed without them); rows removed {audit['rows_removed']}"
+    )
+    print(f"  tombstones: later runs skip them; audit record {audit['audit_uri']}")
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from facepipe.pipeline import ensure_ray
+    from facepipe.score.stage import ScoreConfig, run_score
+
+    dt, run_id = _dt_and_run_id(a, "score")
+    ensure_ray(a.ray_address)
+    try:
+        summary = run_score(a.output, dt, run_id, from_args(ScoreConfig, a))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    print(
+        f"facepipe score {run_id}: {summary.get('scored', 0)} faces of dt={dt} scored, "
+        f"{summary.get('outliers', 0)} outliers" + (f" ({summary['skipped']})" if "skipped" in summary else "")
+    )
+    for emb, m in summary["models"].items():
+        print(f"  {emb}: {json.dumps(m)}")
+    return 0
+
+
+def cmd_eval_detect(a: argparse.Namespace) -> int:
+    from facepipe import evaluate
+    from facepipe.decode import DecodeConfig
+    from facepipe.detect.stage import DetectConfig
+    from facepipe.registry import create_model
+
+    d, decode = from_args(DetectConfig, a), from_args(DecodeConfig, a)
+    try:
+        gt, fmt = evaluate.load_ground_truth(a.boxes, a.format)
+        device = "cpu" if d.device == "auto" else d.device
+        det = create_model(d.name, d.weights, kind="detector", config=d.config, device=device)
+        found = evaluate.detect_for_eval(det, a.images, sorted(gt), decode)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(e.args[0] if len(e.args) == 1 else str(e)) from None
+    rules = ["iou", "dlib"] if fmt == "imglab" else ["iou"]
+    print(
+        f"{det.model_id} on {len(gt)} images ({fmt} ground truth {a.boxes}), long side "
+        f"{decode.long_side}{f' (min face {decode.min_face} px)' if decode.min_face else ''}, "
+        f"recall/precision at score >= {d.score_threshold}:"
+    )
+    for rule in rules:
+        print("  " + evaluate.evaluate(gt, found, rule, d.score_threshold).row())
+    return 0

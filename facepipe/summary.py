@@ -1,0 +1,84 @@
+"""What a finished run tells a person (``format_summary``, the lines the CLI prints) and an
+orchestrator (``run_summary``, one JSON object, ``write_summary``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def format_summary(m: dict) -> str:
+    c, t = m["counts"], m["timing"]
+    fails = ", ".join(f"{k} {v}" for k, v in c["failures_by_status"].items())
+    stages = t["stage_task_s"]
+    total = sum(stages.values()) or 1.0
+    stage_txt = " · ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in stages.items())
+    lines = [
+        f"facepipe run {m['run_id']} finished in {t['wall_s']:.1f}s",
+        f"  inputs    {c['input_units']} units: {c['units_processed']} processed ({c['units_replaced']} changed), "
+        f"{c['units_skipped']} already in the output"
+        + (f", {len(c['units_to_retry'])} to retry next run" if c.get("units_to_retry") else ""),
+        f"  images    {c['images']} ({c['images_ok']} ok, {c['images_failed']} failed{': ' + fails if fails else ''})",
+        f"  faces     {c['faces']}",
+        f"  stages    {stage_txt}  (task seconds; stages overlap)",
+        f"  rate      {t['images_per_s']} images/s through the pipeline ({t['pipeline_s']:.1f}s), listing "
+        f"{t['list_s']:.1f}s",
+        f"  output    {m['output']}/images and {m['output']}/faces, partition dt={m['dt']}",
+        *score_lines(m.get("score")),
+        *cluster_lines(m.get("cluster")),
+        f"  manifest  {m['manifest_uri']}",
+    ]
+    return "\n".join(lines)
+
+
+def score_lines(score: dict | None) -> list[str]:
+    if score is None:
+        return ["  outliers  not scored (--no-score)"]
+    if "skipped" in score:
+        return [f"  outliers  not scored: {score['skipped']}"]
+    models = ", ".join(v["model_id"] for v in score["models"].values() if "model_id" in v)
+    return [f"  outliers  {score['outliers']} of {score['scored']} faces flagged by {models} -> face_outliers"]
+
+
+def cluster_lines(c: dict | None) -> list[str]:
+    if c is None:
+        return ["  people    not clustered (--no-cluster)"]
+    if "skipped" in c:
+        return [f"  people    not clustered: {c['skipped']}"]
+    how = (
+        f"{c['placed']} new or unplaced faces placed, {c['region']} looked at"
+        if c["mode"] == "incremental"
+        else "every face re-clustered"
+    )
+    return [
+        f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} "
+        f"unassigned, {c['reused_ids']} ids kept)",
+        f"            {c['mode']}: {how}; {c['merges']} merges, {c['splits']} splits -> identity_events",
+    ]
+
+
+def write_summary(dest: str, summary: dict) -> None:
+    """The one-object JSON summary for an orchestrator: the last line of stdout (``-``) or a file."""
+    text = json.dumps(summary, sort_keys=True)
+    if dest == "-":
+        print(text)
+    else:
+        Path(dest).write_text(text + "\n")
+
+
+def run_summary(m: dict) -> dict:
+    """What an orchestrator needs from a finished run (the manifest has everything)."""
+    cluster, score = m.get("cluster") or {}, m.get("score") or {}
+    return {
+        "status": "ok",
+        "run_id": m["run_id"],
+        "dt": m["dt"],
+        "manifest": m.get("manifest_uri"),
+        "counts": m["counts"],
+        "identities": {k: cluster.get(k) for k in ("mode", "identities", "merges", "splits", "unassigned")}
+        if "identities" in cluster
+        else None,
+        "outliers": score.get("outliers"),
+        "wall_s": m["timing"].get("wall_s"),
+        "report": m.get("report_uri"),
+    }
