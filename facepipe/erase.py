@@ -43,24 +43,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facepipe import schema
-from facepipe.cluster.stage import identity_stats
+from facepipe.cluster.identities import identity_rows
 from facepipe.io.output import AUDIT, Output, as_output
-from facepipe.io.output import TOMBSTONES as TOMBSTONES_DIR
+from facepipe.io.tombstones import Tombstones, load_tombstones, write_tombstones  # noqa: F401 -- re-exported
 
 #: Tables whose rows name faces (``face_id``), and the identity tables.
 FACE_TABLES = ("faces", "face_outliers", "face_identity")
 
-TOMBSTONES = pa.schema(
-    [
-        pa.field("kind", pa.string(), nullable=False),  # image_id | source_prefix | face_id
-        pa.field("value", pa.string(), nullable=False),
-        pa.field("request_id", pa.string(), nullable=False),
-        pa.field("erased_at", pa.timestamp("s", tz="UTC"), nullable=False),
-    ],
-    metadata={"facepipe.table": "_tombstones", "facepipe.schema_version": "1"},
-)
-TOMBSTONE_KINDS = ("image_id", "source_prefix", "face_id")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -92,41 +81,6 @@ class ForgetRequest:
         return ForgetRequest(
             tuple(self.identity_ids), tuple(self.image_ids), tuple(self.source_prefixes), rid, by, self.reason
         )
-
-
-@dataclass
-class Tombstones:
-    """What erasure requests removed; the job's reader skips all of it.
-
-    Prefixes are matched on ``source_uri`` as strings (``s3://bucket/people/alice/`` covers
-    every object below it and every member of a tar or Parquet unit below it).
-    """
-
-    image_ids: frozenset[str] = frozenset()
-    source_prefixes: tuple[str, ...] = ()
-    face_ids: frozenset[str] = frozenset()
-
-    def __bool__(self) -> bool:
-        return bool(self.image_ids or self.source_prefixes or self.face_ids)
-
-    def covers_uri(self, uri: str) -> bool:
-        return any(uri.startswith(p) for p in self.source_prefixes)
-
-    def erased_images(self, image_ids: list[str], source_uris: list[str]) -> np.ndarray:
-        """Boolean mask of the rows whose image is erased (by id or by source prefix)."""
-        return np.array([i in self.image_ids or self.covers_uri(u) for i, u in zip(image_ids, source_uris)], bool)
-
-
-def load_tombstones(output: str | Output) -> Tombstones:
-    """Every tombstone of ``output`` (empty when there are none)."""
-    out = as_output(output)
-    files = out.files(TOMBSTONES_DIR, suffix=".parquet")
-    if not files:
-        return Tombstones()
-    t = pa.concat_tables([pq.read_table(f, filesystem=out.fs, schema=TOMBSTONES) for f in files])
-    kinds, values = t.column("kind").to_pylist(), t.column("value").to_pylist()
-    of = lambda k: [v for kk, v in zip(kinds, values) if kk == k]  # noqa: E731
-    return Tombstones(frozenset(of("image_id")), tuple(sorted(set(of("source_prefix")))), frozenset(of("face_id")))
 
 
 @dataclass
@@ -236,7 +190,7 @@ def _plan_identities(out: Output, e: Erasure) -> None:
         left.setdefault(ident, []).append(f)
     e.identity_ids |= touched - set(left)
     e.refreshed = touched & set(left)
-    fresh = _identity_stats(out, left) if e.refreshed else {}
+    fresh = identity_rows(out, left) if e.refreshed else {}
     for path in ident_files:
         ids = pq.read_table(path, filesystem=out.fs, columns=["identity_id"]).column("identity_id")
         hit = pc.fill_null(pc.is_in(ids, value_set=touched_arr), False)
@@ -266,38 +220,6 @@ def _any_in(lists: pa.ChunkedArray, values: pa.Array) -> pa.Array:
     return pa.array(out)
 
 
-def _identity_stats(out: Output, left: dict[str, list[str]]) -> dict[str, dict]:
-    """n_faces, centroid, representative and first/last seen of each identity from its faces."""
-    import pyarrow.dataset as pads
-
-    face_to_ident = {f: i for i, fs_ in left.items() for f in fs_}
-    ds = out.dataset("faces")
-    t = ds.to_table(
-        columns=["face_id", "embedding", "det_score", "dt"], filter=pads.field("face_id").isin(sorted(face_to_ident))
-    )
-    t = t.sort_by("face_id")  # as the cluster stage orders faces: ties go the same way
-    face_ids = t.column("face_id").to_pylist()
-    idents = sorted(left)
-    number = {ident: k for k, ident in enumerate(idents)}
-    st = identity_stats(
-        np.array([number[face_to_ident[f]] for f in face_ids], np.int64),
-        schema.embedding_matrix(t.column("embedding")),
-        t.column("det_score").to_numpy(zero_copy_only=False),
-        np.array(t.column("dt").to_pylist(), "datetime64[D]").astype(np.int64),
-    )
-    day = lambda d: np.datetime64(int(d), "D").astype(object)  # noqa: E731 -- int days -> datetime.date
-    return {
-        idents[lab]: {
-            "n_faces": int(st.counts[k]),
-            "centroid": st.centroid[k].tolist(),
-            "representative_face_id": face_ids[st.representative[k]],
-            "first_seen_dt": day(st.first_day[k]),
-            "last_seen_dt": day(st.last_day[k]),
-        }
-        for k, lab in enumerate(st.labels)
-    }
-
-
 def apply(output: str | Output, e: Erasure) -> dict:
     """Stage the rewrites, write the tombstone, publish, write the audit record; returns it."""
     out = as_output(output)
@@ -313,16 +235,7 @@ def apply(output: str | Output, e: Erasure) -> dict:
     ]
     marks += [("face_id", v) for v in sorted(e.face_ids)]
     if marks:
-        tomb = pa.table(
-            {
-                "kind": [k for k, _ in marks],
-                "value": [v for _, v in marks],
-                "request_id": [rid] * len(marks),
-                "erased_at": pa.array([now] * len(marks), pa.timestamp("s", tz="UTC")),
-            },
-            schema=TOMBSTONES,
-        )
-        out.atomic_write(out.path(TOMBSTONES_DIR, f"part-{rid}.parquet"), tomb)
+        write_tombstones(out, rid, marks, now)
     for r in e.rewrites:  # publish: one move (or delete) per file
         if r.kept is None:
             out.fs.delete_file(r.path)
@@ -375,13 +288,3 @@ def _describe(r: ForgetRequest) -> str:
         + [f"source prefix {p}" for p in r.source_prefixes]
     )
     return ", ".join(parts)
-
-
-def drop_erased_rows(batch: dict[str, np.ndarray], tombstones: Tombstones) -> dict[str, np.ndarray]:
-    """Ray adapter body, right after reading: remove the rows of erased images, before a pixel of
-    them is decoded."""
-    erased = tombstones.erased_images(list(batch["image_id"]), list(batch["source_uri"]))
-    if not erased.any():
-        return batch
-    keep = ~erased
-    return {k: v[keep] for k, v in batch.items()}

@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
+import facepipe.dataflow as dataflow
 import facepipe.io.state as state
-import facepipe.pipeline as pipeline
 from facepipe.cli import main
 
 parser = argparse.ArgumentParser()
@@ -27,12 +27,12 @@ BATCH_DELAY = opts.batch_delay
 
 if BATCH_DELAY:
 
-    class FaceActor(pipeline.FaceActor):
+    class FaceActor(dataflow.FaceActor):
         def __call__(self, batch):
             time.sleep(BATCH_DELAY)
             return super().__call__(batch)
 
-    pipeline.FaceActor = FaceActor
+    dataflow.FaceActor = FaceActor
 
 if opts.crash_at:
 

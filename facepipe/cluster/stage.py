@@ -26,19 +26,14 @@ but lost a sizeable part to a new identity is a **split**. :func:`run_cluster` r
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from facepipe import schema
 from facepipe.cluster.graph import IndexConfig, NeighbourIndex, build_index
+from facepipe.cluster.identities import events_table, identity_tables, load_faces, load_previous
 from facepipe.cluster.methods import (
     chinese_whispers,
     mutual_density,
@@ -47,6 +42,7 @@ from facepipe.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
+from facepipe.cluster.naming import encode_previous, identity_events, name_clusters
 from facepipe.flags import flag, positive_float
 from facepipe.io import writer
 from facepipe.io.output import Output, as_output
@@ -54,7 +50,6 @@ from facepipe.io.output import Output, as_output
 log = logging.getLogger(__name__)
 
 METHODS = ("chinese_whispers", "mutual_density", "components")
-NEW, POOL = -2, -1  # previous codes of a face the snapshot has not seen / left unassigned
 
 
 @dataclass(frozen=True)
@@ -160,244 +155,6 @@ def cluster_incremental(
     lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
     labels[nodes[~frozen]] = lab[~frozen]
     return IncrementalResult(_drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
-
-
-def new_identity_id(face_ids: list[str]) -> str:
-    return "id-" + hashlib.blake2b(min(face_ids).encode(), digest_size=8).hexdigest()
-
-
-def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray, old_ids: list[str]) -> dict[int, str]:
-    """label -> identity id. (cluster, old id) pairs are taken by decreasing shared faces (ties:
-    the cluster with the smaller first face, then the smaller id), each cluster and each old id
-    once; a cluster left over gets a new deterministic id."""
-    ok = labels >= 0
-    ulab, first = np.unique(labels[ok], return_index=True)
-    first_face = {int(lab): face_ids[i] for lab, i in zip(ulab, np.flatnonzero(ok)[first])} if len(ulab) else {}
-    both = ok & (prev_code >= 0)
-    n_old = max(len(old_ids), 1)
-    key, count = np.unique(labels[both] * n_old + prev_code[both], return_counts=True)
-    pairs = sorted(
-        zip((-count).tolist(), (key // n_old).tolist(), (key % n_old).tolist()),
-        key=lambda p: (p[0], first_face[p[1]], old_ids[p[2]]),
-    )
-    name: dict[int, str] = {}
-    taken: set[int] = set()
-    for _, lab, old in pairs:
-        if lab not in name and old not in taken:
-            name[lab] = old_ids[old]
-            taken.add(old)
-    # a new id must not be an old one: an old identity's id hashes its smallest face, which may
-    # now sit in another cluster than the one that kept the id
-    used = set(old_ids) | set(name.values())
-    for lab in sorted(set(first_face) - set(name), key=first_face.__getitem__):
-        ident, salt = new_identity_id([first_face[lab]]), 0  # faces are sorted: the first is the smallest
-        while ident in used:
-            salt += 1
-            ident = new_identity_id([f"{first_face[lab]}#{salt}"])
-        name[lab] = ident
-        used.add(ident)
-    return name
-
-
-def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tuple[np.ndarray, list[str]]:
-    """Previous assignment as codes per face (NEW, POOL or an index into the sorted old ids)."""
-    old_ids = sorted({i for i in previous.values() if i is not None})
-    pos = {o: j for j, o in enumerate(old_ids)}
-    code = np.array(
-        [NEW if f not in previous else (POOL if previous[f] is None else pos[previous[f]]) for f in face_ids], np.int64
-    )
-    return code, old_ids
-
-
-def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str | None]) -> list[str | None]:
-    """Identity id per face (``face_ids`` sorted) for cluster ``labels``, reusing ``previous``
-    ids by overlap (:func:`name_clusters`)."""
-    code, old_ids = encode_previous(face_ids, previous)
-    name = name_clusters(face_ids, np.asarray(labels), code, old_ids)
-    return [name[int(lab)] if lab >= 0 else None for lab in labels]
-
-
-def identity_events(
-    prev_code: np.ndarray, old_ids: list[str], labels: np.ndarray, name: dict[int, str], split_share: float = 0.25
-) -> list[dict]:
-    """Merges and splits between the previous assignment and this one (faces present in both).
-
-    merge: an old id no cluster kept, whose faces went mostly (> half) into one identity ->
-    ``old_ids`` [that identity if it is old, and every id merged into it], ``new_ids`` [it].
-    split: an old id that was kept, of which a *new* identity took at least ``split_share`` of
-    the faces and at least 2 -> ``old_ids`` [it], ``new_ids`` [it, the new ones]."""
-    alive = set(name.values())
-    old_set = set(old_ids)
-    seen = prev_code >= 0
-    total = np.bincount(prev_code[seen], minlength=len(old_ids))
-    moved = seen & (labels >= 0)
-    n_lab = int(labels.max()) + 1 if len(labels) else 1
-    key, count = np.unique(prev_code[moved] * n_lab + labels[moved], return_counts=True)
-    parts: dict[int, list[tuple[int, str]]] = {}
-    for kk, c in zip(key.tolist(), count.tolist()):
-        parts.setdefault(kk // n_lab, []).append((c, name[kk % n_lab]))
-    merged_into: dict[str, list[tuple[str, int]]] = {}
-    events = []
-    for o, ps in sorted(parts.items()):
-        oid = old_ids[o]
-        if oid not in alive:
-            c, dest = max(ps, key=lambda p: (p[0], p[1]))
-            if 2 * c > total[o]:
-                merged_into.setdefault(dest, []).append((oid, c))
-        else:
-            need = max(2, math.ceil(split_share * total[o]))
-            new = sorted((d, c) for c, d in ps if d != oid and d not in old_set and c >= need)
-            if new:
-                events.append(
-                    {
-                        "event": "split",
-                        "old_ids": [oid],
-                        "new_ids": [oid] + [d for d, _ in new],
-                        "n_faces": sum(c for _, c in new),
-                    }
-                )
-    for dest, olds in merged_into.items():
-        events.append(
-            {
-                "event": "merge",
-                "old_ids": sorted([o for o, _ in olds] + ([dest] if dest in old_set else [])),
-                "new_ids": [dest],
-                "n_faces": sum(c for _, c in olds),
-            }
-        )
-    return sorted(events, key=lambda e: (e["event"], e["old_ids"], e["new_ids"]))
-
-
-@dataclass
-class FaceSet:
-    face_ids: list[str]  # sorted
-    x: np.ndarray  # (N, D) float32
-    det_score: np.ndarray
-    dt: np.ndarray  # datetime64[D]
-    embedder: str
-
-
-def load_faces(output: str | Output) -> FaceSet | None:
-    faces_ds = as_output(output).dataset("faces")
-    if faces_ds is None:
-        return None
-    faces = faces_ds.to_table(columns=["face_id", "embedding", "embedder", "det_score", "dt"])
-    if faces.num_rows == 0:
-        return None
-    embedders = Counter(faces.column("embedder").to_pylist())
-    embedder = max(embedders.items(), key=lambda kv: (kv[1], kv[0]))[0]
-    if len(embedders) > 1:
-        log.warning("faces of several embedders %s: clustering those of %s only", dict(embedders), embedder)
-        faces = faces.filter(pc.equal(faces.column("embedder"), embedder))
-    faces = faces.sort_by("face_id")
-    x = schema.embedding_matrix(faces.column("embedding"))
-    return FaceSet(
-        face_ids=faces.column("face_id").to_pylist(),
-        x=x,
-        det_score=faces.column("det_score").to_numpy(zero_copy_only=False),
-        dt=np.array(faces.column("dt").to_pylist(), "datetime64[D]"),
-        embedder=embedder,
-    )
-
-
-def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None]:
-    """The published face_identity snapshot as face_id -> identity_id (None: unassigned), and
-    the run id that wrote it."""
-    ds = as_output(output).dataset("face_identity")
-    if ds is None:
-        return {}, None
-    t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
-    runs = set(t.column("run_id").unique().to_pylist())
-    return dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())), (
-        runs.pop() if len(runs) == 1 else None
-    )
-
-
-@dataclass
-class IdentityStats:
-    """Per identity (M of them, by ascending label): what the ``identities`` table holds."""
-
-    labels: np.ndarray  # (M,) the distinct labels >= 0
-    counts: np.ndarray  # (M,) int64 faces
-    centroid: np.ndarray  # (M, D) float32 mean embedding (summed in float64)
-    representative: np.ndarray  # (M,) row of the highest det_score; ties: the earliest row
-    first_day: np.ndarray  # (M,) int64 days since 1970-01-01 of its first face's dt
-    last_day: np.ndarray  # (M,) int64, of its last
-    assigned: np.ndarray  # (K,) rows with a label >= 0
-    inverse: np.ndarray  # (K,) each assigned row's identity, an index into ``labels``
-
-
-def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, days: np.ndarray) -> IdentityStats:
-    """The one implementation of an identity's statistics, used by clustering and by erasure.
-
-    labels (N,) int, -1 = unassigned; x (N, D) embeddings; det_score (N,); days (N,) int64 days
-    since 1970-01-01. Rows come sorted by face id, so ties pick the smallest face id.
-    """
-    ok = np.flatnonzero(labels >= 0)
-    ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
-    m, dim = len(ulab), x.shape[1]
-    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-    cent = np.zeros((m, dim), np.float32)
-    if m:
-        by_label = np.argsort(inv, kind="stable")
-        cent = (np.add.reduceat(x[ok][by_label].astype(np.float64), starts) / counts[:, None]).astype(np.float32)
-    best = np.lexsort((-det_score[ok], inv))
-    rep = ok[best[starts]] if m else np.zeros(0, np.int64)
-    day = days[ok].astype(np.int64)
-    first, last = np.full(m, np.iinfo(np.int64).max), np.full(m, np.iinfo(np.int64).min)
-    np.minimum.at(first, inv, day)
-    np.maximum.at(last, inv, day)
-    return IdentityStats(ulab, counts.astype(np.int64), cent, rep, first, last, ok, inv)
-
-
-def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
-    """(identities, face_identity) snapshot tables: centroid, distance to it, representative
-    (highest detection score), first/last seen."""
-    n, dim = fs.x.shape
-    st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
-    ok, inv, counts, cent, rep, first, last = (
-        st.assigned,
-        st.inverse,
-        st.counts,
-        st.centroid,
-        st.representative,
-        st.first_day,
-        st.last_day,
-    )
-    m = len(st.labels)
-    dist = np.full(n, np.nan, np.float32)
-    dist[ok] = np.linalg.norm(fs.x[ok] - cent[inv], axis=1)
-    ids = [name[int(lab)] for lab in st.labels]
-    order = sorted(range(m), key=ids.__getitem__)
-    identities = pa.table(
-        {
-            "identity_id": pa.array([ids[i] for i in order], pa.string()),
-            "n_faces": pa.array(counts[order], pa.int64()),
-            "centroid": pa.FixedSizeListArray.from_arrays(pa.array(cent[order].reshape(-1), pa.float32()), dim),
-            "representative_face_id": pa.array([fs.face_ids[rep[i]] for i in order], pa.string()),
-            "first_seen_dt": pa.array(first[order].astype("datetime64[D]"), pa.date32()),
-            "last_seen_dt": pa.array(last[order].astype("datetime64[D]"), pa.date32()),
-            "embedder": pa.array([fs.embedder] * m, pa.string()),
-            "run_id": pa.array([run_id] * m, pa.string()),
-        },
-        schema=schema.identities_schema(dim),
-    )
-    per_face = np.full(n, None, object)
-    per_face[ok] = np.array(ids, object)[inv]
-    face_identity = pa.table(
-        {
-            "face_id": pa.array(fs.face_ids, pa.string()),
-            "identity_id": pa.array(per_face, pa.string()),
-            "distance": pa.array(dist, pa.float32(), from_pandas=True),
-            "run_id": pa.array([run_id] * n, pa.string()),
-        },
-        schema=schema.FACE_IDENTITY,
-    )
-    return identities, face_identity
-
-
-def events_table(events: list[dict], run_id: str) -> pa.Table:
-    return pa.Table.from_pylist([{**e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS)
 
 
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:

@@ -170,12 +170,38 @@ def _score_batch(
     )
 
 
+def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, emb: str) -> tuple[DROCCModel | None, dict]:
+    """The model that scores embedder ``emb``'s faces -- the one given, or one trained on this
+    partition in a Ray task -- and its manifest entry; None (and why) when there is none to use."""
+    import ray
+
+    if cfg.model:
+        model = load_model(cfg.model)
+    else:
+        x = training_sample(ds, dt, cfg, emb)
+        if len(x) < cfg.min_faces:
+            log.warning("only %d faces of %s to learn from (min %d): not scored", len(x), emb, cfg.min_faces)
+            return None, {"skipped": f"{len(x)} faces < min_faces {cfg.min_faces}"}
+        model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
+    if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
+        why = (
+            f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
+            "train for more epochs after the CE-only ones"
+        )
+        log.warning("%s: %s; not scored", emb, why)
+        return None, {"skipped": why}
+    info = {
+        "model_id": model.model_id,
+        "artifact": cfg.model or save_model(output, model),
+        "threshold": model.threshold,
+    }
+    info |= {"threshold_policy": model.threshold_policy, "n_train": model.n_train, "far_probe_auc": model.far_probe_auc}
+    return model, info
+
+
 def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only_run: str | None = None) -> dict:
     """Score the faces of partition ``dt`` (only those of run ``only_run`` if given), publish
     ``face_outliers`` under ``run_id``; returns a summary for the run manifest."""
-    import ray
-    import ray.data
-
     t0 = time.perf_counter()
     output = as_output(output)
     ds = output.dataset("faces")
@@ -188,37 +214,11 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     summary: dict = {"faces": faces.num_rows, "models": {}, "outliers": 0}
     if not embedders:
         return summary | {"skipped": "no faces with embeddings in the partition"}
-    models: dict[str, bytes] = {}
-    ids: dict[str, str] = {}
+    models, ids = {}, {}
     for emb in embedders:
-        if cfg.model:
-            model = load_model(cfg.model)
-        else:
-            x = training_sample(ds, dt, cfg, emb)
-            if len(x) < cfg.min_faces:
-                log.warning("only %d faces of %s to learn from (min %d): not scored", len(x), emb, cfg.min_faces)
-                summary["models"][emb] = {"skipped": f"{len(x)} faces < min_faces {cfg.min_faces}"}
-                continue
-            model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
-        if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
-            why = (
-                f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
-                "train for more epochs after the CE-only ones"
-            )
-            log.warning("%s: %s; not scored", emb, why)
-            summary["models"][emb] = {"skipped": why}
-            continue
-        uri = cfg.model or save_model(output, model)
-        models[emb] = model.to_bytes()
-        ids[emb] = model.model_id
-        summary["models"][emb] = {
-            "model_id": model.model_id,
-            "artifact": uri,
-            "threshold": model.threshold,
-            "threshold_policy": model.threshold_policy,
-            "n_train": model.n_train,
-            "far_probe_auc": model.far_probe_auc,
-        }
+        model, summary["models"][emb] = _model_for(output, ds, dt, cfg, emb)
+        if model is not None:
+            models[emb], ids[emb] = model.to_bytes(), model.model_id
     if not models:
         why = "; ".join(f"{e}: {m['skipped']}" for e, m in summary["models"].items())
         return summary | {"skipped": f"no usable model ({why})"}

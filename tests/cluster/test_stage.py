@@ -8,17 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from facepipe.cluster.graph import IndexConfig
-from facepipe.cluster.stage import (
-    ClusterConfig,
-    assign_ids,
-    cluster_embeddings,
-    cluster_incremental,
-    encode_previous,
-    identity_events,
-    name_clusters,
-    new_identity_id,
-    run_cluster,
-)
+from facepipe.cluster.naming import assign_ids, encode_previous, identity_events, name_clusters, new_identity_id
+from facepipe.cluster.stage import ClusterConfig, cluster_embeddings, cluster_incremental, run_cluster
 
 DIM = 128
 

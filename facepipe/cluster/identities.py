@@ -1,0 +1,183 @@
+"""The identity tables: the archive's faces and the last snapshot read back, every identity's
+statistics computed one way (:func:`identity_stats`, also for an erasure's recomputation), and
+the ``identities`` / ``face_identity`` / ``identity_events`` tables built from a clustering."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from facepipe import schema
+from facepipe.io.output import Output, as_output
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceSet:
+    face_ids: list[str]  # sorted
+    x: np.ndarray  # (N, D) float32
+    det_score: np.ndarray
+    dt: np.ndarray  # datetime64[D]
+    embedder: str
+
+
+def load_faces(output: str | Output) -> FaceSet | None:
+    faces_ds = as_output(output).dataset("faces")
+    if faces_ds is None:
+        return None
+    faces = faces_ds.to_table(columns=["face_id", "embedding", "embedder", "det_score", "dt"])
+    if faces.num_rows == 0:
+        return None
+    embedders = Counter(faces.column("embedder").to_pylist())
+    embedder = max(embedders.items(), key=lambda kv: (kv[1], kv[0]))[0]
+    if len(embedders) > 1:
+        log.warning("faces of several embedders %s: clustering those of %s only", dict(embedders), embedder)
+        faces = faces.filter(pc.equal(faces.column("embedder"), embedder))
+    faces = faces.sort_by("face_id")
+    x = schema.embedding_matrix(faces.column("embedding"))
+    return FaceSet(
+        face_ids=faces.column("face_id").to_pylist(),
+        x=x,
+        det_score=faces.column("det_score").to_numpy(zero_copy_only=False),
+        dt=np.array(faces.column("dt").to_pylist(), "datetime64[D]"),
+        embedder=embedder,
+    )
+
+
+def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None]:
+    """The published face_identity snapshot as face_id -> identity_id (None: unassigned), and
+    the run id that wrote it."""
+    ds = as_output(output).dataset("face_identity")
+    if ds is None:
+        return {}, None
+    t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
+    runs = set(t.column("run_id").unique().to_pylist())
+    return dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())), (
+        runs.pop() if len(runs) == 1 else None
+    )
+
+
+@dataclass
+class IdentityStats:
+    """Per identity (M of them, by ascending label): what the ``identities`` table holds."""
+
+    labels: np.ndarray  # (M,) the distinct labels >= 0
+    counts: np.ndarray  # (M,) int64 faces
+    centroid: np.ndarray  # (M, D) float32 mean embedding (summed in float64)
+    representative: np.ndarray  # (M,) row of the highest det_score; ties: the earliest row
+    first_day: np.ndarray  # (M,) int64 days since 1970-01-01 of its first face's dt
+    last_day: np.ndarray  # (M,) int64, of its last
+    assigned: np.ndarray  # (K,) rows with a label >= 0
+    inverse: np.ndarray  # (K,) each assigned row's identity, an index into ``labels``
+
+
+def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, days: np.ndarray) -> IdentityStats:
+    """The one implementation of an identity's statistics, used by clustering and by erasure.
+
+    labels (N,) int, -1 = unassigned; x (N, D) embeddings; det_score (N,); days (N,) int64 days
+    since 1970-01-01. Rows come sorted by face id, so ties pick the smallest face id.
+    """
+    ok = np.flatnonzero(labels >= 0)
+    ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
+    m, dim = len(ulab), x.shape[1]
+    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    cent = np.zeros((m, dim), np.float32)
+    if m:
+        by_label = np.argsort(inv, kind="stable")
+        cent = (np.add.reduceat(x[ok][by_label].astype(np.float64), starts) / counts[:, None]).astype(np.float32)
+    best = np.lexsort((-det_score[ok], inv))
+    rep = ok[best[starts]] if m else np.zeros(0, np.int64)
+    day = days[ok].astype(np.int64)
+    first, last = np.full(m, np.iinfo(np.int64).max), np.full(m, np.iinfo(np.int64).min)
+    np.minimum.at(first, inv, day)
+    np.maximum.at(last, inv, day)
+    return IdentityStats(ulab, counts.astype(np.int64), cent, rep, first, last, ok, inv)
+
+
+def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
+    """(identities, face_identity) snapshot tables: centroid, distance to it, representative
+    (highest detection score), first/last seen."""
+    n, dim = fs.x.shape
+    st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
+    ok, inv, counts, cent, rep, first, last = (
+        st.assigned,
+        st.inverse,
+        st.counts,
+        st.centroid,
+        st.representative,
+        st.first_day,
+        st.last_day,
+    )
+    m = len(st.labels)
+    dist = np.full(n, np.nan, np.float32)
+    dist[ok] = np.linalg.norm(fs.x[ok] - cent[inv], axis=1)
+    ids = [name[int(lab)] for lab in st.labels]
+    order = sorted(range(m), key=ids.__getitem__)
+    identities = pa.table(
+        {
+            "identity_id": pa.array([ids[i] for i in order], pa.string()),
+            "n_faces": pa.array(counts[order], pa.int64()),
+            "centroid": pa.FixedSizeListArray.from_arrays(pa.array(cent[order].reshape(-1), pa.float32()), dim),
+            "representative_face_id": pa.array([fs.face_ids[rep[i]] for i in order], pa.string()),
+            "first_seen_dt": pa.array(first[order].astype("datetime64[D]"), pa.date32()),
+            "last_seen_dt": pa.array(last[order].astype("datetime64[D]"), pa.date32()),
+            "embedder": pa.array([fs.embedder] * m, pa.string()),
+            "run_id": pa.array([run_id] * m, pa.string()),
+        },
+        schema=schema.identities_schema(dim),
+    )
+    per_face = np.full(n, None, object)
+    per_face[ok] = np.array(ids, object)[inv]
+    face_identity = pa.table(
+        {
+            "face_id": pa.array(fs.face_ids, pa.string()),
+            "identity_id": pa.array(per_face, pa.string()),
+            "distance": pa.array(dist, pa.float32(), from_pandas=True),
+            "run_id": pa.array([run_id] * n, pa.string()),
+        },
+        schema=schema.FACE_IDENTITY,
+    )
+    return identities, face_identity
+
+
+def events_table(events: list[dict], run_id: str) -> pa.Table:
+    return pa.Table.from_pylist([{**e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS)
+
+
+def identity_rows(out: Output, left: dict[str, list[str]]) -> dict[str, dict]:
+    """The ``identities`` columns (n_faces, centroid, representative, first/last seen) of each
+    identity recomputed from the faces ``left`` to it (an erasure removed the others)."""
+    import pyarrow.dataset as pads
+
+    face_to_ident = {f: i for i, fs_ in left.items() for f in fs_}
+    ds = out.dataset("faces")
+    t = ds.to_table(
+        columns=["face_id", "embedding", "det_score", "dt"], filter=pads.field("face_id").isin(sorted(face_to_ident))
+    )
+    t = t.sort_by("face_id")  # as the cluster stage orders faces: ties go the same way
+    face_ids = t.column("face_id").to_pylist()
+    idents = sorted(left)
+    number = {ident: k for k, ident in enumerate(idents)}
+    st = identity_stats(
+        np.array([number[face_to_ident[f]] for f in face_ids], np.int64),
+        schema.embedding_matrix(t.column("embedding")),
+        t.column("det_score").to_numpy(zero_copy_only=False),
+        np.array(t.column("dt").to_pylist(), "datetime64[D]").astype(np.int64),
+    )
+    day = lambda d: np.datetime64(int(d), "D").astype(object)  # noqa: E731 -- int days -> datetime.date
+    return {
+        idents[lab]: {
+            "n_faces": int(st.counts[k]),
+            "centroid": st.centroid[k].tolist(),
+            "representative_face_id": face_ids[st.representative[k]],
+            "first_seen_dt": day(st.first_day[k]),
+            "last_seen_dt": day(st.last_day[k]),
+        }
+        for k, lab in enumerate(st.labels)
+    }

@@ -1,0 +1,158 @@
+"""The Ray Data pipeline of one run and the resources it takes: read -> decode (CPU tasks) ->
+detect/align/embed (the model actor pool, GPU or CPU) -> write (staged Parquet, CPU tasks).
+
+The pipeline's steps around it (plan, publish, post-stages) are ``facepipe.pipeline``'s; the
+stages' pure batch functions are their own modules'; this module only chooses resources and
+connects them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from facepipe.actors import DetectActor, EmbedActor, FaceActor
+from facepipe.decode import decode_batch
+from facepipe.flags import flag, positive_float, positive_int
+from facepipe.io import writer
+from facepipe.io.output import Output
+from facepipe.io.tombstones import Tombstones, drop_erased_rows
+
+if TYPE_CHECKING:
+    from facepipe.pipeline import RunConfig
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Parallelism and resources.
+
+    detect_actors_min/max: size bounds of the model actor pool; ``max`` None = one per GPU
+    when the cluster has GPUs, else as many as fill half the cluster's CPUs (the other half
+    decodes and writes).
+    cpus_per_detect_actor: CPU slots per model actor (None = 1 with a GPU, 0.5 on CPU-only
+    clusters: measured faster than 1, see bench/RESULTS.md "actor layout").
+    torch_threads: torch's intra-op threads per actor (None = the actor's CPU slots, at least 1).
+    read_parallelism: read tasks (None = 2 per cluster CPU, at most one per input unit).
+    decode_batch_size: images per decode task call. decode_task_memory: bytes reserved per
+    decode task. rows_per_file: images per output file. embed_pool: see below.
+    """
+
+    detect_actors_min: int = flag(
+        1, "--detect-actors", "minimum model actors (detect + align + embed)", type=positive_int
+    )
+    detect_actors_max: int | None = flag(
+        None,
+        "--max-detect-actors",
+        "maximum model actors (default: one per GPU, else enough to fill half the CPUs)",
+        type=positive_int,
+    )
+    cpus_per_detect_actor: float | None = flag(
+        None,
+        "--cpus-per-actor",
+        "CPU slots per model actor (default: 1 with a GPU, 0.5 on CPU-only clusters)",
+        type=positive_float,
+    )
+    torch_threads: int | None = None
+    read_parallelism: int | None = None
+    decode_batch_size: int = 16
+    decode_task_memory: int = 1 << 30
+    rows_per_file: int = flag(4096, "--rows-per-file", "images per output Parquet file", type=positive_int)
+    #: False (default): detect, align and embed in one actor pool. True: a second actor pool for
+    #: align + embed (same resources per actor); see bench/RESULTS.md for the measured difference.
+    embed_pool: bool = False
+
+
+def resources(compute: ComputeConfig) -> dict:
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
+    if gpus:
+        per = compute.cpus_per_detect_actor or 1.0
+        max_actors = compute.detect_actors_max or gpus
+        # two pools share each GPU (one actor of each per GPU); one pool owns it
+        actor = {"num_gpus": 0.5 if compute.embed_pool else 1, "num_cpus": per}
+    else:
+        per = compute.cpus_per_detect_actor or 0.5
+        max_actors = compute.detect_actors_max or max(1, int(cpus / 2 / per))
+        actor = {"num_cpus": per}
+    return {
+        "cluster_cpus": cpus,
+        "cluster_gpus": gpus,
+        "detect_actors": [min(compute.detect_actors_min, max_actors), max_actors],
+        "detect_actor_resources": actor,
+        "torch_threads": compute.torch_threads or max(1, int(per)),
+        "read_parallelism": compute.read_parallelism or 2 * cpus,
+    }
+
+
+def dataflow(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: Tombstones) -> list[dict]:
+    """The Ray Data pipeline over ``units``: read -> decode -> detect/align/embed -> staged
+    Parquet; returns one STATS row per written batch. Erased images (``tombstones``) are dropped
+    before decoding, erased faces before writing."""
+
+    from facepipe.io.datasource import read_images
+
+    c = cfg.compute
+    ds = read_images(units, cfg.read, res["read_parallelism"])
+    if tombstones.image_ids or tombstones.source_prefixes:
+        ds = ds.map_batches(drop_erased_rows, fn_kwargs={"tombstones": tombstones}, batch_format="numpy")
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"config": cfg.decode},
+        batch_size=c.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        # A full-resolution decode of a large PNG/TIFF needs a few hundred MB; reserving it keeps
+        # the scheduler from packing decode tasks into an OOM. It also makes decode's remote args
+        # differ from the actors', so Ray does not fuse decoding into the detector actors (it
+        # fuses a task map into the next actor map when their args are equal): decode runs in
+        # CPU tasks beside the actors instead of serially inside them.
+        memory=c.decode_task_memory,
+    )
+    ds = _models(ds, cfg, res)
+    ds = ds.map_batches(
+        writer.write_batch,
+        fn_kwargs={"output": out, "run_id": cfg.run_id, "dt": cfg.dt, "erased_faces": tombstones.face_ids},
+        batch_size=c.rows_per_file,
+        batch_format="pyarrow",
+        num_cpus=0.5,
+    )
+    return ds.take_all()
+
+
+def _models(ds, cfg: RunConfig, res: dict):
+    """Decoded batches -> embedded rows through the model actor pool(s) (``facepipe.actors``)."""
+    import ray.data
+
+    threads = res["torch_threads"]
+
+    def pool() -> dict:
+        # A model actor that dies (its worker killed, its node lost) is restarted and the batches
+        # it held are retried, without limit: Ray Data's defaults for actor pools (max_restarts
+        # and max_task_retries -1), relied on and checked by tests/test_faults.py. A batch's
+        # output goes to staging under a fresh name and only the driver publishes, so a retry
+        # cannot duplicate rows. Decode tasks keep Ray's task default (3 retries).
+        return dict(
+            compute=ray.data.ActorPoolStrategy(min_size=res["detect_actors"][0], max_size=res["detect_actors"][1]),
+            batch_size=cfg.detect.batch_size,
+            **res["detect_actor_resources"],
+        )
+
+    if cfg.compute.embed_pool:
+        ds = ds.map_batches(
+            DetectActor,
+            fn_constructor_kwargs={"detect": cfg.detect, "torch_threads": threads},
+            batch_format="numpy",
+            **pool(),
+        )
+        ds = ds.map_batches(
+            EmbedActor,
+            fn_constructor_kwargs={"embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads},
+            batch_format="pyarrow",
+            **pool(),
+        )
+    else:
+        kwargs = {"detect": cfg.detect, "embed": cfg.embed, "decode": cfg.decode, "torch_threads": threads}
+        ds = ds.map_batches(FaceActor, fn_constructor_kwargs=kwargs, batch_format="numpy", **pool())
+    return ds
