@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facepipe.cluster.identities import identity_rows
-from facepipe.io.output import AUDIT, Output, as_output
+from facepipe.io.output import AUDIT, Output, as_output, without_rows
 from facepipe.io.tombstones import Tombstones, load_tombstones, write_tombstones  # noqa: F401 -- re-exported
 
 #: Tables whose rows name faces (``face_id``), and the identity tables.
@@ -130,8 +130,8 @@ def _scan(
 
 
 def _drop(out: Output, path: str, t: pa.Table, hit: pa.Array) -> _Rewrite:
-    kept = t.filter(pc.invert(hit))
-    return _Rewrite(path, out.relative(path), kept if kept.num_rows else None, t.num_rows - kept.num_rows)
+    kept, removed = without_rows(t, pc.invert(hit))
+    return _Rewrite(path, out.relative(path), kept, removed)
 
 
 def plan(output: str | Output, request: ForgetRequest) -> Erasure:

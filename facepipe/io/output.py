@@ -35,6 +35,17 @@ AUDIT = "_audit"
 MODELS = "_models"
 
 
+def without_rows(table: pa.Table, keep: pa.Array | pa.ChunkedArray) -> tuple[pa.Table | None, int]:
+    """``table`` without the rows where ``keep`` is false (null keeps): (the rows kept, None when
+    none are; rows removed) -- the one row deletion of the output, for purge and for forget."""
+    import pyarrow.compute as pc
+
+    mask = pc.fill_null(keep, True)
+    removed = table.num_rows - int(pc.sum(mask).as_py() or 0)
+    kept = table.filter(mask) if removed else table
+    return (kept if kept.num_rows else None), removed
+
+
 def part_name(run_id: str) -> str:
     """A new table file's name: ``part-RUN_ID-UUID.parquet`` (the run id names its owner)."""
     return f"part-{run_id}-{uuid.uuid4().hex[:16]}.parquet"
@@ -129,17 +140,14 @@ class Output:
             fsio.write_bytes(self.fs, tmp, data)
         self.fs.move(tmp, path)
 
-    def rewrite_without(self, path: str, keep: pa.Array | pa.ChunkedArray) -> tuple[pa.Table | None, int]:
-        """One table file without the rows where ``keep`` is false (null keeps): (the rows kept,
-        None when none are; rows removed). Nothing is written: the caller puts the result in
-        place (:meth:`replace_file`) or stages it."""
-        import pyarrow.compute as pc
-
-        t = self.read_table(path)
-        mask = pc.fill_null(keep, True)
-        removed = t.num_rows - int(pc.sum(mask).as_py() or 0)
-        kept = t.filter(mask) if removed else t
-        return (kept if kept.num_rows else None), removed
+    def delete_rows(self, path: str, keep: pa.Array | pa.ChunkedArray) -> int:
+        """Remove from one table file the rows where ``keep`` is false, in place (the file is
+        rewritten beside and moved over, or deleted when nothing is left); returns rows removed.
+        ``facepipe forget`` stages the same :func:`without_rows` result instead of replacing."""
+        kept, removed = without_rows(self.read_table(path), keep)
+        if removed:
+            self.replace_file(path, kept)
+        return removed
 
     def replace_file(self, path: str, table: pa.Table | None) -> None:
         """Put a rewritten table file in place (written beside, moved over), or delete it (None)."""

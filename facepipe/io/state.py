@@ -96,13 +96,6 @@ def record(output: str | Output, run_id: str, dt: str, units: list[Unit], retry:
     out.atomic_write(out.path(STATE, f"part-{run_id}.parquet"), t)
 
 
-def _delete_rows(out: Output, path: str, keep: pa.Array) -> int:
-    kept, removed = out.rewrite_without(path, keep)
-    if removed:
-        out.replace_file(path, kept)
-    return removed
-
-
 def purge(output: str | Output, uris: list[str], keep_run: str) -> dict[str, int]:
     """Remove every row that came from ``uris`` (their images, faces and outlier scores) from the
     files of runs other than ``keep_run``, and their faces from the identity snapshot: a face id
@@ -128,7 +121,7 @@ def purge(output: str | Output, uris: list[str], keep_run: str) -> dict[str, int
             )
         if pc.any(hit).as_py():
             gone_images.append(src.column("image_id").filter(hit).combine_chunks())
-            removed["images"] += _delete_rows(out, path, pc.invert(hit))
+            removed["images"] += out.delete_rows(path, pc.invert(hit))
     if not gone_images:
         return removed
     images = pa.chunked_array(gone_images).combine_chunks()
@@ -138,7 +131,7 @@ def purge(output: str | Output, uris: list[str], keep_run: str) -> dict[str, int
         hit = pc.is_in(f.column("image_id"), value_set=images)
         if pc.any(hit).as_py():
             gone_faces.append(f.column("face_id").filter(hit).combine_chunks())
-            removed["faces"] += _delete_rows(out, path, pc.invert(hit))
+            removed["faces"] += out.delete_rows(path, pc.invert(hit))
     if gone_faces:
         faces = pa.chunked_array(gone_faces).combine_chunks()
         for table, skip in (("face_outliers", keep_run), ("face_identity", None)):
@@ -146,5 +139,5 @@ def purge(output: str | Output, uris: list[str], keep_run: str) -> dict[str, int
                 f = pq.read_table(path, filesystem=fs, columns=["face_id"])
                 hit = pc.is_in(f.column("face_id"), value_set=faces)
                 if pc.any(hit).as_py():
-                    removed[table] += _delete_rows(out, path, pc.invert(hit))
+                    removed[table] += out.delete_rows(path, pc.invert(hit))
     return removed
