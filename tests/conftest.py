@@ -3,8 +3,10 @@
 Servers are started for real: ``ray start --head`` (one session cluster, also used for
 ``ray job submit``) and SeaweedFS's ``weed mini`` serving S3 on 127.0.0.1. Each fixture starts,
 finds and ends only its own processes: every port is chosen free, every temp dir is the test
-session's own, and teardown ends the processes that carry that dir in their command line --
-never a broad ``ray stop``. Two test sessions can run side by side on one machine.
+session's own, and teardown ends the processes of the server's own process session, those that
+name its temp dir and their children -- never a broad ``ray stop``. Job processes a test leaves
+running end with the test. Two test sessions can run side by side on one machine (tested by
+hand: bench/RESULTS.md).
 
 In CI (``CI=true``) a skipped test fails the run, except the few in ``tests/ci_skips.py``.
 """
