@@ -154,9 +154,10 @@ class BatchTotals:
 STAGES = ("decode", "detect", "embed", "write")
 
 
-def preflight(cfg: RunConfig) -> tuple[str, str]:
+def preflight(cfg: RunConfig) -> tuple[tuple[str, str], Output]:
     """Fail fast, on the driver, before any cluster work: the run id and date, both models built
-    once on CPU, the align method, the output's encryption. Returns (detector id, embedder id)."""
+    once on CPU, the align method, the output's encryption. Returns (detector id, embedder id)
+    and the output, with the encryption setting it now records."""
     validate_run_id(cfg.run_id)
     validate_dt(cfg.dt)
     try:
@@ -168,16 +169,15 @@ def preflight(cfg: RunConfig) -> tuple[str, str]:
     except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
     try:
-        crypto.ensure_output(cfg.output, cfg.encryption)
+        encryption = crypto.ensure_output(cfg.output, cfg.encryption)
     except ValueError as e:
         raise UserError(str(e)) from None
-    return detector_id, embedder.model_id
+    return (detector_id, embedder.model_id), Output(cfg.output, encryption)
 
 
-def plan(cfg: RunConfig) -> RunPlan:
+def plan(cfg: RunConfig, out: Output) -> RunPlan:
     """List the inputs (erased prefixes never read again) and plan them against the state."""
     t0 = time.perf_counter()
-    out = Output.open(cfg.output)
     tombstones = load_tombstones(out)
     units = [u for u in list_units(list(cfg.inputs)) if not tombstones.covers_uri(u.uri)]
     todo = shard_state.plan(units, shard_state.load(out), cfg.run_id, cfg.full)
@@ -274,9 +274,9 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     """Run the job -- plan, extract, publish, post-stages -- and return the run manifest, also
     written last to ``OUT/_runs/RUN_ID.json``."""
     cfg = cfg.resolved()
-    ids = preflight(cfg)
+    ids, out = preflight(cfg)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    p = plan(cfg)
+    p = plan(cfg, out)
     totals, res, pipeline_s = extract(cfg, p, ray_address)
     manifest = {**_manifest(cfg, ids, p, totals, res, pipeline_s), "started_at": started.isoformat(timespec="seconds")}
     t_pub = time.perf_counter()

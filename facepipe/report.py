@@ -62,9 +62,9 @@ def find_manifest(output: str, dt: str | None = None, run_id: str | None = None)
 
 
 def _table(
-    output: str, name: str, columns: list[str], dt: str | None = None, where: pads.Expression | None = None
+    out: Output, name: str, columns: list[str], dt: str | None = None, where: pads.Expression | None = None
 ) -> pa.Table | None:
-    ds = Output.open(output).dataset(name)
+    ds = out.dataset(name)
     if ds is None:
         return None
     cols = [c for c in columns if c in ds.schema.names or c == "dt"]
@@ -165,14 +165,14 @@ def _largest_identities(tables: dict, cfg: ReportConfig) -> tuple[list[tuple[int
     return top, members
 
 
-def _face_boxes(output: str, shown: list[str]) -> tuple[dict, dict]:
+def _face_boxes(out: Output, shown: list[str]) -> tuple[dict, dict]:
     """(face id -> (x1, y1, x2, y2, det_score), face id -> source uri) of the faces shown."""
     if not shown:
         return {}, {}
     cols = ["face_id", "image_id", "x1", "y1", "x2", "y2", "det_score"]
-    sel = _table(output, "faces", cols, where=pads.field("face_id").isin(shown))
+    sel = _table(out, "faces", cols, where=pads.field("face_id").isin(shown))
     image_ids = sorted(set(sel.column("image_id").to_pylist()))
-    imgs = _table(output, "images", ["image_id", "source_uri"], where=pads.field("image_id").isin(image_ids))
+    imgs = _table(out, "images", ["image_id", "source_uri"], where=pads.field("image_id").isin(image_ids))
     uri_of = dict(zip(imgs.column("image_id").to_pylist(), imgs.column("source_uri").to_pylist()))
     box, src = {}, {}
     for f, i, x1, y1, x2, y2, score in zip(*(sel.column(k).to_pylist() for k in cols)):
@@ -180,11 +180,11 @@ def _face_boxes(output: str, shown: list[str]) -> tuple[dict, dict]:
     return box, src
 
 
-def _gallery_sections(output: str, m: dict, tables: dict, top_out: list, cfg: ReportConfig) -> list[str]:
+def _gallery_sections(out: Output, m: dict, tables: dict, top_out: list, cfg: ReportConfig) -> list[str]:
     """The largest identities' best faces and the top outliers, as thumbnails."""
     esc = html.escape
     top_ids, members = _largest_identities(tables, cfg)
-    box, src = _face_boxes(output, sorted({f for fs_ in members.values() for f in fs_} | {f for f, _, _ in top_out}))
+    box, src = _face_boxes(out, sorted({f for fs_ in members.values() for f in fs_} | {f for f, _, _ in top_out}))
     best = lambda ident: sorted((f for f in members.get(ident, []) if f in box), key=lambda f: -box[f][4])  # noqa: E731
     groups = [(ident, n, best(ident)[: cfg.faces_per_identity]) for n, ident in top_ids]
     wanted = [f for _, _, fs_ in groups for f in fs_] + [f for f, _, _ in top_out if f in box]
@@ -226,17 +226,16 @@ def render(
     esc = html.escape
     m = find_manifest(output, dt, run_id)
     dt = m["dt"]
+    out = Output.open(output)  # the encryption setting, read once for every table
     tables = {
-        "images": _table(output, "images", ["image_id", "source_uri", "status", "error", "n_faces", "dt"], dt),
-        "faces": _table(output, "faces", ["det_score"], dt),
-        "face_outliers": _table(
-            output, "face_outliers", ["face_id", "drocc_score", "is_outlier", "threshold", "dt"], dt
-        ),
-        "identities": _table(output, "identities", ["identity_id", "n_faces"]),
-        "face_identity": _table(output, "face_identity", ["face_id", "identity_id"]),
+        "images": _table(out, "images", ["image_id", "source_uri", "status", "error", "n_faces", "dt"], dt),
+        "faces": _table(out, "faces", ["det_score"], dt),
+        "face_outliers": _table(out, "face_outliers", ["face_id", "drocc_score", "is_outlier", "threshold", "dt"], dt),
+        "identities": _table(out, "identities", ["identity_id", "n_faces"]),
+        "face_identity": _table(out, "face_identity", ["face_id", "identity_id"]),
     }
     charts, top_out = _charts_section(tables, cfg)
-    sec = [*_summary_sections(m, output), charts, *_gallery_sections(output, m, tables, top_out, cfg)]
+    sec = [*_summary_sections(m, output), charts, *_gallery_sections(out, m, tables, top_out, cfg)]
     sec.append(_failed_section(tables["images"], cfg))
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     page = (
