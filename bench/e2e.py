@@ -197,17 +197,17 @@ def main() -> None:
     run(cfg)  # cold start: Ray, actors, model loads
     with Sampler() as s:
         m = run(cfg)
-    t = m["timing"]
+    t = m.timing
     rows = duckdb.sql(f"""select i.source_uri, f.x1, f.y1, f.x2, f.y2 from read_parquet('{out}/faces/*/*.parquet') f
                           join read_parquet('{out}/images/*/*.parquet') i using (image_id)""").fetchall()
     found: dict[str, list] = {}
     for uri, *box in rows:
         found.setdefault(Path(uri).name, []).append(box)
     fp_found = {k: np.asarray(v, np.float32) for k, v in found.items()}
-    ray_rate = len(files) / t["pipeline_s"]
+    ray_rate = len(files) / t.pipeline_s
     print(
-        f"\nfacepipe through Ray (warm): {ray_rate:.2f} images/s, {m['counts']['faces'] / t['pipeline_s']:.2f} faces/s "
-        f"({t['pipeline_s']:.1f}s); task seconds {t['stage_task_s']}; {s.summary()}"
+        f"\nfacepipe through Ray (warm): {ray_rate:.2f} images/s, {m.counts.faces / t.pipeline_s:.2f} faces/s "
+        f"({t.pipeline_s:.1f}s); task seconds {t.stage_task_s}; {s.summary()}"
     )
 
     plain_s, stage, n_plain = run_plain(files, decode_cfg, detect_cfg)

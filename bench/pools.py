@@ -62,12 +62,12 @@ def main() -> None:
     for name, compute in layouts.items():
         for attempt in ("cold", "warm"):
             m = run(dataclasses.replace(base, compute=compute, run_id="pools"))
-            t = m["timing"]
-            n_img, n_faces = m["counts"]["images"], m["counts"]["faces"]
+            t = m.timing
+            n_img, n_faces = m.counts.images, m.counts.faces
             print(
-                f"{name:62s} {attempt}: {n_img} images, {n_faces} faces in {t['pipeline_s']:6.1f}s -> "
-                f"{n_img / t['pipeline_s']:5.2f} images/s, {n_faces / t['pipeline_s']:5.2f} faces/s; "
-                f"task s {t['stage_task_s']}"
+                f"{name:62s} {attempt}: {n_img} images, {n_faces} faces in {t.pipeline_s:6.1f}s -> "
+                f"{n_img / t.pipeline_s:5.2f} images/s, {n_faces / t.pipeline_s:5.2f} faces/s; "
+                f"task s {t.stage_task_s}"
             )
 
 

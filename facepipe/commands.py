@@ -119,12 +119,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         from facepipe.report import write_report
 
         try:
-            m["report_uri"] = write_report(m["output"], run_id=m["run_id"])
+            m.report_uri = write_report(m.output, run_id=m.run_id)
         except Exception as e:  # the run is published; a report that fails must not fail it
             logging.getLogger("facepipe").warning("the run report could not be written: %s", e)
     print(format_summary(m))
-    if m.get("report_uri"):
-        print(f"  report    {m['report_uri']}")
+    if m.report_uri:
+        print(f"  report    {m.report_uri}")
     if a.summary_json:
         write_summary(a.summary_json, run_summary(m))
     return 0
@@ -146,9 +146,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     m = run(cfg)
     from facepipe.report import write_report
 
-    m["report_uri"] = write_report(m["output"], run_id=m["run_id"])
+    m.report_uri = write_report(m.output, run_id=m.run_id)
     print(format_summary(m))
-    print(f"  report    {m['report_uri']}  (open it in a browser)")
+    print(f"  report    {m.report_uri}  (open it in a browser)")
     out = f"{a.workdir}/output"
     print(
         "\nQuery it with DuckDB (more in the README):\n"

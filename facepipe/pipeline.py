@@ -39,6 +39,7 @@ from facepipe.io.crypto import EncryptionConfig
 from facepipe.io.output import Output
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.io.tombstones import Tombstones, load_tombstones
+from facepipe.manifest import BatchStats, Counts, RunManifest, Timing
 from facepipe.registry import create_model
 from facepipe.score.stage import ScoreConfig, run_score
 
@@ -124,36 +125,6 @@ class RunPlan:
     list_s: float
 
 
-@dataclass
-class BatchTotals:
-    """The sums of the write stage's per-batch stats rows (``writer.STATS_SCHEMA``)."""
-
-    images: int = 0
-    faces: int = 0
-    status_counts: dict[str, int] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    unreadable: list[str] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, rows: list[dict]) -> "BatchTotals":
-        t = cls()
-        for r in rows:
-            t.images += r["n_images"]
-            t.faces += r["n_faces"]
-            for k, v in json.loads(r["status_counts"]).items():
-                t.status_counts[k] = t.status_counts.get(k, 0) + v
-            t.files += r["files"]
-            t.unreadable += r["unreadable"]
-            for k in STAGES:
-                t.stage_s[k] += r[f"t_{k}"]
-        t.stage_s = {k: round(v, 3) for k, v in t.stage_s.items()}
-        return t
-
-
-STAGES = ("decode", "detect", "embed", "write")
-
-
 def preflight(cfg: RunConfig) -> tuple[tuple[str, str], Output]:
     """Fail fast, on the driver, before any cluster work: the run id and date, both models built
     once on CPU, the align method, the output's encryption. Returns (detector id, embedder id)
@@ -189,7 +160,7 @@ def plan(cfg: RunConfig, out: Output) -> RunPlan:
     return p
 
 
-def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchTotals, dict, float]:
+def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchStats, dict, float]:
     """The Ray Data pipeline over the planned units into the run's staging prefix; returns the
     batch totals, the resources chosen and the seconds it took."""
     import ray.data
@@ -204,73 +175,75 @@ def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchT
     rows = (
         dataflow(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
     )  # nothing new: no dataset at all
-    return BatchTotals.of(rows), res, time.perf_counter() - t0
+    return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
 
 
-def publish(cfg: RunConfig, p: RunPlan, totals: BatchTotals) -> dict:
+def publish(cfg: RunConfig, p: RunPlan, totals: BatchStats, counts: Counts) -> None:
     """Move the staged files into the tables, purge changed units' earlier rows, record the state
-    (last: a crash before it makes the rerun process these units again). Returns the counts."""
+    (last: a crash before it makes the rerun process these units again). Adds what it did to ``counts``."""
     replaced = p.output.publish(cfg.run_id, totals.files)
     if any(replaced.values()):
         log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
     purged = shard_state.purge(p.output, p.todo.replaced, keep_run=cfg.run_id)
     retry = shard_state.units_of(totals.unreadable, p.todo.todo)
     shard_state.record(p.output, cfg.run_id, cfg.dt, p.todo.todo, retry)
-    return {"rows_purged": purged, "units_to_retry": sorted(retry)}
+    counts.rows_purged, counts.units_to_retry = purged, sorted(retry)
 
 
-def post_stages(cfg: RunConfig, out: Output, manifest: dict) -> None:
+def post_stages(cfg: RunConfig, out: Output, m: RunManifest) -> None:
     """The final stages on the published run: outlier scores of its faces, then identities over
     the whole archive. Each adds its summary and its seconds to the manifest."""
     if cfg.score.enabled:
         t0 = time.perf_counter()
         try:
-            manifest["score"] = run_score(out, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
+            m.score = run_score(out, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"scoring: {e}") from None
-        manifest["timing"]["score_s"] = round(time.perf_counter() - t0, 3)
+        m.timing.score_s = round(time.perf_counter() - t0, 3)
     if cfg.cluster.enabled:
         t0 = time.perf_counter()
-        manifest["cluster"] = run_cluster(out, cfg.dt, cfg.run_id, cfg.cluster)
-        manifest["timing"]["cluster_s"] = round(time.perf_counter() - t0, 3)
+        m.cluster = run_cluster(out, cfg.dt, cfg.run_id, cfg.cluster)
+        m.timing.cluster_s = round(time.perf_counter() - t0, 3)
 
 
 def _manifest(
-    cfg: RunConfig, ids: tuple[str, str], p: RunPlan, totals: BatchTotals, res: dict, pipeline_s: float
-) -> dict:
+    cfg: RunConfig, ids: tuple[str, str], p: RunPlan, totals: BatchStats, res: dict, pipeline_s: float
+) -> RunManifest:
     ok = totals.status_counts.get("ok", 0)
-    return {
-        "run_id": cfg.run_id,
-        "dt": cfg.dt,
-        "inputs": list(cfg.inputs),
-        "output": cfg.output,
-        "detector": ids[0],
-        "embedder": ids[1],
-        "config": dataclasses.asdict(cfg),
-        "counts": {
-            "input_units": len(p.units),
-            "units_processed": len(p.todo.todo),
-            "units_skipped": len(p.todo.skipped),
-            "units_replaced": len(p.todo.replaced),
-            "images": totals.images,
-            "images_ok": ok,
-            "images_failed": totals.images - ok,
-            "failures_by_status": {k: v for k, v in sorted(totals.status_counts.items()) if k != "ok"},
-            "faces": totals.faces,
-        },
-        "timing": {
-            "list_s": round(p.list_s, 3),
-            "pipeline_s": round(pipeline_s, 3),
-            "stage_task_s": totals.stage_s,
-            "images_per_s": round(totals.images / pipeline_s, 2) if pipeline_s > 0 else None,
-        },
-        "resources": res,
-        "files": {t: sorted(f for f in totals.files if f.startswith(f"{t}/")) for t in ("images", "faces")},
-        "versions": _versions(),
-    }
+    counts = Counts(
+        input_units=len(p.units),
+        units_processed=len(p.todo.todo),
+        units_skipped=len(p.todo.skipped),
+        units_replaced=len(p.todo.replaced),
+        images=totals.n_images,
+        images_ok=ok,
+        images_failed=totals.n_images - ok,
+        failures_by_status={k: v for k, v in sorted(totals.status_counts.items()) if k != "ok"},
+        faces=totals.n_faces,
+    )
+    timing = Timing(
+        list_s=round(p.list_s, 3),
+        pipeline_s=round(pipeline_s, 3),
+        stage_task_s=totals.stage_s,
+        images_per_s=round(totals.n_images / pipeline_s, 2) if pipeline_s > 0 else None,
+    )
+    return RunManifest(
+        run_id=cfg.run_id,
+        dt=cfg.dt,
+        inputs=list(cfg.inputs),
+        output=cfg.output,
+        detector=ids[0],
+        embedder=ids[1],
+        config=json.loads(json.dumps(dataclasses.asdict(cfg))),  # as the JSON holds it (lists, not tuples)
+        counts=counts,
+        timing=timing,
+        resources=res,
+        files={t: sorted(f for f in totals.files if f.startswith(f"{t}/")) for t in ("images", "faces")},
+        versions=_versions(),
+    )
 
 
-def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
+def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:
     """Run the job -- plan, extract, publish, post-stages -- and return the run manifest, also
     written last to ``OUT/_runs/RUN_ID.json``."""
     cfg = cfg.resolved()
@@ -278,12 +251,13 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> dict:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     p = plan(cfg, out)
     totals, res, pipeline_s = extract(cfg, p, ray_address)
-    manifest = {**_manifest(cfg, ids, p, totals, res, pipeline_s), "started_at": started.isoformat(timespec="seconds")}
+    m = _manifest(cfg, ids, p, totals, res, pipeline_s)
+    m.started_at = started.isoformat(timespec="seconds")
     t_pub = time.perf_counter()
-    manifest["counts"].update(publish(cfg, p, totals))
-    manifest["timing"]["publish_s"] = round(time.perf_counter() - t_pub, 3)
-    post_stages(cfg, p.output, manifest)
-    manifest["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
-    manifest["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest["manifest_uri"] = writer.write_manifest(p.output, cfg.run_id, manifest)
-    return manifest
+    publish(cfg, p, totals, m.counts)
+    m.timing.publish_s = round(time.perf_counter() - t_pub, 3)
+    post_stages(cfg, p.output, m)
+    m.timing.wall_s = round(time.perf_counter() - t0, 3)
+    m.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    writer.write_manifest(p.output, m)
+    return m

@@ -30,6 +30,7 @@ import pyarrow.dataset as pads
 
 from facepipe.io import fs as fsio
 from facepipe.io.output import RUNS, Output
+from facepipe.manifest import RunManifest
 from facepipe.report_html import CSS, bar_chart, count_chart, face_tile, histogram, thumbnails
 
 
@@ -44,12 +45,12 @@ class ReportConfig:
     failures: int = 200
 
 
-def find_manifest(output: str, dt: str | None = None, run_id: str | None = None) -> dict:
+def find_manifest(output: str, dt: str | None = None, run_id: str | None = None) -> RunManifest:
     """The manifest of ``run_id``, or of the latest run (of date ``dt`` when given)."""
     out = Output(output)  # the manifests are plain JSON: no need for the encryption setting
     if run_id:
         try:
-            return json.loads(fsio.read_bytes(out.fs, out.path(RUNS, f"{run_id}.json")))
+            return RunManifest.from_json(json.loads(fsio.read_bytes(out.fs, out.path(RUNS, f"{run_id}.json"))))
         except FileNotFoundError:
             raise FileNotFoundError(f"no run {run_id} in {output} (no {RUNS}/{run_id}.json)") from None
     if not out.exists(RUNS):
@@ -58,7 +59,7 @@ def find_manifest(output: str, dt: str | None = None, run_id: str | None = None)
     runs = [m for m in runs if "counts" in m and (dt is None or m.get("dt") == dt)]
     if not runs:
         raise FileNotFoundError(f"no run of {dt} in {output}" if dt else f"no run in {output}")
-    return max(runs, key=lambda m: (m.get("started_at", ""), m["run_id"]))
+    return RunManifest.from_json(max(runs, key=lambda m: (m.get("started_at", ""), m["run_id"])))
 
 
 def _table(
@@ -77,44 +78,43 @@ def _table(
 # ---------------------------------------------------------------- charts (inline SVG, no script)
 
 
-def _summary_sections(m: dict, output: str) -> list[str]:
+def _summary_sections(m: RunManifest, output: str) -> list[str]:
     """The header, the counts with failures by kind, and the time per stage."""
-    esc, c, t = html.escape, m["counts"], m.get("timing", {})
+    esc, c, t = html.escape, m.counts, m.timing
     rows = [
-        ("input units", c.get("input_units")),
-        ("units processed", c.get("units_processed")),
-        ("units already in the output", c.get("units_skipped")),
-        ("units changed (rows replaced)", c.get("units_replaced")),
-        ("units to retry next run", len(c.get("units_to_retry", []))),
-        ("images", c.get("images")),
-        ("images ok", c.get("images_ok")),
-        ("images failed", c.get("images_failed")),
-        ("faces", c.get("faces")),
+        ("input units", c.input_units),
+        ("units processed", c.units_processed),
+        ("units already in the output", c.units_skipped),
+        ("units changed (rows replaced)", c.units_replaced),
+        ("units to retry next run", len(c.units_to_retry)),
+        ("images", c.images),
+        ("images ok", c.images_ok),
+        ("images failed", c.images_failed),
+        ("faces", c.faces),
     ]
-    if isinstance(m.get("cluster"), dict) and "identities" in m["cluster"]:
-        rows.append(("identities (whole archive)", m["cluster"]["identities"]))
-    if isinstance(m.get("score"), dict) and "outliers" in m["score"]:
-        rows.append(("outliers flagged", m["score"]["outliers"]))
+    if m.cluster and "identities" in m.cluster:
+        rows.append(("identities (whole archive)", m.cluster["identities"]))
+    if m.score and "outliers" in m.score:
+        rows.append(("outliers flagged", m.score["outliers"]))
     table = lambda rs: "".join(f"<tr><td>{esc(k)}</td><td class=n>{v}</td></tr>" for k, v in rs)  # noqa: E731
-    fails = sorted(c.get("failures_by_status", {}).items())
-    stages = t.get("stage_task_s", {})
+    fails = sorted(c.failures_by_status.items())
+    stages = t.stage_task_s
     total = sum(stages.values()) or 1.0
     stage_rows = "".join(
         f"<tr><td>{esc(k)}</td><td class=n>{v:.1f} s</td><td class=n>{100 * v / total:.0f}%</td></tr>"
         for k, v in stages.items()
     )
     return [
-        f"<h1>facepipe run {esc(m['run_id'])} — {esc(m['dt'])}</h1>",
-        f"<p>Output <code>{esc(m.get('output', output))}</code>; started {esc(m.get('started_at', '?'))}; "
-        f"detector <code>{esc(str(m.get('detector')))}</code>, embedder "
-        f"<code>{esc(str(m.get('embedder')))}</code>.</p>",
+        f"<h1>facepipe run {esc(m.run_id)} — {esc(m.dt)}</h1>",
+        f"<p>Output <code>{esc(m.output or output)}</code>; started {esc(m.started_at or '?')}; "
+        f"detector <code>{esc(m.detector)}</code>, embedder <code>{esc(m.embedder)}</code>.</p>",
         f'<section id="summary"><h2>Counts</h2><table>{table(rows)}</table>'
         f'<h3>Failures by kind</h3><table id="failures-by-kind">{table(fails) or "<tr><td>none</td></tr>"}'
         "</table></section>",
         f'<section id="stages"><h2>Time</h2><table>{stage_rows}'
-        f"<tr><td>listing</td><td class=n>{t.get('list_s', 0):.1f} s</td><td></td></tr>"
-        f"<tr><td>pipeline (wall)</td><td class=n>{t.get('pipeline_s', 0):.1f} s</td><td "
-        f"class=n>{t.get('images_per_s') or 0} images/s</td></tr>"
+        f"<tr><td>listing</td><td class=n>{t.list_s:.1f} s</td><td></td></tr>"
+        f"<tr><td>pipeline (wall)</td><td class=n>{t.pipeline_s:.1f} s</td><td "
+        f"class=n>{t.images_per_s or 0} images/s</td></tr>"
         "</table><p>Stage times are task seconds summed over workers; stages overlap.</p></section>",
     ]
 
@@ -221,11 +221,11 @@ def _failed_section(images: pa.Table | None, cfg: ReportConfig) -> str:
 
 def render(
     output: str, dt: str | None = None, run_id: str | None = None, cfg: ReportConfig = ReportConfig()
-) -> tuple[str, dict]:
+) -> tuple[str, RunManifest]:
     """The report's HTML and the manifest it describes."""
     esc = html.escape
     m = find_manifest(output, dt, run_id)
-    dt = m["dt"]
+    dt = m.dt
     out = Output.open(output)  # the encryption setting, read once for every table
     tables = {
         "images": _table(out, "images", ["image_id", "source_uri", "status", "error", "n_faces", "dt"], dt),
@@ -239,7 +239,7 @@ def render(
     sec.append(_failed_section(tables["images"], cfg))
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     page = (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>facepipe {esc(m['run_id'])} {esc(dt)}</title>"
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>facepipe {esc(m.run_id)} {esc(dt)}</title>"
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src '
         "'unsafe-inline'\">"
         f"<style>{CSS}</style></head><body>{''.join(sec)}<p class=l>made {made} by facepipe report</p></body></html>"
@@ -261,5 +261,5 @@ def write_report(
         fsio.write_bytes(fs, path, page.encode())
         return dest
     out = Output(output)
-    out.atomic_write(out.path(RUNS, f"{m['run_id']}.html"), page.encode())
-    return out.uri_of(RUNS, f"{m['run_id']}.html")
+    out.atomic_write(out.path(RUNS, f"{m.run_id}.html"), page.encode())
+    return out.uri_of(RUNS, f"{m.run_id}.html")

@@ -8,6 +8,8 @@ import html
 
 import numpy as np
 
+from facepipe.manifest import RunManifest
+
 THUMB = 96  # thumbnail side, pixels
 
 
@@ -77,7 +79,7 @@ def count_chart(values: np.ndarray, title: str, cap: int) -> str:
 
 
 def thumbnails(
-    manifest: dict, faces: list[tuple[str, tuple[float, float, float, float]]]
+    manifest: RunManifest, faces: list[tuple[str, tuple[float, float, float, float]]]
 ) -> dict[tuple[str, int], str]:
     """(source_uri, index) -> data URI of a JPEG thumbnail of that face box, read from the source."""
     import cv2
@@ -85,7 +87,7 @@ def thumbnails(
     from facepipe.decode import DecodeConfig, DecodeFailure, decode_image
     from facepipe.io.sources import ReadConfig, read_unit, unit_of
 
-    read = manifest.get("config", {}).get("read", {})
+    read = manifest.config.get("read", {})
     cfg = ReadConfig(image_column=read.get("image_column", "image"), id_column=read.get("id_column"))
     by_unit: dict = {}
     for uri, _ in faces:

@@ -3,30 +3,32 @@ orchestrator (``run_summary``, one JSON object, ``write_summary``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from facepipe.manifest import RunManifest
 
-def format_summary(m: dict) -> str:
-    c, t = m["counts"], m["timing"]
-    fails = ", ".join(f"{k} {v}" for k, v in c["failures_by_status"].items())
-    stages = t["stage_task_s"]
+
+def format_summary(m: RunManifest) -> str:
+    c, t = m.counts, m.timing
+    fails = ", ".join(f"{k} {v}" for k, v in c.failures_by_status.items())
+    stages = t.stage_task_s
     total = sum(stages.values()) or 1.0
     stage_txt = " · ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in stages.items())
     lines = [
-        f"facepipe run {m['run_id']} finished in {t['wall_s']:.1f}s",
-        f"  inputs    {c['input_units']} units: {c['units_processed']} processed ({c['units_replaced']} changed), "
-        f"{c['units_skipped']} already in the output"
-        + (f", {len(c['units_to_retry'])} to retry next run" if c.get("units_to_retry") else ""),
-        f"  images    {c['images']} ({c['images_ok']} ok, {c['images_failed']} failed{': ' + fails if fails else ''})",
-        f"  faces     {c['faces']}",
+        f"facepipe run {m.run_id} finished in {t.wall_s:.1f}s",
+        f"  inputs    {c.input_units} units: {c.units_processed} processed ({c.units_replaced} changed), "
+        f"{c.units_skipped} already in the output"
+        + (f", {len(c.units_to_retry)} to retry next run" if c.units_to_retry else ""),
+        f"  images    {c.images} ({c.images_ok} ok, {c.images_failed} failed{': ' + fails if fails else ''})",
+        f"  faces     {c.faces}",
         f"  stages    {stage_txt}  (task seconds; stages overlap)",
-        f"  rate      {t['images_per_s']} images/s through the pipeline ({t['pipeline_s']:.1f}s), listing "
-        f"{t['list_s']:.1f}s",
-        f"  output    {m['output']}/images and {m['output']}/faces, partition dt={m['dt']}",
-        *score_lines(m.get("score")),
-        *cluster_lines(m.get("cluster")),
-        f"  manifest  {m['manifest_uri']}",
+        f"  rate      {t.images_per_s} images/s through the pipeline ({t.pipeline_s:.1f}s), listing {t.list_s:.1f}s",
+        f"  output    {m.output}/images and {m.output}/faces, partition dt={m.dt}",
+        *score_lines(m.score),
+        *cluster_lines(m.cluster),
+        f"  manifest  {m.manifest_uri}",
     ]
     return "\n".join(lines)
 
@@ -66,19 +68,19 @@ def write_summary(dest: str, summary: dict) -> None:
         Path(dest).write_text(text + "\n")
 
 
-def run_summary(m: dict) -> dict:
+def run_summary(m: RunManifest) -> dict:
     """What an orchestrator needs from a finished run (the manifest has everything)."""
-    cluster, score = m.get("cluster") or {}, m.get("score") or {}
+    cluster, score = m.cluster or {}, m.score or {}
     return {
         "status": "ok",
-        "run_id": m["run_id"],
-        "dt": m["dt"],
-        "manifest": m.get("manifest_uri"),
-        "counts": m["counts"],
+        "run_id": m.run_id,
+        "dt": m.dt,
+        "manifest": m.manifest_uri or None,
+        "counts": dataclasses.asdict(m.counts),
         "identities": {k: cluster.get(k) for k in ("mode", "identities", "merges", "splits", "unassigned")}
         if "identities" in cluster
         else None,
         "outliers": score.get("outliers"),
-        "wall_s": m["timing"].get("wall_s"),
-        "report": m.get("report_uri"),
+        "wall_s": m.timing.wall_s,
+        "report": m.report_uri,
     }

@@ -41,13 +41,13 @@ def test_three_nights_equal_one_clean_run(ray_cluster, photos, tmp_path):
         shutil.copy(photos[n], archive / photos[n].name)
 
     m1 = _night(archive, out, "2026-11-01", "night-1")
-    assert m1["counts"]["units_processed"] == 3
+    assert m1.counts.units_processed == 3
 
     for n in names[3:]:  # day 2: two new files
         shutil.copy(photos[n], archive / photos[n].name)
     m2 = _night(archive, out, "2026-11-02", "night-2")
-    assert (m2["counts"]["units_processed"], m2["counts"]["units_skipped"]) == (2, 3)
-    assert m2["cluster"]["mode"] == "incremental"
+    assert (m2.counts.units_processed, m2.counts.units_skipped) == (2, 3)
+    assert m2.cluster["mode"] == "incremental"
 
     # day 3: one file of night 1 is replaced by another photo (same name, new content)
     changed = archive / photos["obama2.jpg"].name
@@ -61,13 +61,13 @@ def test_three_nights_equal_one_clean_run(ray_cluster, photos, tmp_path):
     os.killpg(crashed.pid, signal.SIGKILL)
     crashed.wait(timeout=60)
     m3 = _night(archive, out, "2026-11-03", "night-3")  # ... and the orchestrator runs it again
-    assert m3["counts"]["units_processed"] == 1
+    assert m3.counts.units_processed == 1
     # the kill came while a batch was in flight, so before publishing: the rerun replaces the unit
-    assert m3["counts"]["units_replaced"] == 1
-    assert m3["counts"]["rows_purged"]["images"] == 1 and m3["counts"]["rows_purged"]["faces"] == 1
+    assert m3.counts.units_replaced == 1
+    assert m3.counts.rows_purged["images"] == 1 and m3.counts.rows_purged["faces"] == 1
     after3 = _tables(out)
     again = _night(archive, out, "2026-11-03", "night-3")  # the orchestrator reruns the night
-    assert again["counts"]["units_processed"] == 1 and _tables(out) == after3
+    assert again.counts.units_processed == 1 and _tables(out) == after3
 
     clean_out = tmp_path / "clean"
     _night(archive, clean_out, "2026-11-03", "clean")
@@ -87,7 +87,7 @@ def test_full_reprocesses_everything_without_duplicates(ray_cluster, photos, tmp
     _night(archive, out, "2026-11-01", "n1")
     before = _tables(out)
     m = _night(archive, out, "2026-11-02", "n2", full=True)
-    assert m["counts"]["units_processed"] == 2 and m["counts"]["units_replaced"] == 2
+    assert m.counts.units_processed == 2 and m.counts.units_replaced == 2
     images, faces, _ = _tables(out)
     assert images == before[0] and faces == before[1]
 
@@ -115,16 +115,12 @@ def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_nigh
     monkeypatch.setattr(pipeline, "list_units", listing_with_a_vanished_file)
     m1 = _night(archive, out, "2026-11-01", "n1")
     monkeypatch.setattr(pipeline, "list_units", real_list)
-    assert m1["counts"]["failures_by_status"] == {"read_error": 1} and m1["counts"]["units_to_retry"] == [str(late)]
+    assert m1.counts.failures_by_status == {"read_error": 1} and m1.counts.units_to_retry == [str(late)]
     assert state.load(str(out))[str(late)]["status"] == "retry"
 
     shutil.copy(photos["obama.jpg"], late)
     m2 = _night(archive, out, "2026-11-02", "n2")
-    assert (
-        m2["counts"]["units_processed"] == 1
-        and m2["counts"]["units_replaced"] == 1
-        and m2["counts"]["units_to_retry"] == []
-    )
+    assert m2.counts.units_processed == 1 and m2.counts.units_replaced == 1 and m2.counts.units_to_retry == []
     clean = tmp_path / "clean"
     _night(archive, clean, "2026-11-02", "clean")
     assert _tables(out) == _tables(clean)

@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 
+from facepipe.manifest import RunManifest
 from facepipe.pipeline import run
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,8 @@ def test_every_face_of_the_real_photos_is_found(first_run):
 def test_duckdb_counts_agree_with_the_run_manifest(first_run):
     _, out, m = first_run
     saved = json.loads((Path(out) / "_runs" / "night1.json").read_text())
-    assert saved["counts"] == m["counts"]
+    assert RunManifest.from_json(saved) == m  # the JSON holds the whole manifest the run returned
+    assert saved["manifest_uri"] == m.manifest_uri == str(Path(out) / "_runs" / "night1.json")
     faces = f"read_parquet('{out}/faces/*/*.parquet', hive_partitioning=true)"
     images = f"read_parquet('{out}/images/*/*.parquet', hive_partitioning=true)"
     [(n_faces, n_ids, dts)] = _q(f"select count(*), count(distinct face_id), list(distinct dt::varchar) from {faces}")
@@ -64,8 +66,8 @@ def test_every_face_has_an_embedding_and_same_person_faces_are_close(first_run):
     rows = _q(f"""select i.source_uri, f.embedding, f.embedder, f.align
                   from read_parquet('{out}/faces/*/*.parquet') f
                   join read_parquet('{out}/images/*/*.parquet') i using (image_id)""")
-    assert len(rows) == m["counts"]["faces"]
-    assert {r[2] for r in rows} == {m["embedder"]} and all(r[3].startswith("dlib_sp5") for r in rows)
+    assert len(rows) == m.counts.faces
+    assert {r[2] for r in rows} == {m.embedder} and all(r[3].startswith("dlib_sp5") for r in rows)
     emb = np.array([r[1] for r in rows], np.float32)
     assert emb.shape[1] == 128 and np.isfinite(emb).all()
     person = [re.split("[/#]", r[0])[-1].split(".")[0].rstrip("0123456789") for r in rows]
@@ -93,9 +95,9 @@ def test_rerun_of_a_run_id_replaces_it_and_keeps_other_runs(first_run, photos, t
     other = archive.build(tmp_path / "other", photos)
     m2 = run(archive.run_config(other.inputs[2:], out, "night2", dt="2026-11-02"))  # parquet only, next day
     again = run(archive.run_config(arch.inputs, out, "night1"))
-    assert again["counts"] == m1["counts"]
+    assert again.counts == m1.counts
     per_run = dict(_q(f"select run_id, count(*) from read_parquet('{out}/faces/*/*.parquet') group by 1"))
-    assert per_run == {"night1": m1["counts"]["faces"], "night2": m2["counts"]["faces"]}
+    assert per_run == {"night1": m1.counts.faces, "night2": m2.counts.faces}
     dup = _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet') group by 1 having count(*) > 1")
     assert dup == []
     assert not list((Path(out) / "_staging").glob("*"))
@@ -122,13 +124,13 @@ def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, 
         ),
     )
     m = run(cfg)
-    assert m["detector"].startswith(f"retinaface:{preset}@")
+    assert m.detector.startswith(f"retinaface:{preset}@")
     counts = dict(
         _q(f"select source_uri, n_faces from read_parquet('{tmp_path}/out/images/*/*.parquet') where status = 'ok'")
     )
     assert {k: counts[k] for k in arch.expected_faces} == arch.expected_faces
     rows = _q(f"select detector, len(embedding) from read_parquet('{tmp_path}/out/faces/*/*.parquet')")
-    assert len(rows) == m["counts"]["faces"] and {r for r in rows} == {(m["detector"], 128)}
+    assert len(rows) == m.counts.faces and {r for r in rows} == {(m.detector, 128)}
 
 
 def test_every_face_gets_an_outlier_score_and_the_model_is_saved(first_run):

@@ -110,4 +110,4 @@ def test_report_of_an_unknown_run_is_a_one_line_error(report, capsys):
     assert main(["report", "--output", str(out), "--run-id", "nope"]) == 2
     assert "no run nope" in capsys.readouterr().err
     page, m = render(str(out), dt="2026-11-01")
-    assert m["run_id"] == "night1" and page.startswith("<!doctype html>")
+    assert m.run_id == "night1" and page.startswith("<!doctype html>")

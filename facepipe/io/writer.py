@@ -27,21 +27,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.io.output import RUNS, Output, as_output, part_name
-
-STATS_SCHEMA = pa.schema(
-    [
-        pa.field("n_images", pa.int64()),
-        pa.field("n_faces", pa.int64()),
-        pa.field("status_counts", pa.string()),  # JSON object status -> count
-        pa.field("t_decode", pa.float64()),
-        pa.field("t_detect", pa.float64()),
-        pa.field("t_embed", pa.float64()),
-        pa.field("t_write", pa.float64()),
-        pa.field("files", pa.list_(pa.string())),
-        # source_uri of the images whose bytes could not be read (read_error): their units are retried
-        pa.field("unreadable", pa.list_(pa.string())),
-    ]
-)
+from facepipe.manifest import BatchStats, RunManifest
 
 
 def face_id_for(image_id: str, face_index: int) -> str:
@@ -113,7 +99,7 @@ def stage_tables(tables: dict[str, pa.Table], out: Output, run_id: str, dt: str)
 def write_batch(
     detected: pa.Table, output: str, run_id: str, dt: str, erased_faces: frozenset[str] = frozenset()
 ) -> pa.Table:
-    """Ray adapter body: write one batch's tables into staging; return one STATS_SCHEMA row.
+    """Ray adapter body: write one batch's tables into staging; return its ``BatchStats`` as one Arrow row.
     ``erased_faces``: face ids an erasure request removed (``facepipe.erase``), never written again."""
     t0 = time.perf_counter()
     tables = build_tables(detected, run_id)
@@ -123,27 +109,18 @@ def write_batch(
             pc.invert(pc.is_in(faces.column("face_id"), value_set=pa.array(sorted(erased_faces), pa.string())))
         )
     files = stage_tables(tables, as_output(output), run_id, dt)
-    statuses = Counter(detected.column("status").to_pylist())
-    return pa.Table.from_pylist(
-        [
-            {
-                "n_images": detected.num_rows,
-                "n_faces": tables["faces"].num_rows,
-                "status_counts": json.dumps(dict(statuses), sort_keys=True),
-                "t_decode": float(pc.sum(detected.column("t_decode")).as_py() or 0.0),
-                "t_detect": float(pc.sum(detected.column("t_detect")).as_py() or 0.0),
-                "t_embed": float(pc.sum(detected.column("t_embed")).as_py() or 0.0),
-                "t_write": time.perf_counter() - t0,
-                "files": files,
-                "unreadable": [
-                    u
-                    for u, st in zip(detected.column("source_uri").to_pylist(), detected.column("status").to_pylist())
-                    if st == "read_error"
-                ],
-            }
-        ],
-        schema=STATS_SCHEMA,
-    )
+    statuses = detected.column("status").to_pylist()
+    return BatchStats(
+        n_images=detected.num_rows,
+        n_faces=tables["faces"].num_rows,
+        status_counts=dict(Counter(statuses)),
+        stage_s={
+            **{s: float(pc.sum(detected.column(f"t_{s}")).as_py() or 0.0) for s in ("decode", "detect", "embed")},
+            "write": time.perf_counter() - t0,
+        },
+        files=files,
+        unreadable=[u for u, st in zip(detected.column("source_uri").to_pylist(), statuses) if st == "read_error"],
+    ).to_table()
 
 
 def _read_files(batch: pa.Table, output: Output, columns: list[str]) -> pa.Table:
@@ -162,7 +139,9 @@ def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks:
     )
 
 
-def write_manifest(output: Output, run_id: str, manifest: dict) -> str:
+def write_manifest(output: Output, manifest: RunManifest) -> str:
     """Write ``OUT/_runs/RUN_ID.json`` (the last step of a run); returns its URI."""
-    output.atomic_write(output.path(RUNS, f"{run_id}.json"), json.dumps(manifest, indent=2, sort_keys=True).encode())
-    return output.uri_of(RUNS, f"{run_id}.json")
+    name = f"{manifest.run_id}.json"
+    manifest.manifest_uri = output.uri_of(RUNS, name)
+    output.atomic_write(output.path(RUNS, name), json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
+    return manifest.manifest_uri

@@ -146,7 +146,7 @@ def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     arch = archive.build(tmp_path / "archive", photos)
     out = tmp_path / "out"
     m = run(archive.run_config(arch.inputs, out, "enc1", encryption=cfg))
-    assert m["cluster"]["identities"] > 0 and m["score"]["scored"] == m["counts"]["faces"]
+    assert m.cluster["identities"] > 0 and m.score["scored"] == m.counts.faces
     faces = sorted(out.glob("faces/*/*.parquet"))
     idents = sorted(out.glob("identities/*/*.parquet"))
     assert faces and idents
@@ -156,7 +156,7 @@ def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     n = duckdb.sql(
         f"select count(*) from read_parquet('{out}/faces/*/*.parquet', hive_partitioning=true) where det_score > 0"
     ).fetchall()[0][0]
-    assert n == m["counts"]["faces"]  # the warehouse still counts and joins on the plain columns
+    assert n == m.counts.faces  # the warehouse still counts and joins on the plain columns
     [(ident, k)] = duckdb.sql(
         f"select identity_id, count(*) from read_parquet('{out}/face_identity/*/*.parquet') where identity_id "
         "is not null "
@@ -171,7 +171,7 @@ def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     assert 'id="identities"' in page
     # a second night follows the recorded setting without being told
     m2 = run(archive.run_config(arch.inputs, out, "enc2", "2026-11-02", full=True))
-    assert m2["config"]["encryption"] is None and m2["counts"]["faces"] > 0
+    assert m2.config["encryption"] is None and m2.counts.faces > 0
     for f in sorted(out.glob("faces/*/*.parquet")):
         with pytest.raises(OSError):
             pq.read_table(f, columns=["embedding"])

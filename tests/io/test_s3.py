@@ -19,7 +19,7 @@ def test_job_reads_and_writes_s3(s3_server, ray_cluster, photos, tmp_path):
     archive.upload(s3_server, "archive", tmp_path / "a", "night")
 
     m = run(archive.run_config(arch.inputs, "s3://faces/out", "s3run"))
-    assert m["counts"]["images"] == len(arch.expected_status)
+    assert m.counts.images == len(arch.expected_status)
 
     fs = fsio.s3_filesystem()
     images = pads.dataset("faces/out/images", filesystem=fs, format="parquet", partitioning="hive").to_table()
@@ -29,7 +29,7 @@ def test_job_reads_and_writes_s3(s3_server, ray_cluster, photos, tmp_path):
     counts = dict(zip(images.column("source_uri").to_pylist(), images.column("n_faces").to_pylist()))
     assert {k: counts[k] for k in arch.expected_faces} == arch.expected_faces
     # DuckDB cannot fetch its httpfs extension offline: hand it the Arrow dataset over S3.
-    assert duckdb.sql("select count(*) from faces").fetchall()[0][0] == m["counts"]["faces"]
+    assert duckdb.sql("select count(*) from faces").fetchall()[0][0] == m.counts.faces
     keys = [o["Key"] for o in s3_server.list_objects_v2(Bucket="faces", Prefix="out/")["Contents"]]
     assert "out/_runs/s3run.json" in keys
     assert not [k for k in keys if "/_staging/" in k and not k.endswith("/")], "staged files left behind"
