@@ -1,4 +1,4 @@
-"""The model actors: where the detector, the shape predictor and the embedder are loaded once and
+"""The model actors: where the detector, the shape predictor, the embedder and the face verifier are loaded once and
 the stages' pure batch functions are called one after the other (Ray's batch-inference pattern:
 load in ``__init__``, map a batch in ``__call__``).
 
@@ -26,6 +26,7 @@ from facepipe.detect.stage import DetectConfig, detect_batch
 from facepipe.embed.base import FaceEmbedder
 from facepipe.embed.stage import EmbedConfig, embedding_columns
 from facepipe.schema import EMBEDDED
+from facepipe.score.onet import CROP, square_crops
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +36,39 @@ def embed_detected(
     data: list,
     embedder: FaceEmbedder,
     predictor,
+    verifier,
     method: str,
     batch_size: int,
     max_pixels: int,
 ) -> pa.Table:
     """``schema.DETECTED`` rows + each row's encoded bytes -> ``schema.EMBEDDED`` rows: the images
-    with faces decoded at full resolution, their faces aligned (``method``) and embedded."""
+    with faces decoded at full resolution, their faces aligned (``method``) and embedded, their
+    quality features measured (``facepipe.align.quality``) and checked by the face ``verifier``
+    (``facepipe.score.onet``)."""
     t0 = time.perf_counter()
     full = DecodeConfig(max_pixels=max_pixels, long_side=0)
     counts = detected.column("n_faces").to_pylist()
     with_faces = [i for i, c in enumerate(counts) if c]
     boxes, lms = detected.column("boxes").to_pylist(), detected.column("landmarks").to_pylist()
-    chips = align_batch(
-        [decode_image(bytes(data[i]), full).pixels for i in with_faces],
-        [np.asarray(boxes[i], np.float32).reshape(-1, 4) for i in with_faces],
+    images = [decode_image(bytes(data[i]), full).pixels for i in with_faces]
+    face_boxes = [np.asarray(boxes[i], np.float32).reshape(-1, 4) for i in with_faces]
+    device = next(embedder.parameters()).device
+    chips, quality = align_batch(
+        images,
+        face_boxes,
         [np.asarray(lms[i], np.float32).reshape(-1, 5, 2) for i in with_faces],
         embedder.chip,
         method,
         predictor,
-        next(embedder.parameters()).device,
+        device,
     )
+    crops = [square_crops(im, b) for im, b in zip(images, face_boxes)]
+    face_logit = verifier.face_logits(np.concatenate(crops) if crops else np.zeros((0, CROP, CROP, 3), np.uint8))
     vectors = embedder.embed(chips, batch_size)
     align_id = f"dlib_sp5:{predictor.model_id}" if method == "dlib_sp5" and predictor is not None else method
     t_embed = (time.perf_counter() - t0) / max(len(counts), 1)
-    cols = embedding_columns(counts, vectors, embedder.model_id, align_id, t_embed)
+    quality = np.concatenate([quality, face_logit[:, None]], axis=1)
+    cols = embedding_columns(counts, vectors, quality, embedder.model_id, align_id, t_embed)
     return pa.Table.from_arrays([*detected.columns, *cols.values()], schema=EMBEDDED)
 
 
@@ -105,11 +115,19 @@ class EmbedActor:
         self.embedder = create_model(embed.name, embed.weights, device=resolve_device(embed.device), kind="embedder")
         self.method = resolve_method(embed.align.method, self.embedder.chip)  # once, not per batch
         self.predictor = create_model("dlib_shape_predictor_5", kind="landmarks") if self.method == "dlib_sp5" else None
-        log.info("embed actor: %s (%s)", self.embedder.model_id, self.method)
+        self.verifier = create_model("mtcnn_onet", device=resolve_device(embed.device), kind="verifier")
+        log.info("embed actor: %s (%s), verifier %s", self.embedder.model_id, self.method, self.verifier.model_id)
 
     def embed(self, detected: pa.Table, data: list) -> pa.Table:
         return embed_detected(
-            detected, data, self.embedder, self.predictor, self.method, self.cfg.batch_size, self.max_pixels
+            detected,
+            data,
+            self.embedder,
+            self.predictor,
+            self.verifier,
+            self.method,
+            self.cfg.batch_size,
+            self.max_pixels,
         )
 
     def __call__(self, table: pa.Table) -> pa.Table:

@@ -1,5 +1,5 @@
 """Model registry: name -> architecture builder, weight source and preprocessing, for every model
-facepipe runs (detectors, landmark predictors, embedders).
+facepipe runs (detectors, landmark predictors, embedders, the face verifier).
 
 Like timm's ``create_model``: model files register a :class:`ModelSpec` at import, the registry
 only records (no I/O, no heavy imports), and :func:`create_model` builds and loads one.
@@ -25,10 +25,11 @@ _MODEL_MODULES = (
     "facepipe.align.shape_predictor",
     "facepipe.embed.dlib_resnet",
     "facepipe.embed.iresnet",
+    "facepipe.score.onet",
 )
 
 #: What a registered model does; ``create_model(..., kind=...)`` checks it.
-MODEL_KINDS = ("detector", "landmarks", "embedder")
+MODEL_KINDS = ("detector", "landmarks", "embedder", "verifier")
 
 
 @dataclass(frozen=True)

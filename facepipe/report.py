@@ -9,7 +9,7 @@ and makes no request. Sections (each an element with the id in brackets):
 - charts [charts]: faces per image, detection scores, identity sizes, DROCC scores with the
   threshold;
 - the largest identities as face thumbnails cut from the source images [identities];
-- the top outliers with their scores [outliers];
+- the faces flagged as outliers (then the highest-scored others), as thumbnails [outliers];
 - every failed input with its error [failed-inputs].
 
 No embedding value is shown; thumbnails are of faces the output already names (the report is as
@@ -134,19 +134,21 @@ def _charts_section(tables: dict, cfg: ReportConfig) -> tuple[str, list[tuple[st
         sizes = identities.column("n_faces").to_numpy(zero_copy_only=False)
         charts.append(count_chart(sizes, f"faces per identity ({identities.num_rows} identities)", 20))
     if outliers is not None and outliers.num_rows:
-        sc = outliers.column("drocc_score").to_numpy(zero_copy_only=False).astype(np.float64)
+        sc = outliers.column("outlier_score").to_numpy(zero_copy_only=False).astype(np.float64)
         thr = float(np.median(outliers.column("threshold").to_numpy(zero_copy_only=False)))
         lo, hi = float(min(sc.min(), thr)), float(max(sc.max(), thr))
         hi = hi if hi > lo else lo + 1.0
         labels, counts, edges = histogram(sc, lo, hi, 24)
-        title = f"DROCC score ({outliers.num_rows} faces; higher = more anomalous)"
+        title = f"outlier score ({outliers.num_rows} faces; higher = less like a face)"
         charts.append(
             bar_chart(
                 labels, counts, title, marker=(thr - lo) / (edges[1] - edges[0]), marker_label=f"threshold {thr:.3g}"
             )
         )
         fid, flagged = outliers.column("face_id").to_pylist(), outliers.column("is_outlier").to_pylist()
-        top = [(fid[i], float(sc[i]), bool(flagged[i])) for i in np.argsort(-sc)[: cfg.outliers]]
+        # the flagged faces first (highest score first), then the highest-scored faces that were not
+        order = sorted(range(len(fid)), key=lambda i: (not flagged[i], -sc[i], fid[i]))
+        top = [(fid[i], float(sc[i]), bool(flagged[i])) for i in order[: cfg.outliers]]
     html_ = '<section id="charts"><h2>Distributions</h2><div class="charts">'
     return html_ + ("".join(charts) or "<p>no data</p>") + "</div></section>", top
 
@@ -197,10 +199,19 @@ def _gallery_sections(out: Output, m: dict, tables: dict, top_out: list, cfg: Re
         + "</div></div>"
         for ident, n, fs_ in groups
     )
-    out_html = "".join(face_tile(thumb_of.get(f), f"{s:.3g}{' outlier' if o else ''}") for f, s, o in top_out)
+    out_html = "".join(
+        face_tile(thumb_of.get(f), f"{s:.3g} {'flagged' if o else 'not flagged'}") for f, s, o in top_out
+    )
+    n_flagged = sum(o for _, _, o in top_out)
+    note = (
+        f"<p>{n_flagged} flagged face{'s' if n_flagged != 1 else ''} shown (left out of the identities), then the "
+        "highest-scored faces that were not flagged.</p>"
+        if top_out
+        else ""
+    )
     return [
         f'<section id="identities"><h2>Largest identities</h2>{ident_html or "<p>no identities yet</p>"}</section>',
-        '<section id="outliers"><h2>Top outliers</h2>'
+        f'<section id="outliers"><h2>Outliers</h2>{note}'
         f'<div class="gallery">{out_html or "<p>no scores</p>"}</div></section>',
     ]
 
@@ -230,7 +241,9 @@ def render(
     tables = {
         "images": _table(out, "images", ["image_id", "source_uri", "status", "error", "n_faces", "dt"], dt),
         "faces": _table(out, "faces", ["det_score"], dt),
-        "face_outliers": _table(out, "face_outliers", ["face_id", "drocc_score", "is_outlier", "threshold", "dt"], dt),
+        "face_outliers": _table(
+            out, "face_outliers", ["face_id", "outlier_score", "is_outlier", "threshold", "dt"], dt
+        ),
         "identities": _table(out, "identities", ["identity_id", "n_faces"]),
         "face_identity": _table(out, "face_identity", ["face_id", "identity_id"]),
     }

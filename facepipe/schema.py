@@ -15,6 +15,12 @@ import pyarrow as pa
 N_LANDMARK_VALUES = 10
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
+#: Per-face quality values the model actors pass on, face-major in ``quality``: the landmark
+#: offsets (10) and sharpness (``facepipe.align.quality``), then the verifier's face log-odds
+#: (``facepipe.score.onet``). The ``faces`` table has them as ``landmark_offsets``,
+#: ``sharpness`` and ``face_logit``.
+QUALITY_DIM = N_LANDMARK_VALUES + 2
+
 #: Values of ``images.status``; anything but ``ok`` comes with an ``error`` message.
 IMAGE_STATUSES = (
     "ok",
@@ -51,6 +57,9 @@ def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
     to compare embeddings: dlib's are raw (norm about 1.3-1.6; same person below Euclidean 0.6),
     ArcFace's are L2-normalised. Never compare embeddings of two different ``embedder`` values.
     ``align`` names how the face was cut out for the embedder (``facepipe.align.stage``).
+    ``landmark_offsets`` and ``sharpness`` say how face-like the detection is as the aligner sees
+    it (``facepipe.align.quality``): offsets near 0 and a sharp chip for a real face;
+    ``face_logit`` is a second model's opinion (``facepipe.score.onet``): > 0 face, < 0 not a face.
     """
     return pa.schema(
         [
@@ -67,9 +76,13 @@ def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
             pa.field("embedding", pa.list_(pa.float32(), embedding_dim)),
             pa.field("embedder", pa.string()),
             pa.field("align", pa.string()),
+            # detector landmarks on the aligned chip's template minus a face's, face-box units (x, y per landmark)
+            pa.field("landmark_offsets", pa.list_(pa.float32(), N_LANDMARK_VALUES)),
+            pa.field("sharpness", pa.float32()),  # log(1 + variance of the Laplacian) of the grey chip
+            pa.field("face_logit", pa.float32()),  # the face verifier's log-odds that the box holds a face
             pa.field("run_id", pa.string(), nullable=False),
         ],
-        metadata={"facepipe.table": "faces", "facepipe.schema_version": "2"},
+        metadata={"facepipe.table": "faces", "facepipe.schema_version": "3"},
     )
 
 
@@ -78,14 +91,16 @@ FACES = faces_schema()
 FACE_OUTLIERS = pa.schema(
     [
         pa.field("face_id", pa.string(), nullable=False),
-        # DROCC's -logit: higher = more anomalous; 0 is the model's own normal/abnormal boundary
+        # DROCC's -logit on the face's quality features: higher = less like the run's confident faces
         pa.field("drocc_score", pa.float32(), nullable=False),
-        pa.field("is_outlier", pa.bool_(), nullable=False),  # drocc_score > threshold
+        # drocc_score - faces.face_logit: higher = more anomalous; > 0: more likely not a face
+        pa.field("outlier_score", pa.float32(), nullable=False),
+        pa.field("is_outlier", pa.bool_(), nullable=False),  # outlier_score > threshold
         pa.field("threshold", pa.float32(), nullable=False),
         pa.field("model_id", pa.string(), nullable=False),  # drocc@HASH12 of the model artifact
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "1"},
+    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "2"},
 )
 
 
@@ -108,14 +123,22 @@ def identities_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
 
 IDENTITIES = identities_schema()
 
+#: Values of ``face_identity.status``: why a face has an identity or not.
+FACE_IDENTITY_STATUSES = (
+    "assigned",  # in identity_id
+    "unassigned",  # clustered, but its group is smaller than --min-faces: looked at again next night
+    "outlier",  # flagged by the outlier stage (face_outliers.is_outlier): never clustered, joins nothing
+)
+
 FACE_IDENTITY = pa.schema(
     [
         pa.field("face_id", pa.string(), nullable=False),
-        pa.field("identity_id", pa.string()),  # null: left unassigned (too few look-alikes)
+        pa.field("identity_id", pa.string()),  # null unless status = 'assigned'
         pa.field("distance", pa.float32()),  # Euclidean distance to the identity's centroid
+        pa.field("status", pa.string(), nullable=False),  # FACE_IDENTITY_STATUSES
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata={"facepipe.table": "face_identity", "facepipe.schema_version": "1"},
+    metadata={"facepipe.table": "face_identity", "facepipe.schema_version": "2"},
 )
 
 IDENTITY_EVENTS = pa.schema(
@@ -159,6 +182,7 @@ EMBEDDING_FIELDS = (
     pa.field("align", pa.string()),
     pa.field("embedding_dim", pa.int32()),
     pa.field("embeddings", pa.list_(pa.float32())),  # n_faces * embedding_dim, face-major
+    pa.field("quality", pa.list_(pa.float32())),  # n_faces * QUALITY_DIM, face-major
     pa.field("t_embed", pa.float64()),
 )
 

@@ -134,20 +134,24 @@ def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, 
 
 
 def test_every_face_gets_an_outlier_score_and_the_model_is_saved(first_run):
-    """The final stage: one face_outliers row per face of the run, flags consistent with the
-    threshold, and the DROCC model saved where the manifest says."""
+    """The final stage: one face_outliers row per face of the run, outlier_score = drocc_score -
+    the verifier's face log-odds, flags consistent with the threshold, the DROCC model saved where
+    the manifest says -- and not one of the real photos' faces flagged."""
     _, out, _ = first_run
     m = json.loads((Path(out) / "_runs" / "night1.json").read_text())
     s = m["score"]
     (info,) = s["models"].values()
     assert s["scored"] == m["counts"]["faces"] and "model_id" in info, s
     rows = _q(
-        "select face_id, drocc_score, is_outlier, threshold, model_id, run_id from "
-        f"read_parquet('{out}/face_outliers/*/*.parquet') where run_id = 'night1'"
+        "select o.face_id, o.outlier_score, o.is_outlier, o.threshold, o.model_id, o.run_id, o.drocc_score, "
+        f"f.face_logit from read_parquet('{out}/face_outliers/*/*.parquet') o "
+        f"join read_parquet('{out}/faces/*/*.parquet') f using (face_id) where o.run_id = 'night1'"
     )
     faces = {r[0] for r in _q(f"select face_id from read_parquet('{out}/faces/*/*.parquet') where run_id = 'night1'")}
     assert sorted(r[0] for r in rows) == sorted(faces)
     assert all(r[2] == (r[1] > r[3]) and r[4] == info["model_id"] for r in rows)
+    assert all(abs(r[1] - (r[6] - r[7])) < 1e-4 for r in rows)
+    assert s["outliers"] == 0, [r for r in rows if r[2]]
     assert Path(info["artifact"]).is_file() and Path(info["artifact"]).with_suffix(".json").is_file()
     assert sum(r[2] for r in rows) == s["outliers"]
 

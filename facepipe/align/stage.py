@@ -1,7 +1,9 @@
 """Align stage: detected faces -> chips cut the way the embedder was trained on.
 
-``align_image`` is the pure core for one image (geometry only); ``cut_chips`` samples the regions
-of a whole batch in one warp call. Methods (``AlignConfig.method``):
+``fit_points`` finds what one image's chips are fitted to and ``chip_regions`` where they are
+sampled (``align_image`` does both); ``cut_chips`` samples the regions of a whole batch in one warp
+call; ``align_batch`` does a batch, with each face's quality features (``facepipe.align.quality``).
+Methods (``AlignConfig.method``):
 
 - ``dlib_sp5`` (default for dlib's ResNet): dlib's 5-point shape predictor, started from the
   detector's box, then dlib's chip geometry. Reproduces dlib's own pipeline (predictor ->
@@ -20,12 +22,14 @@ import torch
 
 from facepipe.align.chips import (
     ARCFACE_TEMPLATE_112,
+    DLIB_MEAN_FACE_5,
     DLIB_MEAN_FACE_DETECTOR_5,
     ChipRegion,
     dlib_chip_regions,
     sample_chips,
     template_chip_regions,
 )
+from facepipe.align.quality import landmark_offsets, quality_features
 from facepipe.align.shape_predictor import ShapePredictor, dlib_rects
 from facepipe.flags import flag
 from facepipe.registry import ChipSpec
@@ -56,6 +60,44 @@ def resolve_method(method: str, chip: ChipSpec) -> str:
     return method
 
 
+@dataclass(frozen=True)
+class Fit:
+    """What one image's chips are fitted to: ``points`` (N, P, 2) in image pixels, their places
+    on the chip's template ``template`` (P, 2, in [0, 1] of the template's face box), and where the
+    detector's 5 landmarks sit on that template (``landmark_template``, (5, 2)).
+    ``facepipe.align.quality`` measures how far the detector's landmarks are from those places."""
+
+    points: np.ndarray
+    template: np.ndarray
+    landmark_template: np.ndarray
+
+
+def fit_points(
+    image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray, method: str, predictor: ShapePredictor | None = None
+) -> Fit:
+    """The points each face's chip is fitted to, by ``method`` (the shape predictor's 5 points
+    started from the box, or the detector's own landmarks)."""
+    if method == "dlib_sp5":
+        if predictor is None:
+            raise ValueError("dlib_sp5 alignment needs the shape predictor")
+        points = predictor.predict(image, dlib_rects(boxes)) if len(boxes) else np.zeros((0, 5, 2), np.float32)
+        return Fit(points, DLIB_MEAN_FACE_5, DLIB_MEAN_FACE_DETECTOR_5)
+    if method == "dlib_landmarks":
+        return Fit(landmarks, DLIB_MEAN_FACE_DETECTOR_5, DLIB_MEAN_FACE_DETECTOR_5)
+    if method == "arcface":
+        return Fit(landmarks, ARCFACE_TEMPLATE_112 / 112.0, ARCFACE_TEMPLATE_112 / 112.0)
+    raise ValueError(f"unknown align method {method!r}")
+
+
+def chip_regions(image: np.ndarray, fit: Fit, chip: ChipSpec, method: str) -> list[ChipRegion]:
+    """Chip regions of the faces of one full-resolution image, from their :class:`Fit`."""
+    if not len(fit.points):
+        return []
+    if method == "arcface":
+        return template_chip_regions(image, fit.points, ARCFACE_TEMPLATE_112, chip.size)
+    return dlib_chip_regions(image, fit.points, chip.size, chip.padding, fit.template)
+
+
 def align_image(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -70,16 +112,7 @@ def align_image(
     """
     if len(boxes) == 0:
         return []
-    if method == "dlib_sp5":
-        if predictor is None:
-            raise ValueError("dlib_sp5 alignment needs the shape predictor")
-        points = predictor.predict(image, dlib_rects(boxes))
-        return dlib_chip_regions(image, points, chip.size, chip.padding)
-    if method == "dlib_landmarks":
-        return dlib_chip_regions(image, landmarks, chip.size, chip.padding, DLIB_MEAN_FACE_DETECTOR_5)
-    if method == "arcface":
-        return template_chip_regions(image, landmarks, ARCFACE_TEMPLATE_112, chip.size)
-    raise ValueError(f"unknown align method {method!r}")
+    return chip_regions(image, fit_points(image, boxes, landmarks, method, predictor), chip, method)
 
 
 def cut_chips(regions: list[ChipRegion], chip: ChipSpec, device: str | torch.device = "cpu") -> np.ndarray:
@@ -95,13 +128,21 @@ def align_batch(
     method: str,
     predictor: ShapePredictor | None = None,
     device: str | torch.device = "cpu",
-) -> np.ndarray:
-    """The chips of every face of a batch of full-resolution images, in image then face order.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chips of every face of a batch of full-resolution images, in image then face order,
+    and each face's quality features (``facepipe.align.quality``).
 
     images: (H, W, 3) uint8 RGB; boxes[i] (N_i, 4) xyxy and landmarks[i] (N_i, 5, 2) in image i's
-    pixels. Returns (sum N_i, S, S, 3) uint8, sampled in one warp call (on ``device``).
+    pixels. Returns chips (sum N_i, S, S, 3) uint8, sampled in one warp call (on ``device``), and
+    quality (sum N_i, 11) float32.
     """
     regions: list[ChipRegion] = []
+    offsets = []
     for image, b, lm in zip(images, boxes, landmarks):
-        regions += align_image(image, b, lm, chip, method, predictor)
-    return cut_chips(regions, chip, device)
+        if len(b):
+            fit = fit_points(image, b, lm, method, predictor)
+            regions += chip_regions(image, fit, chip, method)
+            offsets.append(landmark_offsets(lm, fit.points, fit.template, fit.landmark_template))
+    chips = cut_chips(regions, chip, device)
+    offsets_all = np.concatenate(offsets) if offsets else np.zeros((0, 10), np.float32)
+    return chips, quality_features(offsets_all, chips)

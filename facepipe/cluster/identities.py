@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,30 @@ class FaceSet:
     det_score: np.ndarray
     dt: np.ndarray  # datetime64[D]
     embedder: str
+    #: faces of the archive left out of clustering (flagged outliers), sorted
+    left_out: list[str] = field(default_factory=list)
+
+    def without(self, face_ids: set[str]) -> "FaceSet":
+        """This set less ``face_ids``, which are recorded in ``left_out``."""
+        keep = np.array([f not in face_ids for f in self.face_ids], bool)
+        gone = [f for f, k in zip(self.face_ids, keep) if not k]
+        return FaceSet(
+            [f for f, k in zip(self.face_ids, keep) if k],
+            self.x[keep],
+            self.det_score[keep],
+            self.dt[keep],
+            self.embedder,
+            sorted(self.left_out + gone),
+        )
+
+
+def flagged_faces(output: str | Output) -> set[str]:
+    """Face ids the outlier stage flagged (``is_outlier`` in any of their ``face_outliers`` rows)."""
+    ds = as_output(output).dataset("face_outliers")
+    if ds is None:
+        return set()
+    t = ds.to_table(columns=["face_id"], filter=pc.field("is_outlier"))
+    return set(t.column("face_id").to_pylist())
 
 
 def load_faces(output: str | Output) -> FaceSet | None:
@@ -102,7 +126,7 @@ def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, day
 
 def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
     """(identities, face_identity) snapshot tables: centroid, distance to it, representative
-    (highest detection score), first/last seen."""
+    (highest detection score), first/last seen; ``fs.left_out`` faces get status ``outlier``."""
     n, dim = fs.x.shape
     st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
     ok, inv, counts, cent, rep, first, last = (
@@ -134,15 +158,20 @@ def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_i
     )
     per_face = np.full(n, None, object)
     per_face[ok] = np.array(ids, object)[inv]
+    status = np.where(labels >= 0, "assigned", "unassigned").tolist() + ["outlier"] * len(fs.left_out)
+    k = len(fs.left_out)
     face_identity = pa.table(
         {
-            "face_id": pa.array(fs.face_ids, pa.string()),
-            "identity_id": pa.array(per_face, pa.string()),
-            "distance": pa.array(dist, pa.float32(), from_pandas=True),
-            "run_id": pa.array([run_id] * n, pa.string()),
+            "face_id": pa.array(fs.face_ids + fs.left_out, pa.string()),
+            "identity_id": pa.array(list(per_face) + [None] * k, pa.string()),
+            "distance": pa.array(
+                np.concatenate([dist, np.full(k, np.nan, np.float32)]), pa.float32(), from_pandas=True
+            ),
+            "status": pa.array(status, pa.string()),
+            "run_id": pa.array([run_id] * (n + k), pa.string()),
         },
         schema=schema.FACE_IDENTITY,
-    )
+    ).sort_by("face_id")
     return identities, face_identity
 
 

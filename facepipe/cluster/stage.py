@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facepipe.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.cluster.identities import events_table, identity_tables, load_faces, load_previous
+from facepipe.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.cluster.methods import (
     chinese_whispers,
     mutual_density,
@@ -62,7 +62,9 @@ class ClusterConfig:
     identity takes at least this share (and 2 faces) of an old one. reach: how many neighbours of
     each new face are looked at to find the identities it touches (more than k, because an old
     face can count a new one among its k nearest while the new one has k closer faces: an
-    incremental night then misses what a full run links). index: the kNN backend."""
+    incremental night then misses what a full run links). index: the kNN backend.
+    include_outliers: cluster the faces ``face_outliers`` flags too; by default they are left out
+    (``face_identity.status = 'outlier'``), so a false detection never joins or bridges identities."""
 
     enabled: bool = flag(True, "--no-cluster", "skip the identity-clustering stage", action="store_false")
     method: str = flag(
@@ -79,6 +81,12 @@ class ClusterConfig:
     split_share: float = 0.25
     reach: int = 50
     index: IndexConfig = field(default_factory=IndexConfig)
+    include_outliers: bool = flag(
+        False,
+        "--cluster-outliers",
+        "cluster the faces the outlier stage flagged too (they are left out by default: junk joins no identity)",
+        action="store_true",
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -165,6 +173,8 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     fs = load_faces(output)
     if fs is None:
         return {"skipped": "no faces"}
+    if not cfg.include_outliers:
+        fs = fs.without(flagged_faces(output))
     previous, prev_run = load_previous(output)
     code, old_ids = encode_previous(fs.face_ids, previous)
     incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
@@ -198,6 +208,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "region": region,
         "identities": identities.num_rows,
         "unassigned": int((labels < 0).sum()),
+        "outliers_left_out": len(fs.left_out),
         "reused_ids": len(set(name.values()) & set(old_ids)),
         "merges": sum(e["event"] == "merge" for e in events),
         "splits": sum(e["event"] == "split" for e in events),

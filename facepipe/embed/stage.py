@@ -40,12 +40,13 @@ class EmbedConfig:
 
 
 def embedding_columns(
-    counts: list[int], vectors: np.ndarray, embedder_id: str, align_id: str, t_embed: float
+    counts: list[int], vectors: np.ndarray, quality: np.ndarray, embedder_id: str, align_id: str, t_embed: float
 ) -> dict[str, pa.Array]:
     """The columns of ``schema.EMBEDDING_FIELDS`` for a batch of images.
 
-    counts: faces per image (n images); vectors (sum(counts), D) float32, the faces in image order;
-    t_embed: seconds of stage time attributed to each image row.
+    counts: faces per image (n images); vectors (sum(counts), D) float32 and quality
+    (sum(counts), Q) float32, the faces in image order; t_embed: seconds of stage time attributed
+    to each image row.
     """
     n, dim = len(counts), vectors.shape[1]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -55,6 +56,9 @@ def embedding_columns(
         "embedding_dim": pa.array([dim] * n, pa.int32()),
         "embeddings": pa.array(
             [vectors[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32())
+        ),
+        "quality": pa.array(
+            [quality[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32())
         ),
         "t_embed": pa.array(np.full(n, t_embed), pa.float64()),
     }

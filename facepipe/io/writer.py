@@ -63,6 +63,7 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
     dim = dims.pop() if dims else schema.DEFAULT_EMBEDDING_DIM
     faces_schema = schema.faces_schema(dim)
     emb = flat("embeddings", dim) if nf else np.zeros((0, dim), np.float32)
+    quality = flat("quality", schema.QUALITY_DIM) if nf else np.zeros((0, schema.QUALITY_DIM), np.float32)
     fimg = [image_ids[i] for i in face_image]
     faces = pa.Table.from_arrays(
         [
@@ -76,6 +77,11 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
             pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
             pa.array([embedder[i] for i in face_image], pa.string()),
             pa.array([align[i] for i in face_image], pa.string()),
+            pa.FixedSizeListArray.from_arrays(
+                pa.array(quality[:, : schema.N_LANDMARK_VALUES].reshape(-1), pa.float32()), schema.N_LANDMARK_VALUES
+            ),
+            pa.array(quality[:, schema.N_LANDMARK_VALUES], pa.float32()),
+            pa.array(quality[:, schema.N_LANDMARK_VALUES + 1], pa.float32()),
             pa.array([run_id] * nf, pa.string()),
         ],
         schema=faces_schema,

@@ -269,3 +269,51 @@ def test_facepipe_cluster_command_places_new_faces_then_reclusters_with_full(tmp
     assert "full: every face re-clustered" in full.stdout and "10 ids kept" in full.stdout
     bad = cli("--knn", "annoy")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_flagged_face_never_joins_or_bridges_two_identities(tmp_path):
+    """Two people 0.7 apart (two identities) and, between them, 6 detections the outlier stage
+    flagged, 0.35 from each. By default the flagged faces are left out (status 'outlier', no
+    identity) and the two people stay two; with --cluster-outliers the junk bridges them into one."""
+    from facepipe import schema
+
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=DIM)
+    e /= np.linalg.norm(e)
+    tight = lambda c, m: c + rng.normal(size=(m, DIM)) * 0.1 / np.sqrt(2 * DIM)  # noqa: E731
+    x = np.concatenate([tight(np.zeros(DIM), 6), tight(e * 0.7, 6), tight(e * 0.35, 6)]).astype(np.float32)
+    fids = _faces(len(x))
+    junk = fids[12:]
+    for name, include in (("default", False), ("included", True)):
+        out = tmp_path / name
+        _write_faces(out, "2026-11-01", fids, x)
+        part = out / "face_outliers" / "dt=2026-11-01"
+        part.mkdir(parents=True)
+        n = len(fids)
+        flagged = pa.table(
+            {
+                "face_id": fids,
+                "drocc_score": np.zeros(n, np.float32),
+                "outlier_score": np.where([f in junk for f in fids], 5.0, -5.0).astype(np.float32),
+                "is_outlier": [f in junk for f in fids],
+                "threshold": np.zeros(n, np.float32),
+                "model_id": ["drocc@test"] * n,
+                "run_id": ["r1"] * n,
+            },
+            schema=schema.FACE_OUTLIERS,
+        )
+        pq.write_table(flagged, part / "part-r1.parquet")
+        summary = run_cluster(str(out), "2026-11-01", "r1", ClusterConfig(include_outliers=include))
+        rows = duckdb.sql(
+            f"select face_id, identity_id, status from read_parquet('{out}/face_identity/*/*.parquet')"
+        ).fetchall()
+        ident = {f: i for f, i, _ in rows}
+        status = {f: s for f, _, s in rows}
+        if include:
+            assert ident[fids[0]] == ident[fids[6]] and summary["identities"] == 1  # bridged: the old behaviour
+        else:
+            assert summary["identities"] == 2 and summary["outliers_left_out"] == 6
+            assert len({ident[f] for f in fids[:6]}) == 1 and len({ident[f] for f in fids[6:12]}) == 1
+            assert ident[fids[0]] != ident[fids[6]]
+            assert all(ident[f] is None and status[f] == "outlier" for f in junk)
+            assert {status[f] for f in fids[:12]} == {"assigned"}

@@ -10,7 +10,7 @@ from facepipe.align.stage import align_image, cut_chips, resolve_method
 from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.detect.stage import DetectConfig, detect_batch
 from facepipe.registry import ChipSpec, create_model, get_model_spec
-from facepipe.schema import EMBEDDED
+from facepipe.schema import EMBEDDED, QUALITY_DIM
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def test_same_person_below_threshold_different_people_above(photo_faces, models)
 
 
 def test_embed_batch_rows_carry_embeddings_per_image(photos, models):
-    """Decoded batch -> detect -> embed: one flat embedding list per image, failures kept."""
+    """Decoded batch -> detect -> embed: one flat embedding list and one flat quality list per image
+    (landmark offsets, sharpness, the verifier's face log-odds), failures kept; real faces look like faces."""
     net, sp = models
     det = create_model("centerface", kind="detector")
     names = ["t1.jpg", "astronaut.png"]
@@ -78,12 +79,16 @@ def test_embed_batch_rows_carry_embeddings_per_image(photos, models):
     decoded = decode_batch(batch, DecodeConfig()).to_pydict()
     decoded = {k: np.array(v, object) for k, v in decoded.items()}
     detected = detect_batch(decoded, det, DetectConfig())
-    out = embed_detected(detected, list(decoded["data"]), net, sp, "dlib_sp5", 32, DecodeConfig().max_pixels)
+    verifier = create_model("mtcnn_onet", kind="verifier")
+    out = embed_detected(detected, list(decoded["data"]), net, sp, verifier, "dlib_sp5", 32, DecodeConfig().max_pixels)
     assert out.schema.equals(EMBEDDED)
     rows = out.to_pylist()
     assert [r["n_faces"] for r in rows] == [6, 1, 0] and rows[2]["status"] == "corrupt"
     assert [len(r["embeddings"]) for r in rows] == [6 * 128, 128, 0]
     assert rows[0]["align"] == f"dlib_sp5:{sp.model_id}" and rows[0]["embedder"] == net.model_id
+    quality = np.array(rows[0]["quality"] + rows[1]["quality"]).reshape(7, QUALITY_DIM)
+    assert (quality[:, -1] > 1).all(), quality[:, -1]  # the verifier: every one of them is a face
+    assert (np.linalg.norm(quality[:, :10], axis=1) < 0.5).all() and (quality[:, 10] > 2).all(), quality
 
 
 def test_align_method_must_fit_the_embedder():

@@ -7,6 +7,7 @@ from facepipe import schema
 from facepipe.io import writer
 from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
+from facepipe.schema import QUALITY_DIM
 
 
 def _detected(n_faces=(2, 0), dim=128):
@@ -31,6 +32,7 @@ def _detected(n_faces=(2, 0), dim=128):
                 "align": "dlib_sp5",
                 "embedding_dim": dim,
                 "embeddings": [float(v) for v in range(dim * k)],
+                "quality": [float(v) for v in range(QUALITY_DIM * k)],
                 "t_embed": 0.3,
             }
         )
@@ -47,6 +49,9 @@ def test_tables_follow_declared_schemas():
     # each face gets its own slice of the image's flat embedding list
     assert faces[1]["embedding"] == [float(v) for v in range(128, 256)]
     assert faces[0]["embedder"] == "dlib_resnet@def" and faces[0]["align"] == "dlib_sp5"
+    # and its slice of the quality list: 10 landmark offsets, sharpness, face log-odds
+    assert faces[1]["landmark_offsets"] == [float(v) for v in range(12, 22)]
+    assert (faces[1]["sharpness"], faces[1]["face_logit"]) == (22.0, 23.0)
 
 
 def test_faces_schema_follows_the_embedder_dimension():

@@ -8,25 +8,29 @@ import sys
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from facepipe.io import writer
 from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
 from facepipe.score.drocc import DROCCConfig, train_drocc
-from facepipe.score.stage import ScoreConfig, run_score
+from facepipe.score.stage import DROCC_INPUTS, ScoreConfig, run_score
 
 DT = "2026-11-02"
 
 
 def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
-    """A published faces partition: clustered 128-d embeddings, plus a few far-off ones."""
+    """A published faces partition whose quality features (landmark offsets, sharpness, the
+    verifier's face log-odds) look like confident real faces, plus a few detections that do not."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(10, 128)).astype(np.float32) * 0.1
     rows = []
     for i in range(n_images):
-        emb = centres[rng.integers(0, 10, faces_per)] + rng.normal(size=(faces_per, 128)).astype(np.float32) * 0.03
-        if i < outliers:
-            emb[0] += 1.0  # far from every identity
+        offsets = rng.normal(0.1, 0.03, size=(faces_per, 10)).astype(np.float32)
+        sharp = rng.normal(5.0, 0.3, size=(faces_per, 1)).astype(np.float32)
+        logit = rng.normal(6.0, 1.0, size=(faces_per, 1)).astype(np.float32)
+        scores = rng.uniform(0.95, 1.0, faces_per)
+        if i < outliers:  # a texture: the landmarks disagree, the chip is flat, the verifier says no
+            offsets[0], sharp[0], logit[0], scores[0] = 0.6, 1.0, -3.0, 0.7
         rows.append(
             {
                 "image_id": f"img{i:03d}",
@@ -38,14 +42,15 @@ def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
                 "n_faces": faces_per,
                 "detector": "centerface@x",
                 "boxes": [1.0, 1.0, 9.0, 9.0] * faces_per,
-                "scores": [0.9] * faces_per,
+                "scores": scores.tolist(),
                 "landmarks": [5.0] * 10 * faces_per,
                 "t_decode": 0.0,
                 "t_detect": 0.0,
                 "embedder": "dlib_resnet@x",
                 "align": "dlib_sp5",
                 "embedding_dim": 128,
-                "embeddings": emb.reshape(-1).tolist(),
+                "embeddings": rng.normal(size=faces_per * 128).tolist(),
+                "quality": np.concatenate([offsets, sharp, logit], axis=1).reshape(-1).tolist(),
                 "t_embed": 0.0,
             }
         )
@@ -59,7 +64,7 @@ FAST = DROCCConfig(epochs=12, only_ce_epochs=3, hidden=64)
 
 def _outliers(out):
     return duckdb.sql(
-        "select face_id, drocc_score, is_outlier, model_id, run_id from "
+        "select face_id, outlier_score, is_outlier, model_id, run_id from "
         f"read_parquet('{out}/face_outliers/*/*.parquet')"
     ).fetchall()
 
@@ -92,6 +97,7 @@ def test_score_cli_scores_every_face_and_flags_the_far_ones(ray_cluster, tmp_pat
     far = {f"{writer.face_id_for(f'img{i:03d}', 0)}" for i in range(n_far)}
     ranked = [x[0] for x in sorted(rows, key=lambda x: -x[1])]
     assert set(ranked[:n_far]) == far  # the planted outliers score highest
+    assert {x[0] for x in rows if x[2]} == far  # and they, only they, are flagged at the default threshold
 
 
 def test_saved_model_is_reused_and_reruns_replace_their_rows(ray_cluster, tmp_path):
@@ -108,7 +114,8 @@ def test_saved_model_is_reused_and_reruns_replace_their_rows(ray_cluster, tmp_pa
     run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))  # rerun s1: replaces, never duplicates
     assert sum(1 for r in _outliers(out) if r[4] == "s1") == 240
     desc = json.loads((out / "_models" / "drocc" / (info["model_id"].replace("@", "-") + ".json")).read_text())
-    assert desc["model_id"] == info["model_id"] and desc["threshold_policy"].startswith("fpr=0.01")
+    assert desc["model_id"] == info["model_id"] and desc["threshold_policy"].startswith("typical")
+    assert desc["inputs"] == list(DROCC_INPUTS)
 
 
 def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
@@ -122,12 +129,22 @@ def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
     assert not (out / "face_outliers").exists() and not (out / "_models").exists()
     # the same for an inverted model handed over with --drocc-model
     saved = tmp_path / "inverted.pt"
-    saved.write_bytes(
-        train_drocc(
-            np.random.default_rng(0).normal(size=(200, 128)).astype(np.float32),
-            DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64),
-        ).to_bytes()
+    inverted = train_drocc(
+        np.random.default_rng(0).normal(size=(200, len(DROCC_INPUTS))).astype(np.float32),
+        DROCCConfig(epochs=3, only_ce_epochs=3, hidden=64),
     )
+    inverted.inputs = DROCC_INPUTS
+    saved.write_bytes(inverted.to_bytes())
     summary = run_score(str(out), DT, "s2", ScoreConfig(model=str(saved)))
     assert "model inverted" in next(iter(summary["models"].values()))["skipped"], summary
     assert not (out / "face_outliers").exists()
+
+
+def test_a_model_of_other_inputs_is_a_clear_error(ray_cluster, tmp_path):
+    """A saved model that scored other inputs (the identity embedding of the first versions) is refused by name."""
+    out = tmp_path / "out"
+    _write_faces(out)
+    saved = tmp_path / "embedding-model.pt"
+    saved.write_bytes(train_drocc(np.random.default_rng(0).normal(size=(50, 128)).astype(np.float32), FAST).to_bytes())
+    with pytest.raises(ValueError, match="takes other inputs"):
+        run_score(str(out), DT, "s1", ScoreConfig(model=str(saved)))

@@ -1,0 +1,52 @@
+"""How much a detection looks like a face the way the aligner sees it: cheap features computed
+where the chips are cut, written with every face (``faces.landmark_offsets``, ``faces.sharpness``)
+and scored by the outlier stage (``facepipe.score``).
+
+- ``landmark_offsets`` (10 values): where the detector's 5 landmarks land on the aligned chip's
+  template, minus where a face's landmarks sit there, in units of the template's face box. The
+  chip is fitted to the shape predictor's points (``dlib_sp5``), which the predictor finds from
+  the box alone: on a real face the detector and the predictor agree (offsets near 0); on a dog,
+  a coin or a texture they do not. With the landmark-fitted methods the offsets are the
+  similarity fit's residuals: how far the 5 points are from a face's configuration.
+- ``sharpness``: log(1 + variance of the Laplacian) of the grey chip: blur and flat patches score low.
+
+Measured on real detections (bench/outlier_scores.py, bench/RESULTS.md): these with the detector's
+score separate non-faces from faces better than the chip's pixels or the identity embedding.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facepipe.align.chips import similarity_transform
+
+
+def landmark_offsets(
+    landmarks: np.ndarray, points: np.ndarray, template: np.ndarray, landmark_template: np.ndarray
+) -> np.ndarray:
+    """(N, 10) float32: the detector's ``landmarks`` (N, 5, 2, image pixels) mapped onto the
+    template the chip was fitted with (``points`` (N, P, 2) image pixels <-> ``template`` (P, 2)),
+    minus their places there (``landmark_template`` (5, 2))."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    n = len(lm)
+    if n == 0:
+        return np.zeros((0, 10), np.float32)
+    pts = np.asarray(points, np.float64).reshape(n, -1, 2)
+    to_image = similarity_transform(np.repeat(np.asarray(template, np.float64)[None], n, 0), pts)  # (N, 2, 3)
+    a, t = to_image[:, :, :2], to_image[:, :, 2]
+    on_template = np.einsum("nij,nkj->nki", np.linalg.inv(a), lm - t[:, None, :])
+    return (on_template - np.asarray(landmark_template, np.float64)[None]).reshape(n, 10).astype(np.float32)
+
+
+def sharpness(chips: np.ndarray) -> np.ndarray:
+    """(N,) float32 log(1 + variance of the Laplacian) of each (S, S, 3) uint8 RGB chip in grey."""
+    out = np.empty(len(chips), np.float32)
+    for i, c in enumerate(chips):
+        out[i] = np.log1p(cv2.Laplacian(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+    return out
+
+
+def quality_features(offsets: np.ndarray, chips: np.ndarray) -> np.ndarray:
+    """(N, 11) float32: each face's landmark offsets then its chip's sharpness."""
+    return np.concatenate([np.asarray(offsets, np.float32).reshape(-1, 10), sharpness(chips)[:, None]], axis=1)

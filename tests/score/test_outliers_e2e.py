@@ -1,0 +1,75 @@
+"""The outlier stage on real photos, end to end: the job run as a user who wants every face would
+run it (the 1 MB RetinaFace of ../shared at --score-threshold 0.3) over the demo photos, the
+PASCAL photos of ../shared (18 hand-marked faces) and scikit-image photos without people.
+
+Its false detections -- every detection on the photos without people, and those on the PASCAL
+photos that match no hand-marked face -- are flagged; no real face is (the demo photos'
+detections are all real faces, checked by hand: bench/outlier_eval.py); and the flagged ones join
+no identity (face_identity.status 'outlier')."""
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skd
+
+from facepipe.detect.stage import DetectConfig
+from facepipe.evaluate import load_imglab, match_dlib
+from facepipe.io.sources import ReadConfig
+from facepipe.pipeline import RunConfig, run
+
+NO_PEOPLE = ("gravel", "coins", "coffee", "cat", "moon", "hubble_deep_field")
+
+
+@pytest.mark.slow
+def test_false_detections_are_flagged_and_left_out_of_identities(ray_cluster, photos, shared_dir, tmp_path):
+    root = tmp_path / "archive"
+    root.mkdir()
+    for name, path in photos.items():
+        shutil.copy(path, root / name)
+    for path in (shared_dir / "data" / "pascal_faces_dev").glob("*.jpg"):
+        shutil.copy(path, root / path.name)
+    for name in NO_PEOPLE:
+        a = getattr(skd, name)()
+        Image.fromarray(np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]).save(root / f"noface-{name}.png")
+    weights = shared_dir / "data" / "retinaface" / "mnet025_face_detector_1mb.pth"
+    m = run(
+        RunConfig(
+            inputs=(str(root),),
+            output=str(tmp_path / "out"),
+            dt="2026-11-01",
+            run_id="r1",
+            read=ReadConfig(),
+            detect=DetectConfig(name="retinaface", weights=str(weights), config="mnet025_1mb", score_threshold=0.3),
+        )
+    )
+    out = tmp_path / "out"
+    rows = duckdb.sql(f"""
+        select i.source_uri, f.det_score, o.outlier_score, o.is_outlier, fi.identity_id, fi.status,
+               [f.x1, f.y1, f.x2, f.y2]
+        from read_parquet('{out}/faces/*/*.parquet') f
+        join read_parquet('{out}/images/*/*.parquet') i using (image_id)
+        join read_parquet('{out}/face_outliers/*/*.parquet') o using (face_id)
+        join read_parquet('{out}/face_identity/*/*.parquet') fi using (face_id)""").fetchall()
+    assert len(rows) == m.counts.faces and m.score["outliers"] == sum(r[3] for r in rows)
+    marked = load_imglab(shared_dir / "data" / "pascal_faces_dev" / "training.xml")
+
+    def is_face(uri: str, box: list[float]) -> bool:
+        name = Path(uri).name
+        if name.startswith("noface-"):
+            return False
+        if name in marked:
+            return bool(match_dlib(marked[name], np.array([box], np.float32)).any())
+        return True
+
+    junk = [r for r in rows if not is_face(r[0], r[6])]
+    real = [r for r in rows if is_face(r[0], r[6])]
+    flagged = [r for r in junk if r[3]]
+    print(f"{len(junk)} false detections, {len(flagged)} flagged; {len(real)} real faces")
+    assert len(junk) >= 5 and len(flagged) >= 0.8 * len(junk), junk
+    assert len(real) >= 20 and not [r for r in real if r[3]], [r for r in real if r[3]]
+    assert all(r[4] is None and r[5] == "outlier" for r in flagged)
+    assert all(r[4] is not None and r[5] == "assigned" for r in real)
