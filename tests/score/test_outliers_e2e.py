@@ -5,8 +5,9 @@ PASCAL photos of ../shared (18 hand-marked faces) and scikit-image photos withou
 Its false detections -- every detection on the photos without people, and those on the PASCAL
 photos that match no hand-marked face -- are flagged; no real face is (the demo photos'
 detections are all real faces, checked by hand: bench/outlier_eval.py); and the flagged ones join
-no identity (face_identity.status 'outlier')."""
+no identity (face_identity.status 'outlier'); the run report shows them as thumbnails."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from facepipe.detect.stage import DetectConfig
 from facepipe.evaluate import load_imglab, match_dlib
 from facepipe.io.sources import ReadConfig
 from facepipe.pipeline import RunConfig, run
+from facepipe.report import ReportConfig, write_report
 
 NO_PEOPLE = ("gravel", "coins", "coffee", "cat", "moon", "hubble_deep_field")
 
@@ -73,3 +75,9 @@ def test_false_detections_are_flagged_and_left_out_of_identities(ray_cluster, ph
     assert len(real) >= 20 and not [r for r in real if r[3]], [r for r in real if r[3]]
     assert all(r[4] is None and r[5] == "outlier" for r in flagged)
     assert all(r[4] is not None and r[5] == "assigned" for r in real)
+    # the run report shows the flagged detections as thumbnails, for a person to check
+    page = Path(write_report(str(out), run_id="r1")).read_text()
+    section = page[page.index('<section id="outliers">') :]
+    section = section[: section.index("</section>")]
+    tiles = re.findall(r'<div class="face"><img src="data:image/[^"]+" alt="face"><div>([^<]*)</div></div>', section)
+    assert len(tiles) == ReportConfig().outliers and all(t.endswith(" flagged") for t in tiles), tiles
