@@ -51,7 +51,9 @@ def flagged_faces(output: str | Output) -> set[str]:
     return set(t.column("face_id").to_pylist())
 
 
-def load_faces(output: str | Output) -> FaceSet | None:
+def load_faces(output: str | Output, exclude: frozenset[str] | set[str] = frozenset()) -> FaceSet | None:
+    """The archive's faces of its most common embedder, sorted by face id; ``exclude``: face ids
+    left out (recorded in ``FaceSet.left_out``)."""
     faces_ds = as_output(output).dataset("faces")
     if faces_ds is None:
         return None
@@ -65,13 +67,14 @@ def load_faces(output: str | Output) -> FaceSet | None:
         faces = faces.filter(pc.equal(faces.column("embedder"), embedder))
     faces = faces.sort_by("face_id")
     x = schema.embedding_matrix(faces.column("embedding"))
-    return FaceSet(
+    fs = FaceSet(
         face_ids=faces.column("face_id").to_pylist(),
         x=x,
         det_score=faces.column("det_score").to_numpy(zero_copy_only=False),
         dt=np.array(faces.column("dt").to_pylist(), "datetime64[D]"),
         embedder=embedder,
     )
+    return fs.without(exclude) if exclude else fs
 
 
 def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None]:

@@ -168,21 +168,18 @@ def cluster_incremental(
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
     snapshot yet); publish events and the snapshot; return a summary."""
-    t0 = time.perf_counter()
-    output = as_output(output)
-    fs = load_faces(output)
+    t0, output = time.perf_counter(), as_output(output)
+    fs = load_faces(output, exclude=set() if cfg.include_outliers else flagged_faces(output))
     if fs is None:
         return {"skipped": "no faces"}
-    if not cfg.include_outliers:
-        fs = fs.without(flagged_faces(output))
     previous, prev_run = load_previous(output)
     code, old_ids = encode_previous(fs.face_ids, previous)
     incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
     if previous and not cfg.full and not incremental:
         log.info("cluster method %s has no incremental mode: re-clustering every face", cfg.method)
-    t_index = time.perf_counter()
+    t_index = -time.perf_counter()
     index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
-    t_index = time.perf_counter() - t_index
+    t_index += time.perf_counter()
     if incremental:
         res = cluster_incremental(fs.x, code, len(old_ids), cfg, index)
         labels, queried, region = res.labels, res.queried, res.region

@@ -54,9 +54,7 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
         return vals.astype(np.float32).reshape(nf, k)
 
     boxes, scores, lms = flat("boxes", 4), flat("scores", 1)[:, 0], flat("landmarks", schema.N_LANDMARK_VALUES)
-    detector = detected.column("detector").to_pylist()
-    embedder = detected.column("embedder").to_pylist()
-    align = detected.column("align").to_pylist()
+    detector, embedder, align = (detected.column(c).to_pylist() for c in ("detector", "embedder", "align"))
     dims = {d for d, c in zip(detected.column("embedding_dim").to_pylist(), counts) if c}
     if len(dims) > 1:
         raise ValueError(f"one batch holds embeddings of several sizes: {sorted(dims)}")

@@ -19,8 +19,8 @@ non-faces (dog and cat faces, coins, letters, textures) fall into a tight centra
 identity embedding, so one-class models of the embedding rank them as *more* normal than faces;
 these scores flag them and keep the faces.
 
-Pure parts: :func:`face_features`, :func:`confident`, :func:`fit` (train, pick the threshold) and
-:func:`score_table` (faces -> FACE_OUTLIERS rows). :func:`run_score` wires them on Ray: the
+Pure parts (``facepipe.score.outliers``): ``face_features``, ``confident``, ``fit`` (train, pick
+the threshold) and ``score_table`` (faces -> FACE_OUTLIERS rows). :func:`run_score` wires them on Ray: the
 training sample (a seeded uniform sample of at most ``drocc.max_train`` confident faces of the last
 ``train_days`` partitions) is read on the driver, training runs in one Ray task, every face of the
 partition is scored with ``map_batches``, and the output goes through the same staging + publish
@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -46,131 +45,23 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from facepipe import schema
-from facepipe.flags import flag, positive_int, unit_float
 from facepipe.io import fs as fsio
 from facepipe.io import writer
 from facepipe.io.output import MODELS, Output, as_output
-from facepipe.score.drocc import train_drocc
-from facepipe.score.model import DROCCConfig, DROCCModel
+from facepipe.score.model import DROCCModel
+from facepipe.score.outliers import (  # noqa: F401 -- the stage's public names
+    DROCC_INPUTS,
+    FEATURE_COLUMNS,
+    THRESHOLD_POLICIES,
+    ScoreConfig,
+    confident,
+    face_features,
+    fit,
+    outlier_scores,
+    score_table,
+)
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_POLICIES = ("typical", "fpr", "percentile", "boundary")
-
-#: the columns of ``faces`` the stage reads, and :func:`face_features`' columns: the 10 landmark
-#: offsets, sharpness, the verifier's face log-odds, the detector's score
-FEATURE_COLUMNS = ["landmark_offsets", "sharpness", "face_logit", "det_score"]
-#: DROCC's inputs: the first 11 features
-DROCC_INPUTS = tuple(f"landmark_offset_{i}" for i in range(schema.N_LANDMARK_VALUES)) + ("sharpness",)
-_FACE_LOGIT, _DET_SCORE = len(DROCC_INPUTS), len(DROCC_INPUTS) + 1
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Outlier scoring.
-
-    enabled: run the stage (as part of ``facepipe run``). drocc: trainer hyperparameters.
-    model: a saved model (path or ``s3://``) to reuse instead of training.
-    train_days: train on the faces of this many date partitions ending at the run's (1 = this
-        partition only), a seeded uniform sample of at most ``drocc.max_train``.
-    train_min_face_logit / train_min_score / train_max_offset: the confident faces trained on --
-        the face verifier's log-odds at least this (2: p >= 0.88; detector-independent, where
-        detector scores are not: CenterFace's best faces score 0.93, RetinaFace's 0.999), the
-        detector's score at least this, landmark offsets (Euclidean norm of the 10, in face-box
-        units) at most this.
-    threshold_policy (on ``outlier_score``): ``typical`` -- the median ``drocc_score`` of the
-        training faces (see the module's doc); ``fpr`` -- the score that flags ``target_fpr`` of
-        held-out confident faces (``holdout_fraction`` of the sample, never trained on);
-        ``percentile`` -- that percentile of the training faces' scores; ``boundary`` -- 0.
-    min_faces: below this many confident faces nothing is trained (too little to learn "a face").
-    """
-
-    enabled: bool = flag(True, "--no-score", "skip the DROCC outlier-scoring stage", action="store_false")
-    drocc: DROCCConfig = field(default_factory=lambda: DROCCConfig(max_train=20_000))
-    model: str | None = flag(None, "--drocc-model", "reuse a saved DROCC model (path or s3://) instead of training one")
-    train_days: int = flag(1, "--train-days", "train on the faces of the last N date partitions", type=positive_int)
-    train_min_face_logit: float = 2.0
-    train_min_score: float = flag(
-        0.5, "--train-min-score", "train on faces with at least this detector score", type=unit_float
-    )
-    train_max_offset: float = 0.5
-    threshold_policy: str = flag(
-        "typical",
-        "--threshold-policy",
-        "outlier threshold: a typical confident face's DROCC score, a false-positive rate on held-out confident "
-        "faces, a percentile of training scores, or 0",
-        choices=THRESHOLD_POLICIES,
-    )
-    target_fpr: float = flag(0.01, "--target-fpr", "for --threshold-policy fpr", type=unit_float)
-    percentile: float = 99.0
-    holdout_fraction: float = 0.1
-    min_faces: int = 20
-
-    def __post_init__(self) -> None:
-        if self.threshold_policy not in THRESHOLD_POLICIES:
-            raise ValueError(f"threshold policy {self.threshold_policy!r} is not one of {THRESHOLD_POLICIES}")
-
-
-def face_features(faces: pa.Table) -> np.ndarray:
-    """Faces with ``FEATURE_COLUMNS`` (no nulls) -> (N, 13) float32, in that order."""
-    offsets = schema.embedding_matrix(faces.column("landmark_offsets")).reshape(faces.num_rows, -1)
-    col = lambda c: faces.column(c).to_numpy(zero_copy_only=False).astype(np.float32)[:, None]  # noqa: E731
-    return np.concatenate([offsets, col("sharpness"), col("face_logit"), col("det_score")], axis=1)
-
-
-def confident(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
-    """(N,) bool: the faces the model may learn from (see ``ScoreConfig``)."""
-    offsets = np.linalg.norm(features[:, : schema.N_LANDMARK_VALUES], axis=1)
-    verified = features[:, _FACE_LOGIT] >= cfg.train_min_face_logit
-    return verified & (features[:, _DET_SCORE] >= cfg.train_min_score) & (offsets <= cfg.train_max_offset)
-
-
-def outlier_scores(model: DROCCModel, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(drocc_score, outlier_score) of (N, 13) features: DROCC's -logit, and it minus the face log-odds."""
-    drocc = model.anomaly_scores(features[:, : len(DROCC_INPUTS)])
-    return drocc, drocc - features[:, _FACE_LOGIT]
-
-
-def fit(features: np.ndarray, cfg: ScoreConfig) -> DROCCModel:
-    """Train on (N, 13) ``features`` of confident faces minus a held-out part, then set the
-    threshold on ``outlier_score`` by policy."""
-    rng = np.random.default_rng(cfg.drocc.seed)
-    n = len(features)
-    n_hold = int(round(n * cfg.holdout_fraction)) if cfg.threshold_policy == "fpr" else 0
-    perm = rng.permutation(n)
-    hold, train = features[perm[:n_hold]], features[perm[n_hold:]]
-    model = train_drocc(train[:, : len(DROCC_INPUTS)], cfg.drocc)
-    model.inputs = DROCC_INPUTS
-    if cfg.threshold_policy == "fpr" and len(hold):
-        model.threshold = float(np.quantile(outlier_scores(model, hold)[1], 1 - cfg.target_fpr))
-        model.threshold_policy = f"fpr={cfg.target_fpr} on {len(hold)} held-out confident faces"
-    elif cfg.threshold_policy == "typical":
-        model.threshold = float(np.median(outlier_scores(model, train)[0]))
-        model.threshold_policy = f"typical: median DROCC score of {len(train)} training faces"
-    elif cfg.threshold_policy == "percentile":
-        model.threshold = float(np.percentile(outlier_scores(model, train)[1], cfg.percentile))
-        model.threshold_policy = f"percentile={cfg.percentile} of {len(train)} training faces"
-    else:
-        model.threshold, model.threshold_policy = 0.0, "boundary"
-    return model
-
-
-def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) -> pa.Table:
-    """Faces (``face_id`` and ``FEATURE_COLUMNS``) -> FACE_OUTLIERS rows."""
-    n = faces.num_rows
-    d, s = outlier_scores(model, face_features(faces)) if n else (np.zeros(0, np.float32),) * 2
-    return pa.table(
-        {
-            "face_id": faces.column("face_id").cast(pa.string()),
-            "drocc_score": pa.array(d, pa.float32()),
-            "outlier_score": pa.array(s, pa.float32()),
-            "is_outlier": pa.array(s > model.threshold, pa.bool_()),
-            "threshold": pa.array(np.full(n, model.threshold, np.float32), pa.float32()),
-            "model_id": pa.array([model_id] * n, pa.string()),
-            "run_id": pa.array([run_id] * n, pa.string()),
-        },
-        schema=schema.FACE_OUTLIERS,
-    )
 
 
 def save_model(output: str | Output, model: DROCCModel) -> str:
