@@ -60,6 +60,9 @@ def build(n_faces: int, root: Path, seed: int = 0) -> None:
         t = pa.table(
             {
                 "face_id": pa.array(face_id[sel], pa.string()),
+                "image_id": pa.array(["img-" + f for f in face_id[sel]], pa.string()),  # one face per image
+                "x1": pa.array(np.zeros(len(sel)), pa.float32()),
+                "x2": pa.array(np.full(len(sel), 100.0), pa.float32()),
                 "det_score": pa.array(rng.uniform(0.5, 1.0, len(sel)), pa.float32()),
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[sel].reshape(-1), pa.float32()), x.shape[1]),
                 "embedder": pa.array(["dlib_resnet@synthetic"] * len(sel), pa.string()),

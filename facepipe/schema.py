@@ -128,6 +128,7 @@ FACE_IDENTITY_STATUSES = (
     "assigned",  # in identity_id
     "unassigned",  # clustered, but its group is smaller than --min-faces: looked at again next night
     "outlier",  # flagged by the outlier stage (face_outliers.is_outlier): never clustered, joins nothing
+    "too_small",  # narrower than --cluster-min-face: its embedding is too unreliable to cluster
 )
 
 FACE_IDENTITY = pa.schema(

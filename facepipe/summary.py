@@ -54,7 +54,8 @@ def cluster_lines(c: dict | None) -> list[str]:
     )
     return [
         f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} "
-        f"unassigned, {c.get('outliers_left_out', 0)} outliers left out, {c['reused_ids']} ids kept)",
+        f"unassigned; left out: {c.get('outliers_left_out', 0)} outliers, {c.get('too_small', 0)} too small; "
+        f"{c['reused_ids']} ids kept)",
         f"            {c['mode']}: {how}; {c['merges']} merges, {c['splits']} splits -> identity_events",
     ]
 

@@ -25,39 +25,51 @@ class FaceSet:
     det_score: np.ndarray
     dt: np.ndarray  # datetime64[D]
     embedder: str
-    #: faces of the archive left out of clustering (flagged outliers), sorted
-    left_out: list[str] = field(default_factory=list)
+    image_ids: np.ndarray | None = None  # (N,) the image of each face: two faces of one image are two people
+    width: np.ndarray | None = None  # (N,) box width in pixels
+    #: faces of the archive left out of clustering -> why (a ``face_identity`` status)
+    left_out: dict[str, str] = field(default_factory=dict)
 
-    def without(self, face_ids: set[str]) -> "FaceSet":
-        """This set less ``face_ids``, which are recorded in ``left_out``."""
-        keep = np.array([f not in face_ids for f in self.face_ids], bool)
-        gone = [f for f, k in zip(self.face_ids, keep) if not k]
+    def without(self, why: dict[str, str]) -> "FaceSet":
+        """This set less the faces of ``why`` (face id -> status), recorded in ``left_out``."""
+        keep = np.array([f not in why for f in self.face_ids], bool)
+        sel = lambda a: None if a is None else a[keep]  # noqa: E731
+        gone = {f: why[f] for f, k in zip(self.face_ids, keep) if not k}
         return FaceSet(
             [f for f, k in zip(self.face_ids, keep) if k],
             self.x[keep],
             self.det_score[keep],
             self.dt[keep],
             self.embedder,
-            sorted(self.left_out + gone),
+            sel(self.image_ids),
+            sel(self.width),
+            self.left_out | gone,
         )
 
+    def narrower_than(self, pixels: float) -> dict[str, str]:
+        """Face id -> ``too_small`` for the faces narrower than ``pixels``."""
+        if not pixels or self.width is None:
+            return {}
+        return {f: "too_small" for f, w in zip(self.face_ids, self.width) if w < pixels}
 
-def flagged_faces(output: str | Output) -> set[str]:
-    """Face ids the outlier stage flagged (``is_outlier`` in any of their ``face_outliers`` rows)."""
+
+def flagged_faces(output: str | Output) -> dict[str, str]:
+    """Face id -> ``outlier`` for the faces the outlier stage flagged (``is_outlier`` in any of
+    their ``face_outliers`` rows)."""
     ds = as_output(output).dataset("face_outliers")
     if ds is None:
-        return set()
+        return {}
     t = ds.to_table(columns=["face_id"], filter=pc.field("is_outlier"))
-    return set(t.column("face_id").to_pylist())
+    return dict.fromkeys(t.column("face_id").to_pylist(), "outlier")
 
 
-def load_faces(output: str | Output, exclude: frozenset[str] | set[str] = frozenset()) -> FaceSet | None:
-    """The archive's faces of its most common embedder, sorted by face id; ``exclude``: face ids
-    left out (recorded in ``FaceSet.left_out``)."""
+def load_faces(output: str | Output, exclude: dict[str, str] | None = None) -> FaceSet | None:
+    """The archive's faces of its most common embedder, sorted by face id; ``exclude``: face id ->
+    why it is left out (recorded in ``FaceSet.left_out``)."""
     faces_ds = as_output(output).dataset("faces")
     if faces_ds is None:
         return None
-    faces = faces_ds.to_table(columns=["face_id", "embedding", "embedder", "det_score", "dt"])
+    faces = faces_ds.to_table(columns=["face_id", "image_id", "embedding", "embedder", "det_score", "x1", "x2", "dt"])
     if faces.num_rows == 0:
         return None
     embedders = Counter(faces.column("embedder").to_pylist())
@@ -73,6 +85,8 @@ def load_faces(output: str | Output, exclude: frozenset[str] | set[str] = frozen
         det_score=faces.column("det_score").to_numpy(zero_copy_only=False),
         dt=np.array(faces.column("dt").to_pylist(), "datetime64[D]"),
         embedder=embedder,
+        image_ids=np.array(faces.column("image_id").to_pylist(), object),
+        width=(pc.subtract(faces.column("x2"), faces.column("x1"))).to_numpy(zero_copy_only=False),
     )
     return fs.without(exclude) if exclude else fs
 
@@ -129,7 +143,7 @@ def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, day
 
 def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
     """(identities, face_identity) snapshot tables: centroid, distance to it, representative
-    (highest detection score), first/last seen; ``fs.left_out`` faces get status ``outlier``."""
+    (highest detection score), first/last seen; ``fs.left_out`` faces get the status it gives them."""
     n, dim = fs.x.shape
     st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
     ok, inv, counts, cent, rep, first, last = (
@@ -161,11 +175,12 @@ def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_i
     )
     per_face = np.full(n, None, object)
     per_face[ok] = np.array(ids, object)[inv]
-    status = np.where(labels >= 0, "assigned", "unassigned").tolist() + ["outlier"] * len(fs.left_out)
-    k = len(fs.left_out)
+    out_ids = sorted(fs.left_out)
+    status = np.where(labels >= 0, "assigned", "unassigned").tolist() + [fs.left_out[f] for f in out_ids]
+    k = len(out_ids)
     face_identity = pa.table(
         {
-            "face_id": pa.array(fs.face_ids + fs.left_out, pa.string()),
+            "face_id": pa.array(fs.face_ids + out_ids, pa.string()),
             "identity_id": pa.array(list(per_face) + [None] * k, pa.string()),
             "distance": pa.array(
                 np.concatenate([dist, np.full(k, np.nan, np.float32)]), pa.float32(), from_pandas=True

@@ -43,7 +43,7 @@ from facepipe.cluster.methods import (
     threshold_edges,
 )
 from facepipe.cluster.naming import encode_previous, identity_events, name_clusters
-from facepipe.flags import flag, positive_float
+from facepipe.flags import flag, non_negative_int, positive_float
 from facepipe.io import writer
 from facepipe.io.output import Output, as_output
 
@@ -54,9 +54,11 @@ METHODS = ("chinese_whispers", "mutual_density", "components")
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """enabled: run as the last stage of ``facepipe run``. method / threshold / k: see
-    bench/RESULTS.md ("Identity clustering"): Chinese Whispers at 0.55 on a 10-NN graph merged
-    fewest people without chaining. min_faces: smaller groups stay unassigned (and are looked at
+    """enabled: run as the last stage of ``facepipe run``. method / threshold / k: chosen on real
+    labelled faces, precision first (bench/cluster_real.py, bench/RESULTS.md "Identities on real
+    faces"): Chinese Whispers at 0.45 on a 20-NN graph merged no two people in any face order,
+    where 0.5 and 0.55 merged some. Either way the faces are clustered in :func:`canonical_order`
+    and two faces of one image are never one identity. min_faces: smaller groups stay unassigned (and are looked at
     again each night). seed: the propagation order. full: re-cluster the whole archive instead
     of placing the faces the last snapshot has not. split_share: a split is recorded when a new
     identity takes at least this share (and 2 faces) of an old one. reach: how many neighbours of
@@ -64,7 +66,9 @@ class ClusterConfig:
     face can count a new one among its k nearest while the new one has k closer faces: an
     incremental night then misses what a full run links). index: the kNN backend.
     include_outliers: cluster the faces ``face_outliers`` flags too; by default they are left out
-    (``face_identity.status = 'outlier'``), so a false detection never joins or bridges identities."""
+    (``face_identity.status = 'outlier'``), so a false detection never joins or bridges identities.
+    min_face: faces narrower than this (pixels of the image) are left out too (status
+    ``too_small``): dlib's embeddings of 30 px faces put different people 0.42 apart (bench/RESULTS.md)."""
 
     enabled: bool = flag(True, "--no-cluster", "skip the identity-clustering stage", action="store_false")
     method: str = flag(
@@ -73,14 +77,17 @@ class ClusterConfig:
         "clustering of the kNN graph (see bench/RESULTS.md)",
         choices=("chinese_whispers", "mutual_density", "components"),
     )
-    threshold: float = flag(0.55, "--cluster-threshold", "embedding distance that links two faces", type=positive_float)
-    k: int = 10
+    threshold: float = flag(0.45, "--cluster-threshold", "embedding distance that links two faces", type=positive_float)
+    k: int = 20
     min_faces: int = 1
     seed: int = 0
     full: bool = False
     split_share: float = 0.25
     reach: int = 50
     index: IndexConfig = field(default_factory=IndexConfig)
+    min_face: int = flag(
+        40, "--cluster-min-face", "faces narrower than this many pixels are not clustered", type=non_negative_int
+    )
     include_outliers: bool = flag(
         False,
         "--cluster-outliers",
@@ -105,20 +112,82 @@ def _drop_small(labels: np.ndarray, min_faces: int) -> np.ndarray:
     return out
 
 
-def cluster_embeddings(x: np.ndarray, cfg: ClusterConfig, index: NeighbourIndex | None = None) -> np.ndarray:
-    """Full clustering: (N, D) embeddings -> (N,) labels, -1 unassigned."""
+def canonical_order(x: np.ndarray) -> np.ndarray:
+    """A permutation of the rows of ``x`` that depends on their values only (lexicographic order of
+    the embeddings): clustering in this order gives the same identities whatever the order, ids or
+    paths of the inputs."""
+    return np.lexsort(np.asarray(x).T[::-1]) if len(x) else np.zeros(0, np.int64)
+
+
+class _Permuted(NeighbourIndex):
+    """An index over ``x`` answering in the positions of ``x[order]``."""
+
+    def __init__(self, index: NeighbourIndex, order: np.ndarray) -> None:
+        self.index, self.order, self.backend = index, order, index.backend
+        self.inverse = np.argsort(order)
+
+    def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, dist = self.index.search(self.order[rows], k)
+        return np.where(idx >= 0, self.inverse[np.maximum(idx, 0)], -1), dist
+
+
+def cannot_link(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, image_ids: np.ndarray | None) -> np.ndarray:
+    """``dist`` with the links between two faces of one image cut (infinite): they are never one person."""
+    if image_ids is None:
+        return dist
+    same = (idx >= 0) & (image_ids[np.maximum(idx, 0)] == image_ids[rows][:, None])
+    return np.where(same, np.inf, dist)
+
+
+def split_same_image(
+    labels: np.ndarray, x: np.ndarray, image_ids: np.ndarray | None, movable: np.ndarray
+) -> np.ndarray:
+    """Where one identity holds two faces of one image, the face nearest the identity's mean stays
+    (or the one that may not move) and every other becomes an identity of its own."""
+    if image_ids is None:
+        return labels
+    out = labels.copy()
+    nxt = int(out.max(initial=-1)) + 1
+    key = {}
+    for i in np.flatnonzero(out >= 0):
+        key.setdefault((int(out[i]), image_ids[i]), []).append(i)
+    for (lab, _), members in sorted(key.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        if len(members) < 2:
+            continue
+        centre = x[out == lab].mean(0)
+        keep = min(members, key=lambda i: (bool(movable[i]), float(np.linalg.norm(x[i] - centre)), i))
+        for i in members:
+            if i != keep and movable[i]:
+                out[i], nxt = nxt, nxt + 1
+    return out
+
+
+def cluster_embeddings(
+    x: np.ndarray, cfg: ClusterConfig, index: NeighbourIndex | None = None, image_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Full clustering: (N, D) embeddings -> (N,) labels, -1 unassigned. Runs in
+    :func:`canonical_order`, so the identities do not depend on the input order; ``image_ids``
+    (N,): faces of one image are never one identity."""
     n = len(x)
     if n == 0:
         return np.zeros(0, np.int64)
     k = min(cfg.k, n - 1)
     if k == 0:
         return np.zeros(n, np.int64) if cfg.min_faces <= 1 else np.full(n, -1, np.int64)
-    idx, dist = (index or build_index(x, cfg.index)).search(np.arange(n), k)
+    order = canonical_order(x)
+    xc, ids = x[order], None if image_ids is None else np.asarray(image_ids)[order]
+    idx, dist = _Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
+    dist = cannot_link(idx, dist, np.arange(n), ids)
     if cfg.method == "chinese_whispers":
-        return chinese_whispers(idx, dist, cfg.threshold, seed=cfg.seed, min_faces=cfg.min_faces)
-    if cfg.method == "mutual_density":
-        return mutual_density(idx, dist, cfg.threshold, min_core=2, min_faces=cfg.min_faces)
-    return threshold_components(idx, dist, cfg.threshold, cfg.min_faces)
+        lab = chinese_whispers(idx, dist, cfg.threshold, seed=cfg.seed)
+    elif cfg.method == "mutual_density":
+        lab = mutual_density(idx, dist, cfg.threshold, min_core=2, min_faces=1)
+    else:
+        lab = threshold_components(idx, dist, cfg.threshold)
+    lab = _drop_small(split_same_image(lab, xc, ids, np.ones(n, bool)), cfg.min_faces)
+    labels = np.empty(n, np.int64)
+    labels[order] = lab
+    return labels
 
 
 @dataclass
@@ -129,10 +198,28 @@ class IncrementalResult:
 
 
 def cluster_incremental(
-    x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: ClusterConfig, index: NeighbourIndex | None = None
+    x: np.ndarray,
+    prev_code: np.ndarray,
+    n_old: int,
+    cfg: ClusterConfig,
+    index: NeighbourIndex | None = None,
+    image_ids: np.ndarray | None = None,
 ) -> IncrementalResult:
     """Place the faces with ``prev_code`` NEW or POOL among the identities ``0..n_old-1`` of the
-    others (see the module text). Returns labels over all N faces."""
+    others (see the module text). Returns labels over all N faces. Runs in :func:`canonical_order`;
+    ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image."""
+    order = canonical_order(x)
+    ids = None if image_ids is None else np.asarray(image_ids)[order]
+    index = _Permuted(index or build_index(x, cfg.index), order)
+    res = _place(x[order], np.asarray(prev_code)[order], n_old, cfg, index, ids)
+    labels = np.empty(len(x), np.int64)
+    labels[order] = res.labels
+    return IncrementalResult(labels, res.queried, res.region)
+
+
+def _place(
+    x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: ClusterConfig, index: NeighbourIndex, ids: np.ndarray | None
+) -> IncrementalResult:
     n = len(x)
     labels = np.where(prev_code >= 0, prev_code, -1).astype(np.int64)
     q = np.flatnonzero(prev_code < 0)
@@ -141,9 +228,9 @@ def cluster_incremental(
         if len(q):  # a lone face
             labels[q] = n_old + np.arange(len(q))
         return IncrementalResult(_drop_small(labels, cfg.min_faces), len(q), len(q))
-    index = index or build_index(x, cfg.index)
     reach = min(max(cfg.reach, k), n - 1)
     qi, qd = index.search(q, reach)
+    qd = cannot_link(qi, qd, q, ids)
     near = (qd < cfg.threshold) & (qi >= 0)
     touched = np.unique(prev_code[qi[near]])
     qi, qd = qi[:, :k], qd[:, :k]
@@ -151,6 +238,7 @@ def cluster_incremental(
     in_region |= np.isin(prev_code, touched[touched >= 0])
     rest = np.flatnonzero(in_region & (prev_code >= 0))
     ri, rd = index.search(rest, k) if len(rest) else (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+    rd = cannot_link(ri, rd, rest, ids)
     rows, nbr, dist = np.r_[q, rest], np.vstack([qi, ri]), np.vstack([qd, rd])
     src, dst = threshold_edges(nbr, dist, cfg.threshold)
     src = rows[src]
@@ -162,6 +250,7 @@ def cluster_incremental(
     graph = symmetric_graph(len(nodes), np.searchsorted(nodes, src), np.searchsorted(nodes, dst))
     lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
     labels[nodes[~frozen]] = lab[~frozen]
+    labels = split_same_image(labels, x, ids, prev_code < 0)
     return IncrementalResult(_drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
 
 
@@ -169,9 +258,10 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
     snapshot yet); publish events and the snapshot; return a summary."""
     t0, output = time.perf_counter(), as_output(output)
-    fs = load_faces(output, exclude=set() if cfg.include_outliers else flagged_faces(output))
+    fs = load_faces(output, exclude={} if cfg.include_outliers else flagged_faces(output))
     if fs is None:
         return {"skipped": "no faces"}
+    fs = fs.without(fs.narrower_than(cfg.min_face))
     previous, prev_run = load_previous(output)
     code, old_ids = encode_previous(fs.face_ids, previous)
     incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
@@ -181,10 +271,10 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
     t_index += time.perf_counter()
     if incremental:
-        res = cluster_incremental(fs.x, code, len(old_ids), cfg, index)
+        res = cluster_incremental(fs.x, code, len(old_ids), cfg, index, fs.image_ids)
         labels, queried, region = res.labels, res.queried, res.region
     else:
-        labels = cluster_embeddings(fs.x, cfg, index)
+        labels = cluster_embeddings(fs.x, cfg, index, fs.image_ids)
         queried = region = len(labels)
     name = name_clusters(fs.face_ids, labels, code, old_ids)
     events = identity_events(code, old_ids, labels, name, cfg.split_share)
@@ -205,7 +295,8 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "region": region,
         "identities": identities.num_rows,
         "unassigned": int((labels < 0).sum()),
-        "outliers_left_out": len(fs.left_out),
+        "outliers_left_out": sum(v == "outlier" for v in fs.left_out.values()),
+        "too_small": sum(v == "too_small" for v in fs.left_out.values()),
         "reused_ids": len(set(name.values()) & set(old_ids)),
         "merges": sum(e["event"] == "merge" for e in events),
         "splits": sum(e["event"] == "split" for e in events),

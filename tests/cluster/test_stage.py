@@ -152,6 +152,9 @@ def _write_faces(out, dt: str, face_ids: list[str], x: np.ndarray) -> None:
     t = pa.table(
         {
             "face_id": pa.array(face_ids, pa.string()),
+            "image_id": pa.array([f"img-{f}" for f in face_ids], pa.string()),  # one face per image
+            "x1": pa.array(np.zeros(n), pa.float32()),
+            "x2": pa.array(np.full(n, 100.0), pa.float32()),
             "det_score": pa.array(np.linspace(0.9, 0.99, n), pa.float32()),
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), DIM),
             "embedder": pa.array(["dlib_resnet@test"] * n, pa.string()),
@@ -317,3 +320,60 @@ def test_a_flagged_face_never_joins_or_bridges_two_identities(tmp_path):
             assert ident[fids[0]] != ident[fids[6]]
             assert all(ident[f] is None and status[f] == "outlier" for f in junk)
             assert {status[f] for f in fids[:12]} == {"assigned"}
+
+
+def test_the_same_faces_give_the_same_identities_in_any_order():
+    """Identities depend on the embeddings only: 20 random orders of the same faces (ids and paths
+    change the order the stage sees) give one partition, full and incremental; before the
+    canonical order, Chinese Whispers' result followed the input order."""
+    x, _ = people(40, 6, seed=3, spread=0.45, apart=0.8)  # close people: an order-sensitive case
+    rng = np.random.default_rng(0)
+    full, nightly = set(), set()
+    prev = np.where(np.arange(len(x)) % 3 == 0, -1, np.arange(len(x)) // 6)  # a third of the faces new tonight
+    for _ in range(20):
+        perm = rng.permutation(len(x))
+        lab = np.empty(len(x), np.int64)
+        lab[perm] = cluster_embeddings(x[perm], ClusterConfig())
+        full.add(frozenset(frozenset(np.flatnonzero(lab == v)) for v in set(lab.tolist())))
+        lab[perm] = cluster_incremental(x[perm], prev[perm], 40, ClusterConfig()).labels
+        nightly.add(frozenset(frozenset(np.flatnonzero(lab == v)) for v in set(lab.tolist())))
+    assert len(full) == 1 and len(nightly) == 1
+
+
+def test_two_faces_of_one_image_are_never_one_identity():
+    """Cannot-link: a face and its near-copy 0.1 apart in the same image (a poster behind a person,
+    a mirror) are two identities; in two images they are one."""
+    x, _ = people(2, 5, seed=1)
+    twin = x[:1] + 0.1 / np.sqrt(DIM)
+    xs = np.concatenate([x, twin]).astype(np.float32)
+    images = np.array([f"img{i}" for i in range(len(x))] + ["img0"], object)
+    lab = cluster_embeddings(xs, ClusterConfig(), image_ids=images)
+    assert lab[0] != lab[-1] and len({lab[i] for i in range(5)}) == 1
+    images[-1] = "img-other"
+    lab = cluster_embeddings(xs, ClusterConfig(), image_ids=images)
+    assert lab[0] == lab[-1]
+    # tonight's face of an image already in an identity does not join it either
+    prev = np.r_[np.zeros(5, np.int64), np.ones(5, np.int64), -1]
+    images[-1] = "img0"
+    res = cluster_incremental(xs, prev, 2, ClusterConfig(), image_ids=images)
+    assert res.labels[-1] not in (res.labels[0], res.labels[5])
+
+
+def test_faces_narrower_than_the_minimum_are_left_out(tmp_path):
+    """--cluster-min-face: a face narrower than 40 px is not clustered (status 'too_small')."""
+    x, _ = people(2, 4, seed=2)
+    fids = _faces(len(x))
+    _write_faces(tmp_path, "2026-11-01", fids, x)
+    t = pq.read_table(next((tmp_path / "faces").rglob("*.parquet")))
+    x2 = t.column("x2").to_numpy().copy()
+    x2[0] = 30.0
+    pq.write_table(
+        t.set_column(t.schema.get_field_index("x2"), "x2", pa.array(x2, pa.float32())),
+        next((tmp_path / "faces").rglob("*.parquet")),
+    )
+    summary = run_cluster(str(tmp_path), "2026-11-01", "r1", ClusterConfig())
+    rows = dict(
+        duckdb.sql(f"select face_id, status from read_parquet('{tmp_path}/face_identity/*/*.parquet')").fetchall()
+    )
+    assert rows[fids[0]] == "too_small" and summary["too_small"] == 1
+    assert {rows[f] for f in fids[1:]} == {"assigned"}

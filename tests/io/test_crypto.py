@@ -49,6 +49,9 @@ def _faces(n=3, dim=128) -> pa.Table:
         "embedding": rng.normal(size=(n, dim)).astype(np.float32).tolist(),
         "embedder": ["e"] * n,
         "align": ["a"] * n,
+        "landmark_offsets": [[0.0] * 10] * n,
+        "sharpness": [5.0] * n,
+        "face_logit": [7.0] * n,
         "run_id": ["r"] * n,
     }
     assert set(t) == set(rows)
