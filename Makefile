@@ -46,7 +46,9 @@ browser:
 # At recall parity with it: RetinaFace-1MB from ../shared with --min-face 40 (bench/RESULTS.md).
 SHARED ?= $${FACEPIPE_SHARED:-../shared}
 bench: install
-	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
+	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0 infomap==2.16.0
+	$(PY) bench/outlier_scores.py --shared $(SHARED)
+	$(PY) bench/cluster_real.py --shared $(SHARED)
 	$(PY) bench/e2e.py --shared $(SHARED) --detector retinaface --detector-config mnet025_1mb \
 	    --detector-weights $(SHARED)/data/retinaface/mnet025_face_detector_1mb.pth --min-face 40
 
