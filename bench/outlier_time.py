@@ -22,16 +22,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _bench_archive():
-    """bench/archive.py, loaded by path: ``import archive`` may find the tests' module of that name."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_archive", HERE / "archive.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def actor_overhead(files: list[Path], decode_cfg, detect_cfg) -> dict[str, float]:
     """Seconds, in one process, of align + embed and of verifier + quality features for every face."""
     from facepipe.align.quality import sharpness
@@ -73,6 +63,8 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
     a = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import outlier_scores  # bench/, beside this script
+
     from facepipe.decode import DecodeConfig
     from facepipe.detect.stage import DetectConfig
     from facepipe.io.sources import ReadConfig
@@ -80,7 +72,7 @@ def main() -> None:
 
     archive = Path(a.archive)
     if not (archive / "truth.json").exists():
-        _bench_archive().build(archive, 120, 0)
+        outlier_scores.bench_archive().build(archive, 120, 0)
     weights = Path(a.shared) / "data" / "retinaface" / "mnet025_face_detector_1mb.pth"
     detect = DetectConfig(name="retinaface", weights=str(weights), config="mnet025_1mb")
     decode = DecodeConfig(min_face=40)

@@ -111,23 +111,22 @@ class DROCCModel:
             out[s : s + len(z)] = (-self.net(z)).numpy()
         return out
 
+    def _about(self) -> dict:
+        """What the artifact and its description both record besides the weights."""
+        return {
+            "config": dataclasses.asdict(self.config),
+            "radius": self.radius,
+            "n_train": self.n_train,
+            "threshold": self.threshold,
+            "threshold_policy": self.threshold_policy,
+            "far_probe_auc": self.far_probe_auc,
+            "inputs": list(self.inputs),
+        }
+
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        torch.save(
-            {
-                "version": ARTIFACT_VERSION,
-                "config": dataclasses.asdict(self.config),
-                "radius": self.radius,
-                "n_train": self.n_train,
-                "threshold": self.threshold,
-                "threshold_policy": self.threshold_policy,
-                "far_probe_auc": self.far_probe_auc,
-                "inputs": list(self.inputs),
-                "dim": int(self.net.mean.numel()),
-                "state_dict": self.net.state_dict(),
-            },
-            buf,
-        )
+        about = self._about() | {"dim": int(self.net.mean.numel()), "state_dict": self.net.state_dict()}
+        torch.save({"version": ARTIFACT_VERSION, **about}, buf)
         return buf.getvalue()
 
     @staticmethod
@@ -154,16 +153,4 @@ class DROCCModel:
         )
 
     def describe(self) -> str:
-        return json.dumps(
-            {
-                "model_id": self.model_id,
-                "radius": self.radius,
-                "n_train": self.n_train,
-                "threshold": self.threshold,
-                "threshold_policy": self.threshold_policy,
-                "far_probe_auc": self.far_probe_auc,
-                "inputs": list(self.inputs),
-                "config": dataclasses.asdict(self.config),
-            },
-            indent=2,
-        )
+        return json.dumps({"model_id": self.model_id, **self._about()}, indent=2)
