@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 
 def actor_overhead(files: list[Path], decode_cfg, detect_cfg) -> dict[str, float]:
     """Seconds, in one process, of align + embed and of verifier + quality features for every face."""
