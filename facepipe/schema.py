@@ -149,9 +149,11 @@ IDENTITY_EVENTS = pa.schema(
         pa.field("old_ids", pa.list_(pa.string()), nullable=False),
         pa.field("new_ids", pa.list_(pa.string()), nullable=False),
         pa.field("n_faces", pa.int64(), nullable=False),  # faces that changed identity with the event
+        # the faces placed by this run in the merged identity (merge) or the new ones (split): the cause
+        pa.field("face_ids", pa.list_(pa.string()), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
     ],
-    metadata={"facepipe.table": "identity_events", "facepipe.schema_version": "1"},
+    metadata={"facepipe.table": "identity_events", "facepipe.schema_version": "2"},
 )
 
 # ---------------------------------------------------------------- batches between the stages

@@ -68,14 +68,30 @@ def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str 
 
 
 def identity_events(
-    prev_code: np.ndarray, old_ids: list[str], labels: np.ndarray, name: dict[int, str], split_share: float = 0.25
+    prev_code: np.ndarray,
+    old_ids: list[str],
+    labels: np.ndarray,
+    name: dict[int, str],
+    split_share: float = 0.25,
+    face_ids: list[str] | None = None,
 ) -> list[dict]:
     """Merges and splits between the previous assignment and this one (faces present in both).
 
     merge: an old id no cluster kept, whose faces went mostly (> half) into one identity ->
-    ``old_ids`` [that identity if it is old, and every id merged into it], ``new_ids`` [it].
+    ``old_ids`` [that identity if it is old, and every id merged into it], ``new_ids`` [it];
+    ``face_ids``: the faces placed this time (not in the previous assignment) that are now in it --
+    the ones that brought the identities together.
     split: an old id that was kept, of which a *new* identity took at least ``split_share`` of
-    the faces and at least 2 -> ``old_ids`` [it], ``new_ids`` [it, the new ones]."""
+    the faces and at least 2 -> ``old_ids`` [it], ``new_ids`` [it, the new ones]; ``face_ids``:
+    the faces placed this time in the new ones. (``face_ids`` is empty without ``face_ids`` given.)"""
+    label_of = {v: k for k, v in name.items()}
+
+    def placed_in(ids: list[str]) -> list[str]:
+        if face_ids is None:
+            return []
+        rows = np.flatnonzero((prev_code < 0) & np.isin(labels, [label_of[i] for i in ids]))
+        return sorted(face_ids[i] for i in rows)
+
     alive = set(name.values())
     old_set = set(old_ids)
     seen = prev_code >= 0
@@ -104,6 +120,7 @@ def identity_events(
                         "old_ids": [oid],
                         "new_ids": [oid] + [d for d, _ in new],
                         "n_faces": sum(c for _, c in new),
+                        "face_ids": placed_in([d for d, _ in new]),
                     }
                 )
     for dest, olds in merged_into.items():
@@ -113,6 +130,7 @@ def identity_events(
                 "old_ids": sorted([o for o, _ in olds] + ([dest] if dest in old_set else [])),
                 "new_ids": [dest],
                 "n_faces": sum(c for _, c in olds),
+                "face_ids": placed_in([dest]),
             }
         )
     return sorted(events, key=lambda e: (e["event"], e["old_ids"], e["new_ids"]))

@@ -277,7 +277,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         labels = cluster_embeddings(fs.x, cfg, index, fs.image_ids)
         queried = region = len(labels)
     name = name_clusters(fs.face_ids, labels, code, old_ids)
-    events = identity_events(code, old_ids, labels, name, cfg.split_share)
+    events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
     identities, face_identity = identity_tables(fs, labels, name, run_id)
     # events first, the snapshot last: a crash between them is repaired by the rerun, which finds
     # the old snapshot, recomputes the same events and replaces them. A rerun after the snapshot

@@ -33,7 +33,7 @@ def _night(x, face_ids, previous, cfg=None):
     labels = cluster_incremental(x, code, len(old), cfg).labels
     name = name_clusters(face_ids, labels, code, old)
     ids = {f: (name[int(lab)] if lab >= 0 else None) for f, lab in zip(face_ids, labels)}
-    return ids, identity_events(code, old, labels, name)
+    return ids, identity_events(code, old, labels, name, face_ids=face_ids)
 
 
 def _groups(ids: dict) -> set[frozenset]:
@@ -89,7 +89,8 @@ def test_a_night_without_new_faces_changes_nothing():
 def test_new_faces_that_link_a_face_to_a_person_merge_them_and_the_event_is_recorded():
     """Night 1: a person (5 faces) and, 0.7 away, a lone face of them (its own identity). Night 2
     brings 6 faces between the two, 0.35 from each: the lone face joins the person, whose id
-    stays; the event names both old ids. An unrelated person is untouched."""
+    stays; the event names both old ids and the six new faces that brought them together. An
+    unrelated person is untouched."""
     rng = np.random.default_rng(0)
     e = rng.normal(size=DIM)
     e /= np.linalg.norm(e)
@@ -103,7 +104,9 @@ def test_new_faces_that_link_a_face_to_a_person_merge_them_and_the_event_is_reco
     night2, events = _night(x, fids, night1)
     assert {night2[f] for f in fids[:6] + fids[10:]} == {person}
     assert all(night2[f] == stranger for f in fids[6:10])
-    assert events == [{"event": "merge", "old_ids": sorted([person, lone]), "new_ids": [person], "n_faces": 1}]
+    assert events == [
+        {"event": "merge", "old_ids": sorted([person, lone]), "new_ids": [person], "n_faces": 1, "face_ids": fids[10:]}
+    ]
 
 
 def test_a_full_recluster_splits_a_merged_identity_and_keeps_the_larger_part_its_id():
@@ -119,7 +122,7 @@ def test_a_full_recluster_splits_a_merged_identity_and_keeps_the_larger_part_its
     ids = [name[int(lab)] for lab in labels]
     assert ids[:6] == ["id-both"] * 6 and len(set(ids[6:])) == 1 and ids[6] != "id-both"
     assert identity_events(code, old, labels, name) == [
-        {"event": "split", "old_ids": ["id-both"], "new_ids": ["id-both", ids[6]], "n_faces": 3}
+        {"event": "split", "old_ids": ["id-both"], "new_ids": ["id-both", ids[6]], "n_faces": 3, "face_ids": []}
     ]
 
 
