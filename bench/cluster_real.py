@@ -177,7 +177,7 @@ def method_labels(name: str, x: np.ndarray, threshold: float, image_ids: np.ndar
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
         return infomap_labels(idx, dist, threshold)
     if name == "chinese_whispers + cannot-link (order as given)":
-        from facepipe.cluster.stage import cannot_link, split_same_image
+        from facepipe.cluster.constraints import cannot_link, split_same_image
 
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
         lab = chinese_whispers(idx, cannot_link(idx, dist, np.arange(len(x)), image_ids), threshold)

@@ -63,9 +63,10 @@ def flagged_faces(output: str | Output) -> dict[str, str]:
     return dict.fromkeys(t.column("face_id").to_pylist(), "outlier")
 
 
-def load_faces(output: str | Output, exclude: dict[str, str] | None = None) -> FaceSet | None:
+def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_width: float = 0) -> FaceSet | None:
     """The archive's faces of its most common embedder, sorted by face id; ``exclude``: face id ->
-    why it is left out (recorded in ``FaceSet.left_out``)."""
+    why it is left out, and faces narrower than ``min_width`` pixels are left out as ``too_small``
+    (both recorded in ``FaceSet.left_out``)."""
     faces_ds = as_output(output).dataset("faces")
     if faces_ds is None:
         return None
@@ -88,7 +89,7 @@ def load_faces(output: str | Output, exclude: dict[str, str] | None = None) -> F
         image_ids=np.array(faces.column("image_id").to_pylist(), object),
         width=(pc.subtract(faces.column("x2"), faces.column("x1"))).to_numpy(zero_copy_only=False),
     )
-    return fs.without(exclude) if exclude else fs
+    return fs.without({**fs.narrower_than(min_width), **(exclude or {})})
 
 
 def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None]:

@@ -67,6 +67,21 @@ def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str 
     return [name[int(lab)] if lab >= 0 else None for lab in labels]
 
 
+def _where_old_faces_went(prev_code: np.ndarray, labels: np.ndarray, name: dict[int, str]) -> dict[int, list]:
+    """Old identity code -> [(faces, identity id now)] for the faces in both assignments."""
+    moved = (prev_code >= 0) & (labels >= 0)
+    n_lab = int(labels.max()) + 1 if len(labels) else 1
+    key, count = np.unique(prev_code[moved] * n_lab + labels[moved], return_counts=True)
+    parts: dict[int, list[tuple[int, str]]] = {}
+    for kk, c in zip(key.tolist(), count.tolist()):
+        parts.setdefault(kk // n_lab, []).append((c, name[kk % n_lab]))
+    return parts
+
+
+def _event(kind: str, old_ids: list[str], new_ids: list[str], n_faces: int, face_ids: list[str]) -> dict:
+    return {"event": kind, "old_ids": old_ids, "new_ids": new_ids, "n_faces": n_faces, "face_ids": face_ids}
+
+
 def identity_events(
     prev_code: np.ndarray,
     old_ids: list[str],
@@ -92,45 +107,23 @@ def identity_events(
         rows = np.flatnonzero((prev_code < 0) & np.isin(labels, [label_of[i] for i in ids]))
         return sorted(face_ids[i] for i in rows)
 
-    alive = set(name.values())
-    old_set = set(old_ids)
-    seen = prev_code >= 0
-    total = np.bincount(prev_code[seen], minlength=len(old_ids))
-    moved = seen & (labels >= 0)
-    n_lab = int(labels.max()) + 1 if len(labels) else 1
-    key, count = np.unique(prev_code[moved] * n_lab + labels[moved], return_counts=True)
-    parts: dict[int, list[tuple[int, str]]] = {}
-    for kk, c in zip(key.tolist(), count.tolist()):
-        parts.setdefault(kk // n_lab, []).append((c, name[kk % n_lab]))
+    alive, old_set = set(name.values()), set(old_ids)
+    total = np.bincount(prev_code[prev_code >= 0], minlength=len(old_ids))
     merged_into: dict[str, list[tuple[str, int]]] = {}
     events = []
-    for o, ps in sorted(parts.items()):
+    for o, ps in sorted(_where_old_faces_went(prev_code, labels, name).items()):
         oid = old_ids[o]
         if oid not in alive:
             c, dest = max(ps, key=lambda p: (p[0], p[1]))
             if 2 * c > total[o]:
                 merged_into.setdefault(dest, []).append((oid, c))
-        else:
-            need = max(2, math.ceil(split_share * total[o]))
-            new = sorted((d, c) for c, d in ps if d != oid and d not in old_set and c >= need)
-            if new:
-                events.append(
-                    {
-                        "event": "split",
-                        "old_ids": [oid],
-                        "new_ids": [oid] + [d for d, _ in new],
-                        "n_faces": sum(c for _, c in new),
-                        "face_ids": placed_in([d for d, _ in new]),
-                    }
-                )
+            continue
+        need = max(2, math.ceil(split_share * total[o]))
+        new = sorted((d, c) for c, d in ps if d != oid and d not in old_set and c >= need)
+        if new:
+            new_ids = [d for d, _ in new]
+            events.append(_event("split", [oid], [oid, *new_ids], sum(c for _, c in new), placed_in(new_ids)))
     for dest, olds in merged_into.items():
-        events.append(
-            {
-                "event": "merge",
-                "old_ids": sorted([o for o, _ in olds] + ([dest] if dest in old_set else [])),
-                "new_ids": [dest],
-                "n_faces": sum(c for _, c in olds),
-                "face_ids": placed_in([dest]),
-            }
-        )
+        old_merged = sorted([o for o, _ in olds] + ([dest] if dest in old_set else []))
+        events.append(_event("merge", old_merged, [dest], sum(c for _, c in olds), placed_in([dest])))
     return sorted(events, key=lambda e: (e["event"], e["old_ids"], e["new_ids"]))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepipe.cluster.constraints import Permuted, cannot_link, canonical_order, split_same_image
 from facepipe.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.cluster.methods import (
@@ -112,56 +113,6 @@ def _drop_small(labels: np.ndarray, min_faces: int) -> np.ndarray:
     return out
 
 
-def canonical_order(x: np.ndarray) -> np.ndarray:
-    """A permutation of the rows of ``x`` that depends on their values only (lexicographic order of
-    the embeddings): clustering in this order gives the same identities whatever the order, ids or
-    paths of the inputs."""
-    return np.lexsort(np.asarray(x).T[::-1]) if len(x) else np.zeros(0, np.int64)
-
-
-class _Permuted(NeighbourIndex):
-    """An index over ``x`` answering in the positions of ``x[order]``."""
-
-    def __init__(self, index: NeighbourIndex, order: np.ndarray) -> None:
-        self.index, self.order, self.backend = index, order, index.backend
-        self.inverse = np.argsort(order)
-
-    def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        idx, dist = self.index.search(self.order[rows], k)
-        return np.where(idx >= 0, self.inverse[np.maximum(idx, 0)], -1), dist
-
-
-def cannot_link(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, image_ids: np.ndarray | None) -> np.ndarray:
-    """``dist`` with the links between two faces of one image cut (infinite): they are never one person."""
-    if image_ids is None:
-        return dist
-    same = (idx >= 0) & (image_ids[np.maximum(idx, 0)] == image_ids[rows][:, None])
-    return np.where(same, np.inf, dist)
-
-
-def split_same_image(
-    labels: np.ndarray, x: np.ndarray, image_ids: np.ndarray | None, movable: np.ndarray
-) -> np.ndarray:
-    """Where one identity holds two faces of one image, the face nearest the identity's mean stays
-    (or the one that may not move) and every other becomes an identity of its own."""
-    if image_ids is None:
-        return labels
-    out = labels.copy()
-    nxt = int(out.max(initial=-1)) + 1
-    key = {}
-    for i in np.flatnonzero(out >= 0):
-        key.setdefault((int(out[i]), image_ids[i]), []).append(i)
-    for (lab, _), members in sorted(key.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        if len(members) < 2:
-            continue
-        centre = x[out == lab].mean(0)
-        keep = min(members, key=lambda i: (bool(movable[i]), float(np.linalg.norm(x[i] - centre)), i))
-        for i in members:
-            if i != keep and movable[i]:
-                out[i], nxt = nxt, nxt + 1
-    return out
-
-
 def cluster_embeddings(
     x: np.ndarray, cfg: ClusterConfig, index: NeighbourIndex | None = None, image_ids: np.ndarray | None = None
 ) -> np.ndarray:
@@ -176,7 +127,7 @@ def cluster_embeddings(
         return np.zeros(n, np.int64) if cfg.min_faces <= 1 else np.full(n, -1, np.int64)
     order = canonical_order(x)
     xc, ids = x[order], None if image_ids is None else np.asarray(image_ids)[order]
-    idx, dist = _Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
+    idx, dist = Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
     dist = cannot_link(idx, dist, np.arange(n), ids)
     if cfg.method == "chinese_whispers":
         lab = chinese_whispers(idx, dist, cfg.threshold, seed=cfg.seed)
@@ -210,7 +161,7 @@ def cluster_incremental(
     ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image."""
     order = canonical_order(x)
     ids = None if image_ids is None else np.asarray(image_ids)[order]
-    index = _Permuted(index or build_index(x, cfg.index), order)
+    index = Permuted(index or build_index(x, cfg.index), order)
     res = _place(x[order], np.asarray(prev_code)[order], n_old, cfg, index, ids)
     labels = np.empty(len(x), np.int64)
     labels[order] = res.labels
@@ -258,10 +209,9 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
     snapshot yet); publish events and the snapshot; return a summary."""
     t0, output = time.perf_counter(), as_output(output)
-    fs = load_faces(output, exclude={} if cfg.include_outliers else flagged_faces(output))
+    fs = load_faces(output, {} if cfg.include_outliers else flagged_faces(output), cfg.min_face)
     if fs is None:
         return {"skipped": "no faces"}
-    fs = fs.without(fs.narrower_than(cfg.min_face))
     previous, prev_run = load_previous(output)
     code, old_ids = encode_previous(fs.face_ids, previous)
     incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
@@ -285,9 +235,8 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     output.clear_staging(run_id, ("identity_events", "identities", "face_identity"))
     staged_events = writer.stage_tables({"identity_events": events_table(events, run_id)}, output, run_id, dt)
     output.publish(run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
-    snap = ("identities", "face_identity")
     staged = writer.stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
-    output.publish(run_id, staged, tables=snap, snapshot=True)
+    output.publish(run_id, staged, tables=("identities", "face_identity"), snapshot=True)
     return {
         "mode": "incremental" if incremental else "full",
         "faces": len(fs.face_ids),
