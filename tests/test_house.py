@@ -1,0 +1,22 @@
+"""The house stays in rooms of a readable size (issue 21): no module of facepipe/ over 300 lines,
+no function over 50, the CLI's parser under 200 lines."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "facepipe"
+
+
+def test_no_module_over_300_lines_and_no_function_over_50():
+    long_files, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 300:
+            long_files.append(f"{path.relative_to(PACKAGE)}: {text.count(chr(10))}")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 50:
+                    long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {n}")
+    assert not long_files and not long_functions, (long_files, long_functions)
+    assert (PACKAGE / "cli.py").read_text().count("\n") < 200
