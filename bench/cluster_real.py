@@ -22,6 +22,7 @@ orders two people were merged.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import itertools
 import os
@@ -91,11 +92,16 @@ def versions(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> 
     ]
 
 
-def real_set(shared: Path, rebuild: bool = False) -> RealSet:
-    """The labelled faces (see the module doc); cached."""
-    if CACHE.exists() and not rebuild:
+def real_set(shared: Path, rebuild: bool = False, archive: Path | None = None, min_face: int = 40) -> RealSet:
+    """The labelled faces (see the module doc); cached. ``archive``: also write every version as
+    ``ARCHIVE/images/PHOTO__VERSION.png`` and ``ARCHIVE/labels.csv`` (source_uri, face_index,
+    label) of its faces at least ``min_face`` wide -- a photo archive for ``facepipe run`` and
+    ``facepipe eval-cluster``."""
+    if CACHE.exists() and not rebuild and archive is None:
         z = np.load(CACHE, allow_pickle=False)
         return RealSet(z["x"], z["labels"], z["image_ids"], z["widths"])
+    import cv2
+
     from facepipe import demo
     from facepipe.align.stage import align_batch
     from facepipe.decode import DecodeConfig, decode_image
@@ -119,7 +125,9 @@ def real_set(shared: Path, rebuild: bool = False) -> RealSet:
         (f,) = detect_images(det, [d.pixels], [(d.scale_x, d.scale_y)], [(d.width, d.height)], DetectConfig())
         return f
 
-    xs, labels, image_ids, widths = [], [], [], []
+    xs, labels, image_ids, widths, rows = [], [], [], [], []
+    if archive is not None:
+        (archive / "images").mkdir(parents=True, exist_ok=True)
     for name, data in photos.items():
         image = decode_image(data, DecodeConfig(long_side=0)).pixels
         ref = faces(image)
@@ -137,11 +145,20 @@ def real_set(shared: Path, rebuild: bool = False) -> RealSet:
             labels += [who[j] for j in iou[keep].argmax(1)]
             image_ids += [f"{name}/{vname}"] * int(keep.sum())
             widths += (f.boxes[keep, 2] - f.boxes[keep, 0]).tolist()
+            if archive is not None:
+                path = archive / "images" / f"{name.replace('/', '_')}__{vname}.png"
+                cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
+                for k in np.flatnonzero(keep):
+                    if f.boxes[k, 2] - f.boxes[k, 0] >= min_face:
+                        rows.append((str(path), int(k), who[int(iou[k].argmax())]))
     s = RealSet(
         np.concatenate(xs).astype(np.float32), np.array(labels), np.array(image_ids), np.array(widths, np.float32)
     )
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(CACHE, x=s.x, labels=s.labels, image_ids=s.image_ids, widths=s.widths)
+    if archive is not None:
+        with open(archive / "labels.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([("source_uri", "face_index", "label"), *rows])
     return s
 
 
