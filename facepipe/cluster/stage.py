@@ -162,9 +162,18 @@ def cluster_incremental(
     order = canonical_order(x)
     ids = None if image_ids is None else np.asarray(image_ids)[order]
     index = Permuted(index or build_index(x, cfg.index), order)
-    res = _place(x[order], np.asarray(prev_code)[order], n_old, cfg, index, ids)
+    # number the old identities by where their faces come in that order, not by their id strings
+    # (which follow input paths): label propagation breaks ties by the smallest number
+    code = np.asarray(prev_code)[order]
+    present, first = np.unique(code[code >= 0], return_index=True)
+    rank = np.arange(n_old)
+    rank[present[np.argsort(first, kind="stable")]] = np.arange(len(present))
+    rank[np.setdiff1d(np.arange(n_old), present)] = np.arange(len(present), n_old)
+    res = _place(x[order], np.where(code >= 0, rank[np.maximum(code, 0)], code), n_old, cfg, index, ids)
+    lab, old = res.labels, (res.labels >= 0) & (res.labels < n_old)
+    lab[old] = np.argsort(rank)[lab[old]]
     labels = np.empty(len(x), np.int64)
-    labels[order] = res.labels
+    labels[order] = lab
     return IncrementalResult(labels, res.queried, res.region)
 
 
