@@ -167,13 +167,14 @@ def load() -> list[Detection]:
 
 
 def save(dets: list[Detection]) -> None:
+    """The set as JSON, one detection a line (diffs stay readable)."""
     SET.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
+    head = {
         "about": "outlier-scoring evaluation set; made and documented by bench/outlier_eval.py",
         "detector": {"name": DETECTOR[0], "config": DETECTOR[1], "weights": DETECTOR[2], "score": SCORE_THRESHOLD},
-        "detections": [d.__dict__ for d in dets],
     }
-    SET.write_text(json.dumps(doc, indent=0, separators=(",", ":")) + "\n")
+    lines = ",\n".join(json.dumps(d.__dict__, separators=(",", ":")) for d in dets)
+    SET.write_text(json.dumps(head)[:-1] + ',\n"detections": [\n' + lines + "\n]}\n")
 
 
 def sheet(dets: list[Detection], archive: Path, shared: Path, out: Path, per_sheet: int = 120) -> None:
