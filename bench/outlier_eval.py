@@ -18,9 +18,10 @@ pasted-face archive, as its recorded benchmark run). Sources (``source`` field):
 Labels (``label``): ``face`` or ``nonface``; ``partial`` (a real face cut by a crop's edge or
 mostly hidden) is kept but left out of the face / non-face metrics. Automatic first -- a
 detection matching a hand-marked PASCAL box or a pasted face's truth box (the dlib rule) is a
-face, any detection on a scikit-image photo is a non-face -- then every detection was looked at
-on the contact sheets (``sheet``) and the hand labels in ``HAND`` override the rule where it
-was wrong or had no truth (the demo photos, unmarked faces of the PASCAL photos, pasted crops).
+face, any detection on a scikit-image photo is a non-face, every detection on a demo photo (no
+truth file) a face -- then every detection was looked at on the contact sheets (``sheet``) and
+the hand labels in ``HAND`` override the rule where it was wrong: a pasted Tom Hanks whose truth
+box was off, and pasted faces that a box covers only in part.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ The evaluation set is ``bench/data/outlier_eval.json`` (``bench/outlier_eval.py`
 of the 1 MB RetinaFace at score 0.3 on photos that ship offline, labelled face / non-face by rule
 and by hand). Each detection goes through the job's own align path (decode at full resolution,
 shape predictor from the box, dlib chip, ``facepipe.align.quality``), then the score stage's pure
-functions train on the confident faces (``score.stage.confident``) -- **no label is used to
+functions train on the confident faces (``score.outliers.confident``) -- **no label is used to
 train or to pick the threshold** -- and score every detection, as ``facepipe run`` does.
 
 Prints, for the stage's model and the alternatives on the same inputs and training sample:
