@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from facepipe import schema
 from facepipe.io import crypto
 from facepipe.io import fs as fsio
 
@@ -123,7 +124,19 @@ class Output:
         ds = pads.dataset(
             self.path(table), filesystem=self.fs, format=fmt, partitioning=part, exclude_invalid_files=True
         )
-        return ds if ds.files else None  # only empty partition folders left (e.g. all rows purged)
+        if not ds.files:
+            return None  # only empty partition folders left (e.g. all rows purged)
+        # the schema is inferred from one file; an output written before a column was added may
+        # offer an older one: the columns the table declares now are read too (null in old files)
+        declared = schema.TABLES.get(table)
+        missing = [f.with_nullable(True) for f in declared or () if f.name not in ds.schema.names]
+        if missing:
+            full = pa.schema([*ds.schema, *missing], metadata=ds.schema.metadata)
+            ds = pads.dataset(
+                ds.files, schema=full, filesystem=self.fs, format=fmt, partitioning=part,
+                partition_base_dir=self.path(table),
+            )  # fmt: skip
+        return ds
 
     def atomic_write(self, path: str, data: bytes | pa.Table) -> None:
         """Write a file whole or not at all: to a hidden temp file beside it, then moved over it

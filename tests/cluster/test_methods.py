@@ -1,21 +1,15 @@
 """kNN graph and clustering methods: exact neighbours against brute force, the chaining case,
 determinism."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from benches import load_bench
 
 from facepipe.cluster.graph import knn
 from facepipe.cluster.methods import chinese_whispers, mutual_density, threshold_components
 from facepipe.cluster.metrics import evaluate_clusters
 
-_spec = importlib.util.spec_from_file_location(
-    "cluster_methods", Path(__file__).resolve().parents[2] / "bench" / "cluster_methods.py"
-)
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_bench("cluster_methods")
 
 
 def test_blocked_knn_equals_brute_force():

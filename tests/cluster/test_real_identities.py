@@ -8,24 +8,18 @@ which `facepipe eval-cluster` scores the same. Builds the set (about two minutes
 
 import csv
 import hashlib
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from benches import load_bench
 
 
 @pytest.fixture(scope="module")
 def real(shared_dir, tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("cluster_real", BENCH / "cluster_real.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
+    mod = load_bench("cluster_real")
     archive = tmp_path_factory.mktemp("real") / "photos"
     return mod, mod.real_set(shared_dir, rebuild=True, archive=archive), archive
 

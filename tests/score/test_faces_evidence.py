@@ -5,18 +5,11 @@ for people never seen -- 15 people cannot teach "a face" (OneClassSVM and Isolat
 0.51 and 0.59 there); see bench/RESULTS.md. The test holds the first number and records the second.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from benches import load_bench
 
 
 @pytest.mark.slow
 def test_non_faces_score_above_faces():
-    spec = importlib.util.spec_from_file_location(
-        "drocc_faces", Path(__file__).resolve().parents[2] / "bench" / "drocc_faces.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main()
+    res = load_bench("drocc_faces").main()
     assert res["seen faces"] >= 0.95, res

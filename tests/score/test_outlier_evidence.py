@@ -5,22 +5,13 @@ non-faces flagged and at most 2% of the real faces; the old stage (DROCC on the 
 embedding) well below. Builds the pasted-face archive the set was made on (bench/archive.py,
 seed 0: about two minutes)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from benches import load_bench
 
 
 @pytest.fixture(scope="module")
 def results(shared_dir, tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("outlier_scores", BENCH / "outlier_scores.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod.run(tmp_path_factory.mktemp("bench") / "archive", shared_dir)
+    return load_bench("outlier_scores").run(tmp_path_factory.mktemp("bench") / "archive", shared_dir)
 
 
 @pytest.mark.slow

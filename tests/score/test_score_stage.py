@@ -148,3 +148,22 @@ def test_a_model_of_other_inputs_is_a_clear_error(ray_cluster, tmp_path):
     saved.write_bytes(train_drocc(np.random.default_rng(0).normal(size=(50, 128)).astype(np.float32), FAST).to_bytes())
     with pytest.raises(ValueError, match="takes other inputs"):
         run_score(str(out), DT, "s1", ScoreConfig(model=str(saved)))
+
+
+def test_an_archive_written_before_the_quality_columns_still_scores_its_new_faces(ray_cluster, tmp_path):
+    """Upgrading: an older partition has no landmark_offsets / sharpness / face_logit (and sorts
+    first, so a dataset would take its schema). The new night is scored; the old faces count as
+    unscored instead of hiding the new columns."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    _write_faces(out)
+    new = next((out / "faces" / f"dt={DT}").glob("*.parquet"))
+    old = out / "faces" / "dt=2026-11-01" / "part-old-0.parquet"
+    old.parent.mkdir(parents=True)
+    pq.write_table(pq.read_table(new).drop_columns(["landmark_offsets", "sharpness", "face_logit"]), old)
+    ds = Output.open(str(out)).dataset("faces")
+    assert {"landmark_offsets", "sharpness", "face_logit"} <= set(ds.schema.names)
+    assert run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))["scored"] == 240
+    summary = run_score(str(out), "2026-11-01", "s0", ScoreConfig(drocc=FAST))
+    assert summary["unscored"] == 240 and "no faces with quality features" in summary["skipped"]
