@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/detect_resolution.py --archive /tmp/benchA [--detector retinaface \
         --detector-weights ../shared/data/retinaface/mnet025_face_detector_1mb.pth --detector-config mnet025_1mb] \
-        [--min-face 40] [--min-face-input 24]
+        [--long-side 640] [--min-face 40] [--min-face-input 24]
 
 Decode + detect only, in one process with one torch thread (the unit a Ray worker gets on this
 box), at the job's decode settings (``DecodeConfig(min_face=...)``). For every pasted face
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--detector", default="centerface")
     ap.add_argument("--detector-weights", default=None)
     ap.add_argument("--detector-config", default=None)
+    ap.add_argument("--long-side", type=int, default=640)
     ap.add_argument("--min-face", type=int, default=0)
     ap.add_argument("--min-face-input", type=int, default=24)
     a = ap.parse_args()
@@ -40,7 +41,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     det = create_model(a.detector, a.detector_weights, kind="detector", config=a.detector_config)
-    cfg = DecodeConfig(min_face=a.min_face, min_face_input=a.min_face_input)
+    cfg = DecodeConfig(long_side=a.long_side, min_face=a.min_face, min_face_input=a.min_face_input)
     root = Path(a.archive)
     truth = json.loads((root / "truth.json").read_text())
     tp: list[float] = []

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _MODEL_MODULES = (
     "facepipe.detect.centerface",
     "facepipe.detect.retinaface",
+    "facepipe.detect.yunet",
     "facepipe.align.shape_predictor",
     "facepipe.embed.dlib_resnet",
     "facepipe.embed.iresnet",
@@ -104,6 +105,10 @@ class ModelSpec:
     preprocess: Preprocess = field(default_factory=Preprocess)
     description: str = ""
     configs: tuple[str, ...] | None = None
+    #: For weights that must be converted (an ONNX graph, a compiled library): builds the bare
+    #: architecture, so :func:`create_model` can load the converted state dict it cached by the
+    #: weights' sha256 instead of converting again (each actor, each run).
+    arch: Callable[[], "nn.Module"] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -254,9 +259,34 @@ def create_model(
     spec = get_model_spec(name, kind)
     label = config_label(name, config)
     path, model_id = resolve_weights(name, weights, kind)
-    model = spec.build(path, config) if spec.configs is not None else spec.build(path)
+    if spec.arch is not None and config is None:
+        model = _build_cached(spec, path)
+    else:
+        model = spec.build(path, config) if spec.configs is not None else spec.build(path)
     if label:
         model_id = model_id.replace("@", f":{label}@", 1)
     model.model_id = model_id
     model.preprocess = spec.preprocess
     return model.to(device).eval()
+
+
+def _build_cached(spec: ModelSpec, path: Path) -> "nn.Module":
+    """``spec.build(path)`` once per weights file: the converted state dict is kept under
+    ``$FACEPIPE_CACHE/models/NAME-SHA.pt`` (written atomically) and loaded strictly after that."""
+    import torch
+
+    root = Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "models"
+    cached = root / f"{spec.name}-{sha256_file(path)[:16]}.pt"
+    if cached.is_file():
+        model = spec.arch()
+        try:
+            model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True), strict=True)
+            return model
+        except Exception:  # noqa: BLE001 -- a damaged or stale cache entry, whatever it raises: convert again
+            pass
+    model = spec.build(path)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(cached)
+    return model

@@ -65,6 +65,9 @@ class FaceDetector(nn.Module):
 
     model_id: str = "unregistered"
     preprocess: Preprocess = Preprocess()
+    #: On CPU, at most this many input pixels per forward pass (None: ``batch_size`` images). A
+    #: network with large early activations runs slower batched on CPU once they leave the cache.
+    cpu_batch_pixels: int | None = None
 
     def decode(self, raw: Any, score_threshold: float) -> Candidates:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -115,8 +118,9 @@ class FaceDetector(nn.Module):
         """Detect faces in (H, W, 3) uint8 RGB images of any sizes.
 
         Images are grouped by :meth:`padded_shape` and each group runs in forward passes of up
-        to ``batch_size`` images, so an image's result never depends on the other images in the
-        call (zero padding to a larger neighbour would shift detections near its border).
+        to ``batch_size`` images (on CPU also at most ``cpu_batch_pixels``), so an image's
+        result never depends on the other images in the call (zero padding to a larger
+        neighbour would shift detections near its border).
         Returns one :class:`Detections` per image in that image's pixels, at most ``max_faces``
         per image. Boxes are clipped to the image; landmarks are not (a partial face's hidden
         eye may lie outside it).
@@ -125,9 +129,13 @@ class FaceDetector(nn.Module):
         for i, im in enumerate(images):
             groups.setdefault(self.padded_shape(im), []).append(i)
         out: list[Detections] = [Detections.empty()] * len(images)
-        for idx in groups.values():
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start : start + batch_size]
+        on_cpu = next(self.parameters()).device.type == "cpu"
+        for (h, w), idx in groups.items():
+            per_pass = batch_size
+            if on_cpu and self.cpu_batch_pixels:
+                per_pass = max(1, min(batch_size, self.cpu_batch_pixels // (h * w)))
+            for start in range(0, len(idx), per_pass):
+                chunk = idx[start : start + per_pass]
                 for i, d in zip(
                     chunk,
                     self._detect_same_shape([images[i] for i in chunk], score_threshold, nms_threshold, max_faces),

