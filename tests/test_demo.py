@@ -27,6 +27,8 @@ def test_demo_summary_matches_its_output_tables(ray_cluster, tmp_path):
         env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.address},
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    # A healthy run prints no error-level line of Ray's (its C++ logger: "[time E pid tid] file.cc:N:")
+    assert not re.findall(r"^\[[^\]]* E \d+ \d+\] .*$", r.stderr, re.M), r.stderr[-3000:]
     text = r.stdout
     out = work / "output"
     images = f"read_parquet('{out}/images/*/*.parquet', hive_partitioning = true)"
