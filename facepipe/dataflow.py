@@ -28,7 +28,8 @@ class ComputeConfig:
 
     detect_actors_min/max: size bounds of the model actor pool; ``max`` None = one per GPU
     when the cluster has GPUs, else as many as fill half the cluster's CPUs (the other half
-    decodes and writes).
+    decodes and writes); ``min`` None = ``max``: a batch job keeps its whole pool busy from the
+    start (a pool growing from one actor started the second seconds late, bench/RESULTS.md).
     cpus_per_detect_actor: CPU slots per model actor (None = 1 with a GPU, 0.5 on CPU-only
     clusters: measured faster than 1, see bench/RESULTS.md "actor layout").
     torch_threads: torch's intra-op threads per actor (None = the actor's CPU slots, at least 1).
@@ -37,8 +38,11 @@ class ComputeConfig:
     decode task. rows_per_file: images per output file. embed_pool: see below.
     """
 
-    detect_actors_min: int = flag(
-        1, "--detect-actors", "minimum model actors (detect + align + embed)", type=positive_int
+    detect_actors_min: int | None = flag(
+        None,
+        "--detect-actors",
+        "minimum model actors (detect + align + embed; default: the maximum, a pool of fixed size)",
+        type=positive_int,
     )
     detect_actors_max: int | None = flag(
         None,
@@ -79,7 +83,7 @@ def resources(compute: ComputeConfig) -> dict:
     return {
         "cluster_cpus": cpus,
         "cluster_gpus": gpus,
-        "detect_actors": [min(compute.detect_actors_min, max_actors), max_actors],
+        "detect_actors": [min(compute.detect_actors_min or max_actors, max_actors), max_actors],
         "detect_actor_resources": actor,
         "torch_threads": compute.torch_threads or max(1, int(per)),
         "read_parallelism": compute.read_parallelism or 2 * cpus,

@@ -40,6 +40,7 @@ from facepipe.io.output import Output
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.io.tombstones import Tombstones, load_tombstones
 from facepipe.manifest import BatchStats, Counts, RunManifest, Timing
+from facepipe.ray_logs import quiet_known_ray_errors
 from facepipe.registry import create_model
 from facepipe.score.stage import ScoreConfig, run_score
 
@@ -93,8 +94,9 @@ def ensure_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    else:  # a local cluster of the CPUs this process may run on (taskset, a cgroup cpuset), not all the machine's
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def _versions() -> dict[str, str]:
@@ -160,22 +162,25 @@ def plan(cfg: RunConfig, out: Output) -> RunPlan:
     return p
 
 
-def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchStats, dict, float]:
+def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchStats, dict, float, float]:
     """The Ray Data pipeline over the planned units into the run's staging prefix; returns the
-    batch totals, the resources chosen and the seconds it took."""
+    batch totals, the resources chosen, the seconds it took and the seconds of those that
+    connecting to (or starting) Ray took."""
     import ray.data
 
     t0 = time.perf_counter()
     ensure_ray(ray_address)
+    ray_start_s = time.perf_counter() - t0
     if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     res = resources(cfg.compute)
     p.output.clear_staging(cfg.run_id)
-    rows = (
-        dataflow(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
-    )  # nothing new: no dataset at all
-    return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
+    with quiet_known_ray_errors():  # Ray Data's own actor-pool false alarm (facepipe.ray_logs)
+        rows = (
+            dataflow(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
+        )  # nothing new: no dataset at all
+    return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0, ray_start_s
 
 
 def publish(cfg: RunConfig, p: RunPlan, totals: BatchStats, counts: Counts) -> None:
@@ -206,8 +211,20 @@ def post_stages(cfg: RunConfig, out: Output, m: RunManifest) -> None:
         m.timing.cluster_s = round(time.perf_counter() - t0, 3)
 
 
+def cores_busy(stage_task_s: dict[str, float], seconds: float) -> float | None:
+    """How many cores the stages kept busy on average: their task seconds over the pipeline's
+    wall time after Ray was up (actor start-up included, so a short run shows its fixed cost)."""
+    return round(sum(stage_task_s.values()) / seconds, 2) if seconds > 0 else None
+
+
 def _manifest(
-    cfg: RunConfig, ids: tuple[str, str], p: RunPlan, totals: BatchStats, res: dict, pipeline_s: float
+    cfg: RunConfig,
+    ids: tuple[str, str],
+    p: RunPlan,
+    totals: BatchStats,
+    res: dict,
+    pipeline_s: float,
+    ray_start_s: float,
 ) -> RunManifest:
     ok = totals.status_counts.get("ok", 0)
     counts = Counts(
@@ -226,6 +243,8 @@ def _manifest(
         pipeline_s=round(pipeline_s, 3),
         stage_task_s=totals.stage_s,
         images_per_s=round(totals.n_images / pipeline_s, 2) if pipeline_s > 0 else None,
+        ray_start_s=round(ray_start_s, 3),
+        cores_busy=cores_busy(totals.stage_s, pipeline_s - ray_start_s),
     )
     return RunManifest(
         run_id=cfg.run_id,
@@ -250,8 +269,8 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:
     ids, out = preflight(cfg)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     p = plan(cfg, out)
-    totals, res, pipeline_s = extract(cfg, p, ray_address)
-    m = _manifest(cfg, ids, p, totals, res, pipeline_s)
+    totals, res, pipeline_s, ray_start_s = extract(cfg, p, ray_address)
+    m = _manifest(cfg, ids, p, totals, res, pipeline_s, ray_start_s)
     m.started_at = started.isoformat(timespec="seconds")
     t_pub = time.perf_counter()
     publish(cfg, p, totals, m.counts)

@@ -24,7 +24,9 @@ def format_summary(m: RunManifest) -> str:
         f"  images    {c.images} ({c.images_ok} ok, {c.images_failed} failed{': ' + fails if fails else ''})",
         f"  faces     {c.faces}",
         f"  stages    {stage_txt}  (task seconds; stages overlap)",
-        f"  rate      {t.images_per_s} images/s through the pipeline ({t.pipeline_s:.1f}s), listing {t.list_s:.1f}s",
+        f"  rate      {t.images_per_s} images/s through the pipeline ({t.pipeline_s:.1f}s, Ray start "
+        f"{t.ray_start_s or 0:.1f}s), listing {t.list_s:.1f}s",
+        f"  cores     {t.cores_busy} of {m.resources.get('cluster_cpus', '?')} busy with the stages' tasks",
         f"  output    {m.output}/images and {m.output}/faces, partition dt={m.dt}",
         *score_lines(m.score),
         *cluster_lines(m.cluster),

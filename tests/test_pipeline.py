@@ -55,7 +55,7 @@ def test_duckdb_counts_agree_with_the_run_manifest(first_run):
     assert (n_img, n_ok, sum_faces) == (saved["counts"]["images"], saved["counts"]["images_ok"], n_faces)
     assert _q(f"select count(*) from {faces} f anti join {images} i using (image_id)") == [(0,)]
     assert set(saved["timing"]["stage_task_s"]) == {"decode", "detect", "embed", "write"}
-    assert saved["versions"]["ray"] and saved["detector"].startswith("centerface@")
+    assert saved["versions"]["ray"] and saved["detector"].startswith("yunet@")
     assert saved["embedder"].startswith("dlib_resnet@")
 
 

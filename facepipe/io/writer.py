@@ -127,7 +127,8 @@ def write_batch(
     ).to_table()
 
 
-def _read_files(batch: pa.Table, output: Output, columns: list[str]) -> pa.Table:
+def read_files(batch: pa.Table, output: Output, columns: list[str]) -> pa.Table:
+    """``columns`` of the published files listed in ``batch``'s ``path`` column, as one table."""
     return pa.concat_tables([output.read_table(p, columns=columns) for p in batch.column("path").to_pylist()])
 
 
@@ -139,7 +140,7 @@ def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks:
 
     items = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), blocks)))
     return items.map_batches(
-        _read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow"
+        read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow"
     )
 
 

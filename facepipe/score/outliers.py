@@ -42,6 +42,9 @@ class ScoreConfig:
         held-out confident faces (``holdout_fraction`` of the sample, never trained on);
         ``percentile`` -- that percentile of the training faces' scores; ``boundary`` -- 0.
     min_faces: below this many confident faces nothing is trained (too little to learn "a face").
+    driver_max_faces: a training sample, or a partition to score, of at most this many faces is
+        handled in the driver process (torch is loaded there already); larger ones in Ray tasks.
+        A Ray task first starts a worker and imports torch: seconds that a 200-photo run feels.
     """
 
     enabled: bool = flag(True, "--no-score", "skip the DROCC outlier-scoring stage", action="store_false")
@@ -64,6 +67,7 @@ class ScoreConfig:
     percentile: float = 99.0
     holdout_fraction: float = 0.1
     min_faces: int = 20
+    driver_max_faces: int = 5000
 
     def __post_init__(self) -> None:
         if self.threshold_policy not in THRESHOLD_POLICIES:

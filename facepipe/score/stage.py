@@ -22,9 +22,10 @@ these scores flag them and keep the faces.
 Pure parts (``facepipe.score.outliers``): ``face_features``, ``confident``, ``fit`` (train, pick
 the threshold) and ``score_table`` (faces -> FACE_OUTLIERS rows). :func:`run_score` wires them on Ray: the
 training sample (a seeded uniform sample of at most ``drocc.max_train`` confident faces of the last
-``train_days`` partitions) is read on the driver, training runs in one Ray task, every face of the
-partition is scored with ``map_batches``, and the output goes through the same staging + publish
-protocol as the extract job.
+``train_days`` partitions) is read on the driver; training runs there or in one Ray task, every
+face of the partition is scored there or with ``map_batches`` (the driver up to
+``ScoreConfig.driver_max_faces``), and the output goes through the same staging + publish protocol
+as the extract job.
 
 One model per (detector, align method): their offsets differ. The model is saved as
 ``OUT/_models/drocc/MODEL_ID.pt`` (+ ``.json``) and can be reused with ``ScoreConfig.model``
@@ -138,7 +139,7 @@ def _score_batch(
 
 def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tuple[DROCCModel | None, dict]:
     """The model that scores ``group``'s faces -- the one given, or one trained on its confident
-    faces in a Ray task -- and its manifest entry; None (and why) when there is none to use."""
+    faces (in the driver or a Ray task) -- and its manifest entry; None (and why) when there is none to use."""
     import ray
 
     if cfg.model:
@@ -150,7 +151,8 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
                 "only %d confident faces of %s to learn from (min %d): not scored", len(x), group, cfg.min_faces
             )
             return None, {"skipped": f"{len(x)} confident faces < min_faces {cfg.min_faces}"}
-        model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
+        small = len(x) <= cfg.driver_max_faces  # ScoreConfig: the driver has torch loaded already
+        model = fit(x, cfg) if small else ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
     if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
         why = (
             f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
@@ -194,14 +196,15 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
         return summary | {"skipped": f"no usable model ({why})"}
     t_train = time.perf_counter() - t0
     files = [f.path for f in ds.get_fragments(filter=pc.field("dt") == dt)]
-    data = writer.ray_read_files(output, files, ["face_id", "detector", "align", *FEATURE_COLUMNS, "run_id"])
+    columns = ["face_id", "detector", "align", *FEATURE_COLUMNS, "run_id"]
+    kwargs = {"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}
     output.clear_staging(run_id, ("face_outliers",))
-    stats = data.map_batches(
-        _score_batch,
-        fn_kwargs={"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run},
-        batch_size=65536,
-        batch_format="pyarrow",
-    ).take_all()
+    if ds.count_rows(filter=pc.field("dt") == dt) <= cfg.driver_max_faces:  # no Ray tasks to start
+        table = writer.read_files(pa.table({"path": files}), output, columns)
+        stats = [_score_batch(table, **kwargs).to_pylist()[0]]
+    else:
+        data = writer.ray_read_files(output, files, columns)
+        stats = data.map_batches(_score_batch, fn_kwargs=kwargs, batch_size=65536, batch_format="pyarrow").take_all()
     staged = [f for r in stats for f in r["files"]]
     output.publish(run_id, staged, tables=("face_outliers",))
     summary.update(

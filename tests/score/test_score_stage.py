@@ -118,6 +118,21 @@ def test_saved_model_is_reused_and_reruns_replace_their_rows(ray_cluster, tmp_pa
     assert desc["inputs"] == list(DROCC_INPUTS)
 
 
+def test_driver_and_ray_tasks_train_and_score_alike(ray_cluster, tmp_path):
+    """A small partition is trained on and scored in the driver (no Ray worker to start), a large
+    one in Ray tasks: the same faces get the same model and the same scores either way."""
+    out = tmp_path / "out"
+    _write_faces(out)
+    here = run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))
+    by_task = run_score(str(out), DT, "s2", ScoreConfig(drocc=FAST, driver_max_faces=0))
+    assert [m["model_id"] for m in here["models"].values()] == [m["model_id"] for m in by_task["models"].values()]
+    assert here["scored"] == by_task["scored"] == 240 and here["outliers"] == by_task["outliers"]
+    by_run: dict = {}
+    for face_id, score, flagged, _model_id, run_id in _outliers(out):
+        by_run.setdefault(run_id, {})[face_id] = (round(score, 4), flagged)
+    assert by_run["s1"] == by_run["s2"]
+
+
 def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
     """A model that would rank faces backwards (stopped right after the CE-only epochs) is not used:
     the summary says why and no face_outliers rows are written."""
