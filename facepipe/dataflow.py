@@ -67,26 +67,38 @@ class ComputeConfig:
 
 
 def resources(compute: ComputeConfig) -> dict:
+    """:func:`plan_resources` for the cluster Ray is connected to."""
     import ray
 
     res = ray.cluster_resources()
-    cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
+    return plan_resources(compute, float(res.get("CPU", 1)), int(res.get("GPU", 0)))
+
+
+def plan_resources(compute: ComputeConfig, cpus: float, gpus: int) -> dict:
+    """Actor pool size and resources, decode task CPUs and read parallelism for a cluster of
+    ``cpus`` CPUs and ``gpus`` GPUs. Whatever the size, a read or decode task (``decode_cpus``)
+    fits beside the full actor pool (on a 1-CPU cluster a 1-CPU task never would: the job waited
+    forever)."""
+    cpus = max(cpus, 1.0)
+    pools = 2 if compute.embed_pool else 1
     if gpus:
         per = compute.cpus_per_detect_actor or 1.0
         max_actors = compute.detect_actors_max or gpus
         # two pools share each GPU (one actor of each per GPU); one pool owns it
         actor = {"num_gpus": 0.5 if compute.embed_pool else 1, "num_cpus": per}
     else:
-        per = compute.cpus_per_detect_actor or 0.5
-        max_actors = compute.detect_actors_max or max(1, int(cpus / 2 / per))
+        per = compute.cpus_per_detect_actor or min(0.5, cpus / 2 / pools)
+        max_actors = compute.detect_actors_max or max(1, int(cpus / 2 / per / pools))
         actor = {"num_cpus": per}
+    free = cpus - actor["num_cpus"] * max_actors * pools
     return {
-        "cluster_cpus": cpus,
+        "cluster_cpus": int(cpus),
         "cluster_gpus": gpus,
+        "decode_cpus": min(1.0, max(0.25, free)),
         "detect_actors": [min(compute.detect_actors_min or max_actors, max_actors), max_actors],
         "detect_actor_resources": actor,
         "torch_threads": compute.torch_threads or max(1, int(per)),
-        "read_parallelism": compute.read_parallelism or 2 * cpus,
+        "read_parallelism": compute.read_parallelism or 2 * int(cpus),
     }
 
 
@@ -98,7 +110,7 @@ def dataflow(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: To
     from facepipe.io.datasource import read_images
 
     c = cfg.compute
-    ds = read_images(units, cfg.read, res["read_parallelism"])
+    ds = read_images(units, cfg.read, res["read_parallelism"], res["decode_cpus"])
     if tombstones.image_ids or tombstones.source_prefixes:
         ds = ds.map_batches(drop_erased_rows, fn_kwargs={"tombstones": tombstones}, batch_format="numpy")
     ds = ds.map_batches(
@@ -106,7 +118,7 @@ def dataflow(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: To
         fn_kwargs={"config": cfg.decode},
         batch_size=c.decode_batch_size,
         batch_format="numpy",
-        num_cpus=1,
+        num_cpus=res["decode_cpus"],
         # A full-resolution decode of a large PNG/TIFF needs a few hundred MB; reserving it keeps
         # the scheduler from packing decode tasks into an OOM. It also makes decode's remote args
         # differ from the actors', so Ray does not fuse decoding into the detector actors (it

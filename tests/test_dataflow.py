@@ -1,0 +1,66 @@
+"""The pipeline's resource plan: on any cluster size a decode task fits beside the whole model
+actor pool (a 1-CPU cluster once waited forever: its pool held half the CPU, decode asked for 1)."""
+
+import pytest
+
+from facepipe.dataflow import ComputeConfig, plan_resources
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 96])
+@pytest.mark.parametrize("embed_pool", [False, True])
+def test_a_decode_task_always_fits_beside_the_actor_pool(cpus, embed_pool):
+    r = plan_resources(ComputeConfig(embed_pool=embed_pool), cpus, 0)
+    pools = 2 if embed_pool else 1
+    lo, hi = r["detect_actors"]
+    assert lo == hi >= 1, "a fixed-size pool: every actor starts with the job"
+    held = hi * r["detect_actor_resources"]["num_cpus"] * pools
+    assert held + r["decode_cpus"] <= cpus
+    assert r["decode_cpus"] > 0 and (cpus < 2 or r["decode_cpus"] == 1.0)
+
+
+def test_gpu_clusters_get_one_actor_per_gpu():
+    r = plan_resources(ComputeConfig(), 16, 4)
+    assert r["detect_actors"] == [4, 4] and r["detect_actor_resources"] == {"num_gpus": 1, "num_cpus": 1.0}
+    assert r["decode_cpus"] == 1.0
+
+
+def test_the_user_bounds_the_pool():
+    r = plan_resources(ComputeConfig(detect_actors_min=1, detect_actors_max=3, cpus_per_detect_actor=1.0), 8, 0)
+    assert r["detect_actors"] == [1, 3] and r["torch_threads"] == 1
+
+
+@pytest.mark.timeout(400)
+def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
+    """`facepipe run` confined to one core (its own local Ray cluster sees 1 CPU) finishes and
+    writes every image; it used to wait forever for a 1-CPU read task beside the actor pool."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from procs import REPO, end, own_processes
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("obama.jpg", "biden.jpg", "t1.jpg", "grace_hopper.jpg"):
+        shutil.copy(photos[name], src / name)
+    ray_tmp = tempfile.mkdtemp(prefix="fp1c", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "facepipe.cli", "run", str(src), "--output", str(tmp_path / "out"), "--no-score"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )
+    try:
+        out, _ = p.communicate(timeout=300)
+    finally:
+        end(own_processes(p.pid, ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert p.returncode == 0, out[-3000:]
+    assert "images    4 (4 ok, 0 failed)" in out and "of 1 busy with the stages' tasks" in out, out
