@@ -61,6 +61,10 @@ class ComputeConfig:
     decode_batch_size: int = 16
     decode_task_memory: int = 1 << 30
     rows_per_file: int = flag(4096, "--rows-per-file", "images per output Parquet file", type=positive_int)
+    #: Ray Data's target block size for the run. Its default (128 MiB) made one block of a read
+    #: task's 50 photos, so an actor got 50 at once and the pool idled until whole blocks were
+    #: decoded; 4 MiB keeps a few photos per block streaming (bench/RESULTS.md, issue 18).
+    target_block_bytes: int = 4 << 20
     #: False (default): detect, align and embed in one actor pool. True: a second actor pool for
     #: align + embed (same resources per actor); see bench/RESULTS.md for the measured difference.
     embed_pool: bool = False

@@ -173,7 +173,9 @@ def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchS
     ray_start_s = time.perf_counter() - t0
     if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    ctx.target_max_block_size = cfg.compute.target_block_bytes
     res = resources(cfg.compute)
     p.output.clear_staging(cfg.run_id)
     with quiet_known_ray_errors():  # Ray Data's own actor-pool false alarm (facepipe.ray_logs)
