@@ -34,8 +34,9 @@ BACKGROUNDS = (
 )
 
 
-def face_crops(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(crop RGB, face box inside the crop) for every face both detectors agree on."""
+def agreed_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, RGB photo, (N, 4) boxes) of each demo photo: the faces *both* CenterFace and dlib's
+    HOG detector find (IoU >= 0.3), their two boxes averaged."""
     import dlib
 
     from facepipe import demo
@@ -47,9 +48,9 @@ def face_crops(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     det = create_model("centerface", kind="detector")
     hog = dlib.get_frontal_face_detector()
     out = []
-    for _name, path in sorted(demo.photos().items()):
+    for name, path in sorted(demo.photos().items()):
         data = path.read_bytes()
-        small = decode_image(data, DecodeConfig())
+        small = decode_image(data, DecodeConfig(long_side=640))
         full = decode_image(data, DecodeConfig(long_side=0)).pixels
         (f,) = detect_images(
             det, [small.pixels], [(small.scale_x, small.scale_y)], [(small.width, small.height)], DetectConfig()
@@ -57,14 +58,19 @@ def face_crops(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
         h = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in hog(full, 1)], np.float32).reshape(
             -1, 4
         )
-        if not len(f) or not len(h):
-            continue
-        iou = iou_matrix(f.boxes, h)
-        for i in range(len(f.boxes)):
-            j = int(iou[i].argmax())
-            if iou[i, j] < 0.3:
-                continue
-            box = (f.boxes[i] + h[j]) / 2
+        boxes = []
+        if len(f) and len(h):
+            iou = iou_matrix(f.boxes, h)
+            boxes = [(f.boxes[i] + h[j]) / 2 for i, j in enumerate(iou.argmax(1)) if iou[i, j] >= 0.3]
+        out.append((name, full, np.array(boxes, np.float32).reshape(-1, 4)))
+    return out
+
+
+def face_crops(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(crop RGB, face box inside the crop) for every face both detectors agree on."""
+    out = []
+    for _name, full, boxes in agreed_faces():
+        for box in boxes:
             w = box[2] - box[0]
             x0, y0 = int(max(0, box[0] - w)), int(max(0, box[1] - w))
             x1, y1 = int(min(full.shape[1], box[2] + w)), int(min(full.shape[0], box[3] + w))

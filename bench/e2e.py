@@ -1,17 +1,21 @@
-"""facepipe end to end against face_recognition, on the same images, in one run.
+"""facepipe end to end against face_recognition: the whole job as a user runs it, side by side.
 
-    .venv/bin/python bench/e2e.py [--archive /tmp/facepipe-bench] [--images 120] [--shared ../shared]
+    .venv/bin/python bench/e2e.py [--archive-kind ordinary|pasted] [--archive DIR] [--images N] \
+        [--shared ../shared] [--cores 1,2] [--plain] [-- extra `facepipe run` flags]
 
-1. Builds (or reuses) the benchmark archive of bench/archive.py: large real backgrounds with
-   real faces pasted in, ground-truth boxes recorded.
-2. facepipe through a local Ray cluster (`facepipe run` minus the scoring stage, which
-   face_recognition has no counterpart of): images/s, faces/s, task seconds per stage, CPU
-   utilisation and peak memory of all processes; then the same stages in one plain process
-   (no Ray), so Ray's overhead is a number.
-3. face_recognition (dlib: HOG detector upsampled once, 5-point predictor, ResNet descriptor --
-   its defaults) on the same files in one process.
-4. Recall of both against the pasted faces and on ../shared's pascal_faces_dev, with the dlib
-   matching rule (IoU >= 0.3 or a detection centred in the box).
+1. Builds (or reuses) the archive: ``ordinary`` (default; bench/ordinary.py: 200 portrait and group
+   photos of 0.3-5 MP, faces 60-400 px) or ``pasted`` (bench/archive.py: 120 large backgrounds
+   with real faces pasted at 40-400 px).
+2. ``facepipe run IMAGES --output OUT`` as a fresh process with default settings (plus any flags
+   after ``--``), for each core count in ``--cores`` (``taskset``: 1 core, 2 cores): whole-job
+   wall time (process start to exit: imports, Ray start, the pipeline, scoring, identities, Ray
+   shutdown), the run's own figures (cores busy, task seconds per stage), and the peak memory of
+   all processes, sampled from /proc every 0.25 s.
+3. face_recognition (dlib: HOG detector upsampled once, 5-point predictor, ResNet descriptor -- its
+   defaults) on the same files, also as a fresh process (import and model load included).
+4. The ratio of the two wall times; photos with at least one embedded face; recall of both against
+   the archive's truth and on ../shared's pascal_faces_dev, with the dlib matching rule (IoU >= 0.3
+   or a detection centred in the box). ``--plain`` adds facepipe's stages in one plain process.
 
 face_recognition is a bench-only dependency: `pip install --no-deps face_recognition==1.3.0`
 (dlib-bin and face-recognition-models come with the test extra); its model package imports
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -34,29 +39,38 @@ import numpy as np
 
 
 class Sampler:
-    """CPU utilisation (all processes, in cores) and summed RSS, sampled every 0.5 s."""
+    """Busy cores and the summed resident memory of all processes, read from /proc every 0.25 s."""
 
     def __init__(self) -> None:
-        import psutil
-
-        self.psutil = psutil
         self.cpu: list[float] = []
         self.rss: list[int] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        ps = self.psutil
-        ps.cpu_percent(None)
-        while not self._stop.wait(0.5):
-            self.cpu.append(ps.cpu_percent(None) / 100 * ps.cpu_count())
-            total = 0
-            for p in ps.process_iter(["memory_info"]):
+    @staticmethod
+    def _cpu() -> tuple[int, int]:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(v), v[3] + v[4]
+
+    @staticmethod
+    def _rss() -> int:
+        total = 0
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
                 try:
-                    total += p.info["memory_info"].rss
-                except (ps.Error, TypeError):
+                    total += int((d / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                except (OSError, IndexError, ValueError):
                     pass
-            self.rss.append(total)
+        return total
+
+    def _run(self) -> None:
+        last = self._cpu()
+        while not self._stop.wait(0.25):
+            now = self._cpu()
+            busy = 1 - (now[1] - last[1]) / max(1, now[0] - last[0])
+            self.cpu.append(busy * os.cpu_count())
+            self.rss.append(self._rss())
+            last = now
 
     def __enter__(self) -> "Sampler":
         self._t.start()
@@ -69,7 +83,7 @@ class Sampler:
     def summary(self) -> str:
         if not self.cpu:
             return "cpu n/a"
-        busy = f"CPU {np.mean(self.cpu):.2f} of {self.psutil.cpu_count()} cores busy on average"
+        busy = f"CPU {np.mean(self.cpu):.2f} of {os.cpu_count()} cores busy on average"
         return f"{busy}, peak RSS of all processes {max(self.rss) / 2**30:.2f} GiB"
 
 
@@ -143,114 +157,138 @@ def run_plain(files: list[Path], decode_cfg, detect_cfg) -> tuple[float, dict[st
     return time.perf_counter() - t0, stage, n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--archive", default="/tmp/facepipe-bench")
-    ap.add_argument("--images", type=int, default=120)
-    ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
-    ap.add_argument("--detector", default="centerface", help="as `facepipe run --detector`")
-    ap.add_argument("--detector-weights", default=None)
-    ap.add_argument("--detector-config", default=None)
-    ap.add_argument("--min-face", type=int, default=0, help="as `facepipe run --min-face` (0 = fixed 640 px input)")
-    a = ap.parse_args()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+FR_SCRIPT = """
+import json, os, sys, time, types
+shim = types.ModuleType("pkg_resources")
+shim.resource_filename = lambda pkg, path: os.path.join(os.path.dirname(sys.modules[pkg].__file__), path)
+sys.modules["pkg_resources"] = shim
+import face_recognition as fr
+found = {}
+for f in json.load(sys.stdin):
+    img = fr.load_image_file(f)
+    locs = fr.face_locations(img, number_of_times_to_upsample=1, model="hog")
+    fr.face_encodings(img, locs)
+    found[os.path.basename(f)] = [[l, t, r, b] for t, r, b, l in locs]
+print(json.dumps(found))
+"""
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    import archive as bench_archive
 
-    root = Path(a.archive)
-    if not (root / "truth.json").is_file() or len(json.loads((root / "truth.json").read_text())) != a.images:
-        bench_archive.build(root, a.images)
-    truth = json.loads((root / "truth.json").read_text())
-    files = sorted((root / "images").glob("*.jpg"))
-    mp = [np.prod(__import__("PIL.Image", fromlist=["Image"]).open(f).size) / 1e6 for f in files]
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {len(files)} images ({min(mp):.1f}-{max(mp):.1f} MP, "
-        f"{sum(f.stat().st_size for f in files) / 2**20:.0f} MiB JPEG), {sum(map(len, truth.values()))} pasted faces"
-    )
+def timed(cmd: list[str], stdin: str | None = None) -> tuple[float, str, Sampler]:
+    """Run ``cmd`` as a fresh process; its wall time, stdout and the machine's samples meanwhile."""
+    with Sampler() as s:
+        t = time.perf_counter()
+        p = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+    if p.returncode:
+        raise SystemExit(f"{cmd[:3]} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return wall, p.stdout, s
 
+
+def facepipe_boxes(out: Path) -> dict[str, np.ndarray]:
     import duckdb
 
-    from facepipe.decode import DecodeConfig
-    from facepipe.detect.stage import DetectConfig
-    from facepipe.pipeline import RunConfig, run
-    from facepipe.score.stage import ScoreConfig
-
-    decode_cfg = DecodeConfig(min_face=a.min_face)
-    detect_cfg = DetectConfig(name=a.detector, weights=a.detector_weights, config=a.detector_config)
-    print(
-        f"facepipe: detector {a.detector} {a.detector_config or ''} {a.detector_weights or ''}, "
-        f"input long side {decode_cfg.long_side}"
-        + (f", min face {a.min_face} px -> {decode_cfg.min_face_input} px" if a.min_face else "")
-    )
-    out = root / "output"
-    cfg = RunConfig(
-        inputs=(str(root / "images"),),
-        output=str(out),
-        run_id="e2e",
-        dt="2026-01-01",
-        decode=decode_cfg,
-        detect=detect_cfg,
-        score=ScoreConfig(enabled=False),
-    )
-    run(cfg)  # cold start: Ray, actors, model loads
-    with Sampler() as s:
-        m = run(cfg)
-    t = m.timing
     rows = duckdb.sql(f"""select i.source_uri, f.x1, f.y1, f.x2, f.y2 from read_parquet('{out}/faces/*/*.parquet') f
                           join read_parquet('{out}/images/*/*.parquet') i using (image_id)""").fetchall()
     found: dict[str, list] = {}
     for uri, *box in rows:
         found.setdefault(Path(uri).name, []).append(box)
-    fp_found = {k: np.asarray(v, np.float32) for k, v in found.items()}
-    ray_rate = len(files) / t.pipeline_s
-    print(
-        f"\nfacepipe through Ray (warm): {ray_rate:.2f} images/s, {m.counts.faces / t.pipeline_s:.2f} faces/s "
-        f"({t.pipeline_s:.1f}s); task seconds {t.stage_task_s}; {s.summary()}"
-    )
+    return {k: np.asarray(v, np.float32) for k, v in found.items()}
 
-    plain_s, stage, n_plain = run_plain(files, decode_cfg, detect_cfg)
-    share = " · ".join(f"{k} {v:.1f}s ({100 * v / plain_s:.0f}%)" for k, v in stage.items())
-    print(
-        f"facepipe in one plain process: {len(files) / plain_s:.2f} images/s ({plain_s:.1f}s, {n_plain} faces): {share}"
-    )
 
-    with Sampler() as s:
-        fr_s, fr_found, n_fr = run_face_recognition(files)
-    fr_rate = len(files) / fr_s
-    print(
-        f"face_recognition (HOG x1 upsample, 5-point, ResNet): {fr_rate:.2f} images/s ({fr_s:.1f}s, {n_fr} "
-        f"faces); {s.summary()}"
-    )
-    print(f"\nspeed-up, facepipe through Ray vs face_recognition: {ray_rate / fr_rate:.1f}x")
+def build_archive(kind: str, root: Path, n: int | None, shared: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    if kind == "ordinary":
+        import ordinary
 
+        n = n or 200
+        if not (root / "truth.json").is_file() or len(json.loads((root / "truth.json").read_text())) != n:
+            ordinary.build(root, shared, n)
+    else:
+        import archive
+
+        n = n or 120
+        if not (root / "truth.json").is_file() or len(json.loads((root / "truth.json").read_text())) != n:
+            archive.build(root, n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--archive-kind", choices=("ordinary", "pasted"), default="ordinary")
+    ap.add_argument("--archive", default=None, help="default /tmp/facepipe-bench-KIND")
+    ap.add_argument("--images", type=int, default=None, help="default 200 ordinary, 120 pasted")
+    ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
+    ap.add_argument("--cores", default="2", help="comma-separated core counts to run facepipe on (taskset)")
+    ap.add_argument("--plain", action="store_true", help="also facepipe's stages in one plain process")
+    ap.add_argument("extra", nargs="*", help="flags for `facepipe run` (after --); none = its defaults")
+    a = ap.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    root = Path(a.archive or f"/tmp/facepipe-bench-{a.archive_kind}")
+    build_archive(a.archive_kind, root, a.images, Path(a.shared))
+    truth = json.loads((root / "truth.json").read_text())
+    files = sorted((root / "images").glob("*.jpg"))
+    from PIL import Image
+
+    mp = sorted(np.prod(Image.open(f).size) / 1e6 for f in files)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {a.archive_kind} archive {root}: {len(files)} photos "
+        f"({mp[0]:.1f}-{mp[-1]:.1f} MP, median {np.median(mp):.2f}), {sum(map(len, truth.values()))} true faces"
+    )
+    exe = str(Path(sys.executable).with_name("facepipe"))
+    fp_found: dict[str, np.ndarray] = {}
+    fp_wall = {}
+    for cores in [int(c) for c in a.cores.split(",")]:
+        out = root / f"output-{cores}"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        cmd = ["taskset", "-c", ",".join(map(str, range(cores))), exe, "run", str(root / "images"), "--output"]
+        wall, _, s = timed([*cmd, str(out), "--summary-json", str(root / "summary.json"), *a.extra])
+        m = json.loads(next((out / "_runs").glob("*.json")).read_text())
+        t = m["timing"]
+        fp_wall[cores], fp_found = wall, facepipe_boxes(out)
+        print(
+            f"\nfacepipe run, {cores} core(s), `{' '.join(['facepipe run IMAGES --output OUT', *a.extra])}`: "
+            f"{wall:.1f}s wall for the whole job = {len(files) / wall:.2f} images/s; {m['counts']['faces']} faces\n"
+            f"  its figures: Ray start {t.get('ray_start_s')}s, pipeline {t['pipeline_s']:.1f}s "
+            f"({t['images_per_s']} images/s), score {t['score_s']}s, identities {t['cluster_s']}s, run {t['wall_s']}s;"
+            f" cores busy {t.get('cores_busy')} of {m['resources']['cluster_cpus']}\n"
+            f"  task seconds {t['stage_task_s']}\n  {s.summary()}"
+        )
+    if a.plain:
+        from facepipe.decode import DecodeConfig
+        from facepipe.detect.stage import DetectConfig
+
+        plain_s, stage, n_plain = run_plain(files, DecodeConfig(), DetectConfig())
+        share = " · ".join(f"{k} {v:.1f}s ({100 * v / plain_s:.0f}%)" for k, v in stage.items())
+        print(f"facepipe stages in one plain process: {len(files) / plain_s:.2f} images/s ({n_plain} faces): {share}")
+
+    fr_s, fr_out, s = timed([sys.executable, "-c", FR_SCRIPT], json.dumps([str(f) for f in files]))
+    fr_found = {k: np.asarray(v, np.float32).reshape(-1, 4) for k, v in json.loads(fr_out).items()}
+    print(
+        f"\nface_recognition (HOG x1 upsample, 5-point, ResNet), 1 process: {fr_s:.1f}s wall = "
+        f"{len(files) / fr_s:.2f} images/s, {sum(map(len, fr_found.values()))} faces; {s.summary()}"
+    )
+    for cores, wall in fp_wall.items():
+        print(f"whole-job speed-up, facepipe on {cores} core(s) vs face_recognition: {fr_s / wall:.1f}x")
     for name, f in (("facepipe", fp_found), ("face_recognition", fr_found)):
         h, n, extra = recall(truth, f)
+        with_face = sum(1 for v in f.values() if len(v))
         print(
-            f"recall on the pasted faces, {name:17s}: {h}/{n} = {h / n:.3f} (detections matching no pasted "
-            f"face: {extra})"
+            f"{name:17s}: photos with a face {with_face}/{len(files)}; recall on the archive's faces {h}/{n} = "
+            f"{h / n:.3f} (detections matching no true face: {extra})"
         )
-
     dev = Path(a.shared) / "data" / "pascal_faces_dev"
-    if dev.is_dir():
-        from facepipe import evaluate
-        from facepipe.registry import create_model
+    from facepipe import evaluate
+    from facepipe.decode import DecodeConfig
+    from facepipe.registry import create_model
 
-        gt = evaluate.load_imglab(dev / "training.xml")
-        det = create_model(detect_cfg.name, detect_cfg.weights, kind="detector", config=detect_cfg.config)
-        fp = {
-            k: v[0]
-            for k, v in evaluate.detect_for_eval(
-                det, dev, sorted(gt), decode_cfg, score_threshold=detect_cfg.score_threshold
-            ).items()
-        }
-        _, frd, _ = run_face_recognition([dev / k for k in sorted(gt)])
-        for name, f in (("facepipe", fp), ("face_recognition", frd)):
-            h, n, extra = recall({k: v.tolist() for k, v in gt.items()}, f)
-            print(f"recall on pascal_faces_dev,   {name:17s}: {h}/{n} = {h / n:.3f} (unmatched detections: {extra})")
-    else:
-        print(f"(no {dev}: pascal_faces_dev recall skipped)")
+    gt = evaluate.load_imglab(dev / "training.xml")
+    det = create_model("yunet", kind="detector")
+    found = evaluate.detect_for_eval(det, dev, sorted(gt), DecodeConfig(), score_threshold=0.5)
+    fp = {k: v[0] for k, v in found.items()}
+    _, frd, _ = run_face_recognition([dev / k for k in sorted(gt)])
+    for name, f in (("facepipe", fp), ("face_recognition", frd)):
+        h, n, extra = recall({k: v.tolist() for k, v in gt.items()}, f)
+        print(f"recall on pascal_faces_dev,   {name:17s}: {h}/{n} = {h / n:.3f} (unmatched detections: {extra})")
 
 
 if __name__ == "__main__":
