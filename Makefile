@@ -43,14 +43,15 @@ browser:
 	    else echo "chromium is not installed and this user cannot apt-get it: the report's browser test will skip"; fi; }
 
 # Benchmarks (numbers go to bench/RESULTS.md); face_recognition is the comparison, bench-only.
-# At recall parity with it: RetinaFace-1MB from ../shared with --min-face 40 (bench/RESULTS.md).
+# e2e: the whole job with default settings against face_recognition, on ordinary photos (1 and 2
+# cores) and on the pasted-face archive.
 SHARED ?= $${FACEPIPE_SHARED:-../shared}
 bench: install
 	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0 infomap==2.16.0
 	$(PY) bench/outlier_scores.py --shared $(SHARED)
 	$(PY) bench/cluster_real.py --shared $(SHARED)
-	$(PY) bench/e2e.py --shared $(SHARED) --detector retinaface --detector-config mnet025_1mb \
-	    --detector-weights $(SHARED)/data/retinaface/mnet025_face_detector_1mb.pth --min-face 40
+	$(PY) bench/e2e.py --shared $(SHARED) --cores 2,1
+	$(PY) bench/e2e.py --shared $(SHARED) --archive-kind pasted
 
 clean:
 	rm -rf $(VENV) demo-output
