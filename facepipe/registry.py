@@ -260,7 +260,7 @@ def create_model(
     label = config_label(name, config)
     path, model_id = resolve_weights(name, weights, kind)
     if spec.arch is not None and config is None:
-        model = _build_cached(spec, path)
+        model = _build_cached(spec, path, model_id.rsplit("@", 1)[1])  # the sha256 resolve_weights took
     else:
         model = spec.build(path, config) if spec.configs is not None else spec.build(path)
     if label:
@@ -270,13 +270,14 @@ def create_model(
     return model.to(device).eval()
 
 
-def _build_cached(spec: ModelSpec, path: Path) -> "nn.Module":
+def _build_cached(spec: ModelSpec, path: Path, digest: str) -> "nn.Module":
     """``spec.build(path)`` once per weights file: the converted state dict is kept under
-    ``$FACEPIPE_CACHE/models/NAME-SHA.pt`` (written atomically) and loaded strictly after that."""
+    ``$FACEPIPE_CACHE/models/NAME-DIGEST.pt`` (``digest``: the weights' sha256 prefix, as in the
+    model id; written atomically) and loaded strictly after that."""
     import torch
 
     root = Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "models"
-    cached = root / f"{spec.name}-{sha256_file(path)[:16]}.pt"
+    cached = root / f"{spec.name}-{digest}.pt"
     if cached.is_file():
         model = spec.arch()
         try:

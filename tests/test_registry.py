@@ -43,7 +43,7 @@ def test_converted_weights_are_cached_by_hash_and_used_instead_of_converting(nam
     monkeypatch.setenv("FACEPIPE_CACHE", str(tmp_path))
     spec = get_model_spec(name)
     first = create_model(name, kind="detector")
-    (cached,) = (tmp_path / "models").glob(f"{name}-{spec.weights.sha256[:16]}.pt")
+    (cached,) = (tmp_path / "models").glob(f"{name}-{spec.weights.sha256[:12]}.pt")
 
     def no_conversion(path):
         raise AssertionError("converted again")
