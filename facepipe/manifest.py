@@ -104,9 +104,9 @@ class Timing:
     #: task seconds per stage, summed over workers (stages overlap)
     stage_task_s: dict[str, float] = field(default_factory=dict)
     images_per_s: float | None = None
-    #: of pipeline_s: connecting to Ray, or starting a local cluster
+    #: before pipeline_s: connecting to Ray, or starting a local cluster (the models are built meanwhile)
     ray_start_s: float | None = None
-    #: task seconds of all stages / (pipeline_s - ray_start_s): cores the stages kept busy
+    #: task seconds of all stages / pipeline_s: cores the stages kept busy
     cores_busy: float | None = None
     publish_s: float | None = None
     score_s: float | None = None

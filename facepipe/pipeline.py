@@ -22,6 +22,7 @@ import platform
 import secrets
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -86,17 +87,21 @@ def validate_dt(dt: str) -> None:
         raise UserError(f"--dt {dt!r} is not a date of the form YYYY-MM-DD") from None
 
 
-def ensure_ray(address: str | None = None) -> None:
+def ensure_ray(address: str | None = None) -> float:
+    """Connect to Ray (``address``, else ``RAY_ADDRESS``), or start a local cluster; returns the
+    seconds it took (0 when already connected)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return 0.0
+    t0 = time.perf_counter()
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:  # a local cluster of the CPUs this process may run on (taskset, a cgroup cpuset), not all the machine's
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    return time.perf_counter() - t0
 
 
 def _versions() -> dict[str, str]:
@@ -128,11 +133,10 @@ class RunPlan:
 
 
 def preflight(cfg: RunConfig) -> tuple[tuple[str, str], Output]:
-    """Fail fast, on the driver, before any cluster work: the run id and date, both models built
-    once on CPU, the align method, the output's encryption. Returns (detector id, embedder id)
-    and the output, with the encryption setting it now records."""
-    validate_run_id(cfg.run_id)
-    validate_dt(cfg.dt)
+    """Fail before any cluster work: both models built once on CPU (seconds: torch's import and
+    the weights), the align method, the output's encryption. Returns (detector id, embedder id)
+    and the output, with the encryption setting it now records. The run id and date are checked
+    before it (:func:`checked_and_connected`)."""
     try:
         detector_id = create_model(
             cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config
@@ -162,15 +166,12 @@ def plan(cfg: RunConfig, out: Output) -> RunPlan:
     return p
 
 
-def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchStats, dict, float, float]:
-    """The Ray Data pipeline over the planned units into the run's staging prefix; returns the
-    batch totals, the resources chosen, the seconds it took and the seconds of those that
-    connecting to (or starting) Ray took."""
+def extract(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
+    """The Ray Data pipeline over the planned units into the run's staging prefix (Ray is up);
+    returns the batch totals, the resources chosen and the seconds it took."""
     import ray.data
 
     t0 = time.perf_counter()
-    ensure_ray(ray_address)
-    ray_start_s = time.perf_counter() - t0
     if not log.isEnabledFor(logging.INFO):  # Ray Data's per-dataset INFO lines, unless -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
@@ -182,7 +183,7 @@ def extract(cfg: RunConfig, p: RunPlan, ray_address: str | None) -> tuple[BatchS
         rows = (
             dataflow(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
         )  # nothing new: no dataset at all
-    return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0, ray_start_s
+    return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
 
 
 def publish(cfg: RunConfig, p: RunPlan, totals: BatchStats, counts: Counts) -> None:
@@ -215,7 +216,7 @@ def post_stages(cfg: RunConfig, out: Output, m: RunManifest) -> None:
 
 def cores_busy(stage_task_s: dict[str, float], seconds: float) -> float | None:
     """How many cores the stages kept busy on average: their task seconds over the pipeline's
-    wall time after Ray was up (actor start-up included, so a short run shows its fixed cost)."""
+    wall time (Ray was up before it; actor start-up is included, so a short run shows its fixed cost)."""
     return round(sum(stage_task_s.values()) / seconds, 2) if seconds > 0 else None
 
 
@@ -246,7 +247,7 @@ def _manifest(
         stage_task_s=totals.stage_s,
         images_per_s=round(totals.n_images / pipeline_s, 2) if pipeline_s > 0 else None,
         ray_start_s=round(ray_start_s, 3),
-        cores_busy=cores_busy(totals.stage_s, pipeline_s - ray_start_s),
+        cores_busy=cores_busy(totals.stage_s, pipeline_s),
     )
     return RunManifest(
         run_id=cfg.run_id,
@@ -264,14 +265,32 @@ def _manifest(
     )
 
 
+def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tuple[str, str], Output, float]:
+    """The run id and date checked, then :func:`preflight` with Ray started meanwhile: a local
+    cluster's start is seconds of waiting on its processes, building the models is seconds of the
+    driver's CPU, so the models are built in a thread while ``ray.init`` runs in the main thread
+    (it must: it sets signal handlers). A bad run id starts nothing; a model that fails to build
+    is reported once Ray is up (the process exit stops it). Returns the model ids, the output and
+    the seconds Ray took to come up."""
+    validate_run_id(cfg.run_id)
+    validate_dt(cfg.dt)
+    with ThreadPoolExecutor(1, thread_name_prefix="facepipe-preflight") as pool:
+        checks = pool.submit(preflight, cfg)
+        try:
+            ray_start_s = ensure_ray(ray_address)
+        finally:
+            ids, out = checks.result()  # its UserError first: it is the user's to fix
+    return ids, out, ray_start_s
+
+
 def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:
     """Run the job -- plan, extract, publish, post-stages -- and return the run manifest, also
     written last to ``OUT/_runs/RUN_ID.json``."""
     cfg = cfg.resolved()
-    ids, out = preflight(cfg)
+    ids, out, ray_start_s = checked_and_connected(cfg, ray_address)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     p = plan(cfg, out)
-    totals, res, pipeline_s, ray_start_s = extract(cfg, p, ray_address)
+    totals, res, pipeline_s = extract(cfg, p)
     m = _manifest(cfg, ids, p, totals, res, pipeline_s, ray_start_s)
     m.started_at = started.isoformat(timespec="seconds")
     t_pub = time.perf_counter()

@@ -212,29 +212,29 @@ def sample_chips(regions: list[ChipRegion], size: int, device: str | torch.devic
     offsets = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]])
     flat = torch.from_numpy(np.concatenate([np.ascontiguousarray(r.pixels).reshape(-1, 3) for r in regions])).to(dev)
     A = torch.from_numpy(np.stack([r.M for r in regions])).to(dev)  # (N, 2, 3) chip -> region pixels
-    ys, xs = torch.meshgrid(
-        torch.arange(size, dtype=torch.float64, device=dev),
-        torch.arange(size, dtype=torch.float64, device=dev),
-        indexing="ij",
-    )
+    ar = torch.arange(size, dtype=torch.float64, device=dev)
+    xs, ys = ar[None, None, :], ar[None, :, None]
     px = A[:, 0, 0, None, None] * xs + A[:, 0, 1, None, None] * ys + A[:, 0, 2, None, None]  # (N, S, S)
     py = A[:, 1, 0, None, None] * xs + A[:, 1, 1, None, None] * ys + A[:, 1, 2, None, None]
     left, top = px.floor(), py.floor()
-    fx, fy = (px - left)[..., None], (py - top)[..., None]
+    # one row per chip pixel from here on: (N*S*S, 1) weights against (N*S*S, 3) values
+    fx, fy = (px - left).reshape(-1, 1), (py - top).reshape(-1, 1)
     h = torch.from_numpy(sizes[:, 0]).to(dev)[:, None, None]
     w = torch.from_numpy(sizes[:, 1]).to(dev)[:, None, None]
     left, top = left.long(), top.long()
     inside = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
-    idx = torch.from_numpy(offsets).to(dev)[:, None, None] + torch.where(inside, top * w + left, 0)
+    idx = (torch.from_numpy(offsets).to(dev)[:, None, None] + torch.where(inside, top * w + left, 0)).reshape(-1)
+    w = w.expand_as(inside).reshape(-1)
 
     def at(i: torch.Tensor) -> torch.Tensor:
-        return flat[i].double()
+        return flat.index_select(0, i).to(torch.float64)
 
     tl, tr, bl, br = at(idx), at(idx + 1), at(idx + w), at(idx + w + 1)
     val = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
-    val = torch.where(inside[..., None], val, 0.0)
+    val.mul_(inside.reshape(-1, 1))
     # the tiny bias keeps rounding noise of the geometry (1e-14 px) from truncating 37.0 to 36
-    return (val + 1e-6).floor().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    chips = val.add_(1e-6).floor_().clamp_(0, 255).to(torch.uint8)
+    return chips.reshape(n, size, size, 3).cpu().numpy()
 
 
 def dlib_chip_regions(
