@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from facepipe import __version__, commands
-from facepipe.errors import UserError, storage_error
+from facepipe.errors import UserError, retryable_error
 from facepipe.flags import add_flags
 from facepipe.summary import write_summary
 
@@ -167,16 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"facepipe {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        why = storage_error(e)
-        if why is None:
+        failed = retryable_error(e)
+        if failed is None:
             raise
+        kind, why = failed
         print(
-            f"facepipe {args.command}: storage error: {why} -- gave up after retrying; nothing more of this run is "
-            "published and earlier runs stay readable; run the same command again when the storage answers",
+            f"facepipe {args.command}: {kind} error: {why} -- gave up after retrying; nothing more of this run is "
+            "published and earlier runs stay readable; run the same command again",
             file=sys.stderr,
         )
         if getattr(args, "summary_json", None):
-            failed = {"status": "failed", "error": "storage", "message": why}
+            failed = {"status": "failed", "error": kind, "message": why}
             write_summary(
                 args.summary_json, {**failed, "run_id": getattr(args, "run_id", None), "dt": getattr(args, "dt", None)}
             )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from facepipe.actors import DetectActor, EmbedActor, FaceActor
 from facepipe.decode import decode_batch
+from facepipe.errors import UserError
 from facepipe.flags import flag, positive_float, positive_int
 from facepipe.io import writer
 from facepipe.io.output import Output
@@ -26,16 +27,21 @@ if TYPE_CHECKING:
 class ComputeConfig:
     """Parallelism and resources.
 
-    detect_actors_min/max: size bounds of the model actor pool; ``max`` None = one per GPU
-    when the cluster has GPUs, else as many as fill half the cluster's CPUs (the other half
-    decodes and writes); ``min`` None = ``max``: a batch job keeps its whole pool busy from the
-    start (a pool growing from one actor started the second seconds late, bench/RESULTS.md).
+    detect_actors_min/max: size bounds of the model actor pool; ``max`` None = one per unit of
+    ``model_resource`` when it is set, else one per GPU when the cluster has GPUs, else as many
+    as fill half the cluster's CPUs (the other half decodes and writes); ``min`` None = ``max``:
+    a batch job keeps its whole pool busy from the start (a pool growing from one actor started
+    the second seconds late, bench/RESULTS.md).
     cpus_per_detect_actor: CPU slots per model actor (None = 1 with a GPU, 0.5 on CPU-only
     clusters: measured faster than 1, see bench/RESULTS.md "actor layout").
     torch_threads: torch's intra-op threads per actor (None = the actor's CPU slots, at least 1).
     read_parallelism: read tasks (None = 2 per cluster CPU, at most one per input unit).
     decode_batch_size: images per decode task call. decode_task_memory: bytes reserved per
     decode task. rows_per_file: images per output file. embed_pool: see below.
+    model_resource: a custom resource (``ray start --resources '{"NAME": N}'``) each model actor
+    asks one unit of, so the pool lives on the nodes meant for it (say, GPU nodes of one kind).
+    shared_paths: local paths are visible at the same place on every node; without it a local
+    path on a multi-node cluster is refused (``facepipe.io.locality``).
     """
 
     detect_actors_min: int | None = flag(
@@ -56,6 +62,19 @@ class ComputeConfig:
         "CPU slots per model actor (default: 1 with a GPU, 0.5 on CPU-only clusters)",
         type=positive_float,
     )
+    model_resource: str | None = flag(
+        None,
+        "--model-resource",
+        "a custom Ray resource (ray start --resources) each model actor asks 1 of: the actors run only on "
+        "the nodes that advertise it, one per unit (default: any node)",
+    )
+    shared_paths: bool = flag(
+        False,
+        "--shared-paths",
+        "local input/output paths are mounted at the same place on every node (NFS, EFS, Lustre): use them on a "
+        "multi-node cluster",
+        action="store_true",
+    )
     torch_threads: int | None = None
     read_parallelism: int | None = None
     decode_batch_size: int = 16
@@ -75,14 +94,27 @@ def resources(compute: ComputeConfig) -> dict:
     import ray
 
     res = ray.cluster_resources()
-    return plan_resources(compute, float(res.get("CPU", 1)), int(res.get("GPU", 0)))
+    slots = res.get(compute.model_resource, 0.0) if compute.model_resource else 0.0
+    if compute.model_resource and slots < 1:
+        raise UserError(
+            f"--model-resource {compute.model_resource}: no node of the cluster advertises it "
+            f"(ray start --resources '{{\"{compute.model_resource}\": N}}' on the nodes meant for the model actors)"
+        )
+    return plan_resources(compute, float(res.get("CPU", 1)), int(res.get("GPU", 0)), slots)
 
 
-def plan_resources(compute: ComputeConfig, cpus: float, gpus: int) -> dict:
+def alive_nodes() -> int:
+    """Nodes of the connected Ray cluster that are alive now."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def plan_resources(compute: ComputeConfig, cpus: float, gpus: int, model_slots: float = 0.0) -> dict:
     """Actor pool size and resources, decode task CPUs and read parallelism for a cluster of
-    ``cpus`` CPUs and ``gpus`` GPUs. Whatever the size, a read or decode task (``decode_cpus``)
-    fits beside the full actor pool (on a 1-CPU cluster a 1-CPU task never would: the job waited
-    forever)."""
+    ``cpus`` CPUs, ``gpus`` GPUs and ``model_slots`` units of ``compute.model_resource``.
+    Whatever the size, a read or decode task (``decode_cpus``) fits beside the full actor pool
+    (on a 1-CPU cluster a 1-CPU task never would: the job waited forever)."""
     cpus = max(cpus, 1.0)
     pools = 2 if compute.embed_pool else 1
     if gpus:
@@ -94,6 +126,9 @@ def plan_resources(compute: ComputeConfig, cpus: float, gpus: int) -> dict:
         per = compute.cpus_per_detect_actor or min(0.5, cpus / 2 / pools)
         max_actors = compute.detect_actors_max or max(1, int(cpus / 2 / per / pools))
         actor = {"num_cpus": per}
+    if compute.model_resource:  # one actor per unit (per pool), on the nodes that advertise it
+        actor["resources"] = {compute.model_resource: 1.0 / pools}
+        max_actors = compute.detect_actors_max or max(1, int(model_slots))
     free = cpus - actor["num_cpus"] * max_actors * pools
     return {
         "cluster_cpus": int(cpus),

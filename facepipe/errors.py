@@ -4,6 +4,9 @@
 - storage errors (exit 3): the object store or disk failed after every retry. They surface as an
   ``OSError`` from pyarrow's filesystems, often wrapped by Ray in a task error; :func:`storage_error`
   finds it in the exception chain.
+- cluster errors (exit 3): Ray lost what a run needed and could not rebuild it -- a node gone with
+  the only copy of an actor's output, a worker or the object's owner dead (:func:`cluster_error`).
+  Nothing of the run was published; running the same command again redoes its work.
 """
 
 from __future__ import annotations
@@ -65,3 +68,43 @@ def storage_error(exc: BaseException) -> str | None:
             text = " ".join(str(e).split())
             return text[:500] or type(e).__name__
     return None
+
+
+#: Ray's exceptions for work lost with a node, a worker or an object's owner (matched by class
+#: name, so this module does not import Ray; a RayTaskError names the error it wraps in its MRO).
+_LOST = frozenset(
+    {
+        "ObjectLostError",
+        "ObjectFetchTimedOutError",
+        "ObjectReconstructionFailedError",
+        "ObjectReconstructionFailedMaxAttemptsExceededError",
+        "ObjectReconstructionFailedLineageEvictedError",
+        "OwnerDiedError",
+        "ReferenceCountingAssertionError",
+        "NodeDiedError",
+        "WorkerCrashedError",
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "ActorUnschedulableError",
+    }
+)
+
+
+def cluster_error(exc: BaseException) -> str | None:
+    """The one-line message of the lost Ray work behind ``exc``, or None when it is not that."""
+    for e in _chain(exc):
+        names = {t.__name__ for t in type(e).__mro__}
+        if names & _LOST:
+            text = " ".join(str(e).split())
+            return f"{sorted(names & _LOST)[0]}: {text[:400]}"
+    return None
+
+
+def retryable_error(exc: BaseException) -> tuple[str, str] | None:
+    """("storage" | "cluster", one-line message) for a failure that running again may fix
+    (exit 3), or None."""
+    why = storage_error(exc)
+    if why is not None:
+        return "storage", why
+    why = cluster_error(exc)
+    return ("cluster", why) if why is not None else None

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from facepipe import __version__
 from facepipe.align.stage import resolve_method
 from facepipe.cluster.stage import ClusterConfig, run_cluster
-from facepipe.dataflow import ComputeConfig, dataflow, resources
+from facepipe.dataflow import ComputeConfig, alive_nodes, dataflow, resources
 from facepipe.decode import DecodeConfig
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import EmbedConfig
@@ -37,6 +37,7 @@ from facepipe.errors import UserError
 from facepipe.io import crypto, writer
 from facepipe.io import state as shard_state
 from facepipe.io.crypto import EncryptionConfig
+from facepipe.io.locality import check_paths_for_cluster
 from facepipe.io.output import Output
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.io.tombstones import Tombstones, load_tombstones
@@ -132,11 +133,9 @@ class RunPlan:
     list_s: float
 
 
-def preflight(cfg: RunConfig) -> tuple[tuple[str, str], Output]:
+def preflight(cfg: RunConfig) -> tuple[str, str]:
     """Fail before any cluster work: both models built once on CPU (seconds: torch's import and
-    the weights), the align method, the output's encryption. Returns (detector id, embedder id)
-    and the output, with the encryption setting it now records. The run id and date are checked
-    before it (:func:`checked_and_connected`)."""
+    the weights) and the align method. Returns (detector id, embedder id)."""
     try:
         detector_id = create_model(
             cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config
@@ -145,11 +144,15 @@ def preflight(cfg: RunConfig) -> tuple[tuple[str, str], Output]:
         resolve_method(cfg.embed.align.method, embedder.chip)
     except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
+    return detector_id, embedder.model_id
+
+
+def open_output(cfg: RunConfig) -> Output:
+    """The run's output, with the encryption setting it records from now on (the first run's)."""
     try:
-        encryption = crypto.ensure_output(cfg.output, cfg.encryption)
+        return Output(cfg.output, crypto.ensure_output(cfg.output, cfg.encryption))
     except ValueError as e:
         raise UserError(str(e)) from None
-    return (detector_id, embedder.model_id), Output(cfg.output, encryption)
 
 
 def plan(cfg: RunConfig, out: Output) -> RunPlan:
@@ -270,8 +273,9 @@ def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tupl
     cluster's start is seconds of waiting on its processes, building the models is seconds of the
     driver's CPU, so the models are built in a thread while ``ray.init`` runs in the main thread
     (it must: it sets signal handlers). A bad run id starts nothing; a model that fails to build
-    is reported once Ray is up (the process exit stops it). Returns the model ids, the output and
-    the seconds Ray took to come up."""
+    is reported once Ray is up (the process exit stops it). Then local paths the cluster's nodes
+    could not all read are refused (``facepipe.io.locality``), before the output is touched.
+    Returns the model ids, the output and the seconds Ray took to come up."""
     validate_run_id(cfg.run_id)
     validate_dt(cfg.dt)
     with ThreadPoolExecutor(1, thread_name_prefix="facepipe-preflight") as pool:
@@ -279,8 +283,10 @@ def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tupl
         try:
             ray_start_s = ensure_ray(ray_address)
         finally:
-            ids, out = checks.result()  # its UserError first: it is the user's to fix
-    return ids, out, ray_start_s
+            ids = checks.result()  # its UserError first: it is the user's to fix
+    client = (ray_address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
+    check_paths_for_cluster([*cfg.inputs, cfg.output], alive_nodes(), client, cfg.compute.shared_paths)
+    return ids, open_output(cfg), ray_start_s
 
 
 def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:

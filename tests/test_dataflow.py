@@ -29,6 +29,14 @@ def test_the_user_bounds_the_pool():
     assert r["detect_actors"] == [1, 3] and r["torch_threads"] == 1
 
 
+def test_a_model_resource_pins_one_actor_per_unit_to_the_nodes_that_advertise_it():
+    r = plan_resources(ComputeConfig(model_resource="inference"), 12, 0, model_slots=3)
+    assert r["detect_actors"] == [3, 3]
+    assert r["detect_actor_resources"] == {"num_cpus": 0.5, "resources": {"inference": 1.0}}
+    two = plan_resources(ComputeConfig(model_resource="inference", embed_pool=True), 12, 0, model_slots=3)
+    assert two["detect_actor_resources"]["resources"] == {"inference": 0.5}, "a detect and an embed actor per unit"
+
+
 @pytest.mark.timeout(400)
 def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
     """`facepipe run` confined to one core (its own local Ray cluster sees 1 CPU) finishes and
