@@ -1,19 +1,27 @@
 """`ray job submit` of jobs/extract.py to a real `ray start --head` cluster, as users run it."""
 
 import json
+import shutil
 import subprocess
+import sys
 import time
+import zipfile
 from pathlib import Path
 
 import archive
+import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
-def _submit(ray_cluster, sid: str, args: list[str], script: str = "jobs/nightly.py") -> tuple[str, str]:
-    """``ray job submit`` of ``script`` with ``args``, as users run it; waits for the end: (status, logs)."""
+def _submit(
+    ray_cluster, sid: str, args: list[str], script: str = "jobs/nightly.py", env_args: list[str] | None = None
+) -> tuple[str, str]:
+    """``ray job submit`` of ``script`` with ``args``, as users run it; waits for the end: (status, logs).
+    ``env_args``: the submission's runtime-env flags (default: this checkout as the working dir);
+    with them the entrypoint is ``args`` alone."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     cmd = [
@@ -22,15 +30,12 @@ def _submit(ray_cluster, sid: str, args: list[str], script: str = "jobs/nightly.
         "submit",
         "--address",
         ray_cluster.dashboard_url,
-        "--working-dir",
-        str(REPO),
+        *(env_args if env_args is not None else ["--working-dir", str(REPO)]),
         "--submission-id",
         sid,
         "--no-wait",
         "--",
-        "python",
-        script,
-        *args,
+        *(args if env_args is not None else ["python", script, *args]),
     ]
     subprocess.run(cmd, env=ray_cluster.env, check=True, capture_output=True, cwd=REPO)
     client = JobSubmissionClient(ray_cluster.dashboard_url)
@@ -55,6 +60,43 @@ def test_ray_job_submit_runs_the_extract_job(ray_cluster, photos, tmp_path):
     assert manifest["counts"]["images"] == len(arch.expected_status)
     assert manifest["counts"]["faces"] == sum(arch.expected_faces.values())
     assert "facepipe run job1 finished" in logs
+
+
+def test_a_runtime_env_pip_list_installs_a_working_job_on_the_cluster(ray_cluster, photos, tmp_path):
+    """`ray job submit --runtime-env-json '{"pip": [WHEEL]}'`, no working dir: the cluster's nodes
+    install the package from the pip list (no --no-deps extras), the job imports it from the
+    runtime env -- not from this checkout -- and a default run finds every face of the photos
+    with the face verifier's log-odds (its weights ship inside the package)."""
+    from ray.job_submission import JobStatus
+
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("facepipe-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        assert "facepipe/weights/mtcnn_onet.pt" in z.namelist(), "the face verifier's weights are not in the wheel"
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("obama.jpg", "t1.jpg"):
+        shutil.copy(photos[name], src / name)
+    out = tmp_path / "out"
+    where = "import facepipe, sys; print('facepipe from', facepipe.__file__, file=sys.stderr)"
+    run = f"python -m facepipe.cli run {src} --output {out} --run-id renv --dt 2026-11-03 --no-cluster"
+    env_args = ["--runtime-env-json", json.dumps({"pip": [str(wheel)]})]
+    # from a folder without the source: the cluster's processes run where `ray start` ran (this checkout)
+    entry = ["bash", "-c", f'cd {tmp_path} && python -c "{where}" && {run}']
+    status, logs = _submit(ray_cluster, "runtime-env-pip", entry, env_args=env_args)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    origin = next(ln for ln in logs.splitlines() if ln.startswith("facepipe from"))
+    assert str(REPO) not in origin and "runtime_resources" in origin, origin
+    manifest = json.loads((out / "_runs" / "renv.json").read_text())
+    assert manifest["counts"]["faces"] == 1 + 6  # obama, t1's six
+    assert manifest["detector"].startswith("yunet")
+    faces = pq.read_table(out / "faces", columns=["face_logit"]).column("face_logit").to_pylist()
+    assert len(faces) == 7 and all(v is not None and v > 0 for v in faces)
 
 
 def test_nightly_job_is_idempotent_per_date_and_skips_what_is_done(ray_cluster, photos, tmp_path):

