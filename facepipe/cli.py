@@ -51,7 +51,7 @@ def _run(p: argparse.ArgumentParser) -> None:
     from facepipe.score.stage import ScoreConfig
 
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image folder, Parquet file/folder or .tar shard(s); local or s3://"
+        "inputs", nargs="*", metavar="INPUT", help="image folder, Parquet file/folder or .tar shard(s); local or s3://"
     )
     _output(p, "output root (local path or s3://bucket/prefix)")
     p.add_argument(

@@ -18,7 +18,7 @@ def _dt_and_run_id(a: argparse.Namespace, prefix: str) -> tuple[str, str]:
     """The date (default: today, UTC) and run id (default: PREFIX-DATE) of a stage run on its own."""
     from datetime import datetime, timezone
 
-    from facepipe.pipeline import validate_dt, validate_run_id
+    from facepipe.startup import validate_dt, validate_run_id
 
     dt = a.dt or datetime.now(timezone.utc).strftime("%Y-%m-%d")
     validate_dt(dt)
@@ -198,8 +198,8 @@ def cmd_forget(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from facepipe.pipeline import ensure_ray
     from facepipe.score.stage import ScoreConfig, run_score
+    from facepipe.startup import ensure_ray
 
     dt, run_id = _dt_and_run_id(a, "score")
     ensure_ray(a.ray_address)

@@ -8,7 +8,8 @@
    record the state;
 4. :func:`post_stages` -- outlier scores of the run's faces, then identities over the archive.
 
-:func:`run` does them in order after :func:`preflight` and writes ``_runs/RUN_ID.json`` last.
+:func:`run` does them in order after ``facepipe.startup`` (the request checked, the models built
+while Ray starts) and writes ``_runs/RUN_ID.json`` last.
 Stages never import this module.
 """
 
@@ -17,34 +18,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import platform
 import secrets
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from facepipe import __version__
-from facepipe.align.stage import resolve_method
 from facepipe.cluster.stage import ClusterConfig, run_cluster
-from facepipe.dataflow import ComputeConfig, alive_nodes, dataflow, resources
+from facepipe.dataflow import ComputeConfig, dataflow, resources
 from facepipe.decode import DecodeConfig
 from facepipe.detect.stage import DetectConfig
 from facepipe.embed.stage import EmbedConfig
 from facepipe.errors import UserError
-from facepipe.io import crypto, writer
 from facepipe.io import state as shard_state
+from facepipe.io import writer
 from facepipe.io.crypto import EncryptionConfig
-from facepipe.io.locality import check_paths_for_cluster
+from facepipe.io.inventory import manifest_units
 from facepipe.io.output import Output
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.io.tombstones import Tombstones, load_tombstones
 from facepipe.manifest import BatchStats, Counts, RunManifest, Timing
 from facepipe.ray_logs import quiet_known_ray_errors
-from facepipe.registry import create_model
 from facepipe.score.stage import ScoreConfig, run_score
+from facepipe.startup import checked_and_connected
 
 log = logging.getLogger(__name__)
 
@@ -76,35 +74,6 @@ class RunConfig:
         return dataclasses.replace(self, dt=dt, run_id=run_id)
 
 
-def validate_run_id(run_id: str) -> None:
-    if not run_id or not all(c.isalnum() or c in "-_." for c in run_id) or run_id.startswith("."):
-        raise UserError(f"run id {run_id!r} must be letters, digits, '-', '_' or '.'")
-
-
-def validate_dt(dt: str) -> None:
-    try:
-        datetime.strptime(dt, "%Y-%m-%d")
-    except ValueError:
-        raise UserError(f"--dt {dt!r} is not a date of the form YYYY-MM-DD") from None
-
-
-def ensure_ray(address: str | None = None) -> float:
-    """Connect to Ray (``address``, else ``RAY_ADDRESS``), or start a local cluster; returns the
-    seconds it took (0 when already connected)."""
-    import ray
-
-    if ray.is_initialized():
-        return 0.0
-    t0 = time.perf_counter()
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:  # a local cluster of the CPUs this process may run on (taskset, a cgroup cpuset), not all the machine's
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
-    return time.perf_counter() - t0
-
-
 def _versions() -> dict[str, str]:
     import numpy
     import pyarrow
@@ -133,33 +102,14 @@ class RunPlan:
     list_s: float
 
 
-def preflight(cfg: RunConfig) -> tuple[str, str]:
-    """Fail before any cluster work: both models built once on CPU (seconds: torch's import and
-    the weights) and the align method. Returns (detector id, embedder id)."""
-    try:
-        detector_id = create_model(
-            cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config
-        ).model_id
-        embedder = create_model(cfg.embed.name, cfg.embed.weights, kind="embedder")
-        resolve_method(cfg.embed.align.method, embedder.chip)
-    except (KeyError, FileNotFoundError, ValueError) as e:
-        raise UserError(e.args[0] if e.args else str(e)) from None
-    return detector_id, embedder.model_id
-
-
-def open_output(cfg: RunConfig) -> Output:
-    """The run's output, with the encryption setting it records from now on (the first run's)."""
-    try:
-        return Output(cfg.output, crypto.ensure_output(cfg.output, cfg.encryption))
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
 def plan(cfg: RunConfig, out: Output) -> RunPlan:
     """List the inputs (erased prefixes never read again) and plan them against the state."""
     t0 = time.perf_counter()
     tombstones = load_tombstones(out)
-    units = [u for u in list_units(list(cfg.inputs)) if not tombstones.covers_uri(u.uri)]
+    listed = list_units(list(cfg.inputs)) if cfg.inputs else []
+    if cfg.read.manifest:
+        listed = sorted(set(listed) | set(manifest_units(cfg.read.manifest)), key=lambda u: u.uri)
+    units = [u for u in listed if not tombstones.covers_uri(u.uri)]
     todo = shard_state.plan(units, shard_state.load(out), cfg.run_id, cfg.full)
     p = RunPlan(out, units, todo, tombstones, time.perf_counter() - t0)
     log.info(
@@ -266,27 +216,6 @@ def _manifest(
         files={t: sorted(f for f in totals.files if f.startswith(f"{t}/")) for t in ("images", "faces")},
         versions=_versions(),
     )
-
-
-def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tuple[str, str], Output, float]:
-    """The run id and date checked, then :func:`preflight` with Ray started meanwhile: a local
-    cluster's start is seconds of waiting on its processes, building the models is seconds of the
-    driver's CPU, so the models are built in a thread while ``ray.init`` runs in the main thread
-    (it must: it sets signal handlers). A bad run id starts nothing; a model that fails to build
-    is reported once Ray is up (the process exit stops it). Then local paths the cluster's nodes
-    could not all read are refused (``facepipe.io.locality``), before the output is touched.
-    Returns the model ids, the output and the seconds Ray took to come up."""
-    validate_run_id(cfg.run_id)
-    validate_dt(cfg.dt)
-    with ThreadPoolExecutor(1, thread_name_prefix="facepipe-preflight") as pool:
-        checks = pool.submit(preflight, cfg)
-        try:
-            ray_start_s = ensure_ray(ray_address)
-        finally:
-            ids = checks.result()  # its UserError first: it is the user's to fix
-    client = (ray_address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
-    check_paths_for_cluster([*cfg.inputs, cfg.output], alive_nodes(), client, cfg.compute.shared_paths)
-    return ids, open_output(cfg), ray_start_s
 
 
 def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:

@@ -14,6 +14,7 @@ def _facepipe(*args):
     "args, message",
     [
         (["run", "x"], "the following arguments are required: --output"),
+        (["run", "-o", "o"], "no inputs: name INPUT paths"),
         (["run", "x", "-o", "o", "--score-threshold", "2"], "is not between 0 and 1"),
         (["run", "x", "-o", "o", "--batch-size", "0"], "not a positive integer"),
         (["run", "x", "-o", "o", "--no-such-flag"], "unrecognized arguments"),

@@ -43,11 +43,20 @@ class ReadConfig:
     """image_column / id_column: for Parquet inputs, the binary image column (or a struct with a
     ``bytes`` field, as Hugging Face datasets store images) and the column naming each row; without
     an id column the row number within its file is used.
-    rows_per_block: rows in each block the read tasks emit (bounds memory per block)."""
+    rows_per_block: rows in each block the read tasks emit (bounds memory per block).
+    manifest: a file listing the input units (``facepipe.io.inventory``), so the driver does not
+    list millions of keys before reading starts."""
 
     image_column: str = flag("image", "--image-column", "Parquet column holding image bytes")
     id_column: str | None = flag(None, "--id-column", "Parquet column naming each row (default: row number)")
     rows_per_block: int = 16
+    #: an inventory of the input units (facepipe.io.inventory) read instead of, or besides, listing INPUTs
+    manifest: str | None = flag(
+        None,
+        "--input-manifest",
+        "a Parquet or CSV file (or folder; local or s3://) listing the input files -- a 'uri' column, or S3 "
+        "Inventory's bucket/key, with size and last_modified_date -- instead of listing INPUT prefixes",
+    )
 
 
 @dataclass(frozen=True)
