@@ -90,18 +90,21 @@ def group_of(detector: str, align: str) -> str:
 
 
 def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, group: str) -> np.ndarray:
-    """Seeded uniform sample (<= max_train) of one group's confident faces' features over the last train_days."""
+    """Seeded uniform sample (<= max_train) of one group's confident faces' features over the last
+    train_days, in face id order whatever the files' order."""
     day = date.fromisoformat(dt)
     dts = [(day - timedelta(days=k)).isoformat() for k in range(cfg.train_days)]
     detector, align = group.split(" ")
     t = ds.to_table(
-        columns=FEATURE_COLUMNS,
+        columns=["face_id", *FEATURE_COLUMNS],
         filter=pc.field("dt").isin(dts)
         & pc.field("face_logit").is_valid()
         & (pc.field("detector") == detector)
         & (pc.field("align") == align),
     )
-    x = face_features(t)
+    # in face id order: the files' order (their names carry a random part; how rows were grouped
+    # into files depends on the run's layout) must not change the sample or the training order
+    x = face_features(t.sort_by("face_id"))
     x = x[confident(x, cfg)]
     if len(x) > cfg.drocc.max_train:
         x = x[np.sort(np.random.default_rng(cfg.drocc.seed).choice(len(x), cfg.drocc.max_train, replace=False))]

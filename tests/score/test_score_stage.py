@@ -19,9 +19,20 @@ from facepipe.score.stage import DROCC_INPUTS, ScoreConfig, run_score
 DT = "2026-11-02"
 
 
-def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
+def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0, files=((0, None),)):
     """A published faces partition whose quality features (landmark offsets, sharpness, the
-    verifier's face log-odds) look like confident real faces, plus a few detections that do not."""
+    verifier's face log-odds) look like confident real faces, plus a few detections that do not.
+    ``files``: (start, stop) of the images each part file holds, written in that order."""
+    rows = _face_rows(n_images, faces_per, outliers, seed)
+    staged = []
+    for start, stop in files:
+        batch = pa.Table.from_pylist(rows[start:stop], schema=EMBEDDED_SCHEMA)
+        staged += writer.write_batch(batch, str(out), "extract1", DT).column("files")[0].as_py()
+    Output.open(str(out)).publish("extract1", staged)
+    return outliers
+
+
+def _face_rows(n_images: int, faces_per: int, outliers: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_images):
@@ -54,9 +65,7 @@ def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0):
                 "t_embed": 0.0,
             }
         )
-    stats = writer.write_batch(pa.Table.from_pylist(rows, schema=EMBEDDED_SCHEMA), str(out), "extract1", DT)
-    Output.open(str(out)).publish("extract1", stats.column("files")[0].as_py())
-    return outliers
+    return rows
 
 
 FAST = DROCCConfig(epochs=12, only_ce_epochs=3, hidden=64)
@@ -131,6 +140,19 @@ def test_driver_and_ray_tasks_train_and_score_alike(ray_cluster, tmp_path):
     for face_id, score, flagged, _model_id, run_id in _outliers(out):
         by_run.setdefault(run_id, {})[face_id] = (round(score, 4), flagged)
     assert by_run["s1"] == by_run["s2"]
+
+
+def test_the_model_and_scores_do_not_depend_on_how_rows_were_grouped_into_files(ray_cluster, tmp_path):
+    """The same faces, published as one file or as three files written in another order (the
+    Ray and local executors group rows differently; part names carry a random part), train the
+    same model and get the same scores."""
+    one, three = tmp_path / "one", tmp_path / "three"
+    _write_faces(one)
+    _write_faces(three, files=((40, None), (0, 15), (15, 40)))
+    a = run_score(str(one), DT, "s", ScoreConfig(drocc=FAST))
+    b = run_score(str(three), DT, "s", ScoreConfig(drocc=FAST))
+    assert [m["model_id"] for m in a["models"].values()] == [m["model_id"] for m in b["models"].values()]
+    assert sorted(_outliers(one)) == sorted(_outliers(three))
 
 
 def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
