@@ -42,6 +42,8 @@ class ComputeConfig:
     asks one unit of, so the pool lives on the nodes meant for it (say, GPU nodes of one kind).
     shared_paths: local paths are visible at the same place on every node; without it a local
     path on a multi-node cluster is refused (``facepipe.io.locality``).
+    executor / local_max_bytes: where the pipeline runs (``facepipe.local`` says when Ray's
+    start-up is not worth it).
     """
 
     detect_actors_min: int | None = flag(
@@ -75,6 +77,16 @@ class ComputeConfig:
         "multi-node cluster",
         action="store_true",
     )
+    executor: str = flag(
+        "auto",
+        "--executor",
+        "ray: a Ray Data pipeline (a local cluster unless --ray-address); local: worker processes on this machine, "
+        "no Ray; auto: local for a small job on local paths with no cluster to join, else ray",
+        choices=("auto", "ray", "local"),
+    )
+    #: --executor auto runs a job without Ray up to this many bytes of input (~2,000 ordinary photos):
+    #: below it, Ray's ~12 s of start-up is most of the run (facepipe.local)
+    local_max_bytes: int = 256 << 20
     torch_threads: int | None = None
     read_parallelism: int | None = None
     decode_batch_size: int = 16

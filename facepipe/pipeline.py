@@ -39,10 +39,11 @@ from facepipe.io.inventory import manifest_units
 from facepipe.io.output import Output
 from facepipe.io.sources import ReadConfig, list_units
 from facepipe.io.tombstones import Tombstones, load_tombstones
+from facepipe.local import local_cpus, run_local, worth_ray
 from facepipe.manifest import BatchStats, Counts, RunManifest, Timing
 from facepipe.ray_logs import quiet_known_ray_errors
 from facepipe.score.stage import ScoreConfig, run_score
-from facepipe.startup import checked_and_connected
+from facepipe.startup import checked_and_connected, connect
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,22 @@ def extract(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.target_max_block_size = cfg.compute.target_block_bytes
-    res = resources(cfg.compute)
+    res = {"executor": "ray", **resources(cfg.compute)}
     p.output.clear_staging(cfg.run_id)
     with quiet_known_ray_errors():  # Ray Data's own actor-pool false alarm (facepipe.ray_logs)
         rows = (
             dataflow(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
         )  # nothing new: no dataset at all
+    return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
+
+
+def extract_local(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
+    """:func:`extract` without Ray: worker processes on this machine (``facepipe.local``)."""
+    t0 = time.perf_counter()
+    workers = min(local_cpus(), max(len(p.todo.todo), 1))
+    p.output.clear_staging(cfg.run_id)
+    rows = run_local(cfg, p.output, p.todo.todo, p.tombstones, workers) if p.todo.todo else []
+    res = {"executor": "local", "cluster_cpus": local_cpus(), "workers": workers, "torch_threads": 1}
     return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
 
 
@@ -180,7 +191,7 @@ def _manifest(
     totals: BatchStats,
     res: dict,
     pipeline_s: float,
-    ray_start_s: float,
+    ray_start_s: float | None,
 ) -> RunManifest:
     ok = totals.status_counts.get("ok", 0)
     counts = Counts(
@@ -199,7 +210,7 @@ def _manifest(
         pipeline_s=round(pipeline_s, 3),
         stage_task_s=totals.stage_s,
         images_per_s=round(totals.n_images / pipeline_s, 2) if pipeline_s > 0 else None,
-        ray_start_s=round(ray_start_s, 3),
+        ray_start_s=round(ray_start_s, 3) if ray_start_s is not None else None,
         cores_busy=cores_busy(totals.stage_s, pipeline_s),
     )
     return RunManifest(
@@ -225,7 +236,9 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:
     ids, out, ray_start_s = checked_and_connected(cfg, ray_address)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     p = plan(cfg, out)
-    totals, res, pipeline_s = extract(cfg, p)
+    if ray_start_s is None and worth_ray(cfg, p.todo.todo):  # a local job large enough for Ray after all
+        ray_start_s = connect(cfg, ray_address)
+    totals, res, pipeline_s = extract(cfg, p) if ray_start_s is not None else extract_local(cfg, p)
     m = _manifest(cfg, ids, p, totals, res, pipeline_s, ray_start_s)
     m.started_at = started.isoformat(timespec="seconds")
     t_pub = time.perf_counter()

@@ -89,24 +89,36 @@ def open_output(cfg: RunConfig) -> Output:
         raise UserError(str(e)) from None
 
 
-def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tuple[str, str], Output, float]:
-    """The run id and date checked, then :func:`preflight` with Ray started meanwhile: a local
-    cluster's start is seconds of waiting on its processes, building the models is seconds of the
-    driver's CPU, so the models are built in a thread while ``ray.init`` runs in the main thread
-    (it must: it sets signal handlers). A bad run id starts nothing; a model that fails to build
-    is reported once Ray is up (the process exit stops it). Then local paths the cluster's nodes
-    could not all read are refused (``facepipe.io.locality``), before the output is touched.
-    Returns the model ids, the output and the seconds Ray took to come up."""
-    validate_run_id(cfg.run_id)
-    validate_dt(cfg.dt)
-    validate_inputs(cfg)
-    with ThreadPoolExecutor(1, thread_name_prefix="facepipe-preflight") as pool:
-        checks = pool.submit(preflight, cfg)
-        try:
-            ray_start_s = ensure_ray(ray_address)
-        finally:
-            ids = checks.result()  # its UserError first: it is the user's to fix
+def connect(cfg: RunConfig, ray_address: str | None) -> float:
+    """Connect to Ray or start a local cluster (:func:`ensure_ray`), then refuse local paths the
+    cluster's nodes could not all read (``facepipe.io.locality``); returns the seconds it took."""
+    ray_start_s = ensure_ray(ray_address)
     client = (ray_address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
     paths = [*cfg.inputs, cfg.output, *([cfg.read.manifest] if cfg.read.manifest else [])]
     check_paths_for_cluster(paths, alive_nodes(), client, cfg.compute.shared_paths)
+    return ray_start_s
+
+
+def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tuple[str, str], Output, float | None]:
+    """The run id, date and inputs checked, then :func:`preflight` -- with Ray started meanwhile
+    when the run will need it: a local cluster's start is seconds of waiting on its processes,
+    building the models is seconds of the driver's CPU, so the models are built in a thread
+    while ``ray.init`` runs in the main thread (it must: it sets signal handlers). A bad run id
+    starts nothing; a model that fails to build is reported once Ray is up (the process exit stops
+    it). A run that may go without Ray (``facepipe.local``) starts nothing yet: the plan decides.
+    The output is touched only after that. Returns the model ids, the output and the seconds Ray
+    took to come up (None: not started)."""
+    from facepipe.local import local_possible
+
+    validate_run_id(cfg.run_id)
+    validate_dt(cfg.dt)
+    validate_inputs(cfg)
+    if local_possible(cfg, ray_address):
+        return preflight(cfg), open_output(cfg), None
+    with ThreadPoolExecutor(1, thread_name_prefix="facepipe-preflight") as pool:
+        checks = pool.submit(preflight, cfg)
+        try:
+            ray_start_s = connect(cfg, ray_address)
+        finally:
+            ids = checks.result()  # its UserError first: it is the user's to fix
     return ids, open_output(cfg), ray_start_s

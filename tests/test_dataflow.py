@@ -56,7 +56,18 @@ def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="fp1c", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
     p = subprocess.Popen(
-        [sys.executable, "-m", "facepipe.cli", "run", str(src), "--output", str(tmp_path / "out"), "--no-score"],
+        [
+            sys.executable,
+            "-m",
+            "facepipe.cli",
+            "run",
+            str(src),
+            "--output",
+            str(tmp_path / "out"),
+            "--no-score",
+            "--executor",
+            "ray",  # the Ray pipeline's layout is what this protects (a small job would go local)
+        ],  # fmt: skip
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
