@@ -248,7 +248,9 @@ def main() -> None:
         print(
             f"\nfacepipe run, {cores} core(s), `{' '.join(['facepipe run IMAGES --output OUT', *a.extra])}`: "
             f"{wall:.1f}s wall for the whole job = {len(files) / wall:.2f} images/s; {m['counts']['faces']} faces\n"
-            f"  its figures: Ray start {t.get('ray_start_s')}s, pipeline {t['pipeline_s']:.1f}s "
+            f"  its figures: executor {m['resources'].get('executor', 'ray')}, "
+            + (f"Ray start {t['ray_start_s']}s, " if t.get("ray_start_s") is not None else "")
+            + f"pipeline {t['pipeline_s']:.1f}s "
             f"({t['images_per_s']} images/s), score {t['score_s']}s, identities {t['cluster_s']}s, run {t['wall_s']}s;"
             f" cores busy {t.get('cores_busy')} of {m['resources']['cluster_cpus']}\n"
             f"  task seconds {t['stage_task_s']}\n  {s.summary()}"

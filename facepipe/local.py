@@ -100,7 +100,9 @@ def run_local(cfg: RunConfig, out: Output, units: list[Unit], tombstones: Tombst
 
     global _JOB
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # before any model: no OpenMP pool exists in the driver when it forks
+    # one intra-op thread from here on, in the driver and the workers it forks: torch then runs
+    # its ops inline, and no OpenMP parallel region (which does not survive a fork) is ever entered
+    torch.set_num_threads(1)
     try:
         _JOB = (cfg, FaceActor(cfg.detect, cfg.embed, cfg.decode, torch_threads=1), tombstones)
         rows, pending, n = [], [], 0

@@ -25,19 +25,14 @@ from pathlib import Path
 import pytest
 from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
 from procs import end, end_started, free_ports, own_processes
-from s3server import SeaweedFS
+from s3server import SeaweedFS, s3_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 # S3 test identity and endpoint, exported before any Ray process starts so workers inherit them.
 S3_PORT = free_ports(1)[0]
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "facepipe-test",
-    "AWS_SECRET_ACCESS_KEY": "facepipe-test-secret",
-    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
-    "AWS_REGION": "us-east-1",
-}
+S3_ENV = s3_env(S3_PORT, "facepipe-test")
 os.environ.update(S3_ENV)
 os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
 

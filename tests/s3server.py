@@ -16,6 +16,17 @@ from procs import end, free_ports
 BIN = Path(sys.executable).parent
 
 
+def s3_env(port: int, user: str = "bench") -> dict[str, str]:
+    """The AWS variables that point a client (boto3, pyarrow, the job) at a server on ``port``
+    as ``user`` (its key; the secret is derived from it)."""
+    return {
+        "AWS_ACCESS_KEY_ID": user,
+        "AWS_SECRET_ACCESS_KEY": f"{user}-secret",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_REGION": "us-east-1",
+    }
+
+
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
     import socket
 
