@@ -44,7 +44,8 @@ browser:
 
 # Benchmarks (numbers go to bench/RESULTS.md); face_recognition is the comparison, bench-only.
 # e2e: the whole job with default settings against face_recognition, on ordinary photos (1 and 2
-# cores) and on the pasted-face archive.
+# cores) and on the pasted-face archive. listing / scale (issue 20): naming 10^5-10^6 inputs, and
+# 10^5 images on S3 through a Ray cluster whose object store is capped at 1 GiB (~25 min here).
 SHARED ?= $${FACEPIPE_SHARED:-../shared}
 bench: install
 	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0 infomap==2.16.0
@@ -52,6 +53,9 @@ bench: install
 	$(PY) bench/cluster_real.py --shared $(SHARED)
 	$(PY) bench/e2e.py --shared $(SHARED) --cores 2,1
 	$(PY) bench/e2e.py --shared $(SHARED) --archive-kind pasted
+	$(PY) bench/listing.py --keys 100000
+	$(PY) bench/listing.py --local --keys 100000,1000000
+	$(PY) bench/scale.py --images 100000
 
 clean:
 	rm -rf $(VENV) demo-output

@@ -180,7 +180,8 @@ def post_stages(cfg: RunConfig, out: Output, m: RunManifest) -> None:
 
 def cores_busy(stage_task_s: dict[str, float], seconds: float) -> float | None:
     """How many cores the stages kept busy on average: their task seconds over the pipeline's
-    wall time (Ray was up before it; actor start-up is included, so a short run shows its fixed cost)."""
+    wall time (Ray, when used, was up before it; the workers' start is included, so a short run
+    shows its fixed cost)."""
     return round(sum(stage_task_s.values()) / seconds, 2) if seconds > 0 else None
 
 

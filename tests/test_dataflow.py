@@ -37,6 +37,14 @@ def test_a_model_resource_pins_one_actor_per_unit_to_the_nodes_that_advertise_it
     assert two["detect_actor_resources"]["resources"] == {"inference": 0.5}, "a detect and an embed actor per unit"
 
 
+def test_a_model_resource_no_node_advertises_is_a_user_error(ray_cluster):
+    from facepipe.dataflow import resources
+    from facepipe.errors import UserError
+
+    with pytest.raises(UserError, match="no node of the cluster advertises it"):
+        resources(ComputeConfig(model_resource="no_such_slot"))
+
+
 @pytest.mark.timeout(400)
 def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
     """`facepipe run` confined to one core (its own local Ray cluster sees 1 CPU) finishes and

@@ -180,11 +180,17 @@ def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> 
         yield _row(f"{uri}#row{row_number}+", None, f"Parquet file damaged after row {row_number}: {e}", "corrupt")
 
 
+#: bytes each read of a tar shard fetches (one S3 GET per this much of the shard)
+TAR_READ_BUFFER = 8 << 20
+
+
 def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
     """Members of a shard; damage yields one extra row for the shard itself, after the members
     read before it."""
     try:
-        with fs.open_input_stream(path) as stream:
+        # buffered: tarfile reads 10 KiB at a time, and an unbuffered S3 stream turns every read
+        # into a ranged GET (~2 requests per member: 2,000 for a shard of 1,000 small images)
+        with fs.open_input_stream(path, buffer_size=TAR_READ_BUFFER) as stream:
             members = iter_image_members(stream)
             while True:
                 try:
