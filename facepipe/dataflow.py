@@ -36,8 +36,8 @@ class ComputeConfig:
     clusters: measured faster than 1, see bench/RESULTS.md "actor layout").
     torch_threads: torch's intra-op threads per actor (None = the actor's CPU slots, at least 1).
     read_parallelism: read tasks (None = 2 per cluster CPU, at most one per input unit).
-    decode_batch_size: images per decode task call. decode_task_memory: bytes reserved per
-    decode task. rows_per_file: images per output file. embed_pool: see below.
+    decode_task_memory: bytes reserved per read+decode task (a decode call takes one read block:
+    ``ReadConfig.rows_per_block`` images). rows_per_file: images per output file. embed_pool: see below.
     model_resource: a custom resource (``ray start --resources '{"NAME": N}'``) each model actor
     asks one unit of, so the pool lives on the nodes meant for it (say, GPU nodes of one kind).
     shared_paths: local paths are visible at the same place on every node; without it a local
@@ -89,7 +89,6 @@ class ComputeConfig:
     local_max_bytes: int = 256 << 20
     torch_threads: int | None = None
     read_parallelism: int | None = None
-    decode_batch_size: int = 16
     decode_task_memory: int = 1 << 30
     rows_per_file: int = flag(4096, "--rows-per-file", "images per output Parquet file", type=positive_int)
     #: Ray Data's target block size for the run. Its default (128 MiB) made one block of a read
@@ -154,29 +153,32 @@ def plan_resources(compute: ComputeConfig, cpus: float, gpus: int, model_slots: 
 
 
 def dataflow(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: Tombstones) -> list[dict]:
-    """The Ray Data pipeline over ``units``: read -> decode -> detect/align/embed -> staged
-    Parquet; returns one STATS row per written batch. Erased images (``tombstones``) are dropped
-    before decoding, erased faces before writing."""
+    """Run :func:`pipeline_dataset`; returns one STATS row per written batch."""
+    return pipeline_dataset(cfg, out, units, res, tombstones).take_all()
+
+
+def pipeline_dataset(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: Tombstones):
+    """The Ray Data pipeline over ``units`` (lazy): read -> decode -> detect/align/embed -> staged
+    Parquet, one STATS row per written batch. Erased images (``tombstones``) are dropped before
+    decoding, erased faces before writing."""
 
     from facepipe.io.datasource import read_images
 
     c = cfg.compute
-    ds = read_images(units, cfg.read, res["read_parallelism"], res["decode_cpus"])
+    # Read, drop erased rows and decode ask for the same resources, so Ray Data fuses them into one
+    # task. Apart, a read task of a large tar shard (dozens of blocks) held the last free CPU while
+    # it waited for a decode task to take its blocks -- a decode task that could never get a CPU:
+    # the job hung (a 1,000-image shard on 2 CPUs, bench/scale.py). A full-resolution decode of a
+    # large PNG/TIFF needs a few hundred MB; reserving it keeps the scheduler from packing decode
+    # tasks into an OOM. It also makes these tasks' remote args differ from the actors', so Ray
+    # does not fuse decoding into the detector actors (it fuses a task map into the next actor
+    # map when their args are equal): decode runs in CPU tasks beside the actors.
+    task = {"num_cpus": res["decode_cpus"], "memory": c.decode_task_memory}
+    ds = read_images(units, cfg.read, res["read_parallelism"], **task)
     if tombstones.image_ids or tombstones.source_prefixes:
-        ds = ds.map_batches(drop_erased_rows, fn_kwargs={"tombstones": tombstones}, batch_format="numpy")
-    ds = ds.map_batches(
-        decode_batch,
-        fn_kwargs={"config": cfg.decode},
-        batch_size=c.decode_batch_size,
-        batch_format="numpy",
-        num_cpus=res["decode_cpus"],
-        # A full-resolution decode of a large PNG/TIFF needs a few hundred MB; reserving it keeps
-        # the scheduler from packing decode tasks into an OOM. It also makes decode's remote args
-        # differ from the actors', so Ray does not fuse decoding into the detector actors (it
-        # fuses a task map into the next actor map when their args are equal): decode runs in
-        # CPU tasks beside the actors instead of serially inside them.
-        memory=c.decode_task_memory,
-    )
+        ds = ds.map_batches(drop_erased_rows, fn_kwargs={"tombstones": tombstones}, batch_format="numpy", **task)
+    # no batch_size: one read block per call (a batch size would stop Ray Data fusing it into the read)
+    ds = ds.map_batches(decode_batch, fn_kwargs={"config": cfg.decode}, batch_size=None, batch_format="numpy", **task)
     ds = _models(ds, cfg, res)
     ds = ds.map_batches(
         writer.write_batch,
@@ -185,7 +187,7 @@ def dataflow(cfg: RunConfig, out: Output, units: list, res: dict, tombstones: To
         batch_format="pyarrow",
         num_cpus=0.5,
     )
-    return ds.take_all()
+    return ds
 
 
 def _models(ds, cfg: RunConfig, res: dict):

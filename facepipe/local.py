@@ -83,11 +83,9 @@ def _embed_unit(unit: Unit) -> pa.Table | None:
         batch = _numpy(block)
         if erasing:
             batch = drop_erased_rows(batch, tombstones)
-        n = len(batch["image_id"])
-        for s in range(0, n, cfg.compute.decode_batch_size):
-            decoded = decode_batch({k: v[s : s + cfg.compute.decode_batch_size] for k, v in batch.items()}, cfg.decode)
-            for t in range(0, decoded.num_rows, cfg.detect.batch_size):
-                out.append(actor(_numpy(decoded.slice(t, cfg.detect.batch_size))))
+        decoded = decode_batch(batch, cfg.decode)  # one read block per call, as in the Ray pipeline
+        for t in range(0, decoded.num_rows, cfg.detect.batch_size):
+            out.append(actor(_numpy(decoded.slice(t, cfg.detect.batch_size))))
     return pa.concat_tables(out) if out else None
 
 

@@ -91,3 +91,29 @@ def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert p.returncode == 0, out[-3000:]
     assert "images    4 (4 ok, 0 failed)" in out and "of 1 busy with the stages' tasks" in out, out
+
+
+@pytest.mark.parametrize("erased", [False, True])
+def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluster, photos, tmp_path, capsys, erased):
+    """Ray Data fuses read -> drop erased -> decode into one task. Apart, a read task of a large
+    tar shard held the last CPU the model actors left while it waited for a decode task to take
+    its blocks -- a decode task that could not be scheduled: the 10^5-image run (bench/scale.py,
+    1,000-image shards from S3, 2 CPUs) hung. A batch size on decode, or other resources than the
+    read's, would stop the fusion."""
+    from facepipe.dataflow import pipeline_dataset, resources
+    from facepipe.io.output import Output
+    from facepipe.io.sources import list_units
+    from facepipe.io.tombstones import Tombstones
+    from facepipe.pipeline import RunConfig
+
+    cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
+    tomb = Tombstones(image_ids=frozenset({"0" * 32})) if erased else Tombstones()
+    ds = pipeline_dataset(cfg, Output(str(tmp_path), None), list_units(list(cfg.inputs)), resources(cfg.compute), tomb)
+    ds.explain()
+    physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+    fused = (
+        "ReadImageArchive->MapBatches(drop_erased_rows)->MapBatches(decode_batch)"
+        if erased
+        else ("ReadImageArchive->MapBatches(decode_batch)")
+    )
+    assert f"TaskPoolMapOperator[{fused}]" in physical, physical

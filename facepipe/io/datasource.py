@@ -39,9 +39,14 @@ def _reader(group: list[Unit], cfg: ReadConfig):
     return lambda: read_units(group, cfg)
 
 
-def read_images(units: list[Unit], cfg: ReadConfig, parallelism: int, num_cpus: float = 1.0) -> Dataset:
+def read_images(
+    units: list[Unit], cfg: ReadConfig, parallelism: int, num_cpus: float = 1.0, memory: int | None = None
+) -> Dataset:
     """A Dataset of READ_SCHEMA rows from ``units``, in up to ``parallelism`` read tasks of
-    ``num_cpus`` CPUs each."""
+    ``num_cpus`` CPUs (and ``memory`` bytes) each."""
     return read_datasource(
-        ImageArchiveDatasource(units, cfg), override_num_blocks=max(1, min(parallelism, len(units))), num_cpus=num_cpus
+        ImageArchiveDatasource(units, cfg),
+        override_num_blocks=max(1, min(parallelism, len(units))),
+        num_cpus=num_cpus,
+        memory=memory,
     )

@@ -43,7 +43,8 @@ class ReadConfig:
     """image_column / id_column: for Parquet inputs, the binary image column (or a struct with a
     ``bytes`` field, as Hugging Face datasets store images) and the column naming each row; without
     an id column the row number within its file is used.
-    rows_per_block: rows in each block the read tasks emit (bounds memory per block).
+    rows_per_block: rows in each block the read tasks emit (bounds memory per block), and so the
+    images of one decode call.
     manifest: a file listing the input units (``facepipe.io.inventory``), so the driver does not
     list millions of keys before reading starts."""
 
