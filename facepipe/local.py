@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,14 +43,11 @@ _JOB: tuple[RunConfig, FaceActor, Tombstones] | None = None
 def local_possible(cfg: RunConfig, ray_address: str | None) -> bool:
     """Whether this run may go without Ray: ``--executor local``, or ``auto`` with no cluster to
     join (no address, none in RAY_ADDRESS, not connected already) and only local paths."""
-    import sys
-
     if cfg.compute.executor == "ray":
         return False
     connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     remote = ray_address or os.environ.get("RAY_ADDRESS") or connected
-    paths = [*cfg.inputs, cfg.output, *([cfg.read.manifest] if cfg.read.manifest else [])]
-    possible = not remote and not any(is_s3(p) for p in paths)
+    possible = not remote and not any(is_s3(p) for p in cfg.paths())
     if cfg.compute.executor == "local" and not possible:
         raise UserError(
             "--executor local runs on this machine over local paths: drop --ray-address / RAY_ADDRESS, "

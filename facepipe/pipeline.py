@@ -67,6 +67,10 @@ class RunConfig:
     #: follows its recorded setting, so None means "as the output already is"
     encryption: EncryptionConfig | None = None
 
+    def paths(self) -> list[str]:
+        """Every path the run reads or writes: the inputs, the input manifest, the output."""
+        return [*self.inputs, *([self.read.manifest] if self.read.manifest else []), self.output]
+
     def resolved(self) -> "RunConfig":
         """Fill the run date (today, UTC) and a fresh run id when not given."""
         now = datetime.now(timezone.utc)

@@ -34,7 +34,7 @@ def validate_inputs(cfg: RunConfig) -> None:
     costs no cluster start). Listing them is the plan's (s3:// prefixes too)."""
     if not cfg.inputs and not cfg.read.manifest:
         raise UserError("no inputs: name INPUT paths (folders, files, s3:// prefixes) or --input-manifest FILE")
-    for uri in [*cfg.inputs, *([cfg.read.manifest] if cfg.read.manifest else [])]:
+    for uri in cfg.paths()[:-1]:  # not the output
         try:
             _, path = fsio.resolve(uri)
         except ValueError as e:
@@ -62,7 +62,9 @@ def ensure_ray(address: str | None = None) -> float:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:  # a local cluster of the CPUs this process may run on (taskset, a cgroup cpuset), not all the machine's
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        from facepipe.local import local_cpus
+
+        cpus = local_cpus()
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
     return time.perf_counter() - t0
 
@@ -94,8 +96,7 @@ def connect(cfg: RunConfig, ray_address: str | None) -> float:
     cluster's nodes could not all read (``facepipe.io.locality``); returns the seconds it took."""
     ray_start_s = ensure_ray(ray_address)
     client = (ray_address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
-    paths = [*cfg.inputs, cfg.output, *([cfg.read.manifest] if cfg.read.manifest else [])]
-    check_paths_for_cluster(paths, alive_nodes(), client, cfg.compute.shared_paths)
+    check_paths_for_cluster(cfg.paths(), alive_nodes(), client, cfg.compute.shared_paths)
     return ray_start_s
 
 
