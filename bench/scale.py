@@ -134,7 +134,9 @@ class Sampler(threading.Thread):
                     self.peaks[k] = max(self.peaks.get(k, 0), rss)
 
 
-def start_ray(temp: Path, object_store: int, env: dict) -> tuple[str, subprocess.Popen]:
+def start_ray(temp: Path, object_store: int, env: dict) -> tuple[str, str, subprocess.Popen]:
+    """A one-node cluster: (GCS address, dashboard URL -- what the state API is asked at, see
+    tests/procs.py -- and the `ray start` launcher, whose session holds its processes)."""
     from procs import free_ports
 
     gcs, dash = free_ports(2)
@@ -148,7 +150,7 @@ def start_ray(temp: Path, object_store: int, env: dict) -> tuple[str, subprocess
     )
     out, _ = p.communicate(timeout=180)
     assert p.returncode == 0, out[-3000:]
-    return f"127.0.0.1:{gcs}", p
+    return f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", p
 
 
 def main() -> None:
@@ -184,7 +186,7 @@ def main() -> None:
             server.client.create_bucket(Bucket=b)
         for p in shards:
             server.client.upload_file(str(p), "scale-in", f"night/{p.name}")
-        address, launcher = start_ray(temp, a.object_store_mib << 20, env)
+        address, dashboard, launcher = start_ray(temp, a.object_store_mib << 20, env)
         run = [
             str(BIN / "facepipe"), "run", "s3://scale-in/night", "--output", "s3://scale-out/out", "--run-id", "scale",
             "--ray-address", address, *a.extra,
@@ -205,7 +207,7 @@ def main() -> None:
         from ray.util.state import list_tasks
 
         failed = list_tasks(
-            address=address, filters=[("state", "=", "FAILED")], limit=10_000, raise_on_missing_output=False
+            address=dashboard, filters=[("state", "=", "FAILED")], limit=10_000, raise_on_missing_output=False
         )
         oom = [t for t in failed if "OUT_OF_MEMORY" in str(t.error_type) or "memory" in str(t.error_message).lower()]
         report(a, job.returncode, wall, sampler, spill, failed, oom)

@@ -3,7 +3,10 @@
 - Servers: free ports (`free_ports`), processes found by a marker only they carry (their own
   temp dir in the command line, `pids_with`) and ended by pid (`end`), never a broad stop.
 - The job as a process of its own (`cli_run`) and the Ray actors and tasks *of that job*
-  (`job_of`, `model_actors`, `running_model_tasks`), found through Ray's state API.
+  (`job_of`, `model_tasks`, `wait_for_batches_in_flight`), found through Ray's state API -- asked
+  at the cluster's dashboard URL, never its GCS address: given a GCS address, Ray points the
+  calling process's internal-KV client at that cluster for good, and when that cluster ends
+  (tests/test_multinode.py) the process is terminated after 60 s without its GCS.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def cli_run(
         text=True,
         start_new_session=True,
     )
-    proc.ray_address = ray_cluster.address  # for the state-API helpers below
+    proc.state_url = ray_cluster.dashboard_url  # for the state-API helpers below
     STARTED.append(proc)
     return proc
 
@@ -155,26 +158,32 @@ def end_started() -> list[int]:
     return [p.pid for p in left]
 
 
-def job_of(address: str, driver_pid: int) -> str | None:
+def state_address(url: str) -> str:
+    """``url`` checked to be a dashboard URL (see the module's docstring for why not a GCS address)."""
+    assert url.startswith("http://"), f"ask Ray's state API at a dashboard URL, not {url!r}"
+    return url
+
+
+def job_of(state_url: str, driver_pid: int) -> str | None:
     """The Ray job id (hex) whose driver is the process ``driver_pid``, once it has connected.
-    Every state-API call names the cluster (``address``): with another cluster on the machine,
-    Ray would not know which one to ask."""
+    Every state-API call names the cluster by its dashboard URL (``state_url``): with another
+    cluster on the machine, Ray would not know which one to ask."""
     from ray.util.state import list_jobs
 
-    for j in list_jobs(address=address, limit=10_000):
+    for j in list_jobs(address=state_address(state_url), limit=10_000):
         if j.driver_info is not None and str(j.driver_info.pid) == str(driver_pid):
             return j.job_id
     return None
 
 
-def model_tasks(address: str, job_id: str, state: str) -> list:
+def model_tasks(state_url: str, job_id: str, state: str) -> list:
     """The job's batches on its map actors (``MapWorker.submit`` tasks; not the actor's
     constructor) in one state -- ``RUNNING``: started and not yet returned; ``FAILED`` -- as Ray's
     TaskState."""
     from ray.util.state import list_tasks
 
     tasks = list_tasks(
-        address=address,
+        address=state_address(state_url),
         filters=[("job_id", "=", job_id), ("state", "=", state)],
         limit=10_000,
         raise_on_missing_output=False,
@@ -190,9 +199,9 @@ def wait_for_batches_in_flight(p: subprocess.Popen, timeout: float = 180) -> tup
     while time.time() < deadline:
         if p.poll() is not None:
             raise AssertionError(f"the run ended (exit {p.returncode}) before a batch was seen in flight")
-        job = job or job_of(p.ray_address, p.pid)
+        job = job or job_of(p.state_url, p.pid)
         if job:
-            running = model_tasks(p.ray_address, job, "RUNNING")
+            running = model_tasks(p.state_url, job, "RUNNING")
             if running:
                 return job, running
         time.sleep(0.1)

@@ -59,9 +59,9 @@ def test_killing_a_model_actor_worker_mid_run_loses_and_duplicates_nothing(ray_c
     os.kill(victim, signal.SIGKILL)  # the actor's worker, while Ray reports it running a batch
     log, _ = p.communicate(timeout=600)
     assert p.returncode == 0, log[-3000:]
-    lost = {t.task_id for t in model_tasks(ray_cluster.address, job, "FAILED") if t.worker_pid == victim}
+    lost = {t.task_id for t in model_tasks(ray_cluster.dashboard_url, job, "FAILED") if t.worker_pid == victim}
     assert lost, f"no batch of the killed worker {victim} failed: the kill hit no work in progress"
-    rerun = {t.task_id for t in model_tasks(ray_cluster.address, job, "FINISHED") if t.attempt_number > 0}
+    rerun = {t.task_id for t in model_tasks(ray_cluster.dashboard_url, job, "FINISHED") if t.attempt_number > 0}
     assert lost <= rerun, "a batch lost with the worker was not run again"
     assert _tables(out) == want
 

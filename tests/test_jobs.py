@@ -69,9 +69,14 @@ def test_a_runtime_env_pip_list_installs_a_working_job_on_the_cluster(ray_cluste
     with the face verifier's log-odds (its weights ship inside the package)."""
     from ray.job_submission import JobStatus
 
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # built from a copy of what the wheel is made of: setuptools leaves build/ beside the source
+    shutil.copytree(REPO / "facepipe", source / "facepipe", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(REPO)],
+        [*pip_wheel, "-w", str(wheels), str(source)],
         check=True,
         capture_output=True,
     )

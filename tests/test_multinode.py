@@ -29,7 +29,17 @@ import duckdb
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-from procs import REPO, cli_run, end, free_ports, job_of, model_tasks, own_processes, wait_for_batches_in_flight
+from procs import (
+    REPO,
+    cli_run,
+    end,
+    free_ports,
+    job_of,
+    model_tasks,
+    own_processes,
+    state_address,
+    wait_for_batches_in_flight,
+)
 
 from facepipe.io import fs as fsio
 
@@ -46,10 +56,12 @@ NODES = [
 
 @dataclass
 class MultiNode:
-    """The cluster process of tests/multinode.py: its GCS address, node ids by name, and the
-    environment a job connecting to it runs with (cli_run's ``ray_cluster``)."""
+    """The cluster process of tests/multinode.py: its GCS address (for jobs), its dashboard URL
+    (for the state API: tests/procs.py), node ids by name, and the environment a job connecting
+    to it runs with (cli_run's ``ray_cluster``)."""
 
     address: str
+    dashboard_url: str
     nodes: dict[str, str]
     env: dict
     proc: subprocess.Popen
@@ -68,8 +80,10 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
     t = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
     t.start()
     t.join(timeout)
-    if not got or not got[0]:
-        raise AssertionError(f"the multi-node cluster said nothing in {timeout:.0f}s (exit {proc.poll()})")
+    if not got:
+        raise AssertionError(f"the multi-node cluster said nothing in {timeout:.0f}s")
+    if not got[0]:
+        raise AssertionError(f"the multi-node cluster ended (exit {proc.wait(10)}) without answering")
     return got[0].strip()
 
 
@@ -88,6 +102,10 @@ def cluster(ray_cluster):
         "AUTOSCALER_METRIC_PORT": str(m2),
     }
     env.pop("RAY_ADDRESS", None)
+    # Ray's Cluster writes its address to $RAY_TMPDIR/ray/ray_current_cluster (by default the
+    # machine-wide /tmp/ray, which a plain ray.init() reads): kept inside this cluster's own dir
+    (temp / "ray").mkdir()
+    env["RAY_TMPDIR"] = str(temp)
     log = open(temp / "cluster.log", "w")
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "multinode.py"), str(temp), json.dumps(NODES)],
@@ -100,8 +118,12 @@ def cluster(ray_cluster):
         start_new_session=True,
     )
     try:
-        info = json.loads(_readline(proc, 180))
-        yield MultiNode(info["address"], info["nodes"], ray_cluster.env, proc)
+        try:
+            info = json.loads(_readline(proc, 180))
+        except AssertionError as e:
+            log.flush()
+            raise AssertionError(f"{e}; its log ends:\n{(temp / 'cluster.log').read_text()[-3000:]}") from None
+        yield MultiNode(info["address"], f"http://127.0.0.1:{dash}", info["nodes"], ray_cluster.env, proc)
     finally:
         try:
             proc.stdin.write("quit\n")
@@ -160,18 +182,22 @@ def clean(seaweedfs, ray_cluster, photos, tmp_path_factory):
     return arch, _tables(f"s3://{OUT}/one-node")
 
 
-def _actor_nodes(address: str, job: str) -> set[str]:
+def _actor_nodes(state_url: str, job: str) -> set[str]:
     from ray.util.state import list_actors
 
-    actors = list_actors(address=address, filters=[("job_id", "=", job)], limit=10_000, raise_on_missing_output=False)
+    actors = list_actors(
+        address=state_address(state_url), filters=[("job_id", "=", job)], limit=10_000, raise_on_missing_output=False
+    )
     return {a.node_id for a in actors if "MapWorker" in (a.class_name or "")}
 
 
-def _task_nodes(address: str, job: str) -> set[str]:
+def _task_nodes(state_url: str, job: str) -> set[str]:
     """Nodes that ran the job's plain tasks (read, decode, write; not actor calls)."""
     from ray.util.state import list_tasks
 
-    tasks = list_tasks(address=address, filters=[("job_id", "=", job)], limit=10_000, raise_on_missing_output=False)
+    tasks = list_tasks(
+        address=state_address(state_url), filters=[("job_id", "=", job)], limit=10_000, raise_on_missing_output=False
+    )
     return {t.node_id for t in tasks if not t.actor_id and t.node_id}
 
 
@@ -180,15 +206,15 @@ def test_a_run_across_three_nodes_equals_a_one_node_run(cluster, clean):
     p = _run(cluster, arch.inputs, f"s3://{OUT}/three-nodes", "three-nodes", "--model-resource", SLOT)
     job = None
     while p.poll() is None and job is None:
-        job = job_of(cluster.address, p.pid)
+        job = job_of(cluster.dashboard_url, p.pid)
         time.sleep(0.2)
     _finish(p)
     _assert_same(_tables(f"s3://{OUT}/three-nodes"), want)
-    job = job or job_of(cluster.address, p.pid)
-    assert _actor_nodes(cluster.address, job) == {cluster.nodes["a"], cluster.nodes["b"]}, (
+    job = job or job_of(cluster.dashboard_url, p.pid)
+    assert _actor_nodes(cluster.dashboard_url, job) == {cluster.nodes["a"], cluster.nodes["b"]}, (
         "the model actors must run on the two nodes with the model resource, one each"
     )
-    assert len(_task_nodes(cluster.address, job)) >= 2, "the read/decode/write tasks all ran on one node"
+    assert len(_task_nodes(cluster.dashboard_url, job)) >= 2, "the read/decode/write tasks all ran on one node"
 
 
 def test_a_local_path_is_refused_before_any_work(cluster, photos, tmp_path):
@@ -216,7 +242,7 @@ def test_losing_a_node_that_holds_model_batches_loses_and_duplicates_nothing(clu
     cluster.command(f"remove {victim}", "removed")
     cluster.command(f'add {victim}2 {{"num_cpus": 1, "resources": {{"{SLOT}": 1}}}}', "added")
     log, _ = p.communicate(timeout=600)
-    lost = [t for t in model_tasks(cluster.address, job, "FAILED") if t.node_id == cluster.nodes[victim]]
+    lost = [t for t in model_tasks(cluster.dashboard_url, job, "FAILED") if t.node_id == cluster.nodes[victim]]
     print(f"node {victim} removed: exit {p.returncode}; {len(lost)} model batches lost with it")
     assert lost, f"no model batch failed with node {victim}: the loss hit no work in progress"
     if p.returncode == 3:  # the documented alternative: one line, then the rerun completes
