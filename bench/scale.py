@@ -16,6 +16,9 @@
    run (flat or growing), the object store's spilled and restored bytes (``ray memory
    --stats-only``) and the job's failed tasks (Ray's state API: a task or actor killed for memory
    shows there).
+
+``--trace-driver REPORT [--tracemalloc]``: the driver is watched from inside
+(bench/trace_driver.py), which writes what in its memory grew to REPORT.
 """
 
 from __future__ import annotations
@@ -95,6 +98,19 @@ def build(root: Path, n: int, per_shard: int, face_every: int, seed: int = 0) ->
     return shards
 
 
+def rss_parts(proc: Path = Path("/proc/self")) -> dict[str, int]:
+    """RssAnon, RssFile and RssShmem of a process (``/proc/PID``), in bytes (0 when it has gone)."""
+    parts = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    try:
+        for line in (proc / "status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in parts:
+                parts[key] = int(value.split()[0]) << 10
+    except OSError:
+        pass
+    return parts
+
+
 class Sampler(threading.Thread):
     """RSS of the cluster's processes (by their temp dir in the command line) and the driver."""
 
@@ -102,7 +118,9 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.marker, self.driver = marker, driver_pid
         self.peaks: dict[str, int] = {}
-        self.driver_rss: list[tuple[float, int]] = []
+        #: (seconds, RSS, and its parts from /proc/PID/status: anonymous -- the process's own heap --,
+        #: file-backed -- library code paged in --, shared -- pages of Ray's object store it mapped)
+        self.driver_rss: list[tuple[float, int, dict[str, int]]] = []
         self.stop = threading.Event()
 
     @staticmethod
@@ -127,7 +145,7 @@ class Sampler(threading.Thread):
                 except (OSError, IndexError, ValueError):
                     continue
                 if int(d.name) == self.driver:
-                    self.driver_rss.append((time.time() - t0, rss))
+                    self.driver_rss.append((time.time() - t0, rss, rss_parts(d)))
                     self.peaks["driver (facepipe run)"] = max(self.peaks.get("driver (facepipe run)", 0), rss)
                 elif self.marker in cmd or cmd.startswith("ray::"):
                     k = self._kind(cmd)
@@ -160,6 +178,8 @@ def main() -> None:
     ap.add_argument("--face-every", type=int, default=20)
     ap.add_argument("--object-store-mib", type=int, default=1024)
     ap.add_argument("--workdir", default="/tmp/facepipe-bench-scale")
+    ap.add_argument("--trace-driver", metavar="REPORT", help="watch the driver's memory (bench/trace_driver.py)")
+    ap.add_argument("--tracemalloc", action="store_true", help="with --trace-driver: trace the Python heap too")
     ap.add_argument("extra", nargs="*", help="extra `facepipe run` flags (after --)")
     a = ap.parse_args()
     import tempfile
@@ -187,8 +207,12 @@ def main() -> None:
         for p in shards:
             server.client.upload_file(str(p), "scale-in", f"night/{p.name}")
         address, dashboard, launcher = start_ray(temp, a.object_store_mib << 20, env)
+        driver = [str(BIN / "facepipe")]
+        if a.trace_driver:
+            traced = ["--tracemalloc"] if a.tracemalloc else []
+            driver = [sys.executable, str(REPO / "bench" / "trace_driver.py"), a.trace_driver, *traced, "--"]
         run = [
-            str(BIN / "facepipe"), "run", "s3://scale-in/night", "--output", "s3://scale-out/out", "--run-id", "scale",
+            *driver, "run", "s3://scale-in/night", "--output", "s3://scale-out/out", "--run-id", "scale",
             "--ray-address", address, *a.extra,
         ]  # fmt: skip
         t1 = time.time()
@@ -227,8 +251,11 @@ def report(a, code: int, wall: float, sampler: Sampler, spill: list[str], failed
         print(f"  {k:40s} {v / 2**20:8.0f} MiB")
     d = sampler.driver_rss
     if d:
-        pick = [d[int(len(d) * q)] for q in (0.1, 0.25, 0.5, 0.75, 0.95)]
-        print("driver RSS over the run: " + ", ".join(f"{t:.0f}s {r / 2**20:.0f} MiB" for t, r in pick))
+        pick = [d[int(len(d) * q)] for q in (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)]
+        print("driver RSS over the run (anonymous / file-backed / shared, MiB):")
+        for t, r, parts in pick:
+            anon, file, shm = (parts[k] / 2**20 for k in ("RssAnon", "RssFile", "RssShmem"))
+            print(f"  {t:5.0f}s {r / 2**20:6.0f} MiB = {anon:.0f} / {file:.0f} / {shm:.0f}")
     print(json.dumps({"images": a.images, "wall_s": round(wall), "exit": code}))
 
 
