@@ -7,7 +7,8 @@
    ``--per-shard``: every ``--face-every``-th holds a real face (a crop around one of the offline
    photos' faces, mirrored, light changed), the others background crops of scikit-image photos
    without people. Not committed; the same seed gives the same bytes.
-2. Starts its own S3 server (SeaweedFS, tests/s3server.py) and uploads the shards.
+2. Starts its own S3 server (SeaweedFS, tests/s3server.py) and uploads the shards (``--local``:
+   input and output stay on the local disk).
 3. Starts a one-node Ray cluster (``ray start --head``, its own temp dir and ports) with the object
    store capped at ``--object-store-mib``, and runs ``facepipe run s3://… --output s3://…``
    against it as a process of its own, defaults otherwise.
@@ -180,6 +181,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/facepipe-bench-scale")
     ap.add_argument("--trace-driver", metavar="REPORT", help="watch the driver's memory (bench/trace_driver.py)")
     ap.add_argument("--tracemalloc", action="store_true", help="with --trace-driver: trace the Python heap too")
+    ap.add_argument("--local", action="store_true", help="input and output on the local disk, not S3")
     ap.add_argument("extra", nargs="*", help="extra `facepipe run` flags (after --)")
     a = ap.parse_args()
     import tempfile
@@ -202,17 +204,20 @@ def main() -> None:
     temp = Path(tempfile.mkdtemp(prefix="fpscale-", dir="/tmp"))
     launcher = None
     try:
-        for b in ("scale-in", "scale-out"):
-            server.client.create_bucket(Bucket=b)
-        for p in shards:
-            server.client.upload_file(str(p), "scale-in", f"night/{p.name}")
+        src, dst = str(work / "shards"), str(work / "out")
+        if not a.local:
+            src, dst = "s3://scale-in/night", "s3://scale-out/out"
+            for b in ("scale-in", "scale-out"):
+                server.client.create_bucket(Bucket=b)
+            for p in shards:
+                server.client.upload_file(str(p), "scale-in", f"night/{p.name}")
         address, dashboard, launcher = start_ray(temp, a.object_store_mib << 20, env)
         driver = [str(BIN / "facepipe")]
         if a.trace_driver:
             traced = ["--tracemalloc"] if a.tracemalloc else []
             driver = [sys.executable, str(REPO / "bench" / "trace_driver.py"), a.trace_driver, *traced, "--"]
         run = [
-            *driver, "run", "s3://scale-in/night", "--output", "s3://scale-out/out", "--run-id", "scale",
+            *driver, "run", src, "--output", dst, "--run-id", "scale",
             "--ray-address", address, *a.extra,
         ]  # fmt: skip
         t1 = time.time()
