@@ -7,12 +7,14 @@ peak memory.
     .venv/bin/python bench/listing.py --local --keys 100000,1000000     # files on the local disk
 
 Starts its own S3 server (SeaweedFS on 127.0.0.1, tests/s3server.py) with its data under
---workdir, and fills bucket ``list-N`` with N one-byte keys in folders of 1,000
-(``night/shard-SSSS/img-NNNNNNN.jpg``) once; a later run reuses them. The inventory is a Parquet
-file of the listed units (uri, size, mtime_ns) on the same server. SeaweedFS takes ~350 PUTs/s
-on this 2-core box (boto3 and pyarrow's client alike), so 10^6 keys would take ~50 min to write;
-``--local`` lays the same tree of empty files on the local disk instead (the driver's side of a
-listing: one Unit per file, sorted).
+--workdir, and fills bucket ``list-N`` with N empty keys in folders of 1,000
+(``night/shard-SSSS/img-NNNNNNN.jpg``) once; a later run reuses them. ``--fill metadata`` (the
+default) PUTs one key and loads the rest into SeaweedFS's filer in bulk (bench/s3_fill.py: 10^6
+keys in ~4 min); ``--fill put`` PUTs every key (~300-450/s on this 2-core box: 10^6 in ~45 min).
+The inventory is a Parquet file of the listed units (uri, size, mtime_ns) on the same server.
+``--local`` lays the same tree of one-byte files on the local disk instead. Memory is the
+measuring process's own high-water RSS (VmHWM; ``ru_maxrss`` would carry the parent's peak over
+exec).
 """
 
 from __future__ import annotations
@@ -28,48 +30,64 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+import s3_fill  # noqa: E402
 
 MEASURE = """
-import json, resource, sys, time
+import json, sys, time
 from facepipe.io import fs as fsio
 from facepipe.io.inventory import manifest_units
 from facepipe.io.sources import list_units
+
+def peak_mib():  # this process's own high-water RSS (ru_maxrss would carry the parent's over exec)
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
 fsio.resolve(sys.argv[2])  # the filesystem (S3 client) made before the clock starts
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_mib()
 t0 = time.perf_counter()
 units = list_units([sys.argv[2]]) if sys.argv[1] == "list" else manifest_units(sys.argv[2])
 s = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"units": len(units), "seconds": round(s, 2), "peak_rss_mib": round(peak / 1024),
-                  "grew_mib": round((peak - before) / 1024)}))
+peak = peak_mib()
+print(json.dumps({"units": len(units), "seconds": round(s, 2), "peak_rss_mib": round(peak),
+                  "grew_mib": round(peak - before)}))
 """
 
 
-def fill(client, bucket: str, n: int) -> float:
-    """N one-byte keys (once: a ``_complete`` marker says the bucket is full); returns seconds.
-    Written through pyarrow's S3 client (C++, the GIL released) from 32 threads: boto3 was
-    CPU-bound at ~380 keys/s here."""
+def keys(n: int) -> list[str]:
+    return [f"night/shard-{i // 1000:04d}/img-{i:07d}.jpg" for i in range(n)]
+
+
+def fill(server, bucket: str, n: int, how: str, workdir: Path) -> float:
+    """N empty keys (once: a ``_complete`` marker says the bucket is full); returns seconds.
+    ``metadata``: one PUT, then the filer's entries loaded in bulk (bench/s3_fill.py; ~1 min for
+    10^6). ``put``: a PUT per key through pyarrow's S3 client (C++, the GIL released) from 32
+    threads (~300-450 keys/s here)."""
     from facepipe.io import fs as fsio
 
+    client = server.client
     try:
         client.head_object(Bucket=bucket, Key="_complete")
         return 0.0
     except Exception:
         pass
-    try:
-        client.create_bucket(Bucket=bucket)
-    except Exception:
-        pass
     t0 = time.perf_counter()
-    keys = [f"night/shard-{i // 1000:04d}/img-{i:07d}.jpg" for i in range(n)]
-    s3 = fsio.s3_filesystem()
+    if how == "metadata":
+        s3_fill.fill(client, server.shell, bucket, keys(n), workdir)
+    else:
+        try:
+            client.create_bucket(Bucket=bucket)
+        except Exception:
+            pass
+        s3 = fsio.s3_filesystem()
 
-    def put(key: str) -> None:
-        with s3.open_output_stream(f"{bucket}/{key}") as f:
-            f.write(b"x")
+        def put(key: str) -> None:
+            with s3.open_output_stream(f"{bucket}/{key}"):
+                pass
 
-    with ThreadPoolExecutor(32) as pool:
-        list(pool.map(put, keys, chunksize=256))
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(put, keys(n), chunksize=256))
     client.put_object(Bucket=bucket, Key="_complete", Body=b"")
     return time.perf_counter() - t0
 
@@ -112,6 +130,7 @@ def main() -> None:
     ap.add_argument("--keys", default="100000")
     ap.add_argument("--local", action="store_true", help="files on the local disk, not keys on S3")
     ap.add_argument("--workdir", default="/tmp/facepipe-bench-listing")
+    ap.add_argument("--fill", choices=["metadata", "put"], default="metadata", help="how the keys are made on S3")
     a = ap.parse_args()
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -133,9 +152,9 @@ def main() -> None:
         for n in [int(k) for k in a.keys.split(",")]:
             bucket = f"list-{n}"
             os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-            filled = fill(server.client, bucket, n)
+            filled = fill(server, bucket, n, a.fill, root)
             if filled:
-                print(f"{n} keys written in {filled:.0f}s ({n / filled:.0f}/s)")
+                print(f"{n} keys made ({a.fill}) in {filled:.0f}s ({n / filled:.0f}/s)")
             listed = measure("list", f"s3://{bucket}/night", env)
             print(f"list s3://{bucket}/night: {listed}")
             inventory = root / f"inventory-{n}.parquet"

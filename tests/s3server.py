@@ -109,6 +109,7 @@ class SeaweedFS:
             *(f"-{k.replace('.grpc', '.port.grpc') if '.grpc' in k else k + '.port'}={v}" for k, v in ports.items()),
         ]
         self.ports = [port, *ports.values()]
+        self.named_ports = ports
         self.proc: subprocess.Popen | None = None
         self.client = boto3.client(
             "s3",
@@ -131,6 +132,24 @@ class SeaweedFS:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def shell(self, commands: str, timeout: float = 3600) -> str:
+        """Runs ``weed shell`` commands (one a line) against this running server; its output."""
+        p = self.named_ports
+        done = subprocess.run(
+            [
+                self.cmd[0],
+                "shell",
+                f"-master=127.0.0.1:{p['master']}.{p['master.grpc']}",
+                f"-filer=127.0.0.1:{p['filer']}.{p['filer.grpc']}",
+            ],
+            input=commands + "\nexit\n",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+        return done.stdout + done.stderr
 
     def stop(self) -> None:
         if self.proc is None:

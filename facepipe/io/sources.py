@@ -60,7 +60,7 @@ class ReadConfig:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a run holds one per input file (~0.1 KB less each)
 class Unit:
     kind: str  # "image" | "tar" | "parquet"
     uri: str
