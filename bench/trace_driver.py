@@ -4,7 +4,8 @@
 
 Runs ``facepipe.cli.main(ARGS)`` in this process. Every ``--every`` seconds REPORT gains a line:
 seconds since start, the process's anonymous resident memory (its own heap: Python's and every
-C/C++ library's), the blocks Python's allocator holds (``sys.getallocatedblocks``), and the live
+C/C++ library's), the blocks Python's allocator holds (``sys.getallocatedblocks``), the object
+references Ray's core worker tracks in the driver and the objects in its in-process memory store, and the live
 count of each type in ``--types`` (``gc``). With ``--tracemalloc`` (1 frame) it also writes the
 Python heap tracemalloc sees and, at the end, the source lines whose memory grew most since the
 first line after ``--start`` seconds. Anonymous memory growing while Python's blocks stay flat
@@ -36,14 +37,30 @@ def _counts(names: set[str]) -> dict[str, int]:
     return counts
 
 
+def _core() -> list[str]:
+    """Object references the driver's core worker tracks (its reference table) and the objects in
+    its in-process memory store (small task results are inlined there, in the owner's anonymous
+    memory, not in the shared object store)."""
+    import ray
+
+    if not ray.is_initialized():
+        return ["0", "0"]
+    core = ray._private.worker.global_worker.core_worker
+    return [str(len(core.get_all_reference_counts())), str(core.get_memory_store_size())]
+
+
 def watch(a: argparse.Namespace, t0: float, stop: threading.Event) -> None:
     names, base = set(a.types.split(",")), None
     with a.report.open("w", buffering=1) as f:
-        head = ["seconds", "anon_MiB", "py_blocks"] + (["traced_MiB"] if a.tracemalloc else []) + sorted(names)
+        head = (
+            ["seconds", "anon_MiB", "py_blocks", "object_refs"]
+            + (["traced_MiB"] if a.tracemalloc else [])
+            + sorted(names)
+        )
         f.write(" ".join(head) + "\n")
         while not stop.wait(a.every):
             t = time.time() - t0
-            row = [f"{t:.0f}", f"{rss_parts()['RssAnon'] / 2**20:.1f}", str(sys.getallocatedblocks())]
+            row = [f"{t:.0f}", f"{rss_parts()['RssAnon'] / 2**20:.1f}", str(sys.getallocatedblocks()), *_core()]
             if a.tracemalloc:
                 row.append(f"{tracemalloc.get_traced_memory()[0] / 2**20:.1f}")
                 if base is None and t >= a.start:

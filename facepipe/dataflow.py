@@ -100,6 +100,15 @@ class ComputeConfig:
     embed_pool: bool = False
 
 
+#: CPUs a write task asks for: none. The model actors' results are small blocks, which Ray keeps
+#: in the driver's own memory (small task results are inlined at their owner) until a write takes
+#: them; and a write that asked for a CPU waited for a read+decode task to end, as those hold
+#: every CPU the actors leave. The driver grew ~0.6-0.9 KB an image that way, all run long
+#: (bench/RESULTS.md, issue 20). A write is ~1% of the job's task time; on a head node started
+#: with ``--num-cpus 0`` writes may run too.
+WRITE_CPUS = 0
+
+
 def resources(compute: ComputeConfig) -> dict:
     """:func:`plan_resources` for the cluster Ray is connected to."""
     import ray
@@ -185,7 +194,7 @@ def pipeline_dataset(cfg: RunConfig, out: Output, units: list, res: dict, tombst
         fn_kwargs={"output": out, "run_id": cfg.run_id, "dt": cfg.dt, "erased_faces": tombstones.face_ids},
         batch_size=c.rows_per_file,
         batch_format="pyarrow",
-        num_cpus=0.5,
+        num_cpus=WRITE_CPUS,
     )
     return ds
 

@@ -117,3 +117,24 @@ def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluste
         else ("ReadImageArchive->MapBatches(decode_batch)")
     )
     assert f"TaskPoolMapOperator[{fused}]" in physical, physical
+
+
+def test_the_write_asks_for_no_cpu_so_it_never_waits_behind_decoding(ray_cluster, photos, tmp_path):
+    """The write is the pipeline's sink: until it takes the model actors' results, Ray keeps them
+    in the driver's memory (small blocks are inlined at their owner). When the write asked for
+    half a CPU it waited for a read+decode task to end, since those hold every CPU the actors
+    leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/scale.py: +31 MiB
+    over 50,000 images; +6 MiB, Ray Data's own stats, with the write at 0 CPUs)."""
+    from facepipe.dataflow import WRITE_CPUS, pipeline_dataset, resources
+    from facepipe.io.output import Output
+    from facepipe.io.sources import list_units
+    from facepipe.io.tombstones import Tombstones
+    from facepipe.pipeline import RunConfig
+
+    cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
+    ds = pipeline_dataset(
+        cfg, Output(str(tmp_path), None), list_units(list(cfg.inputs)), resources(cfg.compute), Tombstones()
+    )
+    write = ds._logical_plan.dag  # the last operator: MapBatches(write_batch)
+    assert "write_batch" in write.name, write.name
+    assert WRITE_CPUS == 0 and write.ray_remote_args["num_cpus"] == 0
