@@ -61,7 +61,7 @@ def keys(n: int) -> list[str]:
 
 def fill(server, bucket: str, n: int, how: str, workdir: Path) -> float:
     """N empty keys (once: a ``_complete`` marker says the bucket is full); returns seconds.
-    ``metadata``: one PUT, then the filer's entries loaded in bulk (bench/s3_fill.py; ~1 min for
+    ``metadata``: one PUT, then the filer's entries loaded in bulk (bench/s3_fill.py; ~4 min for
     10^6). ``put``: a PUT per key through pyarrow's S3 client (C++, the GIL released) from 32
     threads (~300-450 keys/s here)."""
     from facepipe.io import fs as fsio

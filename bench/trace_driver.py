@@ -5,8 +5,8 @@
 Runs ``facepipe.cli.main(ARGS)`` in this process. Every ``--every`` seconds REPORT gains a line:
 seconds since start, the process's anonymous resident memory (its own heap: Python's and every
 C/C++ library's), the blocks Python's allocator holds (``sys.getallocatedblocks``), the object
-references Ray's core worker tracks in the driver and the objects in its in-process memory store, and the live
-count of each type in ``--types`` (``gc``). With ``--tracemalloc`` (1 frame) it also writes the
+references Ray's core worker tracks in the driver, the objects in its in-process memory store,
+and the live count of each type in ``--types`` (``gc``). With ``--tracemalloc`` (1 frame) it also writes the
 Python heap tracemalloc sees and, at the end, the source lines whose memory grew most since the
 first line after ``--start`` seconds. Anonymous memory growing while Python's blocks stay flat
 is memory outside Python (Ray's C++ core worker, the C allocator). bench/scale.py
