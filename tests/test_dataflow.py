@@ -124,7 +124,7 @@ def test_the_write_asks_for_no_cpu_so_it_never_waits_behind_decoding(ray_cluster
     in the driver's memory (small blocks are inlined at their owner). When the write asked for
     half a CPU it waited for a read+decode task to end, since those hold every CPU the actors
     leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/scale.py: +31 MiB
-    over 50,000 images; +6 MiB, Ray Data's own stats, with the write at 0 CPUs)."""
+    over 50,000 images; +6 MiB, a plain Ray Data pipeline's level, with the write at 0 CPUs)."""
     from facepipe.dataflow import WRITE_CPUS, pipeline_dataset, resources
     from facepipe.io.output import Output
     from facepipe.io.sources import list_units
