@@ -75,7 +75,10 @@ def fill(client, shell: Callable[[str], str], bucket: str, keys: list[str], work
     ``bucket``, through ``shell`` (``SeaweedFS.shell``); returns seconds. One key is PUT through S3
     as the template; the others are made from its entry."""
     t0 = time.perf_counter()
-    client.create_bucket(Bucket=bucket)
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:  # an earlier fill stopped part-way: load over it
+        pass
     client.put_object(Bucket=bucket, Key=keys[0], Body=b"")
     template = workdir / f"{bucket}.template.meta"
     shell(f"fs.meta.save -o {template} /buckets/{bucket}/")

@@ -6,9 +6,9 @@ Runs ``facepipe.cli.main(ARGS)`` in this process. Every ``--every`` seconds REPO
 seconds since start, the process's anonymous resident memory (its own heap: Python's and every
 C/C++ library's), the blocks Python's allocator holds (``sys.getallocatedblocks``), the object
 references Ray's core worker tracks in the driver, the objects in its in-process memory store,
-and the live count of each type in ``--types`` (``gc``). With ``--tracemalloc`` (1 frame) it also writes the
-Python heap tracemalloc sees and, at the end, the source lines whose memory grew most since the
-first line after ``--start`` seconds. Anonymous memory growing while Python's blocks stay flat
+and the live count of each type in ``--types`` (``gc``). With ``--tracemalloc`` (1 frame) it
+also writes the Python heap tracemalloc sees and, at the end, the source lines whose memory grew
+most since the first line after ``--start`` seconds. Anonymous memory growing while Python's blocks stay flat
 is memory outside Python (Ray's C++ core worker, the C allocator). bench/scale.py
 ``--trace-driver REPORT`` runs the 10^5-image benchmark's driver this way.
 """
@@ -53,7 +53,7 @@ def watch(a: argparse.Namespace, t0: float, stop: threading.Event) -> None:
     names, base = set(a.types.split(",")), None
     with a.report.open("w", buffering=1) as f:
         head = (
-            ["seconds", "anon_MiB", "py_blocks", "object_refs"]
+            ["seconds", "anon_MiB", "py_blocks", "object_refs", "in_memory_store"]
             + (["traced_MiB"] if a.tracemalloc else [])
             + sorted(names)
         )

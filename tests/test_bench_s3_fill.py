@@ -22,4 +22,5 @@ def test_keys_loaded_as_filer_metadata_list_like_keys_put_through_s3(seaweedfs, 
     loaded = listing(seaweedfs.client, "fill-by-metadata")
     assert [k for k, _, _ in loaded] == sorted(keys), "every key once, the last one included"
     put = {k: (s, e) for k, s, e in listing(seaweedfs.client, "fill-by-put")}
+    assert len(put) == 6
     assert all(put[k] == (s, e) for k, s, e in loaded if k in put)
