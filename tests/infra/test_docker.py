@@ -1,5 +1,5 @@
 """The Dockerfile builds the image the KubeRay manifests run, from Ray's official image at the
-package's Ray version, with a Python that yuface has wheels for and the package's torch pin.
+package's Ray version, a Python the package supports and the package's torch pin.
 No Docker daemon runs here, so the image is not built in the tests: these checks read the files,
 and the command the build runs to prove the models load is run here as it is written."""
 
@@ -29,7 +29,8 @@ def test_the_image_is_built_from_rays_official_image_at_the_packages_versions():
     m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d+)-(gpu|cpu|cu\d+)", base)
     assert m, base
     assert m.group(1) == ray.__version__ == _pin("ray")
-    assert m.group(2) in ("310", "311"), "yuface (the default detector's weights) has wheels for CPython 3.10/3.11 only"
+    supported = re.findall(r'"Programming Language :: Python :: 3\.(\d+)"', (REPO / "pyproject.toml").read_text())
+    assert m.group(2) in {f"3{v}" for v in supported}, (m.group(2), supported)
     assert re.search(r"^FROM \$\{RAY_IMAGE\}$", DOCKERFILE, re.M)
     assert f"torch=={_pin('torch')}" in DOCKERFILE
 
