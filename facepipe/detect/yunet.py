@@ -211,7 +211,7 @@ YUNET = register_model(
             package="facepipe",
             filename="weights/yunet.pt",
             sha256="4f71a865069f763d25ddca163344de7fe129fdcc6298165d5323e18d6bc08b17",
-            license="BSD-3-Clause (libfacedetection by Shiqi Yu, from yuface 2023.5.1; weights/LICENSE-libfacedetection)",
+            license="BSD-3-Clause (libfacedetection, Shiqi Yu; from yuface 2023.5.1; weights/LICENSE-libfacedetection)",
         ),
         preprocess=Preprocess(channel_order="BGR", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), pad_multiple=32),
         description="YuNet (libfacedetection), 75k params, boxes + 5 landmarks at strides 8-32",
