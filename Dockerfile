@@ -22,7 +22,6 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url "${TORCH_INDEX}"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY facepipe ./facepipe
-COPY jobs ./jobs
 # every default model's weights come with the package and its dependencies (YuNet's and the face
 # verifier's inside facepipe, dlib's in face-recognition-models): no hand-installed
 # extras. The build fails here if a model actor could not load them.

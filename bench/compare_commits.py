@@ -38,8 +38,8 @@ QUERIES = {
 }
 
 
-def run_demo(commit: str, tmp: Path, inputs: Path | None = None) -> Path:
-    tree, work, keep = tmp / f"tree-{commit}", tmp / "work", tmp / f"out-{commit}"
+def run_demo(commit: str, tmp: Path, inputs: Path | None = None, side: str = "") -> Path:
+    tree, work, keep = tmp / f"tree-{side}{commit}", tmp / "work", tmp / f"out-{side}{commit}"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(tree), commit], check=True)
     try:
         env = dict(os.environ, PYTHONPATH=str(tree), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
@@ -66,13 +66,20 @@ def main() -> int:
     ap.add_argument("--ignore", nargs="*", default=[], help="columns left out of the comparison")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        outs = [run_demo(c, Path(tmp), args.inputs) for c in (args.old, args.new)]
+        outs = [run_demo(c, Path(tmp), args.inputs, side) for c, side in ((args.old, "a-"), (args.new, "b-"))]
         same = True
         for table, q in QUERIES.items():
+            present = [(o / table).is_dir() for o in outs]
+            if not any(present):
+                print(f"{table:14s} written by neither run")
+                continue
             for col in args.ignore:
                 q = q.replace(f" {col}, ", " ").replace(f", {col} ", " ")
             a, b = (duckdb.sql(q.replace("T", f"read_parquet('{o}/{table}/*/*.parquet')")).fetchall() for o in outs)
             print(f"{table:14s} rows {len(a):4d} / {len(b):4d}  identical: {a == b}")
+            diff = [(x, y) for x, y in zip(a, b) if x != y]
+            if diff:
+                print(f"  {len(diff)} rows differ; first:\n    {str(diff[0][0])[:300]}\n    {str(diff[0][1])[:300]}")
             same &= a == b
         ma, mb = (json.loads((o / "_runs" / "demo.json").read_text()) for o in outs)
         models = [k for k in ("detector", "embedder") if k not in args.ignore]

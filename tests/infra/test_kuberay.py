@@ -13,7 +13,7 @@ def test_rayjob_manifest():
     job = yaml.safe_load((KUBERAY / "rayjob.yaml").read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
-    assert "jobs/nightly.py" in spec["entrypoint"] and "--dt DT" in spec["entrypoint"]
+    assert "-m facepipe.jobs.nightly" in spec["entrypoint"] and "--dt DT" in spec["entrypoint"]
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["rayClusterSpec"]["rayVersion"] == ray.__version__
     groups = {g["groupName"]: g for g in spec["rayClusterSpec"]["workerGroupSpecs"]}
