@@ -5,6 +5,7 @@ Training is ``facepipe.score.drocc.train_drocc``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -103,12 +104,16 @@ class DROCCModel:
 
     @torch.inference_mode()
     def anomaly_scores(self, x: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """(N, D) inputs -> (N,) float32 ``-logit``: higher = more anomalous (0 = the boundary)."""
-        self.net.eval()
+        """(N, D) inputs -> (N,) float32 ``-logit``: higher = more anomalous (0 = the boundary).
+
+        Computed in float64 and rounded: a row's float32 score from a float32 matmul could
+        change in the last bit with the other rows of its batch (BLAS kernels treat a batch's
+        tail rows differently), so a face's score would depend on how rows were grouped."""
+        net = copy.deepcopy(self.net).double().eval()
         out = np.empty(len(x), np.float32)
         for s in range(0, len(x), batch_size):
-            z = self.net.standardize(torch.from_numpy(np.asarray(x[s : s + batch_size], np.float32)))
-            out[s : s + len(z)] = (-self.net(z)).numpy()
+            z = net.standardize(torch.from_numpy(np.asarray(x[s : s + batch_size], np.float64)))
+            out[s : s + len(z)] = (-net(z)).numpy()
         return out
 
     def _about(self) -> dict:

@@ -250,7 +250,7 @@ def test_airflow_runs_a_night_fails_bad_input_once_and_reruns_replace_the_night(
     inputs, out = tmp_path / "in", tmp_path / "out"
 
     bad = _night(airflow, dt, inputs, out)
-    assert bad.returncode != 0 or "failed" in bad.stdout.lower(), bad.stdout[-3000:]
+    assert bad.returncode != 0 and "permanent=True" in bad.stdout and "state=failed" in bad.stdout, bad.stdout[-3000:]
     assert _ids(client, name) == {f"{name}-1": "FAILED"}, bad.stdout[-3000:]
     assert client.get_job_info(f"{name}-1").driver_exit_code == 2
     assert not (out / "_runs").exists()
@@ -262,10 +262,11 @@ def test_airflow_runs_a_night_fails_bad_input_once_and_reruns_replace_the_night(
     assert _ids(client, name) == {f"{name}-1": "FAILED", f"{name}-2": "SUCCEEDED"}, good.stdout[-3000:]
     manifest = json.loads((out / "_runs" / f"nightly-{dt}.json").read_text())
     assert manifest["counts"]["faces"] == 1 + 6 and manifest["run_id"] == f"nightly-{dt}"
-    assert "check_manifest" in good.stdout and "'faces': 7" in good.stdout, good.stdout[-3000:]
+    assert good.returncode == 0 and "state=success" in good.stdout, good.stdout[-3000:]
+    assert "'run_id': 'nightly-2026-11-03'" in good.stdout and "'faces': 7" in good.stdout  # check_manifest's result
 
     again = _night(airflow, dt, inputs, out)
-    assert _ids(client, name)[f"{name}-3"] == "SUCCEEDED", again.stdout[-3000:]
+    assert again.returncode == 0 and _ids(client, name)[f"{name}-3"] == "SUCCEEDED", again.stdout[-3000:]
     replaced = json.loads((out / "_runs" / f"nightly-{dt}.json").read_text())
     assert replaced["started_at"] > manifest["started_at"] or replaced["finished_at"] > manifest["finished_at"]
     import duckdb
