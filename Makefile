@@ -1,13 +1,14 @@
-# Two commands do all setup on a fresh machine (only python3 >= 3.10 needed):
+# Two commands do all setup on a fresh machine (only python3 >= 3.10, up to 3.13, needed):
 #   make demo   -- build a demo archive from real photos and run the job on it
 #   make test   -- run the test suite (starts its own Ray cluster and S3 server)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+DEMO_DIR ?= demo-output
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test install browser lint bench clean
+.PHONY: demo test install browser lint bench clean compat
 
 install: $(VENV)/.installed
 
@@ -23,10 +24,22 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(VENV)/bin/facepipe demo --workdir demo-output
+	$(VENV)/bin/facepipe demo --workdir $(DEMO_DIR)
 
 test: install browser lint
 	$(PY) -m pytest -q tests
+
+# Another Python (CI's second leg: 3.13): its own venv, the demo, and the tests that need no Ray
+# cluster or server. On Linux x86_64 PyPI's torch==2.13.0 for 3.12/3.13 is the CUDA build (~3 GB,
+# runs on the CPU); the default models are data files, so nothing else differs.
+COMPAT_PYTHON ?= $(shell command -v python3.13 || ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n1)
+COMPAT_TESTS  ?= tests/detect tests/align tests/embed tests/test_registry.py tests/test_decode.py \
+                 tests/score/test_drocc.py tests/test_cli.py tests/test_local.py tests/test_flags.py tests/test_suite.py
+compat:
+	@test -n "$(COMPAT_PYTHON)" || { echo "compat: no python3.13 found (set COMPAT_PYTHON=/path/to/python)"; exit 1; }
+	$(MAKE) VENV=.venv-compat PYTHON=$(COMPAT_PYTHON) DEMO_DIR=demo-output-compat demo
+	.venv-compat/bin/python -c "import sys; print('compat leg on Python', sys.version.split()[0])"
+	.venv-compat/bin/python -m pytest -q -m "not slow" $(COMPAT_TESTS)
 
 # ruff: pyflakes, pycodestyle, import order, bugbear; the formatter at 120 columns (pyproject.toml)
 lint: install
@@ -58,4 +71,4 @@ bench: install
 	$(PY) bench/scale.py --images 100000
 
 clean:
-	rm -rf $(VENV) demo-output
+	rm -rf $(VENV) demo-output .venv-compat demo-output-compat

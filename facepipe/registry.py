@@ -207,7 +207,7 @@ def load_state_dict_strict(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch raises pickle, zip and runtime errors alike for a non-checkpoint
-        raise ValueError(f"{path}: not a PyTorch checkpoint for {what} ({str(e).splitlines()[0][:200]})") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint for {what} ({type(e).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -42,7 +42,10 @@ def _facepipe(*args):
         (["run", "README.md", "-o", "o", "--align", "sideways"], "invalid choice: 'sideways'"),
         (["run", "README.md", "-o", "o", "--detector", "retinaface"], "detector 'retinaface' has no built-in weights"),
         (["run", "README.md", "-o", "o", "--detector-config", "r50"], "detector 'yunet' takes no config"),
-        (["run", "README.md", "-o", "o", "--detector-weights", "README.md"], "README.md: not a libfacedetection"),
+        (
+            ["run", "README.md", "-o", "o", "--detector-weights", "README.md"],
+            "README.md: not a PyTorch checkpoint for YuNet",
+        ),
         (
             ["run", "README.md", "-o", "o", "--detector", "centerface", "--detector-weights", "README.md"],
             "README.md is not an ONNX model",
