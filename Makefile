@@ -32,7 +32,9 @@ test: install browser lint
 # Another Python (CI's second leg: 3.13): its own venv, the demo, and the tests that need no Ray
 # cluster or server. On Linux x86_64 PyPI's torch==2.13.0 for 3.12/3.13 is the CUDA build (~3 GB,
 # runs on the CPU); the default models are data files, so nothing else differs.
-COMPAT_PYTHON ?= $(shell command -v python3.13 || ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n1)
+# (the first python3.13 that runs: a pyenv shim of a version not selected exists but fails)
+COMPAT_PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 $$(command -v python3.13); do \
+                   "$$p" -c "import sys" 2>/dev/null && { echo "$$p"; break; }; done)
 COMPAT_TESTS  ?= tests/detect tests/align tests/embed tests/test_registry.py tests/test_decode.py \
                  tests/score/test_drocc.py tests/test_cli.py tests/test_local.py tests/test_flags.py tests/test_suite.py
 compat:
