@@ -149,31 +149,35 @@ def _reachable(call, policy: RetryPolicy, what: str, sleep=time.sleep):
         wait = min(wait * 2, 60.0)
 
 
-def _wait(client, sid: str, policy: RetryPolicy, sleep=time.sleep):
-    """Poll ``sid`` until it ends; past ``timeout_s`` stop it and wait for it to end."""
-    deadline = time.monotonic() + policy.timeout_s
+def _until_ended(client, sid: str, policy: RetryPolicy, within_s: float, poll_s: float, sleep=time.sleep):
+    """Poll ``sid`` until it ends (its info) or ``within_s`` passes (None)."""
+    deadline = time.monotonic() + within_s
     while True:
         info = _reachable(lambda: client.get_job_info(sid), policy, f"polling {sid}", sleep)
         if _status(info) in ENDED:
             return info
         if time.monotonic() > deadline:
-            log.warning("%s still %s after %.0fs: stopping it", sid, _status(info), policy.timeout_s)
-            return _stop(client, sid, policy, sleep)
-        sleep(policy.poll_s)
+            return None
+        sleep(poll_s)
+
+
+def _wait(client, sid: str, policy: RetryPolicy, sleep=time.sleep):
+    """Poll ``sid`` until it ends; past ``timeout_s`` stop it and wait for it to end."""
+    info = _until_ended(client, sid, policy, policy.timeout_s, policy.poll_s, sleep)
+    if info is None:
+        log.warning("%s still running after %.0fs: stopping it", sid, policy.timeout_s)
+        info = _stop(client, sid, policy, sleep)
+    return info
 
 
 def _stop(client, sid: str, policy: RetryPolicy, sleep=time.sleep):
     """Stop ``sid`` and wait until Ray says it ended; a job that outlives ``stop_wait_s`` is an
     error (no new attempt may start beside it)."""
     _reachable(lambda: client.stop_job(sid), policy, f"stopping {sid}", sleep)
-    deadline = time.monotonic() + policy.stop_wait_s
-    while True:
-        info = _reachable(lambda: client.get_job_info(sid), policy, f"polling {sid}", sleep)
-        if _status(info) in ENDED:
-            return info
-        if time.monotonic() > deadline:
-            raise SubmitError(f"{sid} was stopped but is still {_status(info)} after {policy.stop_wait_s:.0f}s")
-        sleep(min(policy.poll_s, 1.0))
+    info = _until_ended(client, sid, policy, policy.stop_wait_s, min(policy.poll_s, 1.0), sleep)
+    if info is None:
+        raise SubmitError(f"{sid} was stopped but has not ended after {policy.stop_wait_s:.0f}s")
+    return info
 
 
 @contextmanager
