@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-output
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 
-.PHONY: demo test install browser lint bench clean compat
+.PHONY: demo test test-fast install browser lint bench clean compat
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ demo: install
 
 test: install browser lint
 	$(PY) -m pytest -q tests
+
+# The inner loop: the tests that need no Ray cluster, S3 server, ../shared evaluation set or whole
+# job in a process (markers set in tests/conftest.py); under 2 minutes here, RESULTS.md.
+FAST := not ray and not s3 and not evidence and not slow
+test-fast: install
+	$(PY) -m pytest -q -m "$(FAST)" tests
 
 # Another Python (CI's second leg: 3.13): its own venv, the demo, and the tests that need no Ray
 # cluster or server. On Linux x86_64 PyPI's torch==2.13.0 for 3.12/3.13 is the CUDA build (~3 GB,

@@ -37,6 +37,18 @@ os.environ.update(S3_ENV)
 os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
 
 
+#: markers by need, from the fixtures a test uses (directly or through other fixtures): `make
+#: test-fast` deselects them all. `slow` is set by hand on tests that run a whole job in a process.
+NEEDS = {"ray": ("ray_cluster",), "s3": ("s3_server", "seaweedfs"), "evidence": ("shared_dir",)}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        for marker, fixtures in NEEDS.items():
+            if any(f in item.fixturenames for f in fixtures):
+                item.add_marker(marker)
+
+
 @pytest.fixture(autouse=True)
 def _end_left_jobs():
     """Whatever job process a test started and left running (it failed or timed out while the

@@ -1,13 +1,36 @@
-"""The command line: bad flags and bad inputs are one clear line (exit 2), never a traceback."""
+"""The command line: bad flags and bad inputs are one clear line (exit 2), never a traceback.
 
+The cases run ``cli.main`` in this process (a process start and torch's import cost ~1.5 s each);
+the console script itself, a fresh process with nothing on stderr but the one line, is checked
+once per kind of failure (parser, request check, model build)."""
+
+import os
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO
+
+from facepipe import cli
 
 
 def _facepipe(*args):
-    return subprocess.run([sys.executable, "-m", "facepipe.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+
+
+def _main(capsys, *args) -> tuple[int, str]:
+    """``facepipe ARGS`` in this process, from the repo root: (exit status, stderr)."""
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        code = cli.main(list(args))
+    except SystemExit as e:  # the parser's own exit
+        code = e.code
+    finally:
+        os.chdir(cwd)
+    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -69,17 +92,36 @@ def _facepipe(*args):
         (["eval-detect", ".", "--boxes", "README.md", "--format", "wider"], "not WIDER FACE ground truth"),
     ],
 )
-def test_bad_request_is_one_line_exit_2(args, message):
+def test_bad_request_is_one_line_exit_2(capsys, args, message):
+    code, err = _main(capsys, *args)
+    _one_line_exit_2(code, err, message)
+
+
+def _one_line_exit_2(code: int, err: str, message: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "x", "-o", "o", "--no-such-flag"], "unrecognized arguments"),
+        (["run", "README.md", "-o", "o", "--dt", "yesterday"], "is not a date of the form YYYY-MM-DD"),
+        (["run", "README.md", "-o", "o", "--detector-weights", "README.md"], "not a PyTorch checkpoint for YuNet"),
+    ],
+)
+def test_the_console_script_prints_only_the_one_line(args, message):
     r = _facepipe(*args)
-    assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    _one_line_exit_2(r.returncode, r.stderr, message)
 
 
-def test_help_lists_the_run_flags():
-    r = _facepipe("run", "--help")
-    assert r.returncode == 0
+def test_help_lists_the_run_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--help"])
+    assert e.value.code == 0
+    r = capsys.readouterr()
     for flag in (
         "--detector",
         "--score-threshold",
@@ -94,4 +136,4 @@ def test_help_lists_the_run_flags():
         "--embedder-weights",
         "--align",
     ):
-        assert flag in r.stdout
+        assert flag in r.out

@@ -46,6 +46,7 @@ def test_a_model_resource_no_node_advertises_is_a_user_error(ray_cluster):
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
     """`facepipe run` confined to one core (its own local Ray cluster sees 1 CPU) finishes and
     writes every image; it used to wait forever for a 1-CPU read task beside the actor pool."""

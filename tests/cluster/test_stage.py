@@ -249,6 +249,7 @@ def test_a_new_identity_never_takes_an_old_id():
     assert assign_ids(["f1", "f2", "f3"], np.array([0, 1, 1]), prev) == ids
 
 
+@pytest.mark.slow
 def test_facepipe_cluster_command_places_new_faces_then_reclusters_with_full(tmp_path):
     """`facepipe cluster` as users run it: first run full, second incremental, `--full` again;
     a bad flag is one line, no traceback."""

@@ -89,6 +89,7 @@ def test_configuration_parses_and_every_reference_is_declared():
     assert names["output"], "no outputs"
 
 
+@pytest.mark.slow
 def test_terraform_validate_offline(tmp_path):
     terraform = shutil.which("terraform")
     mirror = _plugin_mirror()
