@@ -29,7 +29,9 @@ Ray does not retry a submitted job; this does, by these rules:
 The entrypoint runs the job module with the cluster's own Python (:func:`module_entrypoint`).
 Ray's token authentication (Ray >= 2.52: on when the cluster was started with
 ``RAY_AUTH_MODE=token``): give the submitter the cluster's token in ``RAY_AUTH_TOKEN`` or a file
-named by ``RAY_AUTH_TOKEN_PATH`` (default ``~/.ray/auth_token``).
+named by ``RAY_AUTH_TOKEN_PATH`` (default ``~/.ray/auth_token``). Ray's Jobs SDK sends a token
+only in token mode, which Ray's CLI turns on when it finds one and the SDK does not:
+:func:`token_mode_if_token` does, so the token alone is enough (``tests/infra/test_airflow.py``).
 """
 
 from __future__ import annotations
@@ -115,6 +117,25 @@ class SubmitError(RuntimeError):
 
 class Terminated(BaseException):
     """The submitter got SIGTERM (an orchestrator killing its task)."""
+
+
+def token_mode_if_token() -> None:
+    """``RAY_AUTH_MODE=token`` for this process when it is unset and a token is at hand (in
+    ``RAY_AUTH_TOKEN``, a file ``RAY_AUTH_TOKEN_PATH`` names, or ``~/.ray/auth_token``), as
+    ``ray job submit`` does: without it the Jobs SDK sends no token and a cluster with token
+    authentication refuses every request."""
+    import os
+    from pathlib import Path
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    env = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if env or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:  # Ray read its config at import: read it again (as Ray's CLI does)
+            from ray._raylet import Config
+
+            Config.initialize("")
 
 
 def _status(info) -> str:
@@ -223,6 +244,7 @@ def run_job(
 ) -> JobResult:
     """Run ``entrypoint`` on the cluster at ``address`` until it succeeds, fails permanently, or
     runs out of attempts (see the module text)."""
+    token_mode_if_token()
     from ray.job_submission import JobSubmissionClient
 
     client = client or _reachable(lambda: JobSubmissionClient(address), policy, f"connecting to {address}", sleep)

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO
+from conftest import BIN, REPO, ray_head
 from procs import end, own_processes
 
 AIRFLOW = REPO / "infra" / "airflow"
@@ -144,6 +145,31 @@ def test_the_entrypoint_runs_on_the_clusters_python_whatever_python_is_first_on_
     exe, args = json.loads(logs.strip().splitlines()[-1])
     assert args == ["a b", "it's", "$HOME"]
     assert Path(exe).resolve() == Path(sys.executable).resolve() or Path(exe).parent == BIN, exe
+
+
+@pytest.mark.ray
+def test_a_cluster_with_token_auth_runs_jobs_for_a_submitter_with_its_token_only(tmp_path):
+    """Ray's token authentication (RAY_AUTH_MODE=token on the cluster): the submitter, in a
+    process of its own as Airflow runs it, is refused with a message naming RAY_AUTH_TOKEN
+    without the token, and runs the job with it (in RAY_AUTH_TOKEN, or a file RAY_AUTH_TOKEN_PATH names)."""
+    token = secrets.token_hex(16)
+    (tmp_path / "token").write_text(token)
+    with ray_head(cpus=1, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token) as head:
+        # no ~/.ray/auth_token of the machine's user, no token of the test session
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
+
+        def submit(name: str, **env: str) -> subprocess.CompletedProcess:
+            argv = [sys.executable, str(AIRFLOW / "ray_submit.py"), "--address", head.dashboard_url, "--name", name,
+                    "--attempts", "1", "--", "python", "-c", "print(42)"]  # fmt: skip
+            return subprocess.run(argv, env=base | env, capture_output=True, text=True, timeout=180)
+
+        refused = submit("auth-none")
+        assert refused.returncode == 1 and "RAY_AUTH_TOKEN" in refused.stderr, refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+        by_env = submit("auth-env", RAY_AUTH_TOKEN=token)
+        assert by_env.returncode == 0 and json.loads(by_env.stdout.splitlines()[-1])["ok"], by_env.stderr[-2000:]
+        by_file = submit("auth-file", RAY_AUTH_TOKEN_PATH=str(tmp_path / "token"))
+        assert by_file.returncode == 0, by_file.stderr[-2000:]
 
 
 def test_an_unreachable_cluster_fails_with_a_clear_message_after_backing_off():
