@@ -26,7 +26,7 @@ COPY facepipe ./facepipe
 # verifier's inside facepipe, dlib's in face-recognition-models): no hand-installed
 # extras. The build fails here if a model actor could not load them.
 RUN pip install --no-cache-dir . \
- && python -c "from facepipe.actors import FaceActor; from facepipe.decode import DecodeConfig; \
+ && python -c "from facepipe.run.actors import FaceActor; from facepipe.decode import DecodeConfig; \
 from facepipe.detect.stage import DetectConfig; from facepipe.embed.stage import EmbedConfig; \
 FaceActor(DetectConfig(), EmbedConfig(), DecodeConfig())"
 

@@ -42,7 +42,7 @@ test-fast: install
 COMPAT_PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 $$(command -v python3.13); do \
                    "$$p" -c "import sys" 2>/dev/null && { echo "$$p"; break; }; done)
 COMPAT_TESTS  ?= tests/detect tests/align tests/embed tests/test_registry.py tests/test_decode.py \
-                 tests/score/test_drocc.py tests/test_cli.py tests/test_local.py tests/test_flags.py tests/test_suite.py
+                 tests/score/test_drocc.py tests/test_cli.py tests/run/test_local_executor.py tests/test_flags.py tests/test_suite.py
 compat:
 	@test -n "$(COMPAT_PYTHON)" || { echo "compat: no python3.13 found (set COMPAT_PYTHON=/path/to/python)"; exit 1; }
 	$(MAKE) VENV=.venv-compat PYTHON=$(COMPAT_PYTHON) DEMO_DIR=demo-output-compat demo

@@ -63,10 +63,11 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import outlier_scores  # bench/, beside this script
 
+    from facepipe.config import RunConfig
     from facepipe.decode import DecodeConfig
     from facepipe.detect.stage import DetectConfig
     from facepipe.io.sources import ReadConfig
-    from facepipe.pipeline import RunConfig, run
+    from facepipe.run.job import run
 
     archive = Path(a.archive)
     if not (archive / "truth.json").exists():

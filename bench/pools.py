@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/facepipe-pools")
     a = ap.parse_args()
 
-    from facepipe.pipeline import ComputeConfig, RunConfig, run
+    from facepipe.config import ComputeConfig, RunConfig
+    from facepipe.run.job import run
 
     inputs = build_shards(Path(a.workdir) / "shards", a.copies)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; archive: {a.copies} copies of the 10 test photos")

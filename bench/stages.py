@@ -64,8 +64,9 @@ def main() -> None:
         per = (time.perf_counter() - t) / (a.repeat * len(images))
         print(f"detect  {per * 1e3:7.1f} ms/image at long side 640, batch size {bs}")
 
+    from facepipe.config import RunConfig
     from facepipe.io.sources import ReadConfig
-    from facepipe.pipeline import RunConfig, run
+    from facepipe.run.job import run
     from facepipe.summary import format_summary
 
     arch = demo.build_demo_archive(a.workdir)

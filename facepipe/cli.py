@@ -16,7 +16,7 @@ from typing import Sequence
 
 from facepipe import __version__, commands
 from facepipe.errors import UserError, retryable_error
-from facepipe.flags import add_flags
+from facepipe.flags import add_flags, sections
 from facepipe.summary import write_summary
 
 
@@ -39,21 +39,28 @@ def _ray_address(p: argparse.ArgumentParser) -> None:
 
 
 def _run(p: argparse.ArgumentParser) -> None:
-    from facepipe.align.stage import AlignConfig
-    from facepipe.cluster.graph import IndexConfig
-    from facepipe.cluster.stage import ClusterConfig
-    from facepipe.decode import DecodeConfig
-    from facepipe.detect.stage import DetectConfig
-    from facepipe.embed.stage import EmbedConfig
-    from facepipe.io.crypto import EncryptionConfig
-    from facepipe.io.sources import ReadConfig
-    from facepipe.pipeline import ComputeConfig
-    from facepipe.score.stage import ScoreConfig
+    """``facepipe run``: INPUTs, --output, a config file or a past run to start from, and one flag
+    per settable field of the config tree (``facepipe.config.RunConfig``), grouped by section."""
+    from facepipe.config import RunConfig
 
     p.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="image folder, Parquet file/folder or .tar shard(s); local or s3://"
     )
-    _output(p, "output root (local path or s3://bucket/prefix)")
+    p.add_argument("--output", "-o", default=None, help="output root (local path or s3://bucket/prefix)")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="settings from a TOML, YAML or JSON file, nested as the config is ([detect] name = ...); "
+        "flags given override it",
+    )
+    p.add_argument(
+        "--like",
+        default=None,
+        metavar="MANIFEST",
+        help="rerun a past run exactly: the inputs, output, date and settings its manifest OUT/_runs/RUN_ID.json "
+        "recorded (a new run id unless --run-id); flags given override them",
+    )
     p.add_argument(
         "--summary-json",
         default=None,
@@ -61,25 +68,13 @@ def _run(p: argparse.ArgumentParser) -> None:
         help="also write a JSON summary for an orchestrator (- = stdout's last line)",
     )
     p.add_argument("--report", action="store_true", help="also write the run report OUT/_runs/RUN_ID.html")
-    p.add_argument(
-        "--full", action="store_true", help="process every input again (default: new or changed ones) and re-cluster"
-    )
-    for title, configs in (
-        ("detection", (DetectConfig, DecodeConfig)),
-        ("embedding", (EmbedConfig, AlignConfig)),
-        ("protection at rest (docs/privacy.md)", (EncryptionConfig,)),
-        ("outlier scoring (the final stage)", (ScoreConfig,)),
-        ("identities (clustering over the whole archive)", (ClusterConfig, IndexConfig)),
-        ("inputs", (ReadConfig,)),
-        ("resources", (ComputeConfig,)),
-    ):
-        g = p.add_argument_group(title)
-        for cls in configs:
-            add_flags(g, cls)
-    g = p.add_argument_group("run")
-    g.add_argument("--full-cluster", action="store_true", help="re-cluster every face (default: place tonight's faces)")
-    _dt_run_id(g, "date partition YYYY-MM-DD (default: today, UTC)", "run id; rerunning an id replaces its files only")
-    _ray_address(g)
+    p.add_argument("--full-cluster", action="store_true", help="re-cluster every face (default: place tonight's faces)")
+    _ray_address(p)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for path, cls, title in sections(RunConfig):  # a nested section's flags join its parent's group
+        top = path.split(".")[0]
+        group = groups.setdefault(top, p.add_argument_group(title or "run"))
+        add_flags(group, cls, prefix=path)
 
 
 def _stages(sub) -> None:
@@ -91,7 +86,7 @@ def _stages(sub) -> None:
     _output(cl)
     _dt_run_id(cl, "date the snapshot is filed under (default: today, UTC)", "run id (default: cluster-DT)")
     add_flags(cl, ClusterConfig, skip=("enabled",))
-    add_flags(cl, IndexConfig)
+    add_flags(cl, IndexConfig, prefix="index.")
     cl.add_argument("--full", action="store_true", help="re-cluster every face instead of placing the new ones")
     cl.set_defaults(func=commands.cmd_cluster)
     sc = sub.add_parser("score", help="DROCC outlier scores for the faces of one date partition")
@@ -103,6 +98,7 @@ def _stages(sub) -> None:
 
 
 def _evaluations(sub) -> None:
+    from facepipe.config import ComputeConfig
     from facepipe.decode import DecodeConfig
     from facepipe.detect.stage import DetectConfig
 
@@ -114,8 +110,9 @@ def _evaluations(sub) -> None:
     e.add_argument("images", metavar="IMAGES", help="folder the ground truth's image names are relative to")
     e.add_argument("--boxes", required=True, help="ground truth: dlib imglab XML or WIDER FACE's bbx_gt.txt")
     e.add_argument("--format", choices=("auto", "imglab", "wider"), default="auto", help="ground-truth format")
-    add_flags(e, DetectConfig, skip=("nms_threshold", "batch_size"))
-    add_flags(e, DecodeConfig, skip=("max_pixels",))
+    add_flags(e, DetectConfig, prefix="detect.", skip=("nms_threshold", "batch_size"))
+    add_flags(e, DecodeConfig, prefix="decode.", skip=("max_pixels",))
+    add_flags(e, ComputeConfig, prefix="compute.", only=("device",))
     e.set_defaults(func=commands.cmd_eval_detect)
 
 

@@ -5,12 +5,13 @@ A user's mistake raises :class:`~facepipe.errors.UserError` (one line, exit 2; `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 
 from facepipe.errors import UserError
-from facepipe.flags import from_args
+from facepipe.flags import from_args, given
 from facepipe.summary import cluster_lines, format_summary, run_summary, write_summary
 
 
@@ -18,7 +19,7 @@ def _dt_and_run_id(a: argparse.Namespace, prefix: str) -> tuple[str, str]:
     """The date (default: today, UTC) and run id (default: PREFIX-DATE) of a stage run on its own."""
     from datetime import datetime, timezone
 
-    from facepipe.startup import validate_dt, validate_run_id
+    from facepipe.run.startup import validate_dt, validate_run_id
 
     dt = a.dt or datetime.now(timezone.utc).strftime("%Y-%m-%d")
     validate_dt(dt)
@@ -28,10 +29,9 @@ def _dt_and_run_id(a: argparse.Namespace, prefix: str) -> tuple[str, str]:
 
 
 def cluster_config(a: argparse.Namespace, full: bool):
-    from facepipe.cluster.graph import IndexConfig
     from facepipe.cluster.stage import ClusterConfig
 
-    return from_args(ClusterConfig, a, full=full, index=from_args(IndexConfig, a))
+    return from_args(ClusterConfig, a, full=full)
 
 
 def cmd_cluster(a: argparse.Namespace) -> int:
@@ -69,50 +69,47 @@ def cmd_eval_cluster(a: argparse.Namespace) -> int:
     return 0
 
 
-def _encryption(a: argparse.Namespace):
+def run_config_from_args(a: argparse.Namespace):
+    """The job's whole config for ``facepipe run``: the tree's defaults, under the file of
+    ``--config`` or the past run of ``--like`` (its manifest's config), under the flags given."""
+    from facepipe.config import RunConfig, from_dict, merged, read_config_file
+
+    base: dict = {}
+    if a.like:
+        base = read_config_file(a.like)
+    if a.config:
+        base = merged(base, read_config_file(a.config))
+    over = given(a, RunConfig)
+    if a.inputs:
+        over["inputs"] = list(a.inputs)
+    if a.output:
+        over["output"] = a.output
+    if a.full_cluster or over.get("full"):
+        over.setdefault("cluster", {})["full"] = True
+    enc = {**(base.get("encryption") or {}), **over.pop("encryption", {})}
+    cfg = from_dict(RunConfig, merged(base, over) | {"encryption": None})
+    if not cfg.output:
+        raise UserError("the following arguments are required: --output (or an output in --config / --like)")
+    return dataclasses.replace(cfg, encryption=_encryption(enc))
+
+
+def _encryption(settings: dict):
+    """The encryption section (None: as the output already is), key file made absolute."""
     from facepipe.io.crypto import EncryptionConfig
 
-    key_file = getattr(a, "EncryptionConfig.key_file")
-    if getattr(a, "EncryptionConfig.kms") is None:
-        if key_file:
+    if settings.get("kms") is None:
+        if settings.get("key_file"):
             raise UserError("--key-file needs --kms local")
         return None
+    key_file = settings.get("key_file") or ""
     try:
-        return from_args(EncryptionConfig, a, key_file=os.path.abspath(key_file) if key_file else "")
-    except ValueError as e:
+        return EncryptionConfig(**{**settings, "key_file": os.path.abspath(key_file) if key_file else ""})
+    except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
 
 
-def run_config_from_args(a: argparse.Namespace):
-    """The job's whole config from ``facepipe run``'s flags (each config declares its own)."""
-    from facepipe.align.stage import AlignConfig
-    from facepipe.decode import DecodeConfig
-    from facepipe.detect.stage import DetectConfig
-    from facepipe.embed.stage import EmbedConfig
-    from facepipe.io.sources import ReadConfig
-    from facepipe.pipeline import ComputeConfig, RunConfig
-    from facepipe.score.stage import ScoreConfig
-
-    detect = from_args(DetectConfig, a)
-    return RunConfig(
-        inputs=tuple(a.inputs),
-        output=a.output,
-        dt=a.dt,
-        run_id=a.run_id,
-        read=from_args(ReadConfig, a),
-        decode=from_args(DecodeConfig, a),
-        detect=detect,
-        embed=from_args(EmbedConfig, a, align=from_args(AlignConfig, a), device=detect.device),
-        score=from_args(ScoreConfig, a),
-        cluster=cluster_config(a, full=a.full_cluster or a.full),
-        compute=from_args(ComputeConfig, a),
-        full=a.full,
-        encryption=_encryption(a),
-    )
-
-
 def cmd_run(a: argparse.Namespace) -> int:
-    from facepipe.pipeline import run
+    from facepipe.run.job import run
 
     m = run(run_config_from_args(a), ray_address=a.ray_address)
     if a.report:
@@ -132,8 +129,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from facepipe import demo
+    from facepipe.config import RunConfig
     from facepipe.io.sources import ReadConfig
-    from facepipe.pipeline import RunConfig, run
+    from facepipe.run.job import run
 
     archive = demo.build_demo_archive(a.workdir)
     print(f"demo archive: {archive.root} ({archive.n_files} files: loose images, a tar shard, a Parquet file)")
@@ -198,8 +196,8 @@ def cmd_forget(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
+    from facepipe.run.startup import ensure_ray
     from facepipe.score.stage import ScoreConfig, run_score
-    from facepipe.startup import ensure_ray
 
     dt, run_id = _dt_and_run_id(a, "score")
     ensure_ray(a.ray_address)
@@ -222,10 +220,10 @@ def cmd_eval_detect(a: argparse.Namespace) -> int:
     from facepipe.detect.stage import DetectConfig
     from facepipe.registry import create_model
 
-    d, decode = from_args(DetectConfig, a), from_args(DecodeConfig, a)
+    d, decode = from_args(DetectConfig, a, "detect."), from_args(DecodeConfig, a, "decode.")
     try:
         gt, fmt = evaluate.load_ground_truth(a.boxes, a.format)
-        device = "cpu" if d.device == "auto" else d.device
+        device = getattr(a, "compute.device", "cpu").replace("auto", "cpu")
         det = create_model(d.name, d.weights, kind="detector", config=d.config, device=device)
         found = evaluate.detect_for_eval(det, a.images, sorted(gt), decode)
     except (OSError, KeyError, ValueError) as e:

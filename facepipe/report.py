@@ -30,8 +30,8 @@ import pyarrow.dataset as pads
 
 from facepipe.io import fs as fsio
 from facepipe.io.output import RUNS, Output
-from facepipe.manifest import RunManifest
 from facepipe.report_html import CSS, bar_chart, count_chart, face_tile, histogram, thumbnails
+from facepipe.run.manifest import RunManifest
 
 
 @dataclass(frozen=True)

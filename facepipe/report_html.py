@@ -8,7 +8,7 @@ import html
 
 import numpy as np
 
-from facepipe.manifest import RunManifest
+from facepipe.run.manifest import RunManifest
 
 THUMB = 96  # thumbnail side, pixels
 

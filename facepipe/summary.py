@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from facepipe.manifest import RunManifest
+from facepipe.run.manifest import RunManifest
 
 
 def format_summary(m: RunManifest) -> str:

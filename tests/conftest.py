@@ -19,8 +19,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
@@ -164,30 +166,28 @@ RAY_PORT_ENV = (
 )  # Prometheus ports with fixed defaults (44227, 44217)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """A real local cluster from `ray start --head` (2 CPUs), connected with ray.init.
+@contextmanager
+def ray_head(cpus: int = 2, **env_extra: str) -> Iterator[RayCluster]:
+    """A real local cluster from `ray start --head` (``cpus`` CPUs, ``env_extra`` in its
+    environment, e.g. token authentication), not connected to.
 
     Its temp dir is its own (short: Ray's socket paths must fit 107 bytes) and every port it
-    opens is chosen free (workers bind random ports). Teardown ends this cluster's processes and
-    nobody else's -- those of the process session `ray start` ran in, those whose command line
-    names the temp dir, and their children -- then removes the dir."""
-    import ray
-
+    opens is chosen free (workers bind random ports). On exit it ends this cluster's processes
+    and nobody else's -- those of the process session `ray start` ran in, those whose command
+    line names the temp dir, and their children -- then removes the dir."""
     temp = Path(tempfile.mkdtemp(prefix="fpray-", dir="/tmp"))
     ports = dict(zip(RAY_PORT_FLAGS + RAY_PORT_ENV, free_ports(len(RAY_PORT_FLAGS) + len(RAY_PORT_ENV))))
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env_extra)
     launch_env = {**env, **{k: str(v) for k, v in ports.items() if k in RAY_PORT_ENV}}
-    ray_bin = str(BIN / "ray")
     start = [
-        ray_bin,
+        str(BIN / "ray"),
         "start",
         "--head",
         f"--temp-dir={temp}",
         *(f"--{k}={v}" for k, v in ports.items() if k in RAY_PORT_FLAGS),
         "--min-worker-port=0",
         "--max-worker-port=0",
-        "--num-cpus=2",
+        f"--num-cpus={cpus}",
         "--num-gpus=0",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
@@ -201,11 +201,22 @@ def ray_cluster():
         log, _ = launcher.communicate(timeout=120)
         assert launcher.returncode == 0, f"ray start failed: {log[-3000:]}"
         address = f"127.0.0.1:{ports['port']}"
-        ray.init(address=address, logging_level="WARNING")
         yield RayCluster(
             address, f"http://127.0.0.1:{ports['dashboard-port']}", env, temp, tuple(ports.values()), launcher.pid
         )
     finally:
-        ray.shutdown()
         end(own_processes(launcher.pid, str(temp)))
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The session's cluster (:func:`ray_head`, 2 CPUs), connected with ray.init."""
+    import ray
+
+    with ray_head() as cluster:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()

@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
-import facepipe.dataflow as dataflow
 import facepipe.io.state as state
+import facepipe.run.steps as steps
 from facepipe.cli import main
 
 parser = argparse.ArgumentParser()
@@ -27,12 +27,12 @@ BATCH_DELAY = opts.batch_delay
 
 if BATCH_DELAY:
 
-    class FaceActor(dataflow.FaceActor):
+    class FaceActor(steps.FaceActor):
         def __call__(self, batch):
             time.sleep(BATCH_DELAY)
             return super().__call__(batch)
 
-    dataflow.FaceActor = FaceActor
+    steps.FaceActor = FaceActor  # the chain's model step (facepipe.run.steps) is this one
 
 if opts.crash_at:
 

@@ -41,6 +41,8 @@ def _main(capsys, *args) -> tuple[int, str]:
         (["run", "x", "-o", "o", "--score-threshold", "2"], "is not between 0 and 1"),
         (["run", "x", "-o", "o", "--batch-size", "0"], "not a positive integer"),
         (["run", "x", "-o", "o", "--no-such-flag"], "unrecognized arguments"),
+        (["run", "x", "-o", "o", "--config", "/no/such.toml"], "config file /no/such.toml: Failed to open"),
+        (["run", "--like", "README.md"], "config file README.md: not valid JSON"),
         (["run", "/no/such/dir", "-o", "o"], "input /no/such/dir does not exist"),
         (["run", "README.md", "-o", "o", "--detector", "nope"], "unknown detector 'nope'; known: centerface"),
         (["run", "README.md", "-o", "o", "--dt", "yesterday"], "is not a date of the form YYYY-MM-DD"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facepipe.erase import ForgetRequest, forget, load_tombstones, plan
-from facepipe.pipeline import run
+from facepipe.run.job import run
 
 pytestmark = pytest.mark.slow
 

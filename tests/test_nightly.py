@@ -12,8 +12,9 @@ import duckdb
 import pytest
 from procs import cli_run, wait_for_batches_in_flight
 
+from facepipe.config import RunConfig
 from facepipe.io.sources import ReadConfig
-from facepipe.pipeline import RunConfig, run
+from facepipe.run.job import run
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +100,7 @@ def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_nigh
     deterministic by listing it on purpose): one read_error row, the job succeeds, the unit is
     marked for retry. Night 2, the file is back: it is read, its read_error row is replaced, and
     the tables equal a clean run's."""
-    import facepipe.pipeline as pipeline
+    import facepipe.run.job as pipeline
     from facepipe.io import state
 
     archive, out = tmp_path / "archive", tmp_path / "out"

@@ -59,7 +59,7 @@ def threshold_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tupl
     return src[ok], dst[ok]
 
 
-def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_faces: int = 1) -> np.ndarray:
+def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float, min_faces: int = 1) -> np.ndarray:
     roots = components(len(idx), *threshold_edges(idx, dist, threshold))
     sizes = np.bincount(roots, minlength=len(idx))
     return _relabel(roots, sizes[roots] >= min_faces)
@@ -76,7 +76,7 @@ def mutual_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[n
 
 
 def mutual_density(
-    idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, min_core: int = 2, min_faces: int = 2
+    idx: np.ndarray, dist: np.ndarray, threshold: float, min_core: int = 2, min_faces: int = 2
 ) -> np.ndarray:
     n = len(idx)
     a, b = mutual_edges(idx, dist, threshold)
@@ -161,7 +161,7 @@ def propagate_labels(
 
 
 def chinese_whispers(
-    idx: np.ndarray, dist: np.ndarray, threshold: float = 0.5, iterations: int = 20, seed: int = 0, min_faces: int = 1
+    idx: np.ndarray, dist: np.ndarray, threshold: float, iterations: int = 20, seed: int = 0, min_faces: int = 1
 ) -> np.ndarray:
     n = len(idx)
     src, dst = threshold_edges(idx, dist, threshold)

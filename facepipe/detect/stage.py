@@ -1,6 +1,6 @@
 """Detect stage: decoded batch -> per-image detections in original-image pixels.
 
-``detect_batch`` is the pure core; its Ray adapter is ``facepipe.actors.FaceActor``, which
+``detect_batch`` is the pure core; its Ray adapter is ``facepipe.run.actors.FaceActor``, which
 runs detection, alignment and embedding in one actor pool.
 """
 
@@ -25,8 +25,8 @@ class DetectConfig:
     replacing its default. config: a preset name or JSON file for detector families that need
     one (RetinaFace: ``mnet025``, ``mnet025_relu``, ``mnet025_1mb``, ``r50``).
     score_threshold: minimum detection score kept. nms_threshold: IoU above which the weaker of
-    two overlapping faces is dropped. batch_size: images per forward pass.
-    device: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
+    two overlapping faces is dropped. batch_size: images per forward pass. (Where the models
+    run is the run's ``ComputeConfig.device``.)
     """
 
     name: str = flag("yunet", "--detector", "registered detector name")
@@ -42,12 +42,6 @@ class DetectConfig:
     nms_threshold: float = flag(0.3, "--nms-threshold", "NMS IoU threshold", type=unit_float)
     max_faces: int = 1000
     batch_size: int = flag(8, "--batch-size", "images per detector forward pass", type=positive_int)
-    device: str = flag(
-        "auto",
-        "--device",
-        "where the models run (auto: CUDA when the actor has a GPU)",
-        choices=("auto", "cpu", "cuda"),
-    )
 
 
 def detect_images(

@@ -3,7 +3,7 @@
 The model itself (``FaceEmbedder.embed``) maps (N, S, S, 3) uint8 chips to (N, D) float32; this
 module holds the stage's config and turns a batch's vectors into the columns ``schema.EMBEDDING_FIELDS``
 adds to each image row. Cutting the chips is the align stage's; running both in one actor is
-``facepipe.actors``'s.
+``facepipe.run.actors``'s.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class EmbedConfig:
     name / weights: a registered embedder (``dlib_resnet``, ``arcface_r50``, ``arcface_r100``) and
     optionally its weights (local path or ``s3://``; required for ArcFace).
     align: how faces are cut (``facepipe.align.stage.AlignConfig``). batch_size: chips per forward
-    pass. device: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
+    pass.
     """
 
     name: str = flag(
@@ -36,7 +36,6 @@ class EmbedConfig:
     )
     align: AlignConfig = AlignConfig()
     batch_size: int = flag(32, "--embed-batch-size", "face chips per embedder forward pass", type=positive_int)
-    device: str = "auto"
 
 
 def embedding_columns(

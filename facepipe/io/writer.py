@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.io.output import RUNS, Output, as_output, part_name
-from facepipe.manifest import BatchStats, RunManifest
+from facepipe.run.manifest import BatchStats, RunManifest
 
 
 def face_id_for(image_id: str, face_index: int) -> str:

@@ -48,7 +48,7 @@ class ScoreConfig:
     """
 
     enabled: bool = flag(True, "--no-score", "skip the DROCC outlier-scoring stage", action="store_false")
-    drocc: DROCCConfig = field(default_factory=lambda: DROCCConfig(max_train=20_000))
+    drocc: DROCCConfig = field(default_factory=DROCCConfig)
     model: str | None = flag(None, "--drocc-model", "reuse a saved DROCC model (path or s3://) instead of training one")
     train_days: int = flag(1, "--train-days", "train on the faces of the last N date partitions", type=positive_int)
     train_min_face_logit: float = 2.0

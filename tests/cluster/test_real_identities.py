@@ -56,8 +56,9 @@ def test_the_job_gives_the_same_identities_under_other_names_and_eval_cluster_sc
     real, ray_cluster, tmp_path, capsys
 ):
     from facepipe.cli import main
+    from facepipe.config import RunConfig
     from facepipe.detect.stage import DetectConfig
-    from facepipe.pipeline import RunConfig, run
+    from facepipe.run.job import run
 
     _, _, archive = real
     new_of = _renamed(archive, tmp_path / "elsewhere")

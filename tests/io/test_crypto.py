@@ -141,8 +141,8 @@ def test_the_output_keeps_its_setting(enc, tmp_path):
 def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     """The job, clustering, scoring, forget and the report on an encrypted output."""
     from facepipe.erase import ForgetRequest, forget
-    from facepipe.pipeline import run
     from facepipe.report import render
+    from facepipe.run.job import run
 
     keys = _key_file(tmp_path / "keys.json", footer=os.urandom(32), bio=os.urandom(32))
     cfg = EncryptionConfig("local", "footer", "bio", keys)

@@ -72,7 +72,7 @@ def test_the_job_over_an_s3_manifest_equals_the_job_over_the_listed_prefix(s3_se
     import pyarrow.dataset as pads
 
     from facepipe.io import fs as fsio
-    from facepipe.pipeline import run
+    from facepipe.run.job import run
 
     for b in ("inv-archive", "inv-out"):
         s3_server.create_bucket(Bucket=b)

@@ -7,7 +7,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from facepipe.io import fs as fsio
-from facepipe.pipeline import run
+from facepipe.run.job import run
 
 pytestmark = pytest.mark.slow
 

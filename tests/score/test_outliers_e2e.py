@@ -17,11 +17,12 @@ import pytest
 from PIL import Image
 from skimage import data as skd
 
+from facepipe.config import RunConfig
 from facepipe.detect.stage import DetectConfig
 from facepipe.evaluate import load_imglab, match_dlib
 from facepipe.io.sources import ReadConfig
-from facepipe.pipeline import RunConfig, run
 from facepipe.report import ReportConfig, write_report
+from facepipe.run.job import run
 
 NO_PEOPLE = ("gravel", "coins", "coffee", "cat", "moon", "hubble_deep_field")
 

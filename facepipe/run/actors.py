@@ -8,8 +8,10 @@ load in ``__init__``, map a batch in ``__call__``).
   encoded bytes travel on with the rows as a ``data`` column.
 
 Chips are cut from the full-resolution image: images with faces are decoded again from the
-encoded bytes the rows kept. The align method arrives resolved (the driver did it once,
-``pipeline``); an actor only checks it fits its embedder.
+encoded bytes the rows kept. Each actor resolves the align method for its embedder once, at
+construction (the driver checked it fits, ``facepipe.run.startup``). ``device`` is the run's
+``ComputeConfig.device``, for every model of the actor. The extract chain that calls them is
+``facepipe.run.steps``'s.
 """
 
 from __future__ import annotations
@@ -85,19 +87,19 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _detector(cfg: DetectConfig):
+def _detector(cfg: DetectConfig, device: str):
     from facepipe.registry import create_model
 
-    return create_model(cfg.name, cfg.weights, device=resolve_device(cfg.device), kind="detector", config=cfg.config)
+    return create_model(cfg.name, cfg.weights, device=resolve_device(device), kind="detector", config=cfg.config)
 
 
 class DetectActor:
     """Two-pool layout, first pool: detection only; the encoded bytes travel on with the rows."""
 
-    def __init__(self, detect: DetectConfig, torch_threads: int | None = None) -> None:
+    def __init__(self, detect: DetectConfig, device: str = "auto", torch_threads: int | None = None) -> None:
         _threads(torch_threads)
         self.cfg = detect
-        self.detector = _detector(detect)
+        self.detector = _detector(detect, device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         detected = detect_batch(batch, self.detector, self.cfg)
@@ -107,15 +109,17 @@ class DetectActor:
 class EmbedActor:
     """Shape predictor and embedder loaded once; aligns and embeds detected rows."""
 
-    def __init__(self, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None) -> None:
+    def __init__(
+        self, embed: EmbedConfig, decode: DecodeConfig, device: str = "auto", torch_threads: int | None = None
+    ) -> None:
         from facepipe.registry import create_model
 
         _threads(torch_threads)
         self.cfg, self.max_pixels = embed, decode.max_pixels
-        self.embedder = create_model(embed.name, embed.weights, device=resolve_device(embed.device), kind="embedder")
+        self.embedder = create_model(embed.name, embed.weights, device=resolve_device(device), kind="embedder")
         self.method = resolve_method(embed.align.method, self.embedder.chip)  # once, not per batch
         self.predictor = create_model("dlib_shape_predictor_5", kind="landmarks") if self.method == "dlib_sp5" else None
-        self.verifier = create_model("mtcnn_onet", device=resolve_device(embed.device), kind="verifier")
+        self.verifier = create_model("mtcnn_onet", device=resolve_device(device), kind="verifier")
         log.info("embed actor: %s (%s), verifier %s", self.embedder.model_id, self.method, self.verifier.model_id)
 
     def embed(self, detected: pa.Table, data: list) -> pa.Table:
@@ -138,13 +142,18 @@ class FaceActor:
     """Default one-pool layout: each decoded batch is detected, aligned and embedded here."""
 
     def __init__(
-        self, detect: DetectConfig, embed: EmbedConfig, decode: DecodeConfig, torch_threads: int | None = None
+        self,
+        detect: DetectConfig,
+        embed: EmbedConfig,
+        decode: DecodeConfig,
+        device: str = "auto",
+        torch_threads: int | None = None,
     ) -> None:
         _threads(torch_threads)
         self.detect_cfg = detect
-        self.detector = _detector(detect)
-        self.embedder = EmbedActor(embed, decode)
+        self.detector = _detector(detect, device)
+        self.aligner = EmbedActor(embed, decode, device)  # align + verify + embed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         detected = detect_batch(batch, self.detector, self.detect_cfg)
-        return self.embedder.embed(detected, list(batch["data"]))
+        return self.aligner.embed(detected, list(batch["data"]))

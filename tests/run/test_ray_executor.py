@@ -3,7 +3,8 @@ actor pool (a 1-CPU cluster once waited forever: its pool held half the CPU, dec
 
 import pytest
 
-from facepipe.dataflow import ComputeConfig, plan_resources
+from facepipe.config import ComputeConfig
+from facepipe.run.ray_executor import plan_resources
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 96])
@@ -38,8 +39,8 @@ def test_a_model_resource_pins_one_actor_per_unit_to_the_nodes_that_advertise_it
 
 
 def test_a_model_resource_no_node_advertises_is_a_user_error(ray_cluster):
-    from facepipe.dataflow import resources
     from facepipe.errors import UserError
+    from facepipe.run.ray_executor import resources
 
     with pytest.raises(UserError, match="no node of the cluster advertises it"):
         resources(ComputeConfig(model_resource="no_such_slot"))
@@ -101,11 +102,11 @@ def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluste
     its blocks -- a decode task that could not be scheduled: the 10^5-image run (bench/scale.py,
     1,000-image shards from S3, 2 CPUs) hung. A batch size on decode, or other resources than the
     read's, would stop the fusion."""
-    from facepipe.dataflow import pipeline_dataset, resources
+    from facepipe.config import RunConfig
     from facepipe.io.output import Output
     from facepipe.io.sources import list_units
     from facepipe.io.tombstones import Tombstones
-    from facepipe.pipeline import RunConfig
+    from facepipe.run.ray_executor import pipeline_dataset, resources
 
     cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
     tomb = Tombstones(image_ids=frozenset({"0" * 32})) if erased else Tombstones()
@@ -126,11 +127,11 @@ def test_the_write_asks_for_no_cpu_so_it_never_waits_behind_decoding(ray_cluster
     half a CPU it waited for a read+decode task to end, since those hold every CPU the actors
     leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/scale.py: +31 MiB
     over 50,000 images; +6 MiB, a plain Ray Data pipeline's level, with the write at 0 CPUs)."""
-    from facepipe.dataflow import WRITE_CPUS, pipeline_dataset, resources
+    from facepipe.config import RunConfig
     from facepipe.io.output import Output
     from facepipe.io.sources import list_units
     from facepipe.io.tombstones import Tombstones
-    from facepipe.pipeline import RunConfig
+    from facepipe.run.ray_executor import WRITE_CPUS, pipeline_dataset, resources
 
     cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
     ds = pipeline_dataset(

@@ -1,4 +1,4 @@
-"""The local executor (facepipe/local.py): a small job on local paths with no cluster to join runs
+"""The local executor (facepipe/run/local_executor.py): a small job on local paths with no cluster to join runs
 in worker processes on this machine, without Ray, and writes the same tables as the Ray pipeline
 -- every image row (failures included), face, box, embedding, outlier score and identity. When it
 is chosen and when Ray is: by the flags, the cluster address and the input's size."""
@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 from procs import REPO
 
-from facepipe.dataflow import ComputeConfig
+from facepipe.config import ComputeConfig, RunConfig
 from facepipe.errors import UserError
 from facepipe.io.sources import Unit
-from facepipe.local import local_possible, worth_ray
-from facepipe.pipeline import RunConfig
+from facepipe.run.local_executor import local_possible, worth_ray
 
 
 def _cfg(inputs=("/data/in",), output="/data/out", **compute) -> RunConfig:
@@ -64,7 +63,7 @@ def _tables(out):
 
 @pytest.mark.slow
 def test_a_local_run_writes_what_a_ray_run_writes(ray_cluster, photos, tmp_path):
-    from facepipe.pipeline import run
+    from facepipe.run.job import run
 
     arch = archive.build(tmp_path / "archive", photos)
     by_ray = run(archive.run_config(arch.inputs, tmp_path / "ray", "same", "2026-11-04"))

@@ -4,7 +4,7 @@ out of stderr; everything else written there passes unchanged and in order."""
 import subprocess
 import sys
 
-from facepipe.ray_logs import is_known
+from facepipe.run.ray_logs import is_known
 
 KNOWN_LINE = (
     "[2026-12-02 12:54:00,756 E 3642 3642] core_worker.cc:2465: Actor with class name: "
@@ -24,7 +24,7 @@ def test_stderr_passes_through_except_the_known_line():
     """Written at the file-descriptor level, as Ray's C++ logger writes, in a fresh process."""
     code = f"""
 import os, sys
-from facepipe.ray_logs import quiet_known_ray_errors
+from facepipe.run.ray_logs import quiet_known_ray_errors
 os.write(2, b"before\\n")
 with quiet_known_ray_errors():
     os.write(2, b"one\\n")

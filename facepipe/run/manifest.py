@@ -105,7 +105,7 @@ class Timing:
     stage_task_s: dict[str, float] = field(default_factory=dict)
     images_per_s: float | None = None
     #: before pipeline_s: connecting to Ray, or starting a local cluster (the models are built
-    #: meanwhile); None: the run went without Ray (facepipe.local)
+    #: meanwhile); None: the run went without Ray (facepipe.run.local_executor)
     ray_start_s: float | None = None
     #: task seconds of all stages / pipeline_s: cores the stages kept busy
     cores_busy: float | None = None

@@ -9,8 +9,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from facepipe.manifest import RunManifest
-from facepipe.pipeline import run
+from facepipe.run.job import run
+from facepipe.run.manifest import RunManifest
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """A run's start: the request checked, the models built and Ray up -- at the same time, since one
 is the driver's CPU and the other is waiting on a cluster's processes -- and the output opened
-once the paths are known to be readable by every node. ``facepipe.pipeline`` runs it first."""
+once the paths are known to be readable by every node. ``facepipe.run.job`` runs it first."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from facepipe.align.stage import resolve_method
-from facepipe.dataflow import alive_nodes
 from facepipe.errors import UserError
 from facepipe.io import crypto
 from facepipe.io import fs as fsio
 from facepipe.io.locality import check_paths_for_cluster
 from facepipe.io.output import Output
 from facepipe.registry import create_model
+from facepipe.run.ray_executor import alive_nodes
 
 if TYPE_CHECKING:
-    from facepipe.pipeline import RunConfig
+    from facepipe.config import RunConfig
 
 
 def validate_run_id(run_id: str) -> None:
@@ -62,7 +62,7 @@ def ensure_ray(address: str | None = None) -> float:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:  # a local cluster of the CPUs this process may run on (taskset, a cgroup cpuset), not all the machine's
-        from facepipe.local import local_cpus
+        from facepipe.run.local_executor import local_cpus
 
         cpus = local_cpus()
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
@@ -106,10 +106,10 @@ def checked_and_connected(cfg: RunConfig, ray_address: str | None) -> tuple[tupl
     building the models is seconds of the driver's CPU, so the models are built in a thread
     while ``ray.init`` runs in the main thread (it must: it sets signal handlers). A bad run id
     starts nothing; a model that fails to build is reported once Ray is up (the process exit stops
-    it). A run that may go without Ray (``facepipe.local``) starts nothing yet: the plan decides.
+    it). A run that may go without Ray (``facepipe.run.local_executor``) starts nothing yet: the plan decides.
     The output is touched only after that. Returns the model ids, the output and the seconds Ray
     took to come up (None: not started)."""
-    from facepipe.local import local_possible
+    from facepipe.run.local_executor import local_possible
 
     validate_run_id(cfg.run_id)
     validate_dt(cfg.dt)

@@ -2,81 +2,46 @@
 
 1. :func:`plan` -- list the inputs (tombstoned ones left out) and plan them against the output's
    state: what is new or changed, what is already there (``io.state``);
-2. :func:`extract` -- the Ray Data pipeline over the planned units into the run's staging prefix
-   (``facepipe.dataflow``: read -> decode -> detect/align/embed -> write);
+2. :func:`extract` -- the extract chain (``facepipe.run.steps``: read -> decode ->
+   detect/align/embed -> write) over the planned units into the run's staging prefix, by the Ray
+   executor or, for a small local job, the local one;
 3. :func:`publish` -- move the staged files into the tables, purge changed units' earlier rows,
    record the state;
 4. :func:`post_stages` -- outlier scores of the run's faces, then identities over the archive.
 
-:func:`run` does them in order after ``facepipe.startup`` (the request checked, the models built
+:func:`run` does them in order after ``facepipe.run.startup`` (the request checked, the models built
 while Ray starts) and writes ``_runs/RUN_ID.json`` last.
 Stages never import this module.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import platform
-import secrets
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from facepipe import __version__
-from facepipe.cluster.stage import ClusterConfig, run_cluster
-from facepipe.dataflow import ComputeConfig, dataflow, resources
-from facepipe.decode import DecodeConfig
-from facepipe.detect.stage import DetectConfig
-from facepipe.embed.stage import EmbedConfig
+from facepipe.cluster.stage import run_cluster
+from facepipe.config import RunConfig, to_dict
 from facepipe.errors import UserError
 from facepipe.io import state as shard_state
 from facepipe.io import writer
-from facepipe.io.crypto import EncryptionConfig
 from facepipe.io.inventory import manifest_units
 from facepipe.io.output import Output
-from facepipe.io.sources import ReadConfig, list_units
+from facepipe.io.sources import list_units
 from facepipe.io.tombstones import Tombstones, load_tombstones
-from facepipe.local import local_cpus, run_local, worth_ray
-from facepipe.manifest import BatchStats, Counts, RunManifest, Timing
-from facepipe.ray_logs import quiet_known_ray_errors
-from facepipe.score.stage import ScoreConfig, run_score
-from facepipe.startup import checked_and_connected, connect
+from facepipe.run import local_executor, ray_executor
+from facepipe.run.local_executor import local_cpus, worth_ray
+from facepipe.run.manifest import BatchStats, Counts, RunManifest, Timing
+from facepipe.run.ray_logs import quiet_known_ray_errors
+from facepipe.run.startup import checked_and_connected, connect
+from facepipe.run.steps import extract_chain
+from facepipe.score.stage import run_score
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    inputs: tuple[str, ...]
-    output: str
-    dt: str = ""
-    run_id: str = ""
-    read: ReadConfig = field(default_factory=ReadConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    compute: ComputeConfig = field(default_factory=ComputeConfig)
-    #: process every input unit, not only those new or changed since the runs already published
-    full: bool = False
-    #: encrypt the biometric columns (facepipe.io.crypto); once an output is encrypted, every run
-    #: follows its recorded setting, so None means "as the output already is"
-    encryption: EncryptionConfig | None = None
-
-    def paths(self) -> list[str]:
-        """Every path the run reads or writes: the inputs, the input manifest, the output."""
-        return [*self.inputs, *([self.read.manifest] if self.read.manifest else []), self.output]
-
-    def resolved(self) -> "RunConfig":
-        """Fill the run date (today, UTC) and a fresh run id when not given."""
-        now = datetime.now(timezone.utc)
-        dt = self.dt or now.strftime("%Y-%m-%d")
-        run_id = self.run_id or f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
-        return dataclasses.replace(self, dt=dt, run_id=run_id)
 
 
 def _versions() -> dict[str, str]:
@@ -125,7 +90,7 @@ def plan(cfg: RunConfig, out: Output) -> RunPlan:
 
 
 def extract(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
-    """The Ray Data pipeline over the planned units into the run's staging prefix (Ray is up);
+    """The extract chain over the planned units as a Ray Data pipeline, into the run's staging prefix (Ray is up);
     returns the batch totals, the resources chosen and the seconds it took."""
     import ray.data
 
@@ -135,21 +100,22 @@ def extract(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.target_max_block_size = cfg.compute.target_block_bytes
-    res = {"executor": "ray", **resources(cfg.compute)}
+    res = {"executor": "ray", **ray_executor.resources(cfg.compute)}
     p.output.clear_staging(cfg.run_id)
-    with quiet_known_ray_errors():  # Ray Data's own actor-pool false alarm (facepipe.ray_logs)
-        rows = (
-            dataflow(cfg, p.output, p.todo.todo, res, p.tombstones) if p.todo.todo else []
-        )  # nothing new: no dataset at all
+    chain = extract_chain(cfg, p.output, p.tombstones)
+    with quiet_known_ray_errors():  # Ray Data's own actor-pool false alarm (facepipe.run.ray_logs)
+        # nothing new: no dataset at all
+        rows = ray_executor.run_chain(chain, cfg.compute, p.todo.todo, res) if p.todo.todo else []
     return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
 
 
 def extract_local(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
-    """:func:`extract` without Ray: worker processes on this machine (``facepipe.local``)."""
+    """:func:`extract` without Ray: worker processes on this machine (``facepipe.run.local_executor``)."""
     t0 = time.perf_counter()
     workers = min(local_cpus(), max(len(p.todo.todo), 1))
     p.output.clear_staging(cfg.run_id)
-    rows = run_local(cfg, p.output, p.todo.todo, p.tombstones, workers) if p.todo.todo else []
+    chain = extract_chain(cfg, p.output, p.tombstones)
+    rows = local_executor.run_chain(chain, p.todo.todo, workers) if p.todo.todo else []
     res = {"executor": "local", "cluster_cpus": local_cpus(), "workers": workers, "torch_threads": 1}
     return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
 
@@ -225,7 +191,7 @@ def _manifest(
         output=cfg.output,
         detector=ids[0],
         embedder=ids[1],
-        config=json.loads(json.dumps(dataclasses.asdict(cfg))),  # as the JSON holds it (lists, not tuples)
+        config=to_dict(cfg),  # facepipe run --like reads it back
         counts=counts,
         timing=timing,
         resources=res,

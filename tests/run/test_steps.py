@@ -1,0 +1,94 @@
+"""The extract chain is declared once (facepipe/run/steps.py) and each executor interprets it:
+one chain, built once, run by the Ray executor and by the local executor on the same photos,
+stages the same rows; the two-pool layout (embed_pool) runs under both; a step added to the chain
+runs under both. And a local worker that dies ends the run at once instead of hanging it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+
+import archive
+import duckdb
+import numpy as np
+import pytest
+import ray
+
+from facepipe.config import ComputeConfig
+from facepipe.io.output import Output
+from facepipe.io.sources import list_units
+from facepipe.io.tombstones import Tombstones
+from facepipe.run import local_executor, ray_executor
+from facepipe.run.steps import Step, extract_chain
+
+NO_ERASURES = Tombstones(frozenset(), frozenset(), frozenset())
+
+
+COLUMNS = {
+    "images": ("image_id", "source_uri", "status", "n_faces"),
+    "faces": ("face_id", "x1", "y1", "x2", "y2", "landmarks", "embedding", "sharpness", "face_logit"),
+}
+
+
+def _staged(out: Output, run_id: str) -> dict[str, list]:
+    root = out.staging_path(run_id)
+    q = lambda cols, t: duckdb.sql(f"select {cols} from read_parquet('{root}/{t}/*/*.parquet') order by all").fetchall()  # noqa: E731,E501
+    return {
+        "images": q(", ".join(COLUMNS["images"]), "images"),
+        "faces": q(", ".join(COLUMNS["faces"]), "faces"),
+    }
+
+
+def _chain_and_units(tmp_path, photos, **compute):
+    arch = archive.build(tmp_path / "archive", photos)
+    cfg = archive.run_config(arch.inputs, tmp_path / "out", "steps", compute=ComputeConfig(device="cpu", **compute))
+    out = Output(cfg.output)
+    return extract_chain(cfg, out, NO_ERASURES), list_units(list(cfg.inputs)), out, cfg
+
+
+@pytest.mark.slow
+def test_one_chain_stages_the_same_rows_under_each_executor(ray_cluster, photos, tmp_path):
+    chain, units, out, cfg = _chain_and_units(tmp_path, photos, embed_pool=True, rows_per_file=5)
+    assert [s.name for s in chain.steps] == ["decode", "detect", "embed", "write"]
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the added step lives in this test module
+    chain = dataclasses.replace(chain, steps=(Step("drop_tar", _drop_source, {"part": ".tar"}), *chain.steps))
+    res = ray_executor.plan_resources(cfg.compute, 2, 0)
+    by_ray = ray_executor.run_chain(chain, cfg.compute, units, res)
+    ray_rows = _staged(out, "steps")
+    out.clear_staging("steps")
+    by_local = local_executor.run_chain(chain, units, workers=2)
+    local_rows = _staged(out, "steps")
+    assert ray_rows["images"] and ray_rows["faces"], "the archive has faces"
+    assert not any(".tar" in r[1] for r in ray_rows["images"]), "the added step ran"
+    for table in ("images", "faces"):
+        for a, b in zip(local_rows[table], ray_rows[table], strict=True):
+            for name, x, y in zip(COLUMNS[table], a, b, strict=True):
+                if name in ("embedding", "face_logit"):  # batched with other neighbours: float rounding, as a rerun
+                    np.testing.assert_allclose(x, y, atol=1e-5, err_msg=a[0])
+                else:
+                    assert x == y, (table, a[0], name)
+    assert sum(r["n_images"] for r in by_ray) == sum(r["n_images"] for r in by_local) == len(ray_rows["images"])
+
+
+def _drop_source(batch: dict, part: str) -> dict:
+    """A step added to the chain: drops the rows whose source names ``part``."""
+    keep = [part not in str(u) for u in batch["source_uri"]]
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def _die_on(batch: dict, victim: str) -> dict:
+    if any(victim in str(u) for u in batch["source_uri"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer ends a worker
+    return batch
+
+
+def test_a_local_worker_that_dies_ends_the_run_at_once(photos, tmp_path):
+    chain, units, _, _ = _chain_and_units(tmp_path, photos)
+    assert len(units) > 2
+    victim = sorted(u.uri for u in units)[0]
+    killer = Step("killer", _die_on, {"victim": victim})
+    chain = dataclasses.replace(chain, steps=(killer, *chain.steps))
+    with pytest.raises(local_executor.WorkerDied, match="a worker process of the local executor died"):
+        local_executor.run_chain(chain, units, workers=2)
