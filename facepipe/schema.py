@@ -15,11 +15,11 @@ import pyarrow as pa
 N_LANDMARK_VALUES = 10
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
-#: Per-face quality values the model actors pass on, face-major in ``quality``: the landmark
-#: offsets (10) and sharpness (``facepipe.align.quality``), then the verifier's face log-odds
-#: (``facepipe.score.onet``). The ``faces`` table has them as ``landmark_offsets``,
-#: ``sharpness`` and ``face_logit``.
-QUALITY_DIM = N_LANDMARK_VALUES + 2
+#: Per-face values the model actors measure beside each embedding, by name and values per face:
+#: the landmark offsets and sharpness (``facepipe.align.quality``), the verifier's face log-odds
+#: (``facepipe.score.onet``). Each is a list column of the image rows (``EMBEDDING_FIELDS``,
+#: face-major) and a column of the same name in the ``faces`` table; the writer matches them by name.
+FACE_VALUES = {"landmark_offsets": N_LANDMARK_VALUES, "sharpness": 1, "face_logit": 1}
 
 #: Values of ``images.status``; anything but ``ok`` comes with an ``error`` message.
 IMAGE_STATUSES = (
@@ -185,7 +185,7 @@ EMBEDDING_FIELDS = (
     pa.field("align", pa.string()),
     pa.field("embedding_dim", pa.int32()),
     pa.field("embeddings", pa.list_(pa.float32())),  # n_faces * embedding_dim, face-major
-    pa.field("quality", pa.list_(pa.float32())),  # n_faces * QUALITY_DIM, face-major
+    *(pa.field(name, pa.list_(pa.float32())) for name in FACE_VALUES),  # n_faces * width, face-major
     pa.field("t_embed", pa.float64()),
 )
 

@@ -48,5 +48,11 @@ def sharpness(chips: np.ndarray) -> np.ndarray:
 
 
 def quality_features(offsets: np.ndarray, chips: np.ndarray) -> np.ndarray:
-    """(N, 11) float32: each face's landmark offsets then its chip's sharpness."""
+    """(N, 11) float32: each face's landmark offsets then its chip's sharpness (the layout
+    :func:`quality_columns` names)."""
     return np.concatenate([np.asarray(offsets, np.float32).reshape(-1, 10), sharpness(chips)[:, None]], axis=1)
+
+
+def quality_columns(features: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`quality_features`' matrix by name, as ``schema.FACE_VALUES`` and the faces table name them."""
+    return {"landmark_offsets": features[:, :10], "sharpness": features[:, 10]}

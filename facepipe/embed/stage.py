@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from facepipe.align.stage import AlignConfig
 from facepipe.flags import flag, positive_int
-from facepipe.schema import EMBEDDING_FIELDS
+from facepipe.schema import EMBEDDING_FIELDS, FACE_VALUES
 
 
 @dataclass(frozen=True)
@@ -39,27 +39,33 @@ class EmbedConfig:
 
 
 def embedding_columns(
-    counts: list[int], vectors: np.ndarray, quality: np.ndarray, embedder_id: str, align_id: str, t_embed: float
+    counts: list[int],
+    vectors: np.ndarray,
+    face_values: dict[str, np.ndarray],
+    embedder_id: str,
+    align_id: str,
+    t_embed: float,
 ) -> dict[str, pa.Array]:
-    """The columns of ``schema.EMBEDDING_FIELDS`` for a batch of images.
+    """The columns of ``schema.EMBEDDING_FIELDS`` for a batch of images, by name.
 
-    counts: faces per image (n images); vectors (sum(counts), D) float32 and quality
-    (sum(counts), Q) float32, the faces in image order; t_embed: seconds of stage time attributed
-    to each image row.
+    counts: faces per image (n images); vectors (sum(counts), D) float32 and ``face_values``
+    (``schema.FACE_VALUES``' names -> (sum(counts), width) float32), the faces in image order;
+    t_embed: seconds of stage time attributed to each image row.
     """
     n, dim = len(counts), vectors.shape[1]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    nf = int(offsets[-1])
+
+    def per_image(values: np.ndarray, width: int) -> pa.Array:
+        v = np.asarray(values, np.float32).reshape(nf, width)
+        return pa.array([v[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32()))
+
     cols = {
         "embedder": pa.array([embedder_id] * n, pa.string()),
         "align": pa.array([align_id] * n, pa.string()),
         "embedding_dim": pa.array([dim] * n, pa.int32()),
-        "embeddings": pa.array(
-            [vectors[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32())
-        ),
-        "quality": pa.array(
-            [quality[offsets[i] : offsets[i + 1]].reshape(-1) for i in range(n)], pa.list_(pa.float32())
-        ),
+        "embeddings": per_image(vectors, dim),
+        **{name: per_image(face_values[name], width) for name, width in FACE_VALUES.items()},
         "t_embed": pa.array(np.full(n, t_embed), pa.float64()),
     }
-    assert list(cols) == [f.name for f in EMBEDDING_FIELDS]
-    return cols
+    return {f.name: cols[f.name] for f in EMBEDDING_FIELDS}

@@ -36,7 +36,8 @@ def face_id_for(image_id: str, face_index: int) -> str:
 
 
 def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
-    """``schema.EMBEDDED`` rows (the model actors' output) -> {"images": IMAGES table, "faces": faces table}."""
+    """``schema.EMBEDDED`` rows (the model actors' output) -> {"images": IMAGES table, "faces":
+    faces table}; every column built under its name and matched to the declared schema by name."""
     n = detected.num_rows
     run = pa.array([run_id] * n, pa.string())
     images = pa.Table.from_arrays(
@@ -44,46 +45,49 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
         schema=schema.IMAGES,
     )
     counts = detected.column("n_faces").to_numpy(zero_copy_only=False).astype(np.int64)
-    image_ids = detected.column("image_id").to_pylist()
     face_image = np.repeat(np.arange(n), counts)
-    face_index = np.concatenate([np.arange(c) for c in counts]) if n else np.zeros(0, np.int64)
     nf = int(counts.sum())
 
     def flat(col: str, k: int) -> np.ndarray:
+        """A per-image list column as (faces, k) float32."""
         vals = detected.column(col).combine_chunks().flatten().to_numpy(zero_copy_only=False)
         return vals.astype(np.float32).reshape(nf, k)
 
-    boxes, scores, lms = flat("boxes", 4), flat("scores", 1)[:, 0], flat("landmarks", schema.N_LANDMARK_VALUES)
-    detector, embedder, align = (detected.column(c).to_pylist() for c in ("detector", "embedder", "align"))
+    def per_face(col: str) -> pa.Array:
+        """A per-image value repeated for each of the image's faces."""
+        values = detected.column(col).to_pylist()
+        return pa.array([values[i] for i in face_image], detected.schema.field(col).type)
+
+    def vectors(values: np.ndarray, k: int) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), k)
+
     dims = {d for d, c in zip(detected.column("embedding_dim").to_pylist(), counts) if c}
     if len(dims) > 1:
         raise ValueError(f"one batch holds embeddings of several sizes: {sorted(dims)}")
     dim = dims.pop() if dims else schema.DEFAULT_EMBEDDING_DIM
     faces_schema = schema.faces_schema(dim)
-    emb = flat("embeddings", dim) if nf else np.zeros((0, dim), np.float32)
-    quality = flat("quality", schema.QUALITY_DIM) if nf else np.zeros((0, schema.QUALITY_DIM), np.float32)
-    fimg = [image_ids[i] for i in face_image]
-    faces = pa.Table.from_arrays(
-        [
-            pa.array([face_id_for(im, int(k)) for im, k in zip(fimg, face_index)], pa.string()),
-            pa.array(fimg, pa.string()),
-            pa.array(face_index, pa.int32()),
-            *(pa.array(boxes[:, j], pa.float32()) for j in range(4)),
-            pa.array(scores, pa.float32()),
-            pa.FixedSizeListArray.from_arrays(pa.array(lms.reshape(-1), pa.float32()), schema.N_LANDMARK_VALUES),
-            pa.array([detector[i] for i in face_image], pa.string()),
-            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
-            pa.array([embedder[i] for i in face_image], pa.string()),
-            pa.array([align[i] for i in face_image], pa.string()),
-            pa.FixedSizeListArray.from_arrays(
-                pa.array(quality[:, : schema.N_LANDMARK_VALUES].reshape(-1), pa.float32()), schema.N_LANDMARK_VALUES
-            ),
-            pa.array(quality[:, schema.N_LANDMARK_VALUES], pa.float32()),
-            pa.array(quality[:, schema.N_LANDMARK_VALUES + 1], pa.float32()),
-            pa.array([run_id] * nf, pa.string()),
-        ],
-        schema=faces_schema,
-    )
+    boxes = flat("boxes", 4)
+    face_index = np.concatenate([np.arange(c) for c in counts]) if n else np.zeros(0, np.int64)
+    image_ids = per_face("image_id")
+    cols = {
+        "face_id": pa.array([face_id_for(im, int(k)) for im, k in zip(image_ids.to_pylist(), face_index)], pa.string()),
+        "image_id": image_ids,
+        "face_index": pa.array(face_index, pa.int32()),
+        **{c: pa.array(boxes[:, j], pa.float32()) for j, c in enumerate(("x1", "y1", "x2", "y2"))},
+        "det_score": pa.array(flat("scores", 1)[:, 0], pa.float32()),
+        "landmarks": vectors(flat("landmarks", schema.N_LANDMARK_VALUES), schema.N_LANDMARK_VALUES),
+        "detector": per_face("detector"),
+        "embedding": vectors(flat("embeddings", dim), dim),
+        "embedder": per_face("embedder"),
+        "align": per_face("align"),
+        **{
+            name: vectors(flat(name, k), k) if k > 1 else pa.array(flat(name, 1)[:, 0], pa.float32())
+            for name, k in schema.FACE_VALUES.items()
+        },
+        "run_id": pa.array([run_id] * nf, pa.string()),
+    }
+    assert set(cols) == set(faces_schema.names), set(cols) ^ set(faces_schema.names)
+    faces = pa.Table.from_arrays([cols[f.name] for f in faces_schema], schema=faces_schema)
     return {"images": images, "faces": faces}
 
 

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from facepipe.align.quality import quality_columns
 from facepipe.align.stage import align_batch, resolve_method
 from facepipe.decode import DecodeConfig, decode_image
 from facepipe.detect.stage import DetectConfig, detect_batch
@@ -69,8 +70,8 @@ def embed_detected(
     vectors = embedder.embed(chips, batch_size)
     align_id = f"dlib_sp5:{predictor.model_id}" if method == "dlib_sp5" and predictor is not None else method
     t_embed = (time.perf_counter() - t0) / max(len(counts), 1)
-    quality = np.concatenate([quality, face_logit[:, None]], axis=1)
-    cols = embedding_columns(counts, vectors, quality, embedder.model_id, align_id, t_embed)
+    values = {**quality_columns(quality), "face_logit": face_logit}
+    cols = embedding_columns(counts, vectors, values, embedder.model_id, align_id, t_embed)
     return pa.Table.from_arrays([*detected.columns, *cols.values()], schema=EMBEDDED)
 
 

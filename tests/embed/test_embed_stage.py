@@ -10,7 +10,7 @@ from facepipe.decode import DecodeConfig, decode_batch
 from facepipe.detect.stage import DetectConfig, detect_batch
 from facepipe.registry import ChipSpec, create_model, get_model_spec
 from facepipe.run.actors import embed_detected
-from facepipe.schema import EMBEDDED, QUALITY_DIM
+from facepipe.schema import EMBEDDED
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +86,10 @@ def test_embed_batch_rows_carry_embeddings_per_image(photos, models):
     assert [r["n_faces"] for r in rows] == [6, 1, 0] and rows[2]["status"] == "corrupt"
     assert [len(r["embeddings"]) for r in rows] == [6 * 128, 128, 0]
     assert rows[0]["align"] == f"dlib_sp5:{sp.model_id}" and rows[0]["embedder"] == net.model_id
-    quality = np.array(rows[0]["quality"] + rows[1]["quality"]).reshape(7, QUALITY_DIM)
-    assert (quality[:, -1] > 1).all(), quality[:, -1]  # the verifier: every one of them is a face
-    assert (np.linalg.norm(quality[:, :10], axis=1) < 0.5).all() and (quality[:, 10] > 2).all(), quality
+    faces = lambda name: np.array(rows[0][name] + rows[1][name])  # noqa: E731
+    assert (faces("face_logit") > 1).all(), faces("face_logit")  # the verifier: every one of them is a face
+    offsets = faces("landmark_offsets").reshape(7, 10)
+    assert (np.linalg.norm(offsets, axis=1) < 0.5).all() and (faces("sharpness") > 2).all()
 
 
 def test_align_method_must_fit_the_embedder():

@@ -7,7 +7,6 @@ from facepipe import schema
 from facepipe.io import writer
 from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
-from facepipe.schema import QUALITY_DIM
 
 
 def _detected(n_faces=(2, 0), dim=128):
@@ -32,7 +31,9 @@ def _detected(n_faces=(2, 0), dim=128):
                 "align": "dlib_sp5",
                 "embedding_dim": dim,
                 "embeddings": [float(v) for v in range(dim * k)],
-                "quality": [float(v) for v in range(QUALITY_DIM * k)],
+                "landmark_offsets": [float(v) for v in range(10 * k)],
+                "sharpness": [100.0 + v for v in range(k)],
+                "face_logit": [200.0 + v for v in range(k)],
                 "t_embed": 0.3,
             }
         )
@@ -49,9 +50,26 @@ def test_tables_follow_declared_schemas():
     # each face gets its own slice of the image's flat embedding list
     assert faces[1]["embedding"] == [float(v) for v in range(128, 256)]
     assert faces[0]["embedder"] == "dlib_resnet@def" and faces[0]["align"] == "dlib_sp5"
-    # and its slice of the quality list: 10 landmark offsets, sharpness, face log-odds
-    assert faces[1]["landmark_offsets"] == [float(v) for v in range(12, 22)]
-    assert (faces[1]["sharpness"], faces[1]["face_logit"]) == (22.0, 23.0)
+    # and its slice of each per-face value list, by name
+    assert faces[1]["landmark_offsets"] == [float(v) for v in range(10, 20)]
+    assert (faces[1]["sharpness"], faces[1]["face_logit"]) == (101.0, 201.0)
+
+
+def test_columns_are_matched_by_name_so_reordered_fields_cannot_swap_data(monkeypatch):
+    """Two float32 fields swapped in the declared schema move with their names: the data stays put."""
+    declared = schema.faces_schema
+
+    def swapped(dim: int = schema.DEFAULT_EMBEDDING_DIM) -> pa.Schema:
+        names = declared(dim).names
+        i, j = names.index("sharpness"), names.index("face_logit")
+        fields = list(declared(dim))
+        fields[i], fields[j] = fields[j], fields[i]
+        return pa.schema(fields, metadata=declared(dim).metadata)
+
+    monkeypatch.setattr(schema, "faces_schema", swapped)
+    faces = writer.build_tables(_detected(), "r1")["faces"]
+    assert faces.schema.names.index("face_logit") < faces.schema.names.index("sharpness")
+    assert (faces.column("sharpness")[1].as_py(), faces.column("face_logit")[1].as_py()) == (101.0, 201.0)
 
 
 def test_faces_schema_follows_the_embedder_dimension():

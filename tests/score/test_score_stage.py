@@ -61,7 +61,9 @@ def _face_rows(n_images: int, faces_per: int, outliers: int, seed: int) -> list[
                 "align": "dlib_sp5",
                 "embedding_dim": 128,
                 "embeddings": rng.normal(size=faces_per * 128).tolist(),
-                "quality": np.concatenate([offsets, sharp, logit], axis=1).reshape(-1).tolist(),
+                "landmark_offsets": offsets.reshape(-1).tolist(),
+                "sharpness": sharp.reshape(-1).tolist(),
+                "face_logit": logit.reshape(-1).tolist(),
                 "t_embed": 0.0,
             }
         )
