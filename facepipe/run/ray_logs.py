@@ -10,22 +10,22 @@ driver's objects gone, which ends the run anyway. It is not the user's error, an
 "E ... core_worker.cc" on every run learns to ignore error lines.
 
 :func:`quiet_known_ray_errors` passes the process's stderr (file descriptor 2, where the C++
-logger writes) through a thread that drops exactly those lines -- logged at debug level instead --
-and forwards every other byte unchanged as it comes. It is entered after Ray is up, so the
-cluster's own processes (started by ``ray.init``) never inherit the pipe.
+logger writes) through a small filter *process* (``python -m facepipe.run.ray_logs``) that drops
+exactly those lines and forwards every other byte unchanged as it comes. A process, not a thread:
+when the driver dies hard (SIGKILL, a segfault, a fatal error's traceback written to fd 2) the
+filter still reads the pipe to its end and forwards all of it, then exits -- nothing written
+before the crash is lost (``tests/run/test_ray_logs.py`` kills a driver mid-write). It is entered
+after Ray is up, so the cluster's own processes (started by ``ray.init``) never inherit the pipe.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
+import subprocess
 import sys
-import threading
 from contextlib import contextmanager
-from typing import Iterator
-
-log = logging.getLogger(__name__)
+from typing import BinaryIO, Iterator
 
 #: The lines dropped: the constructor-arguments warning for Ray Data's own map workers only.
 KNOWN = (
@@ -39,6 +39,19 @@ def is_known(line: bytes) -> bool:
     return any(p.search(line) for p in KNOWN)
 
 
+def filter_stream(src: BinaryIO, out: int) -> None:
+    """Copy ``src`` to file descriptor ``out`` line by line as it comes, without the known lines."""
+    pending = b""
+    while chunk := src.read1(65536) if hasattr(src, "read1") else src.read(65536):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if not is_known(line):
+                os.write(out, line + b"\n")
+    if pending and not is_known(pending):
+        os.write(out, pending)
+
+
 @contextmanager
 def quiet_known_ray_errors(fd: int = 2) -> Iterator[None]:
     """Within the block, lines written to ``fd`` that match :data:`KNOWN` are dropped; all else
@@ -50,34 +63,35 @@ def quiet_known_ray_errors(fd: int = 2) -> Iterator[None]:
         yield
         return
     r, w = os.pipe()
+    try:
+        # the filter: stdin the pipe, stdout the real stderr; a session of its own, so Ctrl-C
+        # (the terminal's process group) stops the driver, and the filter ends at the pipe's end
+        filt = subprocess.Popen(
+            [sys.executable, "-m", "facepipe.run.ray_logs"],
+            stdin=r,
+            stdout=saved,
+            stderr=saved,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError:  # no process to start: leave stderr alone
+        os.close(r), os.close(w), os.close(saved)
+        yield
+        return
+    os.close(r)
     os.dup2(w, fd)
     os.close(w)
-
-    out = os.dup(saved)  # the pump's own: it may outlive the block if a child kept the pipe open
-
-    def pump() -> None:
-        try:
-            with os.fdopen(r, "rb", buffering=0) as src:
-                pending = b""
-                while chunk := src.read(65536):
-                    lines = (pending + chunk).split(b"\n")
-                    pending = lines.pop()
-                    for line in lines:
-                        if is_known(line):
-                            log.debug("dropped Ray's known false alarm: %s", line.decode(errors="replace"))
-                        else:
-                            os.write(out, line + b"\n")
-                if pending and not is_known(pending):
-                    os.write(out, pending)
-        finally:
-            os.close(out)
-
-    t = threading.Thread(target=pump, name="facepipe-stderr-filter", daemon=True)
-    t.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(saved, fd)  # closes the pipe's last write end: the pump reads to EOF and stops
-        t.join(timeout=10)
+        os.dup2(saved, fd)  # closes the pipe's last write end: the filter reads to EOF and exits
+        try:
+            filt.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a child of the driver kept the pipe open: let it be
+            pass
         os.close(saved)
+
+
+if __name__ == "__main__":
+    filter_stream(sys.stdin.buffer, sys.stdout.fileno())

@@ -1,5 +1,6 @@
 """Ray's known false alarm (Ray Data's actor-pool constructor-arguments line, ray#57733) is kept
-out of stderr; everything else written there passes unchanged and in order."""
+out of stderr; everything else written there passes unchanged and in order -- also when the
+driver dies hard in the middle (the filter is a process of its own that drains the pipe)."""
 
 import subprocess
 import sys
@@ -37,3 +38,21 @@ os.write(2, b"\\nafter\\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "before\none\ntwo\npartial line\nlast without newline\nafter\n"
+
+
+def test_a_driver_killed_mid_run_loses_nothing_it_wrote():
+    code = f"""
+import os, signal
+from facepipe.run.ray_logs import quiet_known_ray_errors
+with quiet_known_ray_errors():
+    for i in range(2000):
+        os.write(2, b"line %d of what the driver wrote\\n" % i)
+    os.write(2, {KNOWN_LINE.encode()!r} + b"\\n")
+    os.write(2, b"Fatal Python error: the last words")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -9
+    lines = r.stderr.splitlines()
+    assert lines[:2000] == [f"line {i} of what the driver wrote" for i in range(2000)]
+    assert lines[2000:] == ["Fatal Python error: the last words"], lines[2000:]
