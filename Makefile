@@ -35,26 +35,24 @@ FAST := not ray and not s3 and not evidence and not slow
 test-fast: install
 	$(PY) -m pytest -q -m "$(FAST)" tests
 
-# Another Python (CI's second leg: 3.13): its own venv, the demo, and the tests that need no Ray
-# cluster or server. On Linux x86_64 PyPI's torch==2.13.0 for 3.12/3.13 is the CUDA build (~3 GB,
+# Another Python (CI's second leg: 3.13): its own venv, the demo, and test-fast's tests (no Ray
+# cluster, server, evaluation set or whole job in a process). On Linux x86_64 PyPI's torch==2.13.0 for 3.12/3.13 is the CUDA build (~3 GB,
 # runs on the CPU); the default models are data files, so nothing else differs.
 # (the first python3.13 that runs: a pyenv shim of a version not selected exists but fails)
 COMPAT_PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 $$(command -v python3.13); do \
                    "$$p" -c "import sys" 2>/dev/null && { echo "$$p"; break; }; done)
-COMPAT_TESTS  ?= tests/detect tests/align tests/embed tests/test_registry.py tests/test_decode.py \
-                 tests/score/test_drocc.py tests/test_cli.py tests/run/test_local_executor.py tests/test_flags.py tests/test_suite.py
 compat:
 	@test -n "$(COMPAT_PYTHON)" || { echo "compat: no python3.13 found (set COMPAT_PYTHON=/path/to/python)"; exit 1; }
 	$(MAKE) VENV=.venv-compat PYTHON=$(COMPAT_PYTHON) DEMO_DIR=demo-output-compat demo
 	.venv-compat/bin/python -c "import sys; print('compat leg on Python', sys.version.split()[0])"
-	.venv-compat/bin/python -m pytest -q -m "not slow" $(COMPAT_TESTS)
+	.venv-compat/bin/python -m pytest -q -m "$(FAST)" tests
 
 # ruff: pyflakes, pycodestyle, import order, bugbear; the formatter at 120 columns (pyproject.toml)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Headless Chromium renders the run report in tests/test_report.py. Debian's package, installed
+# Headless Chromium renders the run report in tests/tools/test_report.py. Debian's package, installed
 # where apt-get may run (root, as in CI), and a failed install fails `make test`. A user who cannot
 # apt-get gets a message; that one test then skips locally (in CI, CI=true, a skip fails).
 browser:

@@ -40,10 +40,10 @@ def agreed_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
     import dlib
 
     from facepipe import demo
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
-    from facepipe.evaluate import iou_matrix
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools.evaluate import iou_matrix
 
     det = create_model("centerface", kind="detector")
     hog = dlib.get_frontal_face_detector()

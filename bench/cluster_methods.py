@@ -55,9 +55,9 @@ def main() -> None:
     ap.add_argument("--identities", type=int, default=2000)
     ap.add_argument("--k", type=int, default=10)
     a = ap.parse_args()
-    from facepipe.cluster.graph import knn
-    from facepipe.cluster.methods import chinese_whispers, mutual_density, threshold_components
-    from facepipe.cluster.metrics import evaluate_clusters
+    from facepipe.stages.cluster.graph import knn
+    from facepipe.stages.cluster.methods import chinese_whispers, mutual_density, threshold_components
+    from facepipe.stages.cluster.metrics import evaluate_clusters
 
     x, y = synthetic(a.identities)
     t = time.perf_counter()

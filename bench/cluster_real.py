@@ -103,11 +103,11 @@ def real_set(shared: Path, rebuild: bool = False, archive: Path | None = None, m
     import cv2
 
     from facepipe import demo
-    from facepipe.align.stage import align_batch
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
-    from facepipe.evaluate import iou_matrix
     from facepipe.registry import create_model
+    from facepipe.stages.align.stage import align_batch
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools.evaluate import iou_matrix
 
     det = create_model("centerface", kind="detector")
     sp = create_model("dlib_shape_predictor_5", kind="landmarks")
@@ -167,7 +167,7 @@ def infomap_labels(idx: np.ndarray, dist: np.ndarray, threshold: float, seed: in
     than ``threshold``, weighted by how much shorter (1 - d / threshold), two-level."""
     import infomap
 
-    from facepipe.cluster.methods import _relabel, threshold_edges
+    from facepipe.stages.cluster.methods import _relabel, threshold_edges
 
     n = len(idx)
     src, dst = threshold_edges(idx, dist, threshold)
@@ -183,9 +183,9 @@ def infomap_labels(idx: np.ndarray, dist: np.ndarray, threshold: float, seed: in
 
 
 def method_labels(name: str, x: np.ndarray, threshold: float, image_ids: np.ndarray, k: int = 10) -> np.ndarray:
-    from facepipe.cluster.graph import IndexConfig, build_index
-    from facepipe.cluster.methods import chinese_whispers
-    from facepipe.cluster.stage import ClusterConfig, cluster_embeddings
+    from facepipe.stages.cluster.graph import IndexConfig, build_index
+    from facepipe.stages.cluster.methods import chinese_whispers
+    from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings
 
     if name == "chinese_whispers (order as given)":
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
@@ -194,7 +194,7 @@ def method_labels(name: str, x: np.ndarray, threshold: float, image_ids: np.ndar
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
         return infomap_labels(idx, dist, threshold)
     if name == "chinese_whispers + cannot-link (order as given)":
-        from facepipe.cluster.constraints import cannot_link, split_same_image
+        from facepipe.stages.cluster.constraints import cannot_link, split_same_image
 
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
         lab = chinese_whispers(idx, cannot_link(idx, dist, np.arange(len(x)), image_ids), threshold)
@@ -207,7 +207,7 @@ def over_orders(
 ) -> dict[str, float]:
     """``name`` over ``orders`` random orders of the faces at least ``min_face`` wide (as the
     stage's ``--cluster-min-face``: narrower faces are not clustered, nor counted here)."""
-    from facepipe.cluster.metrics import evaluate_clusters
+    from facepipe.stages.cluster.metrics import evaluate_clusters
 
     keep = s.widths >= min_face
     s = RealSet(s.x[keep], s.labels[keep], s.image_ids[keep], s.widths[keep])

@@ -5,7 +5,7 @@
 For each size N it writes a faces table (Parquet, like the extract job's) of synthetic 128-d
 embeddings that mimic dlib's (bench/cluster_methods.py: Zipf identity sizes 1-80, same-person
 0.25-0.5 apart, 5% look-alikes; ~7 faces per identity, so 1M faces are ~142k identities), then
-runs three steps of ``facepipe.cluster.stage.run_cluster``, each in its own process so its wall
+runs three steps of ``facepipe.stages.cluster.stage.run_cluster``, each in its own process so its wall
 time and peak memory (ru_maxrss) are its own:
 
 1. night 1: 99% of the faces, first snapshot (a full clustering);
@@ -75,7 +75,7 @@ def build(n_faces: int, root: Path, seed: int = 0) -> None:
 
 def step(root: Path, name: str) -> None:
     """One run_cluster call, in this process; prints a JSON line."""
-    from facepipe.cluster.stage import ClusterConfig, run_cluster
+    from facepipe.stages.cluster.stage import ClusterConfig, run_cluster
 
     out = root / "out"
     faces = out / "faces"
@@ -111,7 +111,7 @@ def quality(root: Path) -> tuple[str, dict[str, str | None]]:
     import duckdb
     import pyarrow.parquet as pq
 
-    from facepipe.cluster.metrics import evaluate_clusters
+    from facepipe.stages.cluster.metrics import evaluate_clusters
 
     fids = pq.read_table(root / "face_ids.parquet").column("face_id").to_pylist()
     y = np.load(root / "truth.npy")
@@ -130,7 +130,7 @@ def edge_recall(
     and probes; and the time each takes to search ``timed`` faces."""
     import pyarrow.dataset as pads
 
-    from facepipe.cluster.graph import ExactIndex, IndexConfig, build_index
+    from facepipe.stages.cluster.graph import ExactIndex, IndexConfig, build_index
 
     t = pads.dataset(root / "out" / "faces", format="parquet").to_table(columns=["embedding"])
     x = t.column("embedding").combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1).copy()

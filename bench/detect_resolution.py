@@ -34,10 +34,10 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
-    from facepipe.evaluate import iou_matrix
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools.evaluate import iou_matrix
 
     torch.set_num_threads(1)
     det = create_model(a.detector, a.detector_weights, kind="detector", config=a.detector_config)

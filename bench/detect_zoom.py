@@ -19,7 +19,7 @@ import numpy as np
 
 
 def _found(truth: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    from facepipe.evaluate import iou_matrix
+    from facepipe.tools.evaluate import iou_matrix
 
     if len(boxes) == 0 or len(truth) == 0:
         return np.zeros(len(truth), bool)
@@ -39,9 +39,9 @@ def main() -> None:
     ap.add_argument("--long-side", type=int, default=640)
     ap.add_argument("--low", type=float, default=0.05)
     a = ap.parse_args()
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
 
     det = create_model("centerface", kind="detector")
     truth = json.loads((Path(a.archive) / "truth.json").read_text())

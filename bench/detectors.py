@@ -24,8 +24,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from facepipe import demo, evaluate
-    from facepipe.decode import DecodeConfig, decode_image
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig, decode_image
 
     shared = Path(a.shared) / "data"
     dev = shared / "pascal_faces_dev"

@@ -3,7 +3,7 @@
     .venv/bin/python bench/drocc_contaminated.py [--set FIELD=VALUE ...]
 
 The scoring stage trains on the night's faces and then scores those same faces, so the outliers it
-should find were trained on as "normal". Data as in tests/score/test_score_stage.py: 60 images x 4
+should find were trained on as "normal". Data as in tests/stages/score/test_score_stage.py: 60 images x 4
 faces drawn around 10 identities (128-d, spread 0.03), and in 8 images one face moved 1.0 along
 every axis. Prints the AUC of those 8 over the other 232 for 5 data seeds x 2 model seeds.
 """
@@ -38,7 +38,7 @@ def main() -> None:
     from drocc_oneclass import with_overrides  # bench/ is on the path when run as a script
     from sklearn.metrics import roc_auc_score
 
-    from facepipe.score.drocc import DROCCConfig, train_drocc
+    from facepipe.stages.score.drocc import DROCCConfig, train_drocc
 
     cfg = with_overrides(DROCCConfig(), a.set)
     aucs = []

@@ -30,11 +30,11 @@ def main(seed: int = 0) -> dict:
     from sklearn.svm import OneClassSVM
 
     from facepipe import demo
-    from facepipe.align.stage import align_image, cut_chips
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
     from facepipe.registry import create_model
-    from facepipe.score.drocc import DROCCConfig, train_drocc
+    from facepipe.stages.align.stage import align_image, cut_chips
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.stages.score.drocc import DROCCConfig, train_drocc
 
     rng = np.random.default_rng(seed)
     det = create_model("centerface", kind="detector")

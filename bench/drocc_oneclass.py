@@ -8,7 +8,7 @@ Protocols (AUC of "is an outlier", higher = better; seeds fixed):
 - breast_cancer: benign is normal; train on half of the benign, test on the other half + all malignant.
 - wine: each class in turn is normal (train on its half, test on the other half of everything); mean.
 
-Side by side: DROCC (facepipe.score.drocc, default config), DROCC-LF, scikit-learn's OneClassSVM
+Side by side: DROCC (facepipe.stages.score.drocc, default config), DROCC-LF, scikit-learn's OneClassSVM
 (RBF, nu 0.1) and IsolationForest, and the ablation "noise negatives": the same network and loss
 with negatives drawn at random on the same shell, no adversarial ascent.
 """
@@ -71,7 +71,7 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
     from sklearn.svm import OneClassSVM
 
-    from facepipe.score.drocc import DROCCConfig, train_drocc
+    from facepipe.stages.score.drocc import DROCCConfig, train_drocc
 
     base = DROCCConfig(epochs=15 if a.quick else DROCCConfig.epochs)
     base = with_overrides(base, a.set)

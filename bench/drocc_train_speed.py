@@ -24,17 +24,17 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=7, help="of which the default 5 are CE-only")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
-    from facepipe.score.drocc import DROCCConfig, train_drocc
+    from facepipe.stages.score.drocc import DROCCConfig, train_drocc
 
     x = np.random.default_rng(0).normal(size=(a.n, 128)).astype(np.float32)
     base = DROCCConfig()
-    logging.getLogger("facepipe.score.drocc").setLevel(
+    logging.getLogger("facepipe.stages.score.drocc").setLevel(
         logging.ERROR
     )  # CE epochs alone leave it inverted: expected here
     t0 = time.perf_counter()
     train_drocc(x, dataclasses.replace(base, epochs=base.only_ce_epochs), a.device)
     t_ce = time.perf_counter() - t0
-    logging.getLogger("facepipe.score.drocc").setLevel(logging.NOTSET)
+    logging.getLogger("facepipe.stages.score.drocc").setLevel(logging.NOTSET)
     for steps, size in ((base.ascent_num_steps, base.ascent_step_size), (10, 0.3)):
         cfg = dataclasses.replace(base, epochs=a.epochs, ascent_num_steps=steps, ascent_step_size=size)
         t0 = time.perf_counter()

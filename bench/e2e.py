@@ -88,7 +88,7 @@ class Sampler:
 
 
 def recall(truth: dict[str, list], found: dict[str, np.ndarray]) -> tuple[int, int, int]:
-    from facepipe.evaluate import match_dlib
+    from facepipe.tools.evaluate import match_dlib
 
     hit = total = extra = 0
     for name, gt in truth.items():
@@ -126,10 +126,10 @@ def run_face_recognition(files: list[Path]) -> tuple[float, dict[str, np.ndarray
 
 def run_plain(files: list[Path], decode_cfg, detect_cfg) -> tuple[float, dict[str, float], int]:
     """The job's stages in one process, no Ray: decode -> detect -> align -> embed."""
-    from facepipe.align.stage import align_image, cut_chips
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import detect_images
     from facepipe.registry import create_model
+    from facepipe.stages.align.stage import align_image, cut_chips
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import detect_images
 
     det = create_model(detect_cfg.name, detect_cfg.weights, kind="detector", config=detect_cfg.config)
     sp = create_model("dlib_shape_predictor_5", kind="landmarks")
@@ -256,8 +256,8 @@ def main() -> None:
             f"  task seconds {t['stage_task_s']}\n  {s.summary()}"
         )
     if a.plain:
-        from facepipe.decode import DecodeConfig
-        from facepipe.detect.stage import DetectConfig
+        from facepipe.stages.decode import DecodeConfig
+        from facepipe.stages.detect.stage import DetectConfig
 
         plain_s, stage, n_plain = run_plain(files, DecodeConfig(), DetectConfig())
         share = " · ".join(f"{k} {v:.1f}s ({100 * v / plain_s:.0f}%)" for k, v in stage.items())
@@ -280,8 +280,8 @@ def main() -> None:
         )
     dev = Path(a.shared) / "data" / "pascal_faces_dev"
     from facepipe import evaluate
-    from facepipe.decode import DecodeConfig
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig
 
     gt = evaluate.load_imglab(dev / "training.xml")
     det = create_model("yunet", kind="detector")

@@ -1,6 +1,6 @@
 """What naming the inputs costs the driver before any image is read: listing an S3 prefix of N
-keys (facepipe.io.sources.list_units) against reading the same N units from an inventory file
-(--input-manifest, facepipe.io.inventory), each in a fresh process: wall time and the process's
+keys (facepipe.stages.read.sources.list_units) against reading the same N units from an inventory file
+(--input-manifest, facepipe.stages.read.inventory), each in a fresh process: wall time and the process's
 peak memory.
 
     .venv/bin/python bench/listing.py [--keys 100000] [--workdir /tmp/facepipe-bench-listing]
@@ -36,9 +36,9 @@ import s3_fill  # noqa: E402
 
 MEASURE = """
 import json, sys, time
-from facepipe.io import fs as fsio
-from facepipe.io.inventory import manifest_units
-from facepipe.io.sources import list_units
+from facepipe.storage import fs as fsio
+from facepipe.stages.read.inventory import manifest_units
+from facepipe.stages.read.sources import list_units
 
 def peak_mib():  # this process's own high-water RSS (ru_maxrss would carry the parent's over exec)
     status = open("/proc/self/status").read()
@@ -64,7 +64,7 @@ def fill(server, bucket: str, n: int, how: str, workdir: Path) -> float:
     ``metadata``: one PUT, then the filer's entries loaded in bulk (bench/s3_fill.py; ~4 min for
     10^6). ``put``: a PUT per key through pyarrow's S3 client (C++, the GIL released) from 32
     threads (~300-450 keys/s here)."""
-    from facepipe.io import fs as fsio
+    from facepipe.storage import fs as fsio
 
     client = server.client
     try:
@@ -159,7 +159,7 @@ def main() -> None:
             print(f"list s3://{bucket}/night: {listed}")
             inventory = root / f"inventory-{n}.parquet"
             if not inventory.exists():
-                from facepipe.io.sources import list_units
+                from facepipe.stages.read.sources import list_units
 
                 units = list_units([f"s3://{bucket}/night"])
                 table = pa.table(

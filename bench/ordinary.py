@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ordinary.py OUT_DIR [--images 200] [--seed 0] [--shared ../shared]
 
-Sources: the demo photos (facepipe.demo: Obama x5, Biden, Eileen Collins, Grace Hopper, Tom Hanks,
+Sources: the demo photos (facepipe.tools.demo: Obama x5, Biden, Eileen Collins, Grace Hopper, Tom Hanks,
 insightface's group photo t1.jpg) and the four PASCAL photos of ``../shared/data/pascal_faces_dev``
 (groups and street scenes). Each archive photo is one source photo cropped around a randomly
 chosen face (the crop keeps 45-100% of the photo on each side of that face), scaled so that

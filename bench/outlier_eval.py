@@ -8,7 +8,7 @@ Detector: the 1 MB RetinaFace of ``../shared`` at score 0.3 (what a user who wan
 runs, and what makes real false detections), decoded as the job does (``--min-face 40`` on the
 pasted-face archive, as its recorded benchmark run). Sources (``source`` field):
 
-- ``photo:NAME`` -- the demo photos (``facepipe.demo.photos``: astronaut, Grace Hopper, the
+- ``photo:NAME`` -- the demo photos (``facepipe.tools.demo.photos``: astronaut, Grace Hopper, the
   face_recognition and insightface sdists' photos);
 - ``pascal:FILE`` -- the four PASCAL photos of ``../shared/data/pascal_faces_dev``;
 - ``skimage:NAME`` -- scikit-image's sample photos without people (a cat, a coffee cup, coins,
@@ -113,7 +113,7 @@ def _truth(source: str, archive: Path, shared: Path) -> np.ndarray | None:
     is a real face (checked by hand on the sheets)."""
     kind, name = source.split(":", 1)
     if kind == "pascal":
-        from facepipe.evaluate import load_imglab
+        from facepipe.tools.evaluate import load_imglab
 
         return load_imglab(shared / "data" / "pascal_faces_dev" / "training.xml").get(name, np.zeros((0, 4)))
     if kind == "pasted":
@@ -125,8 +125,8 @@ def _truth(source: str, archive: Path, shared: Path) -> np.ndarray | None:
 
 
 def detect(source: str, data: bytes, detector) -> list[Detection]:
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
 
     cfg = DecodeConfig(min_face=40) if source.startswith("pasted:") else DecodeConfig()
     d = decode_image(data, cfg)
@@ -144,8 +144,8 @@ def detect(source: str, data: bytes, detector) -> list[Detection]:
 
 
 def build(archive: Path, shared: Path) -> list[Detection]:
-    from facepipe.evaluate import match_dlib
     from facepipe.registry import create_model
+    from facepipe.tools.evaluate import match_dlib
 
     name, preset, weights = DETECTOR
     det = create_model(name, str(shared / "data" / weights), kind="detector", config=preset)
@@ -182,7 +182,7 @@ def sheet(dets: list[Detection], archive: Path, shared: Path, out: Path, per_she
     """Contact sheets of the detections' crops (with a margin), numbered, for labelling by hand."""
     import cv2
 
-    from facepipe.decode import DecodeConfig, decode_image
+    from facepipe.stages.decode import DecodeConfig, decode_image
 
     out.mkdir(parents=True, exist_ok=True)
     cache: dict[str, np.ndarray] = {}

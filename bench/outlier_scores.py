@@ -5,7 +5,7 @@
 The evaluation set is ``bench/data/outlier_eval.json`` (``bench/outlier_eval.py``: 1248 detections
 of the 1 MB RetinaFace at score 0.3 on photos that ship offline, labelled face / non-face by rule
 and by hand). Each detection goes through the job's own align path (decode at full resolution,
-shape predictor from the box, dlib chip, ``facepipe.align.quality``), then the score stage's pure
+shape predictor from the box, dlib chip, ``facepipe.stages.align.quality``), then the score stage's pure
 functions train on the confident faces (``score.outliers.confident``) -- **no label is used to
 train or to pick the threshold** -- and score every detection, as ``facepipe run`` does.
 
@@ -46,10 +46,10 @@ def job_features(archive: Path, shared: Path) -> dict[str, np.ndarray]:
     sys.path.insert(0, str(HERE))
     import outlier_eval as oe
 
-    from facepipe.align.stage import align_batch
-    from facepipe.decode import DecodeConfig, decode_image
     from facepipe.registry import create_model
-    from facepipe.score.onet import square_crops
+    from facepipe.stages.align.stage import align_batch
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.score.onet import square_crops
 
     dets = oe.load()
     sp = create_model("dlib_shape_predictor_5", kind="landmarks")
@@ -124,8 +124,8 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
     from sklearn.ensemble import IsolationForest
     from sklearn.svm import OneClassSVM
 
-    from facepipe.score.drocc import train_drocc
-    from facepipe.score.stage import DROCC_INPUTS, ScoreConfig, confident, face_features, fit, outlier_scores
+    from facepipe.stages.score.drocc import train_drocc
+    from facepipe.stages.score.stage import DROCC_INPUTS, ScoreConfig, confident, face_features, fit, outlier_scores
 
     torch.set_num_threads(2)
     if not (archive / "truth.json").exists():
@@ -216,7 +216,7 @@ def _chip_cnn(chips: np.ndarray, conf: np.ndarray, cfg) -> np.ndarray:
     import torch
     from torch import nn
 
-    import facepipe.score.drocc as drocc
+    import facepipe.stages.score.drocc as drocc
 
     class ChipNet(nn.Module):
         def __init__(self, dim: int, hidden: int = 128, depth: int = 2) -> None:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 def actor_overhead(files: list[Path], decode_cfg, detect_cfg) -> dict[str, float]:
     """Seconds, in one process, of align + embed and of verifier + quality features for every face."""
-    from facepipe.align.quality import sharpness
-    from facepipe.align.stage import align_batch
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import detect_images
     from facepipe.registry import create_model
-    from facepipe.score.onet import square_crops
+    from facepipe.stages.align.quality import sharpness
+    from facepipe.stages.align.stage import align_batch
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import detect_images
+    from facepipe.stages.score.onet import square_crops
 
     det = create_model(detect_cfg.name, detect_cfg.weights, kind="detector", config=detect_cfg.config)
     sp = create_model("dlib_shape_predictor_5", kind="landmarks")
@@ -64,10 +64,10 @@ def main() -> None:
     import outlier_scores  # bench/, beside this script
 
     from facepipe.config import RunConfig
-    from facepipe.decode import DecodeConfig
-    from facepipe.detect.stage import DetectConfig
-    from facepipe.io.sources import ReadConfig
     from facepipe.run.job import run
+    from facepipe.stages.decode import DecodeConfig
+    from facepipe.stages.detect.stage import DetectConfig
+    from facepipe.stages.read.sources import ReadConfig
 
     archive = Path(a.archive)
     if not (archive / "truth.json").exists():

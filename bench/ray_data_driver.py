@@ -1,5 +1,5 @@
 """Does a plain Ray Data pipeline grow its driver's memory run after run? The control for
-bench/trace_driver.py's finding on `facepipe run`'s driver (bench/RESULTS.md, issue 20).
+bench/trace_driver.py's finding on `facepipe run`'s driver (bench/RESULTS.md, "More than one node").
 
     .venv/bin/python bench/ray_data_driver.py [--rows 40000] [--runs 3]
 

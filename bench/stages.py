@@ -27,8 +27,8 @@ def main() -> None:
         torch.set_num_threads(a.threads)
 
     from facepipe import demo
-    from facepipe.decode import DecodeConfig, decode_image
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig, decode_image
 
     photos = demo.photos()
     blobs = [p.read_bytes() for p in photos.values()]
@@ -65,8 +65,8 @@ def main() -> None:
         print(f"detect  {per * 1e3:7.1f} ms/image at long side 640, batch size {bs}")
 
     from facepipe.config import RunConfig
-    from facepipe.io.sources import ReadConfig
     from facepipe.run.job import run
+    from facepipe.stages.read.sources import ReadConfig
     from facepipe.summary import format_summary
 
     arch = demo.build_demo_archive(a.workdir)

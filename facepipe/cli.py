@@ -78,9 +78,9 @@ def _run(p: argparse.ArgumentParser) -> None:
 
 
 def _stages(sub) -> None:
-    from facepipe.cluster.graph import IndexConfig
-    from facepipe.cluster.stage import ClusterConfig
-    from facepipe.score.stage import ScoreConfig
+    from facepipe.stages.cluster.graph import IndexConfig
+    from facepipe.stages.cluster.stage import ClusterConfig
+    from facepipe.stages.score.stage import ScoreConfig
 
     cl = sub.add_parser("cluster", help="place the archive's new faces into identities (--full: re-cluster all)")
     _output(cl)
@@ -99,8 +99,8 @@ def _stages(sub) -> None:
 
 def _evaluations(sub) -> None:
     from facepipe.config import ComputeConfig
-    from facepipe.decode import DecodeConfig
-    from facepipe.detect.stage import DetectConfig
+    from facepipe.stages.decode import DecodeConfig
+    from facepipe.stages.detect.stage import DetectConfig
 
     ec = sub.add_parser("eval-cluster", help="identity quality against known labels (pairwise/BCubed P/R/F, NMI)")
     _output(ec)

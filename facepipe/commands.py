@@ -29,13 +29,13 @@ def _dt_and_run_id(a: argparse.Namespace, prefix: str) -> tuple[str, str]:
 
 
 def cluster_config(a: argparse.Namespace, full: bool):
-    from facepipe.cluster.stage import ClusterConfig
+    from facepipe.stages.cluster.stage import ClusterConfig
 
     return from_args(ClusterConfig, a, full=full)
 
 
 def cmd_cluster(a: argparse.Namespace) -> int:
-    from facepipe.cluster.stage import run_cluster
+    from facepipe.stages.cluster.stage import run_cluster
 
     dt, run_id = _dt_and_run_id(a, "cluster")
     print(f"facepipe cluster {run_id}:")
@@ -46,8 +46,8 @@ def cmd_cluster(a: argparse.Namespace) -> int:
 def cmd_eval_cluster(a: argparse.Namespace) -> int:
     import duckdb
 
-    from facepipe.cluster.metrics import evaluate_clusters, labelled_faces, load_labels
-    from facepipe.io.output import Output
+    from facepipe.stages.cluster.metrics import evaluate_clusters, labelled_faces, load_labels
+    from facepipe.storage.output import Output
 
     try:
         labels = load_labels(a.labels)
@@ -95,7 +95,7 @@ def run_config_from_args(a: argparse.Namespace):
 
 def _encryption(settings: dict):
     """The encryption section (None: as the output already is), key file made absolute."""
-    from facepipe.io.crypto import EncryptionConfig
+    from facepipe.storage.crypto import EncryptionConfig
 
     if settings.get("kms") is None:
         if settings.get("key_file"):
@@ -113,7 +113,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     m = run(run_config_from_args(a), ray_address=a.ray_address)
     if a.report:
-        from facepipe.report import write_report
+        from facepipe.tools.report import write_report
 
         try:
             m.report_uri = write_report(m.output, run_id=m.run_id)
@@ -130,8 +130,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from facepipe import demo
     from facepipe.config import RunConfig
-    from facepipe.io.sources import ReadConfig
     from facepipe.run.job import run
+    from facepipe.stages.read.sources import ReadConfig
 
     archive = demo.build_demo_archive(a.workdir)
     print(f"demo archive: {archive.root} ({archive.n_files} files: loose images, a tar shard, a Parquet file)")
@@ -142,7 +142,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         run_id=a.run_id,
     )
     m = run(cfg)
-    from facepipe.report import write_report
+    from facepipe.tools.report import write_report
 
     m.report_uri = write_report(m.output, run_id=m.run_id)
     print(format_summary(m))
@@ -158,7 +158,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from facepipe.report import write_report
+    from facepipe.tools.report import write_report
 
     try:
         where = write_report(a.output, a.dt or None, a.run_id or None, a.html or None)
@@ -197,7 +197,7 @@ def cmd_forget(a: argparse.Namespace) -> int:
 
 def cmd_score(a: argparse.Namespace) -> int:
     from facepipe.run.startup import ensure_ray
-    from facepipe.score.stage import ScoreConfig, run_score
+    from facepipe.stages.score.stage import ScoreConfig, run_score
 
     dt, run_id = _dt_and_run_id(a, "score")
     ensure_ray(a.ray_address)
@@ -216,9 +216,9 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 def cmd_eval_detect(a: argparse.Namespace) -> int:
     from facepipe import evaluate
-    from facepipe.decode import DecodeConfig
-    from facepipe.detect.stage import DetectConfig
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig
+    from facepipe.stages.detect.stage import DetectConfig
 
     d, decode = from_args(DetectConfig, a, "detect."), from_args(DecodeConfig, a, "decode.")
     try:

@@ -27,15 +27,15 @@ from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
 
-from facepipe.cluster.stage import ClusterConfig
-from facepipe.decode import DecodeConfig
-from facepipe.detect.stage import DetectConfig
-from facepipe.embed.stage import EmbedConfig
 from facepipe.errors import UserError
 from facepipe.flags import Flag, flag, flag_fields, positive_float, positive_int, section, section_type, titled
-from facepipe.io.crypto import EncryptionConfig
-from facepipe.io.sources import ReadConfig
-from facepipe.score.stage import ScoreConfig
+from facepipe.stages.cluster.stage import ClusterConfig
+from facepipe.stages.decode import DecodeConfig
+from facepipe.stages.detect.stage import DetectConfig
+from facepipe.stages.embed.stage import EmbedConfig
+from facepipe.stages.read.sources import ReadConfig
+from facepipe.stages.score.stage import ScoreConfig
+from facepipe.storage.crypto import EncryptionConfig
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ComputeConfig:
     model_resource: a custom resource (``ray start --resources '{"NAME": N}'``) each model actor
     asks one unit of, so the pool lives on the nodes meant for it (say, GPU nodes of one kind).
     shared_paths: local paths are visible at the same place on every node; without it a local
-    path on a multi-node cluster is refused (``facepipe.io.locality``).
+    path on a multi-node cluster is refused (``facepipe.storage.locality``).
     executor / local_max_bytes: where the pipeline runs (``facepipe.run.local_executor`` says when Ray's
     start-up is not worth it).
     device: where every model runs: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
@@ -116,7 +116,7 @@ class ComputeConfig:
     rows_per_file: int = flag(4096, "--rows-per-file", "images per output Parquet file", type=positive_int)
     #: Ray Data's target block size for the run. Its default (128 MiB) made one block of a read
     #: task's 50 photos, so an actor got 50 at once and the pool idled until whole blocks were
-    #: decoded; 4 MiB keeps a few photos per block streaming (bench/RESULTS.md, issue 18).
+    #: decoded; 4 MiB keeps a few photos per block streaming (bench/RESULTS.md, "Speed on ordinary photos").
     target_block_bytes: int = 4 << 20
     #: False (default): detect, align and embed in one actor pool. True: a second actor pool for
     #: align + embed (same resources per actor); see bench/RESULTS.md for the measured difference.
@@ -127,7 +127,7 @@ class ComputeConfig:
 class RunConfig:
     """One run of the job: what it reads and writes, under which date and id, and every stage's
     settings. ``full``: process every input unit, not only those new or changed since the runs
-    already published. ``encryption``: encrypt the biometric columns (``facepipe.io.crypto``);
+    already published. ``encryption``: encrypt the biometric columns (``facepipe.storage.crypto``);
     once an output is encrypted every run follows its recorded setting, so None means "as the
     output already is"."""
 
@@ -215,7 +215,7 @@ def merged(base: dict, over: dict) -> dict:
 def read_config_file(path: str) -> dict:
     """A config file's settings (local or ``s3://``): TOML (``.toml``), YAML (``.yaml``/``.yml``)
     or JSON; a run manifest (``_runs/RUN_ID.json``) gives the config it recorded."""
-    from facepipe.io import fs as fsio
+    from facepipe.storage import fs as fsio
 
     kind = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}.get(PurePosixPath(path).suffix, "JSON")
     try:

@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 
 # Modules that register models; imported lazily by the registry functions.
 _MODEL_MODULES = (
-    "facepipe.detect.centerface",
-    "facepipe.detect.retinaface",
-    "facepipe.detect.yunet",
-    "facepipe.align.shape_predictor",
-    "facepipe.embed.dlib_resnet",
-    "facepipe.embed.iresnet",
-    "facepipe.score.onet",
+    "facepipe.stages.detect.centerface",
+    "facepipe.stages.detect.retinaface",
+    "facepipe.stages.detect.yunet",
+    "facepipe.stages.align.shape_predictor",
+    "facepipe.stages.embed.dlib_resnet",
+    "facepipe.stages.embed.iresnet",
+    "facepipe.stages.score.onet",
 )
 
 #: What a registered model does; ``create_model(..., kind=...)`` checks it.
@@ -35,7 +35,7 @@ MODEL_KINDS = ("detector", "landmarks", "embedder", "verifier")
 
 @dataclass(frozen=True)
 class ChipSpec:
-    """How an embedder wants each face cut out of its image (see :mod:`facepipe.align.chips`).
+    """How an embedder wants each face cut out of its image (see :mod:`facepipe.stages.align.chips`).
 
     method: ``"dlib"`` -- dlib's ``get_face_chip_details`` geometry (the chips dlib's ResNet was
         trained on), with ``padding`` around the face; ``"arcface"`` -- similarity transform of
@@ -180,7 +180,7 @@ def resolve_weights(name: str, weights: str | Path | None = None, kind: str | No
 def fetch_weights(uri: str, cache: Path | None = None) -> Path:
     """A local copy of weights at ``uri`` (``s3://...``, read through facepipe's filesystem layer),
     cached under ``~/.cache/facepipe/weights`` and re-fetched when the object's size changes."""
-    from facepipe.io import fs as fsio
+    from facepipe.storage import fs as fsio
 
     fs, path = fsio.resolve(uri)
     info = fs.get_file_info(path)

@@ -1,7 +1,9 @@
 """Arrow schemas of every table facepipe writes, declared once.
 
-Writers, tests, the README and the warehouse DDL all read these objects; nothing else spells a
-column out. Tables are Hive-partitioned by ``dt=YYYY-MM-DD`` in the path, so ``dt`` is not a
+Writers, tests, the README and the warehouse DDL all read these objects: a table's columns, their
+types and order are declared here and nowhere else. Stages and queries name the columns they
+read or build (by name, never by position: ``facepipe.stages.write`` matches its columns to
+these schemas by name). Tables are Hive-partitioned by ``dt=YYYY-MM-DD`` in the path, so ``dt`` is not a
 column inside the files (DuckDB/Athena/Trino add it from the path).
 """
 
@@ -16,8 +18,8 @@ N_LANDMARK_VALUES = 10
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 #: Per-face values the model actors measure beside each embedding, by name and values per face:
-#: the landmark offsets and sharpness (``facepipe.align.quality``), the verifier's face log-odds
-#: (``facepipe.score.onet``). Each is a list column of the image rows (``EMBEDDING_FIELDS``,
+#: the landmark offsets and sharpness (``facepipe.stages.align.quality``), the verifier's face log-odds
+#: (``facepipe.stages.score.onet``). Each is a list column of the image rows (``EMBEDDING_FIELDS``,
 #: face-major) and a column of the same name in the ``faces`` table; the writer matches them by name.
 FACE_VALUES = {"landmark_offsets": N_LANDMARK_VALUES, "sharpness": 1, "face_logit": 1}
 
@@ -56,10 +58,10 @@ def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
     see ``array<float>`` whatever the model. ``embedder`` (``NAME@SHA12`` of the weights) says how
     to compare embeddings: dlib's are raw (norm about 1.3-1.6; same person below Euclidean 0.6),
     ArcFace's are L2-normalised. Never compare embeddings of two different ``embedder`` values.
-    ``align`` names how the face was cut out for the embedder (``facepipe.align.stage``).
+    ``align`` names how the face was cut out for the embedder (``facepipe.stages.align.stage``).
     ``landmark_offsets`` and ``sharpness`` say how face-like the detection is as the aligner sees
-    it (``facepipe.align.quality``): offsets near 0 and a sharp chip for a real face;
-    ``face_logit`` is a second model's opinion (``facepipe.score.onet``): > 0 face, < 0 not a face.
+    it (``facepipe.stages.align.quality``): offsets near 0 and a sharp chip for a real face;
+    ``face_logit`` is a second model's opinion (``facepipe.stages.score.onet``): > 0 face, < 0 not a face.
     """
     return pa.schema(
         [

@@ -27,7 +27,8 @@ YUFACE_WHEELS = sys.version_info < (3, 12) and sys.platform == "linux" and platf
 if not YUFACE_WHEELS:
     MAY_SKIP_IN_CI.update(
         {
-            f"tests/detect/test_yunet.py::{name}": "yuface (the reference) has no wheel for this Python or platform"
+            f"tests/stages/detect/test_yunet.py::{name}": "yuface (the reference) has no wheel for this Python or "
+            "platform"
             for name in (
                 "test_the_shipped_weights_are_libfacedetections_bit_for_bit",
                 "test_a_libfacedetection_library_is_taken_as_weights_too",

@@ -82,9 +82,9 @@ class PhotoFaces:
 @pytest.fixture(scope="session")
 def photo_faces(photos) -> list[PhotoFaces]:
     """Every test photo, decoded as the job decodes it, with CenterFace's detections."""
-    from facepipe.decode import DecodeConfig, decode_image
-    from facepipe.detect.stage import DetectConfig, detect_images
     from facepipe.registry import create_model
+    from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
 
     det = create_model("centerface", kind="detector")
     out = []

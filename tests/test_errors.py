@@ -1,5 +1,5 @@
 """Which failures the CLI reports as storage or cluster errors (exit 3, worth running again) and which as
-user errors; the real-server behaviour is in tests/io/test_s3_faults.py."""
+user errors; the real-server behaviour is in tests/storage/test_s3_faults.py."""
 
 from facepipe.errors import StorageError, cluster_error, is_transient, retryable_error, storage_error
 

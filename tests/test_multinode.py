@@ -41,7 +41,7 @@ from procs import (
     wait_for_batches_in_flight,
 )
 
-from facepipe.io import fs as fsio
+from facepipe.storage import fs as fsio
 
 pytestmark = pytest.mark.slow
 

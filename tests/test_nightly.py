@@ -1,4 +1,4 @@
-"""Nightly incremental runs over a growing archive (issue 7's core): each night processes only
+"""Nightly incremental runs over a growing archive: each night processes only
 new or changed input units, a changed unit's old rows are replaced, a night killed mid-run and
 run again, or rerun, changes nothing, and after three nights the tables equal one clean run over
 the final archive."""
@@ -13,8 +13,8 @@ import pytest
 from procs import cli_run, wait_for_batches_in_flight
 
 from facepipe.config import RunConfig
-from facepipe.io.sources import ReadConfig
 from facepipe.run.job import run
+from facepipe.stages.read.sources import ReadConfig
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_nigh
     marked for retry. Night 2, the file is back: it is read, its read_error row is replaced, and
     the tables equal a clean run's."""
     import facepipe.run.job as pipeline
-    from facepipe.io import state
+    from facepipe.storage import state
 
     archive, out = tmp_path / "archive", tmp_path / "out"
     archive.mkdir()

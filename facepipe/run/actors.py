@@ -22,14 +22,14 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from facepipe.align.quality import quality_columns
-from facepipe.align.stage import align_batch, resolve_method
-from facepipe.decode import DecodeConfig, decode_image
-from facepipe.detect.stage import DetectConfig, detect_batch
-from facepipe.embed.base import FaceEmbedder
-from facepipe.embed.stage import EmbedConfig, embedding_columns
 from facepipe.schema import EMBEDDED
-from facepipe.score.onet import CROP, square_crops
+from facepipe.stages.align.quality import quality_columns
+from facepipe.stages.align.stage import align_batch, resolve_method
+from facepipe.stages.decode import DecodeConfig, decode_image
+from facepipe.stages.detect.stage import DetectConfig, detect_batch
+from facepipe.stages.embed.base import FaceEmbedder
+from facepipe.stages.embed.stage import EmbedConfig, embedding_columns
+from facepipe.stages.score.onet import CROP, square_crops
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def embed_detected(
 ) -> pa.Table:
     """``schema.DETECTED`` rows + each row's encoded bytes -> ``schema.EMBEDDED`` rows: the images
     with faces decoded at full resolution, their faces aligned (``method``) and embedded, their
-    quality features measured (``facepipe.align.quality``) and checked by the face ``verifier``
-    (``facepipe.score.onet``)."""
+    quality features measured (``facepipe.stages.align.quality``) and checked by the face ``verifier``
+    (``facepipe.stages.score.onet``)."""
     t0 = time.perf_counter()
     full = DecodeConfig(max_pixels=max_pixels, long_side=0)
     counts = detected.column("n_faces").to_pylist()

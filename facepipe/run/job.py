@@ -24,22 +24,22 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from facepipe import __version__
-from facepipe.cluster.stage import run_cluster
 from facepipe.config import RunConfig, to_dict
 from facepipe.errors import UserError
-from facepipe.io import state as shard_state
-from facepipe.io import writer
-from facepipe.io.inventory import manifest_units
-from facepipe.io.output import Output
-from facepipe.io.sources import list_units
-from facepipe.io.tombstones import Tombstones, load_tombstones
 from facepipe.run import local_executor, ray_executor
 from facepipe.run.local_executor import local_cpus, worth_ray
 from facepipe.run.manifest import BatchStats, Counts, RunManifest, Timing
 from facepipe.run.ray_logs import quiet_known_ray_errors
 from facepipe.run.startup import checked_and_connected, connect
 from facepipe.run.steps import extract_chain
-from facepipe.score.stage import run_score
+from facepipe.stages import write as writer
+from facepipe.stages.cluster.stage import run_cluster
+from facepipe.stages.read.inventory import manifest_units
+from facepipe.stages.read.sources import list_units
+from facepipe.stages.score.stage import run_score
+from facepipe.storage import state as shard_state
+from facepipe.storage.output import Output
+from facepipe.storage.tombstones import Tombstones, load_tombstones
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.errors import UserError
-from facepipe.io.fs import is_s3
-from facepipe.io.sources import ReadConfig, Unit, read_units
 from facepipe.run.steps import Chain, Step
+from facepipe.stages.read.sources import ReadConfig, Unit, read_units
+from facepipe.storage.fs import is_s3
 
 if TYPE_CHECKING:
     from facepipe.config import RunConfig

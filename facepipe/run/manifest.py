@@ -134,7 +134,7 @@ class RunManifest:
     started_at: str = ""
     finished_at: str = ""
     manifest_uri: str = ""
-    #: the final stages' summaries (facepipe.score.stage.run_score, facepipe.cluster.stage.run_cluster);
+    #: the final stages' summaries (facepipe.stages.score.stage.run_score, facepipe.stages.cluster.stage.run_cluster);
     #: None when the stage was turned off
     score: dict[str, Any] | None = None
     cluster: dict[str, Any] | None = None

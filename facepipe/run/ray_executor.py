@@ -16,7 +16,7 @@ from facepipe.run.steps import Chain, Step
 #: in the driver's own memory (small task results are inlined at their owner) until a write takes
 #: them; and a write that asked for a CPU waited for a read+decode task to end, as those hold
 #: every CPU the actors leave. The driver grew ~0.6-0.9 KB an image that way, all run long
-#: (bench/RESULTS.md, issue 20). A write is ~1% of the job's task time; on a head node started
+#: (bench/RESULTS.md, "More than one node"). A write is ~1% of the job's task time; on a head node started
 #: with ``--num-cpus 0`` writes may run too.
 WRITE_CPUS = 0
 
@@ -81,7 +81,7 @@ def run_chain(chain: Chain, compute: ComputeConfig, units: list, res: dict) -> l
 def chain_dataset(chain: Chain, compute: ComputeConfig, units: list, res: dict):
     """The extract chain (``facepipe.run.steps``) over ``units`` as a Ray Data pipeline (lazy):
     the read a datasource, each step a ``map_batches`` with the resources its role takes."""
-    from facepipe.io.datasource import read_images
+    from facepipe.stages.read.datasource import read_images
 
     # Read, drop erased rows and decode (role "cpu") ask for the same resources, so Ray Data fuses
     # them into one task. Apart, a read task of a large tar shard (dozens of blocks) held the last

@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from facepipe.align.stage import resolve_method
 from facepipe.errors import UserError
-from facepipe.io import crypto
-from facepipe.io import fs as fsio
-from facepipe.io.locality import check_paths_for_cluster
-from facepipe.io.output import Output
 from facepipe.registry import create_model
 from facepipe.run.ray_executor import alive_nodes
+from facepipe.stages.align.stage import resolve_method
+from facepipe.storage import crypto
+from facepipe.storage import fs as fsio
+from facepipe.storage.locality import check_paths_for_cluster
+from facepipe.storage.output import Output
 
 if TYPE_CHECKING:
     from facepipe.config import RunConfig
@@ -93,7 +93,7 @@ def open_output(cfg: RunConfig) -> Output:
 
 def connect(cfg: RunConfig, ray_address: str | None) -> float:
     """Connect to Ray or start a local cluster (:func:`ensure_ray`), then refuse local paths the
-    cluster's nodes could not all read (``facepipe.io.locality``); returns the seconds it took."""
+    cluster's nodes could not all read (``facepipe.storage.locality``); returns the seconds it took."""
     ray_start_s = ensure_ray(ray_address)
     client = (ray_address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
     check_paths_for_cluster(cfg.paths(), alive_nodes(), client, cfg.compute.shared_paths)

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from facepipe.decode import decode_batch
-from facepipe.io import writer
-from facepipe.io.output import Output
-from facepipe.io.sources import ReadConfig
-from facepipe.io.tombstones import Tombstones, drop_erased_rows
 from facepipe.run.actors import DetectActor, EmbedActor, FaceActor
+from facepipe.stages import write as writer
+from facepipe.stages.decode import decode_batch
+from facepipe.stages.read.sources import ReadConfig
+from facepipe.storage.output import Output
+from facepipe.storage.tombstones import Tombstones, drop_erased_rows
 
 if TYPE_CHECKING:
     from facepipe.config import RunConfig

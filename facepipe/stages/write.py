@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe import schema
-from facepipe.io.output import RUNS, Output, as_output, part_name
 from facepipe.run.manifest import BatchStats, RunManifest
+from facepipe.storage.output import RUNS, Output, as_output, part_name
 
 
 def face_id_for(image_id: str, face_index: int) -> str:
@@ -38,14 +38,25 @@ def face_id_for(image_id: str, face_index: int) -> str:
 def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
     """``schema.EMBEDDED`` rows (the model actors' output) -> {"images": IMAGES table, "faces":
     faces table}; every column built under its name and matched to the declared schema by name."""
-    n = detected.num_rows
-    run = pa.array([run_id] * n, pa.string())
+    run = pa.array([run_id] * detected.num_rows, pa.string())
     images = pa.Table.from_arrays(
         [detected.column(f.name) if f.name != "run_id" else run for f in schema.IMAGES],
         schema=schema.IMAGES,
     )
     counts = detected.column("n_faces").to_numpy(zero_copy_only=False).astype(np.int64)
-    face_image = np.repeat(np.arange(n), counts)
+    dims = {d for d, c in zip(detected.column("embedding_dim").to_pylist(), counts) if c}
+    if len(dims) > 1:
+        raise ValueError(f"one batch holds embeddings of several sizes: {sorted(dims)}")
+    faces_schema = schema.faces_schema(dims.pop() if dims else schema.DEFAULT_EMBEDDING_DIM)
+    cols = _face_columns(detected, counts, faces_schema.field("embedding").type.list_size, run_id)
+    assert set(cols) == set(faces_schema.names), set(cols) ^ set(faces_schema.names)
+    faces = pa.Table.from_arrays([cols[f.name] for f in faces_schema], schema=faces_schema)
+    return {"images": images, "faces": faces}
+
+
+def _face_columns(detected: pa.Table, counts: np.ndarray, dim: int, run_id: str) -> dict[str, pa.Array]:
+    """The faces table's columns, by name, from the image rows' per-face lists."""
+    face_image = np.repeat(np.arange(detected.num_rows), counts)
     nf = int(counts.sum())
 
     def flat(col: str, k: int) -> np.ndarray:
@@ -61,15 +72,10 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
     def vectors(values: np.ndarray, k: int) -> pa.Array:
         return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), k)
 
-    dims = {d for d, c in zip(detected.column("embedding_dim").to_pylist(), counts) if c}
-    if len(dims) > 1:
-        raise ValueError(f"one batch holds embeddings of several sizes: {sorted(dims)}")
-    dim = dims.pop() if dims else schema.DEFAULT_EMBEDDING_DIM
-    faces_schema = schema.faces_schema(dim)
     boxes = flat("boxes", 4)
-    face_index = np.concatenate([np.arange(c) for c in counts]) if n else np.zeros(0, np.int64)
+    face_index = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64)
     image_ids = per_face("image_id")
-    cols = {
+    return {
         "face_id": pa.array([face_id_for(im, int(k)) for im, k in zip(image_ids.to_pylist(), face_index)], pa.string()),
         "image_id": image_ids,
         "face_index": pa.array(face_index, pa.int32()),
@@ -86,9 +92,6 @@ def build_tables(detected: pa.Table, run_id: str) -> dict[str, pa.Table]:
         },
         "run_id": pa.array([run_id] * nf, pa.string()),
     }
-    assert set(cols) == set(faces_schema.names), set(cols) ^ set(faces_schema.names)
-    faces = pa.Table.from_arrays([cols[f.name] for f in faces_schema], schema=faces_schema)
-    return {"images": images, "faces": faces}
 
 
 def stage_tables(tables: dict[str, pa.Table], out: Output, run_id: str, dt: str) -> list[str]:
@@ -108,7 +111,7 @@ def write_batch(
     detected: pa.Table, output: str, run_id: str, dt: str, erased_faces: frozenset[str] = frozenset()
 ) -> pa.Table:
     """Ray adapter body: write one batch's tables into staging; return its ``BatchStats`` as one Arrow row.
-    ``erased_faces``: face ids an erasure request removed (``facepipe.erase``), never written again."""
+    ``erased_faces``: face ids an erasure request removed (``facepipe.tools.erase``), never written again."""
     t0 = time.perf_counter()
     tables = build_tables(detected, run_id)
     if erased_faces and tables["faces"].num_rows:

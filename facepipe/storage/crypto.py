@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
 from facepipe.flags import flag
-from facepipe.io import fs as fsio
+from facepipe.storage import fs as fsio
 
 #: The biometric columns (a column absent from a table is simply not there to encrypt).
 BIOMETRIC_COLUMNS = ("embedding", "centroid")

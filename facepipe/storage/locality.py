@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from facepipe.errors import UserError
-from facepipe.io.fs import is_s3
+from facepipe.storage.fs import is_s3
 
 #: Mount types whose files every machine that mounts them sees alike.
 NETWORK_FILESYSTEMS = frozenset(

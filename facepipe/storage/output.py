@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from facepipe import schema
-from facepipe.io import crypto
-from facepipe.io import fs as fsio
+from facepipe.storage import crypto
+from facepipe.storage import fs as fsio
 
 RUNS = "_runs"
 STAGING = "_staging"

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facepipe.io.output import STATE, Output, as_output
-from facepipe.io.sources import Unit
+from facepipe.stages.read.sources import Unit
+from facepipe.storage.output import STATE, Output, as_output
 
 SHARDS = pa.schema(
     [

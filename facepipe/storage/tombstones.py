@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facepipe.io.output import TOMBSTONES as TOMBSTONES_DIR
-from facepipe.io.output import Output, as_output
+from facepipe.storage.output import TOMBSTONES as TOMBSTONES_DIR
+from facepipe.storage.output import Output, as_output
 
 TOMBSTONES = pa.schema(
     [

@@ -43,9 +43,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facepipe.cluster.identities import identity_rows
-from facepipe.io.output import AUDIT, Output, as_output, without_rows
-from facepipe.io.tombstones import Tombstones, load_tombstones, write_tombstones  # noqa: F401 -- re-exported
+from facepipe.stages.cluster.identities import identity_rows
+from facepipe.storage.output import AUDIT, Output, as_output, without_rows
+from facepipe.storage.tombstones import Tombstones, load_tombstones, write_tombstones  # noqa: F401 -- re-exported
 
 #: Tables whose rows name faces (``face_id``), and the identity tables.
 FACE_TABLES = ("faces", "face_outliers", "face_identity")

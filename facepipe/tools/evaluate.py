@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from facepipe.decode import DecodeConfig
+    from facepipe.stages.decode import DecodeConfig
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, 4), (M, 4) xyxy -> (N, M) IoU: ``detect.ops.box_iou`` on numpy arrays."""
     import torch
 
-    from facepipe.detect.ops import box_iou
+    from facepipe.stages.detect.ops import box_iou
 
     return box_iou(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))).numpy()
 
@@ -240,10 +240,10 @@ def detect_for_eval(
     """Run ``detector`` as the job does (same decode, resize, batching) on ``images_root/NAME``
     for every name, keeping detections down to ``score_threshold`` (low, for AP). ``decode``
     defaults to the job's ``DecodeConfig()``."""
-    from facepipe.decode import DecodeConfig, decode_image
+    from facepipe.stages.decode import DecodeConfig, decode_image
 
     decode = decode or DecodeConfig()
-    from facepipe.detect.stage import DetectConfig, detect_images
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
 
     cfg = DetectConfig(score_threshold=score_threshold)
     out = {}

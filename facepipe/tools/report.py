@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from facepipe.io import fs as fsio
-from facepipe.io.output import RUNS, Output
-from facepipe.report_html import CSS, bar_chart, count_chart, face_tile, histogram, thumbnails
 from facepipe.run.manifest import RunManifest
+from facepipe.storage import fs as fsio
+from facepipe.storage.output import RUNS, Output
+from facepipe.tools.report_html import CSS, bar_chart, count_chart, face_tile, histogram, thumbnails
 
 
 @dataclass(frozen=True)

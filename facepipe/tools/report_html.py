@@ -1,5 +1,5 @@
 """The run report's pieces of HTML: inline SVG charts, face thumbnails as data URIs, and the
-page's style -- nothing that asks for anything outside the page (``facepipe.report``)."""
+page's style -- nothing that asks for anything outside the page (``facepipe.tools.report``)."""
 
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def thumbnails(
     """(source_uri, index) -> data URI of a JPEG thumbnail of that face box, read from the source."""
     import cv2
 
-    from facepipe.decode import DecodeConfig, DecodeFailure, decode_image
-    from facepipe.io.sources import ReadConfig, read_unit, unit_of
+    from facepipe.stages.decode import DecodeConfig, DecodeFailure, decode_image
+    from facepipe.stages.read.sources import ReadConfig, read_unit, unit_of
 
     read = manifest.config.get("read", {})
     cfg = ReadConfig(image_column=read.get("image_column", "image"), id_column=read.get("id_column"))

@@ -1,7 +1,7 @@
 """The output tables as a warehouse sees them: Glue/Athena (Hive) column types from the pyarrow
 schemas in :mod:`facepipe.schema`, so the catalog can never drift from what the job writes.
 
-    python -m facepipe.warehouse > infra/terraform/tables.json
+    python -m facepipe.tools.warehouse > infra/terraform/tables.json
 
 writes the column lists Terraform turns into Glue tables (``infra/terraform/glue.tf``); a test
 checks the committed file equals this module's output. Every table is partitioned by ``dt``

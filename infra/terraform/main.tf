@@ -4,7 +4,7 @@
 #   terraform init && terraform apply -var archive_bucket=my-archive -var output_bucket=my-faces
 #
 # Glue table columns come from the code's pyarrow schemas (tables.json, regenerated with
-# `python -m facepipe.warehouse > infra/terraform/tables.json`; a test fails when they differ).
+# `python -m facepipe.tools.warehouse > infra/terraform/tables.json`; a test fails when they differ).
 
 terraform {
   required_version = ">= 1.5"

@@ -28,10 +28,10 @@ def _plugin_mirror() -> Path | None:
 
 def test_glue_columns_are_the_schemas_the_job_writes():
     """tables.json (what Terraform builds the Glue tables from) equals `python -m
-    facepipe.warehouse`: regenerate it when a schema changes."""
+    facepipe.tools.warehouse`: regenerate it when a schema changes."""
     committed = json.loads((TF / "tables.json").read_text())
     assert committed == warehouse.tables(), (
-        "infra/terraform/tables.json is stale: python -m facepipe.warehouse > infra/terraform/tables.json"
+        "infra/terraform/tables.json is stale: python -m facepipe.tools.warehouse > infra/terraform/tables.json"
     )
     for name, s in schema.TABLES.items():
         assert [c["name"] for c in committed[name]] == [f.name for f in s], name

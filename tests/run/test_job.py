@@ -8,6 +8,7 @@ import archive
 import duckdb
 import numpy as np
 import pytest
+from conftest import REPO
 
 from facepipe.run.job import run
 from facepipe.run.manifest import RunManifest
@@ -113,7 +114,7 @@ def test_retinaface_checkpoints_run_end_to_end(ray_cluster, photos, shared_dir, 
     Ray: every face of the real photos found, embedded, and tagged with the checkpoint's id."""
     import dataclasses
 
-    from facepipe.detect.stage import DetectConfig
+    from facepipe.stages.detect.stage import DetectConfig
 
     arch = archive.build(tmp_path / "archive", photos)
     cfg = archive.run_config(arch.inputs, tmp_path / "out", "retina")
@@ -238,8 +239,8 @@ def test_two_nights_of_real_photos_group_faces_like_one_run_and_keep_night_one_i
     one-shot run did, and no face of night 1 changes identity."""
     import pyarrow.parquet as pq
 
-    from facepipe.cluster.stage import ClusterConfig, run_cluster
-    from facepipe.io.output import Output
+    from facepipe.stages.cluster.stage import ClusterConfig, run_cluster
+    from facepipe.storage.output import Output
 
     _, out, _ = first_run
     faces = Output.open(str(out)).dataset("faces").to_table().drop_columns(["dt"]).sort_by("face_id")
@@ -283,7 +284,7 @@ def test_every_warehouse_query_in_the_docs_runs_on_real_output(first_run, tmp_pa
         if not list(copy.glob(f"{name}/*/*.parquet")):
             (copy / name / "dt=2026-11-01").mkdir(parents=True, exist_ok=True)
             pq.write_table(s.empty_table(), copy / name / "dt=2026-11-01" / "part-empty-0.parquet")
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "warehouse.md").read_text()
+    doc = (REPO / "docs" / "warehouse.md").read_text()
     queries = re.findall(r"```sql duckdb\n(.*?)```", doc, re.S)
     assert len(queries) >= 8
     results = [duckdb.sql(q.replace("'OUT/", f"'{copy}/")).fetchall() for q in queries]

@@ -18,8 +18,8 @@ from procs import REPO
 
 from facepipe.config import ComputeConfig, RunConfig
 from facepipe.errors import UserError
-from facepipe.io.sources import Unit
 from facepipe.run.local_executor import local_possible, worth_ray
+from facepipe.stages.read.sources import Unit
 
 
 def _cfg(inputs=("/data/in",), output="/data/out", **compute) -> RunConfig:

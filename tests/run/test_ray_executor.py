@@ -103,10 +103,10 @@ def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluste
     1,000-image shards from S3, 2 CPUs) hung. A batch size on decode, or other resources than the
     read's, would stop the fusion."""
     from facepipe.config import RunConfig
-    from facepipe.io.output import Output
-    from facepipe.io.sources import list_units
-    from facepipe.io.tombstones import Tombstones
     from facepipe.run.ray_executor import pipeline_dataset, resources
+    from facepipe.stages.read.sources import list_units
+    from facepipe.storage.output import Output
+    from facepipe.storage.tombstones import Tombstones
 
     cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
     tomb = Tombstones(image_ids=frozenset({"0" * 32})) if erased else Tombstones()
@@ -128,10 +128,10 @@ def test_the_write_asks_for_no_cpu_so_it_never_waits_behind_decoding(ray_cluster
     leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/scale.py: +31 MiB
     over 50,000 images; +6 MiB, a plain Ray Data pipeline's level, with the write at 0 CPUs)."""
     from facepipe.config import RunConfig
-    from facepipe.io.output import Output
-    from facepipe.io.sources import list_units
-    from facepipe.io.tombstones import Tombstones
     from facepipe.run.ray_executor import WRITE_CPUS, pipeline_dataset, resources
+    from facepipe.stages.read.sources import list_units
+    from facepipe.storage.output import Output
+    from facepipe.storage.tombstones import Tombstones
 
     cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
     ds = pipeline_dataset(

@@ -17,11 +17,11 @@ import pytest
 import ray
 
 from facepipe.config import ComputeConfig
-from facepipe.io.output import Output
-from facepipe.io.sources import list_units
-from facepipe.io.tombstones import Tombstones
 from facepipe.run import local_executor, ray_executor
 from facepipe.run.steps import Step, extract_chain
+from facepipe.stages.read.sources import list_units
+from facepipe.storage.output import Output
+from facepipe.storage.tombstones import Tombstones
 
 NO_ERASURES = Tombstones(frozenset(), frozenset(), frozenset())
 

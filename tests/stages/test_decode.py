@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facepipe.decode import DecodeConfig, DecodeFailure, decode_batch, decode_image
+from facepipe.stages.decode import DecodeConfig, DecodeFailure, decode_batch, decode_image
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facepipe import schema
-from facepipe.io import writer
-from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
+from facepipe.stages import write as writer
+from facepipe.storage.output import Output
 
 
 def _detected(n_faces=(2, 0), dim=128):

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from facepipe import schema
-from facepipe.io import crypto
-from facepipe.io.crypto import EncryptionConfig
+from facepipe.storage import crypto
+from facepipe.storage.crypto import EncryptionConfig
 
 
 def _key_file(path, **keys) -> str:
@@ -140,9 +140,9 @@ def test_the_output_keeps_its_setting(enc, tmp_path):
 @pytest.mark.slow
 def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     """The job, clustering, scoring, forget and the report on an encrypted output."""
-    from facepipe.erase import ForgetRequest, forget
-    from facepipe.report import render
     from facepipe.run.job import run
+    from facepipe.tools.erase import ForgetRequest, forget
+    from facepipe.tools.report import render
 
     keys = _key_file(tmp_path / "keys.json", footer=os.urandom(32), bio=os.urandom(32))
     cfg = EncryptionConfig("local", "footer", "bio", keys)

@@ -5,7 +5,7 @@ one-node clusters always pass. The refusal on a real multi-node cluster: tests/t
 import pytest
 
 from facepipe.errors import UserError
-from facepipe.io.locality import check_paths_for_cluster, mount_type, unshared_local_paths
+from facepipe.storage.locality import check_paths_for_cluster, mount_type, unshared_local_paths
 
 MOUNTS = """\
 overlay / overlay rw,relatime 0 0

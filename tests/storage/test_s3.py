@@ -6,8 +6,8 @@ import duckdb
 import pyarrow.dataset as pads
 import pytest
 
-from facepipe.io import fs as fsio
 from facepipe.run.job import run
+from facepipe.storage import fs as fsio
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Storage outages with a real S3 server (SeaweedFS on 127.0.0.1) and the job as a real process.
 
 - The server stopped mid-run for a few seconds and started again: the S3 client's backoff
-  (facepipe.io.fs) rides it out -- the run succeeds, nothing is left to retry, and its tables equal
+  (facepipe.storage.fs) rides it out -- the run succeeds, nothing is left to retry, and its tables equal
   a clean run's.
 - Storage that stays down: the run fails with a one-line message (exit 3, a JSON summary saying
   so) instead of a traceback, and the output keeps its previous state, readable once the storage
@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 import pytest
 from procs import cli_run, wait_for_batches_in_flight
 
-from facepipe.io import fs as fsio
+from facepipe.storage import fs as fsio
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from facepipe.erase import ForgetRequest, forget, load_tombstones, plan
 from facepipe.run.job import run
+from facepipe.tools.erase import ForgetRequest, forget, load_tombstones, plan
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from facepipe.evaluate import GroundTruth, average_precision, evaluate, load_ground_truth, load_wider
+from facepipe.tools.evaluate import GroundTruth, average_precision, evaluate, load_ground_truth, load_wider
 
 WIDER = """\
 0--Parade/a.jpg

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from facepipe.report import render, write_report
 from facepipe.run.job import run
+from facepipe.tools.report import render, write_report
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """How much a detection looks like a face the way the aligner sees it: cheap features computed
 where the chips are cut, written with every face (``faces.landmark_offsets``, ``faces.sharpness``)
-and scored by the outlier stage (``facepipe.score``).
+and scored by the outlier stage (``facepipe.stages.score``).
 
 - ``landmark_offsets`` (10 values): where the detector's 5 landmarks land on the aligned chip's
   template, minus where a face's landmarks sit there, in units of the template's face box. The
@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.align.chips import similarity_transform
+from facepipe.stages.align.chips import similarity_transform
 
 
 def landmark_offsets(

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from facepipe.align.chips import similarity_transform
 from facepipe.dlib_format import DlibReader
 from facepipe.registry import ModelSpec, WeightSource, register_model
+from facepipe.stages.align.chips import similarity_transform
 
 
 @dataclass(frozen=True)

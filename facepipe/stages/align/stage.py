@@ -2,7 +2,7 @@
 
 ``fit_points`` finds what one image's chips are fitted to and ``chip_regions`` where they are
 sampled (``align_image`` does both); ``cut_chips`` samples the regions of a whole batch in one warp
-call; ``align_batch`` does a batch, with each face's quality features (``facepipe.align.quality``).
+call; ``align_batch`` does a batch, with each face's quality features (``facepipe.stages.align.quality``).
 Methods (``AlignConfig.method``):
 
 - ``dlib_sp5`` (default for dlib's ResNet): dlib's 5-point shape predictor, started from the
@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facepipe.align.chips import (
+from facepipe.flags import flag
+from facepipe.registry import ChipSpec
+from facepipe.stages.align.chips import (
     ARCFACE_TEMPLATE_112,
     DLIB_MEAN_FACE_5,
     DLIB_MEAN_FACE_DETECTOR_5,
@@ -29,10 +31,8 @@ from facepipe.align.chips import (
     sample_chips,
     template_chip_regions,
 )
-from facepipe.align.quality import landmark_offsets, quality_features
-from facepipe.align.shape_predictor import ShapePredictor, dlib_rects
-from facepipe.flags import flag
-from facepipe.registry import ChipSpec
+from facepipe.stages.align.quality import landmark_offsets, quality_features
+from facepipe.stages.align.shape_predictor import ShapePredictor, dlib_rects
 
 ALIGN_METHODS = ("dlib_sp5", "dlib_landmarks", "arcface")
 
@@ -65,7 +65,7 @@ class Fit:
     """What one image's chips are fitted to: ``points`` (N, P, 2) in image pixels, their places
     on the chip's template ``template`` (P, 2, in [0, 1] of the template's face box), and where the
     detector's 5 landmarks sit on that template (``landmark_template``, (5, 2)).
-    ``facepipe.align.quality`` measures how far the detector's landmarks are from those places."""
+    ``facepipe.stages.align.quality`` measures how far the detector's landmarks are from those places."""
 
     points: np.ndarray
     template: np.ndarray
@@ -130,7 +130,7 @@ def align_batch(
     device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The chips of every face of a batch of full-resolution images, in image then face order,
-    and each face's quality features (``facepipe.align.quality``).
+    and each face's quality features (``facepipe.stages.align.quality``).
 
     images: (H, W, 3) uint8 RGB; boxes[i] (N_i, 4) xyxy and landmarks[i] (N_i, 5, 2) in image i's
     pixels. Returns chips (sum N_i, S, S, 3) uint8, sampled in one warp call (on ``device``), and

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.cluster.graph import NeighbourIndex
+from facepipe.stages.cluster.graph import NeighbourIndex
 
 
 def canonical_order(x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe import schema
-from facepipe.io.output import Output, as_output
+from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Cluster stage: every face of the archive -> identities whose ids stay put night after night.
 
-Two modes over the same kNN graph (:mod:`facepipe.cluster.graph`) and Chinese Whispers
-(:mod:`facepipe.cluster.methods`):
+Two modes over the same kNN graph (:mod:`facepipe.stages.cluster.graph`) and Chinese Whispers
+(:mod:`facepipe.stages.cluster.methods`):
 
 - **incremental** (the nightly default, once a snapshot exists): only the faces the last snapshot
   has not placed -- tonight's, plus the earlier ones left unassigned -- are looked at. They and
@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facepipe.cluster.constraints import Permuted, cannot_link, canonical_order, split_same_image
-from facepipe.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
-from facepipe.cluster.methods import (
+from facepipe.flags import flag, non_negative_int, positive_float
+from facepipe.stages import write as writer
+from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, split_same_image
+from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
+from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
+from facepipe.stages.cluster.methods import (
     chinese_whispers,
     mutual_density,
     propagate_labels,
@@ -43,10 +45,8 @@ from facepipe.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
-from facepipe.cluster.naming import encode_previous, identity_events, name_clusters
-from facepipe.flags import flag, non_negative_int, positive_float
-from facepipe.io import writer
-from facepipe.io.output import Output, as_output
+from facepipe.stages.cluster.naming import encode_previous, identity_events, name_clusters
+from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
 

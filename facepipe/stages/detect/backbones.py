@@ -1,7 +1,7 @@
 """The backbones of the RetinaFace family, with the key names of the widely used checkpoints:
 MobileNetV1-0.25 (``stage1..3``) and a torchvision-style ResNet-50 (``layer1..4``), each returning
 the stride 8 / 16 / 32 feature maps the FPN takes; plus the conv + BN (+ activation) blocks the
-detector's FPN and SSH modules share (``facepipe.detect.retinaface``)."""
+detector's FPN and SSH modules share (``facepipe.stages.detect.retinaface``)."""
 
 from __future__ import annotations
 

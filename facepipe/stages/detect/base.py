@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from facepipe.detect.ops import batched_nms
 from facepipe.registry import Preprocess
+from facepipe.stages.detect.ops import batched_nms
 
 
 @dataclass

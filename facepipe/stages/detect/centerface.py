@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from facepipe.detect.base import Candidates, FaceDetector
 from facepipe.registry import ModelSpec, Preprocess, WeightSource, register_model
+from facepipe.stages.detect.base import Candidates, FaceDetector
 
 STRIDE = 4
 

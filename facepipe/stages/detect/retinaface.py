@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from facepipe.detect.backbones import MobileNetV1, ResNet50, conv_bn
-from facepipe.detect.base import Candidates, FaceDetector
 from facepipe.registry import ModelSpec, Preprocess, load_state_dict_strict, register_model
+from facepipe.stages.detect.backbones import MobileNetV1, ResNet50, conv_bn
+from facepipe.stages.detect.base import Candidates, FaceDetector
 
 
 @dataclass(frozen=True)

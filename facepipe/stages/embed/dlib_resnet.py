@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from facepipe.dlib_format import DlibReader
-from facepipe.embed.base import ChipSpec, FaceEmbedder
 from facepipe.registry import ModelSpec, Preprocess, WeightSource, register_model
+from facepipe.stages.embed.base import ChipSpec, FaceEmbedder
 
 #: The same-person Euclidean distance threshold of dlib's face descriptor.
 DLIB_SAME_PERSON_THRESHOLD = 0.6

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facepipe.embed.base import ChipSpec, FaceEmbedder
 from facepipe.registry import ModelSpec, Preprocess, load_state_dict_strict, register_model
+from facepipe.stages.embed.base import ChipSpec, FaceEmbedder
 
 #: ArcFace models score pairs by cosine similarity; 0.3 is a common same-person cut for
 #: arcface_torch's MS1MV3/Glint360K models. As an L2 distance of unit vectors: sqrt(2 - 2 * 0.3).

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from facepipe.align.stage import AlignConfig
 from facepipe.flags import flag, positive_int
 from facepipe.schema import EMBEDDING_FIELDS, FACE_VALUES
+from facepipe.stages.align.stage import AlignConfig
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class EmbedConfig:
 
     name / weights: a registered embedder (``dlib_resnet``, ``arcface_r50``, ``arcface_r100``) and
     optionally its weights (local path or ``s3://``; required for ArcFace).
-    align: how faces are cut (``facepipe.align.stage.AlignConfig``). batch_size: chips per forward
+    align: how faces are cut (``facepipe.stages.align.stage.AlignConfig``). batch_size: chips per forward
     pass.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.data import Dataset, Datasource, ReadTask, read_datasource
 from ray.data.block import BlockMetadata
 
-from facepipe.io.sources import READ_SCHEMA, ReadConfig, Unit, read_units, split_units
+from facepipe.stages.read.sources import READ_SCHEMA, ReadConfig, Unit, read_units, split_units
 
 
 class ImageArchiveDatasource(Datasource):

@@ -14,7 +14,7 @@ what they wrote. ``--input-manifest URI`` reads the units from such a file:
 
 The units are what a listing would give for the same objects (kind by name, files named ``_*``
 or ``.*`` left out, sorted, duplicates once), so the run's output does not depend on which of
-the two named them (tests/io/test_inventory.py).
+the two named them (tests/stages/read/test_inventory.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from facepipe.errors import StorageError, UserError, is_transient
-from facepipe.io import fs as fsio
-from facepipe.io.sources import Unit, unit_kind
+from facepipe.stages.read.sources import Unit, unit_kind
+from facepipe.storage import fs as fsio
 
 
 def _read(uri: str) -> pa.Table:

@@ -1,7 +1,7 @@
 """Read stage: input URIs -> rows of (image_id, source_uri, data, read_error) through Ray Data.
 
 Inputs are first *listed* on the driver into :class:`Unit` s (one image file, one tar shard, or
-one Parquet file), then read by :class:`facepipe.io.datasource.ImageArchiveDatasource`, whose read
+one Parquet file), then read by :class:`facepipe.stages.read.datasource.ImageArchiveDatasource`, whose read
 tasks capture plain values only and stream blocks of at most ``rows_per_block`` rows. Units are spread over read tasks
 by size (largest first onto the least-loaded task), so every core gets work.
 
@@ -22,8 +22,8 @@ import pyarrow.fs as pafs
 
 from facepipe.errors import StorageError, UserError, is_transient
 from facepipe.flags import flag
-from facepipe.io import fs as fsio
-from facepipe.io.tar import iter_image_members, tail_is_clean
+from facepipe.stages.read.tar import iter_image_members, tail_is_clean
+from facepipe.storage import fs as fsio
 
 READ_SCHEMA = pa.schema(
     [
@@ -45,13 +45,13 @@ class ReadConfig:
     an id column the row number within its file is used.
     rows_per_block: rows in each block the read tasks emit (bounds memory per block), and so the
     images of one decode call.
-    manifest: a file listing the input units (``facepipe.io.inventory``), so the driver does not
+    manifest: a file listing the input units (``facepipe.stages.read.inventory``), so the driver does not
     list millions of keys before reading starts."""
 
     image_column: str = flag("image", "--image-column", "Parquet column holding image bytes")
     id_column: str | None = flag(None, "--id-column", "Parquet column naming each row (default: row number)")
     rows_per_block: int = 16
-    #: an inventory of the input units (facepipe.io.inventory) read instead of, or besides, listing INPUTs
+    #: an inventory of the input units (facepipe.stages.read.inventory) read instead of, or besides, listing INPUTs
     manifest: str | None = flag(
         None,
         "--input-manifest",

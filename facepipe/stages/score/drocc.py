@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from facepipe.score.model import DROCCConfig, DROCCModel, DROCCNet
+from facepipe.stages.score.model import DROCCConfig, DROCCModel, DROCCNet
 
 __all__ = ["DROCCConfig", "DROCCModel", "DROCCNet", "train_drocc", "adversarial_search", "project_to_shell"]
 log = logging.getLogger(__name__)

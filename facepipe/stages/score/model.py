@@ -1,7 +1,7 @@
 """A DROCC model and its artifact: the hyperparameters (:class:`DROCCConfig`), the network
 (:class:`DROCCNet`, an MLP on standardised inputs) and the trained model (:class:`DROCCModel`:
 network, radius, threshold, what its inputs are) with its ``.pt`` bytes and ``.json`` description.
-Training is ``facepipe.score.drocc.train_drocc``."""
+Training is ``facepipe.stages.score.drocc.train_drocc``."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ class DROCCModel:
     #: Score above which a face is an outlier, and how it was chosen (set by the scoring stage).
     threshold: float = 0.0
     threshold_policy: str = "boundary"
-    #: ``facepipe.score.drocc.far_probe_auc`` at the end of training (None for artifacts written before it existed).
+    #: ``facepipe.stages.score.drocc.far_probe_auc`` at the end of training (None for artifacts
+    #: written before it existed).
     far_probe_auc: float | None = None
     #: what each of the D input columns is (the scoring stage's ``FEATURES``); () for any table
     inputs: tuple[str, ...] = ()

@@ -1,6 +1,6 @@
 """The outlier score's pure core: the features a face is scored on, the confident faces a model
 learns from, training with the threshold policy, and the ``face_outliers`` rows of a batch of
-faces. ``facepipe.score.stage`` runs them on Ray; the design and its measurements are there."""
+faces. ``facepipe.stages.score.stage`` runs them on Ray; the design and its measurements are there."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pyarrow as pa
 
 from facepipe import schema
 from facepipe.flags import flag, positive_int, unit_float
-from facepipe.score.drocc import train_drocc
-from facepipe.score.model import DROCCConfig, DROCCModel
+from facepipe.stages.score.drocc import train_drocc
+from facepipe.stages.score.model import DROCCConfig, DROCCModel
 
 THRESHOLD_POLICIES = ("typical", "fpr", "percentile", "boundary")
 

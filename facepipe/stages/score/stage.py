@@ -2,12 +2,12 @@
 
 What is scored is how face-like a detection is, not who it is. Two opinions, added as log-odds:
 
-- **DROCC** (``facepipe.score.drocc``) on each face's :data:`DROCC_INPUTS` -- its landmark offsets
-  and chip sharpness (``facepipe.align.quality``) -- trained on this run's **confident faces**
+- **DROCC** (``facepipe.stages.score.drocc``) on each face's :data:`DROCC_INPUTS` -- its landmark offsets
+  and chip sharpness (``facepipe.stages.align.quality``) -- trained on this run's **confident faces**
   (the verifier sure it is a face, a detector score >= ``train_min_score``, landmark offsets
   within ``train_max_offset``: it learns faces, not the junk it is meant to catch):
   ``drocc_score`` = DROCC's ``-logit``;
-- the **face verifier** (``facepipe.score.onet``, MTCNN's ONet run by the model actors):
+- the **face verifier** (``facepipe.stages.score.onet``, MTCNN's ONet run by the model actors):
   ``faces.face_logit``, its log-odds that the box holds a face.
 
 ``outlier_score = drocc_score - face_logit`` (higher = more anomalous), ``is_outlier =
@@ -19,7 +19,7 @@ non-faces (dog and cat faces, coins, letters, textures) fall into a tight centra
 identity embedding, so one-class models of the embedding rank them as *more* normal than faces;
 these scores flag them and keep the faces.
 
-Pure parts (``facepipe.score.outliers``): ``face_features``, ``confident``, ``fit`` (train, pick
+Pure parts (``facepipe.stages.score.outliers``): ``face_features``, ``confident``, ``fit`` (train, pick
 the threshold) and ``score_table`` (faces -> FACE_OUTLIERS rows). :func:`run_score` wires them on Ray: the
 training sample (a seeded uniform sample of at most ``drocc.max_train`` confident faces of the last
 ``train_days`` partitions) is read on the driver; training runs there or in one Ray task, every
@@ -46,11 +46,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from facepipe import schema
-from facepipe.io import fs as fsio
-from facepipe.io import writer
-from facepipe.io.output import MODELS, Output, as_output
-from facepipe.score.model import DROCCModel
-from facepipe.score.outliers import (  # noqa: F401 -- the stage's public names
+from facepipe.stages import write as writer
+from facepipe.stages.score.model import DROCCModel
+from facepipe.stages.score.outliers import (  # noqa: F401 -- the stage's public names
     DROCC_INPUTS,
     FEATURE_COLUMNS,
     THRESHOLD_POLICIES,
@@ -61,6 +59,8 @@ from facepipe.score.outliers import (  # noqa: F401 -- the stage's public names
     outlier_scores,
     score_table,
 )
+from facepipe.storage import fs as fsio
+from facepipe.storage.output import MODELS, Output, as_output
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facepipe.align.chips import ARCFACE_TEMPLATE_112, dlib_face_chips, sample_chips, template_chip_regions
-from facepipe.align.shape_predictor import dlib_rects
 from facepipe.registry import get_model_spec
+from facepipe.stages.align.chips import ARCFACE_TEMPLATE_112, dlib_face_chips, sample_chips, template_chip_regions
+from facepipe.stages.align.shape_predictor import dlib_rects
 
 
 @pytest.mark.parametrize("upscale", [1, 3])

@@ -1,4 +1,4 @@
-"""Quality features of a detection (facepipe.align.quality): the detector's landmarks sit where a
+"""Quality features of a detection (facepipe.stages.align.quality): the detector's landmarks sit where a
 face's do on the aligned chip for real faces and not for boxes on things that are not faces; the
 chip's sharpness drops with blur; both are deterministic functions of the pixels."""
 
@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 from skimage import data as skd
 
-from facepipe.align.chips import DLIB_MEAN_FACE_DETECTOR_5, similarity_transform
-from facepipe.align.quality import landmark_offsets, sharpness
-from facepipe.align.stage import align_batch
 from facepipe.registry import create_model
+from facepipe.stages.align.chips import DLIB_MEAN_FACE_DETECTOR_5, similarity_transform
+from facepipe.stages.align.quality import landmark_offsets, sharpness
+from facepipe.stages.align.stage import align_batch
 
 
 def _offsets(image, boxes, landmarks):

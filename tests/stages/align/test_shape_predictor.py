@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from facepipe.align.shape_predictor import dlib_rects, read_shape_predictor
 from facepipe.dlib_format import DlibFormatError
 from facepipe.registry import create_model, get_model_spec
+from facepipe.stages.align.shape_predictor import dlib_rects, read_shape_predictor
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_wrong_file_is_refused_with_the_position(tmp_path):
 
 
 def test_parsed_model_is_cached_and_reloads_identically(tmp_path):
-    from facepipe.align.shape_predictor import load_shape_predictor
+    from facepipe.stages.align.shape_predictor import load_shape_predictor
 
     path = get_model_spec("dlib_shape_predictor_5").weights.locate()
     first = load_shape_predictor(path, cache=tmp_path)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from benches import load_bench
 
-from facepipe.cluster.graph import knn
-from facepipe.cluster.methods import chinese_whispers, mutual_density, threshold_components
-from facepipe.cluster.metrics import evaluate_clusters
+from facepipe.stages.cluster.graph import knn
+from facepipe.stages.cluster.methods import chinese_whispers, mutual_density, threshold_components
+from facepipe.stages.cluster.metrics import evaluate_clusters
 
 bench = load_bench("cluster_methods")
 
@@ -57,7 +57,7 @@ def test_vectorised_components_equal_a_breadth_first_search():
     """components() (hook + pointer jumping) against a plain BFS on random sparse graphs."""
     from collections import deque
 
-    from facepipe.cluster.methods import components
+    from facepipe.stages.cluster.methods import components
 
     rng = np.random.default_rng(7)
     for n, m in [(1, 0), (50, 20), (500, 400), (2000, 2500)]:
@@ -80,7 +80,7 @@ def test_vectorised_components_equal_a_breadth_first_search():
 
 def test_frozen_nodes_lend_their_label_and_keep_it():
     """Warm start: a frozen node's label spreads to its free neighbours but never changes."""
-    from facepipe.cluster.methods import propagate_labels, symmetric_graph
+    from facepipe.stages.cluster.methods import propagate_labels, symmetric_graph
 
     # path 0-1-2-3 (each edge found from both ends: still one edge), ends frozen with labels 0 and
     # 9, the middle free: ties go to the smaller label, so 0 spreads and 9 stays

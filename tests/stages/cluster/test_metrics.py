@@ -3,7 +3,7 @@ scikit-learn's, when it is installed)."""
 
 import pytest
 
-from facepipe.cluster.metrics import evaluate_clusters
+from facepipe.stages.cluster.metrics import evaluate_clusters
 
 
 def test_perfect_clustering_scores_one():
@@ -52,7 +52,7 @@ def test_lengths_must_match():
 
 
 def test_labels_cover_single_face_images_or_name_the_face(tmp_path):
-    from facepipe.cluster.metrics import labelled_faces, load_labels
+    from facepipe.stages.cluster.metrics import labelled_faces, load_labels
 
     p = tmp_path / "l.csv"
     p.write_text("image_id,label,face_index\na,ann,\nb,bob,1\n")

@@ -27,7 +27,7 @@ def real(shared_dir, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_no_two_people_merged_in_any_order_of_real_faces(real):
-    from facepipe.cluster.stage import ClusterConfig
+    from facepipe.stages.cluster.stage import ClusterConfig
 
     mod, s, _ = real
     cfg = ClusterConfig()
@@ -57,8 +57,8 @@ def test_the_job_gives_the_same_identities_under_other_names_and_eval_cluster_sc
 ):
     from facepipe.cli import main
     from facepipe.config import RunConfig
-    from facepipe.detect.stage import DetectConfig
     from facepipe.run.job import run
+    from facepipe.stages.detect.stage import DetectConfig
 
     _, _, archive = real
     new_of = _renamed(archive, tmp_path / "elsewhere")

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facepipe.cluster.graph import IndexConfig
-from facepipe.cluster.naming import assign_ids, encode_previous, identity_events, name_clusters, new_identity_id
-from facepipe.cluster.stage import ClusterConfig, cluster_embeddings, cluster_incremental, run_cluster
+from facepipe.stages.cluster.graph import IndexConfig
+from facepipe.stages.cluster.naming import assign_ids, encode_previous, identity_events, name_clusters, new_identity_id
+from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, cluster_incremental, run_cluster
 
 DIM = 128
 

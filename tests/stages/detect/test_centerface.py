@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.decode import DecodeConfig, decode_image
 from facepipe.registry import create_model, get_model_spec, list_models
+from facepipe.stages.decode import DecodeConfig, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_min_face_finds_small_faces_in_large_photos(detector, photo_faces):
     import cv2
     from skimage import data as skd
 
-    from facepipe.detect.stage import DetectConfig, detect_images
-    from facepipe.evaluate import iou_matrix
+    from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools.evaluate import iou_matrix
 
     obama = next(p for p in photo_faces if p.name == "obama.jpg")
     x1, y1, x2, y2 = obama.boxes[0].astype(int)

@@ -6,10 +6,10 @@ dev set at the default threshold (dlib's matching rule)."""
 import numpy as np
 import pytest
 
-from facepipe.decode import DecodeConfig, decode_image
-from facepipe.demo import EXPECTED_FACES
-from facepipe.evaluate import load_imglab, recall_report
 from facepipe.registry import create_model
+from facepipe.stages.decode import DecodeConfig, decode_image
+from facepipe.tools.demo import EXPECTED_FACES
+from facepipe.tools.evaluate import load_imglab, recall_report
 
 DETECTORS = ["yunet", "centerface"]
 

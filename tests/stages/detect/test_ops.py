@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from facepipe.detect.ops import batched_nms, box_iou, nms
+from facepipe.stages.detect.ops import batched_nms, box_iou, nms
 
 
 def _iou_slow(a, b):

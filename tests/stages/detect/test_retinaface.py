@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.decode import DecodeConfig, decode_image
-from facepipe.demo import EXPECTED_FACES
-from facepipe.detect.retinaface import PRESETS, RetinaFace, RetinaFaceConfig
-from facepipe.evaluate import detect_for_eval, evaluate, load_imglab_gt
 from facepipe.registry import create_model
+from facepipe.stages.decode import DecodeConfig, decode_image
+from facepipe.stages.detect.retinaface import PRESETS, RetinaFace, RetinaFaceConfig
+from facepipe.tools.demo import EXPECTED_FACES
+from facepipe.tools.evaluate import detect_for_eval, evaluate, load_imglab_gt
 
 CHECKPOINTS = {  # file -> the preset that describes it (../shared/README.md)
     "mnet025_face_detector_1mb.pth": "mnet025_1mb",

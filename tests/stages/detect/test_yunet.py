@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.decode import DecodeConfig, decode_image
-from facepipe.demo import EXPECTED_FACES
-from facepipe.detect.stage import DetectConfig
-from facepipe.detect.yunet import YuNet, export_library_weights
 from facepipe.registry import create_model, get_model_spec, resolve_weights
+from facepipe.stages.decode import DecodeConfig, decode_image
+from facepipe.stages.detect.stage import DetectConfig
+from facepipe.stages.detect.yunet import YuNet, export_library_weights
+from facepipe.tools.demo import EXPECTED_FACES
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from facepipe.align.shape_predictor import dlib_rects
-from facepipe.embed.dlib_resnet import DLIB_SAME_PERSON_THRESHOLD, read_dlib_dnn
 from facepipe.registry import create_model, get_model_spec
+from facepipe.stages.align.shape_predictor import dlib_rects
+from facepipe.stages.embed.dlib_resnet import DLIB_SAME_PERSON_THRESHOLD, read_dlib_dnn
 
 
 @pytest.fixture(scope="module")

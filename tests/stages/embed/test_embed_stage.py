@@ -4,13 +4,13 @@ against dlib's own pipeline from the same box, and same/different-person accurac
 import numpy as np
 import pytest
 
-from facepipe.align.shape_predictor import dlib_rects
-from facepipe.align.stage import align_image, cut_chips, resolve_method
-from facepipe.decode import DecodeConfig, decode_batch
-from facepipe.detect.stage import DetectConfig, detect_batch
 from facepipe.registry import ChipSpec, create_model, get_model_spec
 from facepipe.run.actors import embed_detected
 from facepipe.schema import EMBEDDED
+from facepipe.stages.align.shape_predictor import dlib_rects
+from facepipe.stages.align.stage import align_image, cut_chips, resolve_method
+from facepipe.stages.decode import DecodeConfig, decode_batch
+from facepipe.stages.detect.stage import DetectConfig, detect_batch
 
 
 @pytest.fixture(scope="module")

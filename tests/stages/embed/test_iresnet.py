@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from facepipe.embed.iresnet import IResNet
 from facepipe.registry import create_model, resolve_weights
+from facepipe.stages.embed.iresnet import IResNet
 
 # (key, shape) spot checks of arcface_torch's iresnet50 backbone.pth
 R50_KEYS = {

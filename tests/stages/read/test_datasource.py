@@ -1,8 +1,8 @@
 """The datasource spreads units over read tasks (Ray's default Parquet reader can make one block
 of many files, leaving one worker with all the work)."""
 
-from facepipe.io.datasource import ImageArchiveDatasource
-from facepipe.io.sources import ReadConfig, Unit
+from facepipe.stages.read.datasource import ImageArchiveDatasource
+from facepipe.stages.read.sources import ReadConfig, Unit
 
 
 def test_read_tasks_cover_all_units_in_parallel():

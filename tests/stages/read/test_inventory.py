@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from facepipe.errors import UserError
-from facepipe.io.inventory import manifest_units
-from facepipe.io.sources import list_units
+from facepipe.stages.read.inventory import manifest_units
+from facepipe.stages.read.sources import list_units
 
 
 def _tree(root):
@@ -71,8 +71,8 @@ def test_the_job_over_an_s3_manifest_equals_the_job_over_the_listed_prefix(s3_se
     import duckdb
     import pyarrow.dataset as pads
 
-    from facepipe.io import fs as fsio
     from facepipe.run.job import run
+    from facepipe.storage import fs as fsio
 
     for b in ("inv-archive", "inv-out"):
         s3_server.create_bucket(Bucket=b)

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facepipe.io.sources import (
+from facepipe.stages.read.sources import (
     InputError,
     ReadConfig,
     Unit,
@@ -17,7 +17,7 @@ from facepipe.io.sources import (
     read_units,
     split_units,
 )
-from facepipe.io.tar import split_key
+from facepipe.stages.read.tar import split_key
 
 
 def _tar(path, members):
@@ -113,7 +113,7 @@ def test_split_units_balances_and_keeps_everything():
 
 
 def test_unit_of_a_source_uri_finds_the_tar_or_parquet_it_came_from():
-    from facepipe.io.sources import unit_of
+    from facepipe.stages.read.sources import unit_of
 
     assert unit_of("s3://b/a/s-0.tar#x/y.jpg") == Unit("tar", "s3://b/a/s-0.tar", 0)
     assert unit_of("/d/part-0.parquet#key#with#hashes") == Unit("parquet", "/d/part-0.parquet", 0)

@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from facepipe.score.drocc import DROCCConfig, DROCCModel, DROCCNet, adversarial_search, project_to_shell, train_drocc
+from facepipe.stages.score.drocc import (
+    DROCCConfig,
+    DROCCModel,
+    DROCCNet,
+    adversarial_search,
+    project_to_shell,
+    train_drocc,
+)
 
 
 def test_projection_puts_every_norm_in_the_shell():

@@ -8,7 +8,7 @@ import torch
 from skimage import data as skd
 
 from facepipe.registry import create_model
-from facepipe.score.onet import CROP, ONet, square_crops
+from facepipe.stages.score.onet import CROP, ONet, square_crops
 
 
 def test_onet_shapes_and_square_crops():

@@ -18,11 +18,11 @@ from PIL import Image
 from skimage import data as skd
 
 from facepipe.config import RunConfig
-from facepipe.detect.stage import DetectConfig
-from facepipe.evaluate import load_imglab, match_dlib
-from facepipe.io.sources import ReadConfig
-from facepipe.report import ReportConfig, write_report
 from facepipe.run.job import run
+from facepipe.stages.detect.stage import DetectConfig
+from facepipe.stages.read.sources import ReadConfig
+from facepipe.tools.evaluate import load_imglab, match_dlib
+from facepipe.tools.report import ReportConfig, write_report
 
 NO_PEOPLE = ("gravel", "coins", "coffee", "cat", "moon", "hubble_deep_field")
 

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from facepipe.io import writer
-from facepipe.io.output import Output
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
-from facepipe.score.drocc import DROCCConfig, train_drocc
-from facepipe.score.stage import DROCC_INPUTS, ScoreConfig, run_score
+from facepipe.stages import write as writer
+from facepipe.stages.score.drocc import DROCCConfig, train_drocc
+from facepipe.stages.score.stage import DROCC_INPUTS, ScoreConfig, run_score
+from facepipe.storage.output import Output
 
 DT = "2026-11-02"
 
