@@ -7,13 +7,13 @@ only records (no I/O, no heavy imports), and :func:`create_model` builds and loa
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
+
+from facepipe.model_files import build_cached, fetch_weights, sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -145,14 +145,6 @@ def get_model_spec(name: str, kind: str | None = None) -> ModelSpec:
     return spec
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 def resolve_weights(name: str, weights: str | Path | None = None, kind: str | None = None) -> tuple[Path, str]:
     """(path, model_id) of the weights model ``name`` would load.
 
@@ -175,25 +167,6 @@ def resolve_weights(name: str, weights: str | Path | None = None, kind: str | No
             raise FileNotFoundError(f"{spec.kind} weights {weights} not found")
         digest = sha256_file(path)
     return path, f"{name}@{digest[:12]}"
-
-
-def fetch_weights(uri: str, cache: Path | None = None) -> Path:
-    """A local copy of weights at ``uri`` (``s3://...``, read through facepipe's filesystem layer),
-    cached under ``~/.cache/facepipe/weights`` and re-fetched when the object's size changes."""
-    from facepipe.storage import fs as fsio
-
-    fs, path = fsio.resolve(uri)
-    info = fs.get_file_info(path)
-    if info.type.name != "File":
-        raise FileNotFoundError(f"weights {uri} not found")
-    root = cache or Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "weights"
-    local = root / f"{hashlib.blake2b(uri.encode(), digest_size=8).hexdigest()}-{Path(path).name}"
-    if not local.is_file() or local.stat().st_size != info.size:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_suffix(local.suffix + f".{os.getpid()}.part")
-        tmp.write_bytes(fsio.read_bytes(fs, path))
-        tmp.replace(local)
-    return local
 
 
 def load_state_dict_strict(
@@ -263,7 +236,7 @@ def create_model(
     label = config_label(name, config)
     path, model_id = resolve_weights(name, weights, kind)
     if spec.arch is not None and config is None:
-        model = _build_cached(spec, path, model_id.rsplit("@", 1)[1])  # the sha256 resolve_weights took
+        model = build_cached(spec, path, model_id.rsplit("@", 1)[1])  # the sha256 resolve_weights took
     else:
         model = spec.build(path, config) if spec.configs is not None else spec.build(path)
     if label:
@@ -271,26 +244,3 @@ def create_model(
     model.model_id = model_id
     model.preprocess = spec.preprocess
     return model.to(device).eval()
-
-
-def _build_cached(spec: ModelSpec, path: Path, digest: str) -> "nn.Module":
-    """``spec.build(path)`` once per weights file: the converted state dict is kept under
-    ``$FACEPIPE_CACHE/models/NAME-DIGEST.pt`` (``digest``: the weights' sha256 prefix, as in the
-    model id; written atomically) and loaded strictly after that."""
-    import torch
-
-    root = Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "models"
-    cached = root / f"{spec.name}-{digest}.pt"
-    if cached.is_file():
-        model = spec.arch()
-        try:
-            model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True), strict=True)
-            return model
-        except Exception:  # noqa: BLE001 -- a damaged or stale cache entry, whatever it raises: convert again
-            pass
-    model = spec.build(path)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(cached)
-    return model

@@ -53,7 +53,9 @@ EXPECTED_FACES = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser()
+    from facepipe.model_files import cache_dir as root
+
+    return root()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

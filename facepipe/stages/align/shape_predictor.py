@@ -152,9 +152,9 @@ class ShapePredictor(nn.Module):
 def load_shape_predictor(path: str | Path, cache: Path | None = None) -> ShapePredictorModel:
     """:func:`read_shape_predictor` through a cache of the parsed arrays (``.npz`` keyed by the
     file's sha256): parsing dlib's format in Python takes seconds, loading the arrays milliseconds."""
-    from facepipe.registry import sha256_file
+    from facepipe.model_files import cache_dir, sha256_file
 
-    root = cache or Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "models"
+    root = cache or cache_dir("models")
     cached = root / f"shape_predictor-{sha256_file(Path(path))[:16]}.npz"
     try:
         with np.load(cached) as z:
