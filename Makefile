@@ -68,13 +68,13 @@ browser:
 SHARED ?= $${FACEPIPE_SHARED:-../shared}
 bench: install
 	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0 infomap==2.16.0
-	$(PY) bench/outlier_scores.py --shared $(SHARED)
-	$(PY) bench/cluster_real.py --shared $(SHARED)
-	$(PY) bench/e2e.py --shared $(SHARED) --cores 2,1
-	$(PY) bench/e2e.py --shared $(SHARED) --archive-kind pasted
-	$(PY) bench/listing.py --keys 100000
-	$(PY) bench/listing.py --local --keys 100000,1000000
-	$(PY) bench/scale.py --images 100000
+	$(PY) -m bench.accuracy.outlier_scores --shared $(SHARED)
+	$(PY) -m bench.accuracy.cluster_real --shared $(SHARED)
+	$(PY) -m bench.speed.e2e --shared $(SHARED) --cores 2,1
+	$(PY) -m bench.speed.e2e --shared $(SHARED) --archive-kind pasted
+	$(PY) -m bench.speed.listing --keys 100000
+	$(PY) -m bench.speed.listing --local --keys 100000,1000000
+	$(PY) -m bench.speed.scale --images 100000
 
 clean:
 	rm -rf $(VENV) demo-output .venv-compat demo-output-compat

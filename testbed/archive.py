@@ -8,13 +8,13 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import corpus
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facepipe.config import RunConfig
 from facepipe.stages.read.sources import ReadConfig
 from facepipe.tools.demo import EXPECTED_FACES
+from testbed import corpus
 
 TAR_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "obama_partial_face2.jpg", "biden.jpg")
 PARQUET_PHOTOS = ("t1.jpg", "Tom_Hanks_54745.png")

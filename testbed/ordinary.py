@@ -1,6 +1,6 @@
 """A reproducible archive of ordinary photos: portraits and group photos, 0.3-5 MP, faces 60-400 px.
 
-    .venv/bin/python bench/ordinary.py OUT_DIR [--images 200] [--seed 0] [--shared ../shared]
+    .venv/bin/python testbed/ordinary.py OUT_DIR [--images 200] [--seed 0] [--shared ../shared]
 
 Sources: the demo photos (facepipe.tools.demo: Obama x5, Biden, Eileen Collins, Grace Hopper, Tom Hanks,
 insightface's group photo t1.jpg) and the four PASCAL photos of ``../shared/data/pascal_faces_dev``
@@ -10,7 +10,7 @@ face is 60-400 px wide (enlarged at most 3x; the photo then limited to 0.3-5 MP)
 changed (gamma 0.7-1.4), and saved as JPEG at quality 75-95.
 
 Truth: the faces that both CenterFace and dlib's HOG detector find on the source photo (the boxes
-averaged, so the truth favours neither tool; the demo photos as in bench/archive.py), and for
+averaged, so the truth favours neither tool; the demo photos as in testbed/pasted.py), and for
 the PASCAL photos their hand-marked boxes; a face counts only when it lies wholly inside the crop.
 Writes ``OUT_DIR/images/*.jpg`` and ``OUT_DIR/truth.json`` ({file: [[x1, y1, x2, y2], ...]}).
 """
@@ -27,9 +27,9 @@ import numpy as np
 def sources(shared: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, RGB photo, (N, 4) truth boxes) of every source photo."""
     import cv2
-    from archive import agreed_faces
 
     from facepipe import evaluate
+    from testbed.archive import agreed_faces
 
     out = [(name, img, boxes) for name, img, boxes in agreed_faces() if len(boxes)]
     dev = shared / "data" / "pascal_faces_dev"

@@ -1,6 +1,6 @@
 """A reproducible benchmark archive: real faces pasted into large real backgrounds, with ground truth.
 
-    .venv/bin/python bench/archive.py OUT_DIR [--images 120] [--seed 0]
+    .venv/bin/python testbed/pasted.py OUT_DIR [--images 120] [--seed 0]
 
 Faces: every face of the test photos that *both* CenterFace and dlib's HOG detector find (so the
 truth favours neither tool), cut with a margin of one face width and pasted at a random scale

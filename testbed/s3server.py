@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from procs import end, free_ports
+from testbed.procs import end, free_ports
 
 BIN = Path(sys.executable).parent
 

@@ -26,8 +26,9 @@ from typing import Iterator
 
 import pytest
 from ci_skips import MAY_SKIP_IN_CI, in_ci, pytest_runtest_makereport  # noqa: F401 -- the hook, registered here
-from procs import end, end_started, free_ports, own_processes
-from s3server import SeaweedFS, s3_env
+
+from testbed.procs import end, end_started, free_ports, own_processes
+from testbed.s3server import SeaweedFS, s3_env
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ line, on stdin:
 - ``quit`` (or stdin closed): every node stopped, then exit.
 
 In a process of its own so that the test process stays connected to the session's one-node
-cluster, and so that a test ends this cluster by ending this process's session (tests/procs.py),
+cluster, and so that a test ends this cluster by ending this process's session (testbed/procs.py),
 whatever state the test left it in. Its ports are picked free by the caller (environment
 variables ``FP_GCS_PORT``, ``FP_DASHBOARD_PORT``, ``FP_AGENT_PORT``); every other port is left to
 the OS.
@@ -41,7 +41,7 @@ def main(temp_dir: str, nodes: list[dict]) -> None:
             "num_cpus": head.get("num_cpus", 1),
             "resources": head.get("resources", {}),
             "gcs_server_port": int(os.environ["FP_GCS_PORT"]),
-            "include_dashboard": True,  # the state API (tests/procs.py) asks the dashboard
+            "include_dashboard": True,  # the state API (testbed/procs.py) asks the dashboard
             "dashboard_host": "127.0.0.1",
             "dashboard_port": int(os.environ["FP_DASHBOARD_PORT"]),
             "dashboard_agent_listen_port": int(os.environ["FP_AGENT_PORT"]),

@@ -11,11 +11,12 @@ import signal
 import subprocess
 import time
 
-import archive
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from procs import cli_run, model_tasks, wait_for_batches_in_flight
+
+from testbed import archive
+from testbed.procs import cli_run, model_tasks, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import archive
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
+
+from testbed import archive
 
 pytestmark = pytest.mark.slow
 

@@ -24,12 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import archive
 import duckdb
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-from procs import (
+
+from facepipe.storage import fs as fsio
+from testbed import archive
+from testbed.procs import (
     REPO,
     cli_run,
     end,
@@ -40,8 +42,6 @@ from procs import (
     state_address,
     wait_for_batches_in_flight,
 )
-
-from facepipe.storage import fs as fsio
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ NODES = [
 @dataclass
 class MultiNode:
     """The cluster process of tests/multinode.py: its GCS address (for jobs), its dashboard URL
-    (for the state API: tests/procs.py), node ids by name, and the environment a job connecting
+    (for the state API: testbed/procs.py), node ids by name, and the environment a job connecting
     to it runs with (cli_run's ``ray_cluster``)."""
 
     address: str

@@ -10,11 +10,11 @@ import time
 
 import duckdb
 import pytest
-from procs import cli_run, wait_for_batches_in_flight
 
 from facepipe.config import RunConfig
 from facepipe.run.job import run
 from facepipe.stages.read.sources import ReadConfig
+from testbed.procs import cli_run, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,13 @@ import json
 import re
 from pathlib import Path
 
-import archive
 import duckdb
 import numpy as np
 import pytest
 from conftest import S3_ENV
-from procs import cli_run
+
+from testbed import archive
+from testbed.procs import cli_run
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,9 @@
-"""bench/s3_fill.py, which makes bench/listing.py's 10^6 S3 keys in minutes by loading SeaweedFS's
+"""testbed/s3_fill.py, which makes bench/speed/listing.py's 10^6 S3 keys in minutes by loading SeaweedFS's
 filer metadata instead of a PUT per key: the keys it makes list exactly as keys PUT through S3
 do (names, sizes, ETags), folders and the last key included -- else the 10^6-key listing
 figure in bench/RESULTS.md would measure something else."""
 
-from benches import load_bench
+from testbed import s3_fill
 
 
 def listing(client, bucket: str) -> list[tuple[str, int, str]]:
@@ -12,7 +12,6 @@ def listing(client, bucket: str) -> list[tuple[str, int, str]]:
 
 
 def test_keys_loaded_as_filer_metadata_list_like_keys_put_through_s3(seaweedfs, tmp_path):
-    s3_fill = load_bench("s3_fill")
     keys = [f"night/shard-{i // 1000:04d}/img-{i:07d}.jpg" for i in range(2345)]
     s3_fill.fill(seaweedfs.client, seaweedfs.shell, "fill-by-metadata", keys, tmp_path)
     seaweedfs.client.create_bucket(Bucket="fill-by-put")

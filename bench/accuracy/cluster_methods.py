@@ -1,6 +1,6 @@
 """Which clustering method, at which threshold? Measured on synthetic identities.
 
-    .venv/bin/python bench/cluster_methods.py [--identities 2000] [--k 10]
+    .venv/bin/python -m bench.accuracy.cluster_methods [--identities 2000] [--k 10]
 
 Synthetic embeddings that mimic dlib's (128-d): identities of Zipf-distributed sizes (1-80 faces),
 faces scattered so two photos of one person are 0.25-0.5 apart on average (varying by person,
@@ -17,6 +17,8 @@ import argparse
 import time
 
 import numpy as np
+
+from bench import record
 
 
 def synthetic(n_id: int, seed: int = 0, dim: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -90,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.cluster_methods")

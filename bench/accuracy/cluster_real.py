@@ -1,7 +1,7 @@
 """Identities on real faces: a labelled set built from photos that ship offline, and the clustering
 methods and thresholds measured on it over many face orders.
 
-    .venv/bin/python bench/cluster_real.py [--orders 20] [--shared ../shared]
+    .venv/bin/python -m bench.accuracy.cluster_real [--orders 20] [--shared ../shared]
 
 The set (``real_set``; reproducible, cached under ``~/.cache/facepipe/cluster_real.npz``): the demo
 photos -- Obama in five photos, Biden, Eileen Collins (astronaut), Grace Hopper, Tom Hanks and the
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bench import record
 
 CACHE = Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "cluster_real.npz"
 PERSON = {  # demo photo -> person; t1.jpg's faces are six people, labelled by face
@@ -256,6 +258,7 @@ def main() -> None:
         a.methods.split(","), ints(a.min_face), ints(a.k), (float(v) for v in a.thresholds.split(","))
     ):
         r = over_orders(s, name, t, a.orders, k, mf)
+        record.numbers(**{f"{name} min_face={mf} k={k} threshold={t}": r})
         print(
             f"| {name} | {mf} | {int((s.widths >= mf).sum())} | {k} | {t} | {r['worst_bp']:.4f} | "
             f"{r['bp']:.4f} / {r['br']:.4f} / {r['bf']:.4f} | {r['pp']:.4f} / {r['pr']:.4f} | "
@@ -264,4 +267,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.cluster_real")

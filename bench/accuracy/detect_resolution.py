@@ -1,12 +1,12 @@
 """Detector input resolution against recall and false positives on the benchmark archive.
 
-    .venv/bin/python bench/detect_resolution.py --archive /tmp/benchA [--detector retinaface \
+    .venv/bin/python -m bench.accuracy.detect_resolution --archive /tmp/benchA [--detector retinaface \
         --detector-weights ../shared/data/retinaface/mnet025_face_detector_1mb.pth --detector-config mnet025_1mb] \
         [--long-side 640] [--min-face 40] [--min-face-input 24]
 
 Decode + detect only, in one process with one torch thread (the unit a Ray worker gets on this
 box), at the job's decode settings (``DecodeConfig(min_face=...)``). For every pasted face
-(bench/archive.py's ground truth) its best-scoring detection is a true positive (dlib's rule:
+(testbed/pasted.py's ground truth) its best-scoring detection is a true positive (dlib's rule:
 IoU >= 0.3 or centred inside); every other detection is a false positive -- which includes real
 partial faces at the edges of the pasted crops. Prints images/s, the mean detector input in MP,
 recall at 0.5, and true/false positives at score thresholds 0.3-0.95.
@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench import record
 
 
 def main() -> None:
@@ -80,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.detect_resolution")

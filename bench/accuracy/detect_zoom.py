@@ -1,8 +1,8 @@
 """Could a zoomed second pass on weak candidates find the small faces a 640 px pass misses?
 
-    .venv/bin/python bench/detect_zoom.py --archive /tmp/benchA [--long-side 640] [--low 0.05]
+    .venv/bin/python -m bench.accuracy.detect_zoom --archive /tmp/benchA [--long-side 640] [--low 0.05]
 
-On the benchmark archive (bench/archive.py; build it with bench/e2e.py or bench/archive.py),
+On the benchmark archive (testbed/pasted.py; build it with bench/speed/e2e.py or testbed/pasted.py),
 CenterFace runs at ``--long-side`` with its score threshold lowered to ``--low``. For every
 pasted face missed at the default 0.5 it reports whether some detection between ``--low`` and 0.5
 lies on it (dlib's rule: IoU >= 0.3 or centred inside) -- the only faces a zoom on candidates
@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from bench import record
 
 
 def _found(truth: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -65,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.detect_zoom")

@@ -1,7 +1,7 @@
 """Detectors side by side: accuracy on ../shared's dev set (the `facepipe eval-detect` numbers) and
 speed on the test photos.
 
-    .venv/bin/python bench/detectors.py [--shared ../shared]
+    .venv/bin/python -m bench.accuracy.detectors [--shared ../shared]
 
 For CenterFace and the two RetinaFace-MobileNet-0.25 checkpoints in ../shared/data/retinaface.
 """
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from bench import record
 
 
 def main() -> None:
@@ -60,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.detectors")

@@ -1,6 +1,6 @@
 """Outliers inside the training sample: does DROCC still rank them first?
 
-    .venv/bin/python bench/drocc_contaminated.py [--set FIELD=VALUE ...]
+    .venv/bin/python -m bench.accuracy.drocc_contaminated [--set FIELD=VALUE ...]
 
 The scoring stage trains on the night's faces and then scores those same faces, so the outliers it
 should find were trained on as "normal". Data as in tests/stages/score/test_score_stage.py: 60 images x 4
@@ -14,6 +14,8 @@ import argparse
 import dataclasses
 
 import numpy as np
+
+from bench import record
 
 
 def data(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.drocc_contaminated")

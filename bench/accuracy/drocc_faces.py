@@ -1,6 +1,6 @@
 """Does DROCC on real face embeddings score non-faces above faces?
 
-    .venv/bin/python bench/drocc_faces.py
+    .venv/bin/python -m bench.accuracy.drocc_faces
 
 Normal data: the faces CenterFace finds in the test photos, each cut many times the way the job
 cuts it but from a jittered box (shift and scale up to 10%), mirrored half the time, with
@@ -20,6 +20,8 @@ OneClassSVM and IsolationForest and the distance to the training mean on the sam
 from __future__ import annotations
 
 import numpy as np
+
+from bench import record
 
 
 def main(seed: int = 0) -> dict:
@@ -143,4 +145,4 @@ def main(seed: int = 0) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.drocc_faces")

@@ -1,6 +1,6 @@
 """DROCC against the usual one-class baselines on datasets that ship with scikit-learn.
 
-    .venv/bin/python bench/drocc_oneclass.py [--quick] [--seeds N | --splits N] [--set FIELD=VALUE ...]
+    .venv/bin/python -m bench.accuracy.drocc_oneclass [--quick] [--seeds N | --splits N] [--set FIELD=VALUE ...]
 
 Protocols (AUC of "is an outlier", higher = better; seeds fixed):
 - digits: for each digit d, train on d's half of a stratified 50/50 split, test on the whole other
@@ -20,6 +20,8 @@ import dataclasses
 import time
 
 import numpy as np
+
+from bench import record
 
 
 def tasks(seed: int = 0):
@@ -148,4 +150,4 @@ def _run(methods, seed: int, split: int, roc_auc_score, OneClassSVM, IsolationFo
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.drocc_oneclass")

@@ -1,6 +1,6 @@
 """How close facepipe's embeddings are to dlib's own pipeline, and how fast they are.
 
-    .venv/bin/python bench/embed_parity.py
+    .venv/bin/python -m bench.accuracy.embed_parity
 
 Needs the test extra (``dlib-bin`` is the reference). On every face CenterFace finds in the test
 photos, from the *same* box:
@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 import torch
+
+from bench import record
 
 
 def main() -> None:
@@ -107,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.embed_parity")

@@ -1,8 +1,8 @@
 """The outlier-scoring evaluation set: real detections on photos that ship offline, each labelled
 face or non-face, kept in the repo as ``bench/data/outlier_eval.json``.
 
-    .venv/bin/python bench/outlier_eval.py build --archive /tmp/benchA --shared ../shared
-    .venv/bin/python bench/outlier_eval.py sheet --archive /tmp/benchA --shared ../shared --out /tmp/sheets
+    .venv/bin/python -m bench.accuracy.outlier_eval build --archive /tmp/benchA --shared ../shared
+    .venv/bin/python -m bench.accuracy.outlier_eval sheet --archive /tmp/benchA --shared ../shared --out /tmp/sheets
 
 Detector: the 1 MB RetinaFace of ``../shared`` at score 0.3 (what a user who wants every face
 runs, and what makes real false detections), decoded as the job does (``--min-face 40`` on the
@@ -13,7 +13,7 @@ pasted-face archive, as its recorded benchmark run). Sources (``source`` field):
 - ``pascal:FILE`` -- the four PASCAL photos of ``../shared/data/pascal_faces_dev``;
 - ``skimage:NAME`` -- scikit-image's sample photos without people (a cat, a coffee cup, coins,
   a rocket, a horse, a page of text, textures, a microscope slide, the Hubble deep field...);
-- ``pasted:FILE`` -- the pasted-face benchmark archive (``bench/archive.py``, seed 0, 120 images).
+- ``pasted:FILE`` -- the pasted-face benchmark archive (``testbed/pasted.py``, seed 0, 120 images).
 
 Labels (``label``): ``face`` or ``nonface``; ``partial`` (a real face cut by a crop's edge or
 mostly hidden) is kept but left out of the face / non-face metrics. Automatic first -- a
@@ -34,8 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import record
+
 HERE = Path(__file__).resolve().parent
-SET = HERE / "data" / "outlier_eval.json"
+SET = HERE.parent / "data" / "outlier_eval.json"
 SKIMAGE = (
     "brick", "cat", "clock", "coffee", "coins", "colorwheel", "grass", "gravel", "horse", "hubble_deep_field",
     "immunohistochemistry", "logo", "moon", "page", "retina", "rocket", "text", "cell", "stereo_motorcycle",
@@ -171,7 +173,7 @@ def save(dets: list[Detection]) -> None:
     """The set as JSON, one detection a line (diffs stay readable)."""
     SET.parent.mkdir(parents=True, exist_ok=True)
     head = {
-        "about": "outlier-scoring evaluation set; made and documented by bench/outlier_eval.py",
+        "about": "outlier-scoring evaluation set; made and documented by bench/accuracy/outlier_eval.py",
         "detector": {"name": DETECTOR[0], "config": DETECTOR[1], "weights": DETECTOR[2], "score": SCORE_THRESHOLD},
     }
     lines = ",\n".join(json.dumps(d.__dict__, separators=(",", ":")) for d in dets)
@@ -208,7 +210,7 @@ def sheet(dets: list[Detection], archive: Path, shared: Path, out: Path, per_she
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=("build", "sheet"))
-    ap.add_argument("--archive", default="/tmp/benchA", help="the pasted-face archive (bench/archive.py, seed 0)")
+    ap.add_argument("--archive", default="/tmp/benchA", help="the pasted-face archive (testbed/pasted.py, seed 0)")
     ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
     ap.add_argument("--out", default="/tmp/outlier-sheets")
     a = ap.parse_args()
@@ -223,4 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.accuracy.outlier_eval")

@@ -1,8 +1,8 @@
 """Outlier scoring on real detections: does the score stage flag non-faces and keep faces?
 
-    .venv/bin/python bench/outlier_scores.py --archive /tmp/benchA --shared ../shared [--chip-cnn]
+    .venv/bin/python -m bench.accuracy.outlier_scores --archive /tmp/benchA --shared ../shared [--chip-cnn]
 
-The evaluation set is ``bench/data/outlier_eval.json`` (``bench/outlier_eval.py``: 1248 detections
+The evaluation set is ``bench/data/outlier_eval.json`` (``bench/accuracy/outlier_eval.py``: 1248 detections
 of the 1 MB RetinaFace at score 0.3 on photos that ship offline, labelled face / non-face by rule
 and by hand). Each detection goes through the job's own align path (decode at full resolution,
 shape predictor from the box, dlib chip, ``facepipe.stages.align.quality``), then the score stage's pure
@@ -22,30 +22,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from bench import record
 
 
 def bench_archive():
-    """bench/archive.py, loaded by path: ``import archive`` may find the tests' module of that name."""
-    import importlib.util
+    """The pasted-face archive's builder (testbed.pasted)."""
+    from testbed import pasted
 
-    spec = importlib.util.spec_from_file_location("bench_archive", HERE / "archive.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return pasted
 
 
 def job_features(archive: Path, shared: Path) -> dict[str, np.ndarray]:
     """Every evaluation detection through the job's align path: quality features, chips, embeddings."""
-    sys.path.insert(0, str(HERE))
-    import outlier_eval as oe
-
+    from bench.accuracy import outlier_eval as oe
     from facepipe.registry import create_model
     from facepipe.stages.align.stage import align_batch
     from facepipe.stages.decode import DecodeConfig, decode_image
@@ -111,7 +105,7 @@ def _pct(v: float | None) -> str:
 
 def main() -> dict[str, Row]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--archive", default="/tmp/benchA", help="the pasted-face archive (bench/archive.py, seed 0)")
+    ap.add_argument("--archive", default="/tmp/benchA", help="the pasted-face archive (testbed/pasted.py, seed 0)")
     ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
     ap.add_argument("--chip-cnn", action="store_true")
     a = ap.parse_args()
@@ -245,4 +239,4 @@ def _chip_cnn(chips: np.ndarray, conf: np.ndarray, cfg) -> np.ndarray:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    main()
+    record.run(main, "bench.accuracy.outlier_scores")

@@ -1,10 +1,10 @@
 """Does a change keep the job's output? Run ``facepipe demo`` at two commits and compare every
 output table row for row (ids, boxes, landmarks, embeddings, identities), plus the manifest counts.
 
-    .venv/bin/python bench/compare_commits.py OLD_COMMIT NEW_COMMIT [--inputs DIR] [--ignore COLUMN ...]
+    .venv/bin/python -m bench.diagnostics.compare_commits OLD_COMMIT NEW_COMMIT [--inputs DIR] [--ignore COLUMN ...]
 
 ``--inputs DIR``: run ``facepipe run DIR`` (fixed run id and date) instead of the demo, e.g. on the
-real identity set's photo archive (``bench/cluster_real.py``'s ``real_set(..., archive=DIR)``).
+real identity set's photo archive (``bench/accuracy/cluster_real.py``'s ``real_set(..., archive=DIR)``).
 ``--ignore COLUMN``: leave a column out of the comparison -- only for one whose change is the
 point, such as ``detector`` when the weights file moved but its tensors did not.
 
@@ -26,7 +26,9 @@ from pathlib import Path
 
 import duckdb
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import record
+
+REPO = Path(__file__).resolve().parents[2]
 QUERIES = {
     "images": "select image_id, source_uri, width, height, status, error, n_faces, run_id from T order by all",
     "faces": "select face_id, image_id, face_index, x1, y1, x2, y2, det_score, landmarks, embedding, detector, "
@@ -77,6 +79,7 @@ def main() -> int:
                 q = q.replace(f" {col}, ", " ").replace(f", {col} ", " ")
             a, b = (duckdb.sql(q.replace("T", f"read_parquet('{o}/{table}/*/*.parquet')")).fetchall() for o in outs)
             print(f"{table:14s} rows {len(a):4d} / {len(b):4d}  identical: {a == b}")
+            record.numbers(**{table: {"rows": [len(a), len(b)], "identical": a == b}})
             diff = [(x, y) for x, y in zip(a, b) if x != y]
             if diff:
                 print(f"  {len(diff)} rows differ; first:\n    {str(diff[0][0])[:300]}\n    {str(diff[0][1])[:300]}")
@@ -93,4 +96,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    record.run(main, "bench.diagnostics.compare_commits")

@@ -1,7 +1,7 @@
 """Does a plain Ray Data pipeline grow its driver's memory run after run? The control for
-bench/trace_driver.py's finding on `facepipe run`'s driver (bench/RESULTS.md, "More than one node").
+bench/diagnostics/trace_driver.py's finding on `facepipe run`'s driver (bench/RESULTS.md, "More than one node").
 
-    .venv/bin/python bench/ray_data_driver.py [--rows 40000] [--runs 3]
+    .venv/bin/python -m bench.diagnostics.ray_data_driver [--rows 40000] [--runs 3]
 
 A local Ray cluster (2 CPUs, its own temp dir) and the job's shape without its stages: a task
 map makes 48 KiB "images" from a range, an actor pool of two takes batches of 8 and returns a
@@ -18,7 +18,9 @@ import tempfile
 import time
 
 import numpy as np
-from scale import rss_parts  # bench/, this script's folder
+
+from bench import record
+from bench.speed.scale import rss_parts  # bench/, this script's folder
 
 
 def anon_mib() -> float:
@@ -71,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.diagnostics.ray_data_driver")

@@ -1,6 +1,6 @@
 """`facepipe run`'s driver, watched from inside: what in its memory grows as a run goes on.
 
-    .venv/bin/python bench/trace_driver.py REPORT [--every 10] [--tracemalloc] -- run ARGS...
+    .venv/bin/python -m bench.diagnostics.trace_driver REPORT [--every 10] [--tracemalloc] -- run ARGS...
 
 Runs ``facepipe.cli.main(ARGS)`` in this process. Every ``--every`` seconds REPORT gains a line:
 seconds since start, the process's anonymous resident memory (its own heap: Python's and every
@@ -9,7 +9,7 @@ references Ray's core worker tracks in the driver, the objects in its in-process
 and the live count of each type in ``--types`` (``gc``). With ``--tracemalloc`` (1 frame) it
 also writes the Python heap tracemalloc sees and, at the end, the source lines whose memory grew
 most since the first line after ``--start`` seconds. Anonymous memory growing while Python's blocks stay flat
-is memory outside Python (Ray's C++ core worker, the C allocator). bench/scale.py
+is memory outside Python (Ray's C++ core worker, the C allocator). bench/speed/scale.py
 ``--trace-driver REPORT`` runs the 10^5-image benchmark's driver this way.
 """
 
@@ -23,7 +23,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from scale import rss_parts  # bench/, this script's folder
+from bench import record
+from bench.speed.scale import rss_parts  # bench/, this script's folder
 
 TYPES = "BlockStats,BlockMetadata,BlockExecStats,RefBundle,dict,list,tuple"
 
@@ -97,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.diagnostics.trace_driver")

@@ -1,9 +1,9 @@
 """Identity clustering at scale: the cluster stage over 100k and 1M synthetic faces.
 
-    .venv/bin/python bench/cluster_scale.py --faces 100000 1000000 [--workdir DIR]
+    .venv/bin/python -m bench.speed.cluster_scale --faces 100000 1000000 [--workdir DIR]
 
 For each size N it writes a faces table (Parquet, like the extract job's) of synthetic 128-d
-embeddings that mimic dlib's (bench/cluster_methods.py: Zipf identity sizes 1-80, same-person
+embeddings that mimic dlib's (bench/accuracy/cluster_methods.py: Zipf identity sizes 1-80, same-person
 0.25-0.5 apart, 5% look-alikes; ~7 faces per identity, so 1M faces are ~142k identities), then
 runs three steps of ``facepipe.stages.cluster.stage.run_cluster``, each in its own process so its wall
 time and peak memory (ru_maxrss) are its own:
@@ -31,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench import record
 
 
 def faces_per_identity() -> float:
-    from cluster_methods import synthetic
+    from bench.accuracy.cluster_methods import synthetic
 
     return len(synthetic(2000)[0]) / 2000
 
@@ -44,7 +43,8 @@ def faces_per_identity() -> float:
 def build(n_faces: int, root: Path, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from cluster_methods import synthetic
+
+    from bench.accuracy.cluster_methods import synthetic
 
     x, y = synthetic(int(round(n_faces / faces_per_identity())), seed=seed)
     rng = np.random.default_rng(seed)
@@ -96,7 +96,9 @@ def step(root: Path, name: str) -> None:
 def run_step(root: Path, name: str) -> tuple[dict, float, float]:
     t = time.perf_counter()
     p = subprocess.Popen(
-        [sys.executable, __file__, "--step", name, "--workdir", str(root)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bench.speed.cluster_scale", "--step", name, "--workdir", str(root)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
@@ -208,4 +210,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.cluster_scale")

@@ -1,6 +1,6 @@
 """Detector forward passes on CPU: milliseconds per image at batch 1 and batch 8, one torch thread.
 
-    .venv/bin/python bench/detect_batch.py [--size 480x640] [--repeat 5]
+    .venv/bin/python -m bench.speed.detect_batch [--size 480x640] [--repeat 5]
 
 Random pixels (the cost of these networks does not depend on what the image shows), each model's
 own input layout (channels-last, as ``FaceDetector.to_input`` gives it). Decides
@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from bench import record
 from facepipe.registry import create_model
 
 
@@ -38,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.detect_batch")

@@ -1,6 +1,6 @@
 """How long DROCC training takes at face-embedding scale, per adversarial-search setting.
 
-    .venv/bin/python bench/drocc_train_speed.py [--n 20000] [--epochs 7] [--device cpu|cuda]
+    .venv/bin/python -m bench.speed.drocc_train_speed [--n 20000] [--epochs 7] [--device cpu|cuda]
 
 Trains on N random 128-d points (the cost does not depend on the values) with the default config
 except the epochs, once with the default ascent (30 steps of 0.1) and once with 10 steps of 0.3, and prints
@@ -16,6 +16,8 @@ import logging
 import time
 
 import numpy as np
+
+from bench import record
 
 
 def main() -> None:
@@ -48,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.drocc_train_speed")

@@ -1,10 +1,10 @@
 """facepipe end to end against face_recognition: the whole job as a user runs it, side by side.
 
-    .venv/bin/python bench/e2e.py [--archive-kind ordinary|pasted] [--archive DIR] [--images N] \
+    .venv/bin/python -m bench.speed.e2e [--archive-kind ordinary|pasted] [--archive DIR] [--images N] \
         [--shared ../shared] [--cores 1,2] [--plain] [-- extra `facepipe run` flags]
 
-1. Builds (or reuses) the archive: ``ordinary`` (default; bench/ordinary.py: 200 portrait and group
-   photos of 0.3-5 MP, faces 60-400 px) or ``pasted`` (bench/archive.py: 120 large backgrounds
+1. Builds (or reuses) the archive: ``ordinary`` (default; testbed/ordinary.py: 200 portrait and group
+   photos of 0.3-5 MP, faces 60-400 px) or ``pasted`` (testbed/pasted.py: 120 large backgrounds
    with real faces pasted at 40-400 px).
 2. ``facepipe run IMAGES --output OUT`` as a fresh process with default settings (plus any flags
    after ``--``), for each core count in ``--cores`` (``taskset``: 1 core, 2 cores): whole-job
@@ -36,6 +36,8 @@ import types
 from pathlib import Path
 
 import numpy as np
+
+from bench import record
 
 
 class Sampler:
@@ -163,6 +165,7 @@ shim = types.ModuleType("pkg_resources")
 shim.resource_filename = lambda pkg, path: os.path.join(os.path.dirname(sys.modules[pkg].__file__), path)
 sys.modules["pkg_resources"] = shim
 import face_recognition as fr
+
 found = {}
 for f in json.load(sys.stdin):
     img = fr.load_image_file(f)
@@ -196,15 +199,14 @@ def facepipe_boxes(out: Path) -> dict[str, np.ndarray]:
 
 
 def build_archive(kind: str, root: Path, n: int | None, shared: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     if kind == "ordinary":
-        import ordinary
+        from testbed import ordinary
 
         n = n or 200
         if not (root / "truth.json").is_file() or len(json.loads((root / "truth.json").read_text())) != n:
             ordinary.build(root, shared, n)
     else:
-        import archive
+        from testbed import pasted as archive
 
         n = n or 120
         if not (root / "truth.json").is_file() or len(json.loads((root / "truth.json").read_text())) != n:
@@ -245,6 +247,8 @@ def main() -> None:
         m = json.loads(next((out / "_runs").glob("*.json")).read_text())
         t = m["timing"]
         fp_wall[cores], fp_found = wall, facepipe_boxes(out)
+        record.numbers(**{f"facepipe_{cores}_cores": {"wall_s": wall, "images_per_s": len(files) / wall,
+                                                        "faces": m["counts"]["faces"], "timing": t}})  # fmt: skip
         print(
             f"\nfacepipe run, {cores} core(s), `{' '.join(['facepipe run IMAGES --output OUT', *a.extra])}`: "
             f"{wall:.1f}s wall for the whole job = {len(files) / wall:.2f} images/s; {m['counts']['faces']} faces\n"
@@ -269,11 +273,14 @@ def main() -> None:
         f"\nface_recognition (HOG x1 upsample, 5-point, ResNet), 1 process: {fr_s:.1f}s wall = "
         f"{len(files) / fr_s:.2f} images/s, {sum(map(len, fr_found.values()))} faces; {s.summary()}"
     )
+    record.numbers(face_recognition={"wall_s": fr_s, "images_per_s": len(files) / fr_s}, images=len(files))
     for cores, wall in fp_wall.items():
         print(f"whole-job speed-up, facepipe on {cores} core(s) vs face_recognition: {fr_s / wall:.1f}x")
+        record.numbers(**{f"speedup_{cores}_cores": fr_s / wall})
     for name, f in (("facepipe", fp_found), ("face_recognition", fr_found)):
         h, n, extra = recall(truth, f)
         with_face = sum(1 for v in f.values() if len(v))
+        record.numbers(**{f"{name}_archive_recall": h / n, f"{name}_unmatched": extra})
         print(
             f"{name:17s}: photos with a face {with_face}/{len(files)}; recall on the archive's faces {h}/{n} = "
             f"{h / n:.3f} (detections matching no true face: {extra})"
@@ -290,8 +297,9 @@ def main() -> None:
     _, frd, _ = run_face_recognition([dev / k for k in sorted(gt)])
     for name, f in (("facepipe", fp), ("face_recognition", frd)):
         h, n, extra = recall({k: v.tolist() for k, v in gt.items()}, f)
+        record.numbers(**{f"{name}_dev_recall": h / n})
         print(f"recall on pascal_faces_dev,   {name:17s}: {h}/{n} = {h / n:.3f} (unmatched detections: {extra})")
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.e2e")

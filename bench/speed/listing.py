@@ -3,13 +3,13 @@ keys (facepipe.stages.read.sources.list_units) against reading the same N units 
 (--input-manifest, facepipe.stages.read.inventory), each in a fresh process: wall time and the process's
 peak memory.
 
-    .venv/bin/python bench/listing.py [--keys 100000] [--workdir /tmp/facepipe-bench-listing]
-    .venv/bin/python bench/listing.py --local --keys 100000,1000000     # files on the local disk
+    .venv/bin/python -m bench.speed.listing [--keys 100000] [--workdir /tmp/facepipe-bench-listing]
+    .venv/bin/python -m bench.speed.listing --local --keys 100000,1000000     # files on the local disk
 
-Starts its own S3 server (SeaweedFS on 127.0.0.1, tests/s3server.py) with its data under
+Starts its own S3 server (SeaweedFS on 127.0.0.1, testbed/s3server.py) with its data under
 --workdir, and fills bucket ``list-N`` with N empty keys in folders of 1,000
 (``night/shard-SSSS/img-NNNNNNN.jpg``) once; a later run reuses them. ``--fill metadata`` (the
-default) PUTs one key and loads the rest into SeaweedFS's filer in bulk (bench/s3_fill.py: 10^6
+default) PUTs one key and loads the rest into SeaweedFS's filer in bulk (testbed/s3_fill.py: 10^6
 keys in ~4 min); ``--fill put`` PUTs every key (~300-450/s on this 2-core box: 10^6 in ~45 min).
 The inventory is a Parquet file of the listed units (uri, size, mtime_ns) on the same server.
 ``--local`` lays the same tree of one-byte files on the local disk instead. Memory is the
@@ -28,17 +28,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
+from bench import record
+from testbed import s3_fill
 
-import s3_fill  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 MEASURE = """
 import json, sys, time
 from facepipe.storage import fs as fsio
 from facepipe.stages.read.inventory import manifest_units
 from facepipe.stages.read.sources import list_units
+
 
 def peak_mib():  # this process's own high-water RSS (ru_maxrss would carry the parent's over exec)
     status = open("/proc/self/status").read()
@@ -61,7 +61,7 @@ def keys(n: int) -> list[str]:
 
 def fill(server, bucket: str, n: int, how: str, workdir: Path) -> float:
     """N empty keys (once: a ``_complete`` marker says the bucket is full); returns seconds.
-    ``metadata``: one PUT, then the filer's entries loaded in bulk (bench/s3_fill.py; ~4 min for
+    ``metadata``: one PUT, then the filer's entries loaded in bulk (testbed/s3_fill.py; ~4 min for
     10^6). ``put``: a PUT per key through pyarrow's S3 client (C++, the GIL released) from 32
     threads (~300-450 keys/s here)."""
     from facepipe.storage import fs as fsio
@@ -134,8 +134,9 @@ def main() -> None:
     a = ap.parse_args()
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from procs import free_ports
-    from s3server import SeaweedFS, s3_env
+
+    from testbed.procs import free_ports
+    from testbed.s3server import SeaweedFS, s3_env
 
     root = Path(a.workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -157,6 +158,7 @@ def main() -> None:
                 print(f"{n} keys made ({a.fill}) in {filled:.0f}s ({n / filled:.0f}/s)")
             listed = measure("list", f"s3://{bucket}/night", env)
             print(f"list s3://{bucket}/night: {listed}")
+            record.numbers(**{f"s3_{n}_keys": {"fill_s": filled, "list": listed}})
             inventory = root / f"inventory-{n}.parquet"
             if not inventory.exists():
                 from facepipe.stages.read.sources import list_units
@@ -173,9 +175,10 @@ def main() -> None:
             server.client.put_object(Bucket=bucket, Key="_inventory/units.parquet", Body=inventory.read_bytes())
             from_file = measure("manifest", f"s3://{bucket}/_inventory/units.parquet", env)
             print(f"--input-manifest (Parquet of {n} units, {inventory.stat().st_size >> 10} KiB): {from_file}")
+            record.numbers(**{f"s3_{n}_keys_manifest": from_file})
     finally:
         server.stop()
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.listing")

@@ -2,10 +2,10 @@
 actors' extra work per face (the face verifier and the quality features) against the rest of
 align + embed.
 
-    .venv/bin/python bench/outlier_time.py --archive /tmp/benchA --shared ../shared
+    .venv/bin/python -m bench.speed.outlier_time --archive /tmp/benchA --shared ../shared
 
-The job runs as in the recall-parity benchmark (bench/e2e.py): the pasted-face archive (120
-photos of 1-12 MP, bench/archive.py seed 0), the 1 MB RetinaFace, ``--min-face 40`` -- about 700
+The job runs as in the recall-parity benchmark (bench/speed/e2e.py): the pasted-face archive (120
+photos of 1-12 MP, testbed/pasted.py seed 0), the 1 MB RetinaFace, ``--min-face 40`` -- about 700
 detections, most of them the false detections scoring is for -- through Ray, warm (a first run
 starts the cluster and the actors), scoring and clustering on.
 """
@@ -18,6 +18,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+from bench import record
 
 
 def actor_overhead(files: list[Path], decode_cfg, detect_cfg) -> dict[str, float]:
@@ -100,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.outlier_time")

@@ -1,6 +1,6 @@
 """One actor pool (detect + align + embed) or two (detect, then align + embed)? Measured.
 
-    .venv/bin/python bench/pools.py [--copies 12] [--workdir /tmp/facepipe-pools]
+    .venv/bin/python -m bench.speed.pools [--copies 12] [--workdir /tmp/facepipe-pools]
 
 Builds tar shards holding ``--copies`` copies of every test photo (10 photos, 15 faces per copy),
 then runs the whole job through a local Ray cluster in both layouts with the same CPU reservation for
@@ -17,6 +17,8 @@ import os
 import platform
 import tarfile
 from pathlib import Path
+
+from bench import record
 
 
 def build_shards(root: Path, copies: int, per_shard: int = 20) -> list[str]:
@@ -65,6 +67,8 @@ def main() -> None:
             m = run(dataclasses.replace(base, compute=compute, run_id="pools"))
             t = m.timing
             n_img, n_faces = m.counts.images, m.counts.faces
+            record.numbers(**{f"{name.split('(')[0].strip()} {attempt}": {"images_per_s": n_img / t.pipeline_s,
+                                                                          "pipeline_s": t.pipeline_s}})  # fmt: skip
             print(
                 f"{name:62s} {attempt}: {n_img} images, {n_faces} faces in {t.pipeline_s:6.1f}s -> "
                 f"{n_img / t.pipeline_s:5.2f} images/s, {n_faces / t.pipeline_s:5.2f} faces/s; "
@@ -73,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.pools")

@@ -1,13 +1,13 @@
 """10^5 images through the whole job with the object store capped: does memory stay bounded?
 
-    .venv/bin/python bench/scale.py [--images 100000] [--per-shard 1000] [--face-every 20] \
+    .venv/bin/python -m bench.speed.scale [--images 100000] [--per-shard 1000] [--face-every 20] \
         [--object-store-mib 1024] [--workdir /tmp/facepipe-bench-scale] [-- extra `facepipe run` flags]
 
 1. Builds (once, seeded) ``--images`` small JPEGs (96-160 px) in WebDataset tar shards of
    ``--per-shard``: every ``--face-every``-th holds a real face (a crop around one of the offline
    photos' faces, mirrored, light changed), the others background crops of scikit-image photos
    without people. Not committed; the same seed gives the same bytes.
-2. Starts its own S3 server (SeaweedFS, tests/s3server.py) and uploads the shards (``--local``:
+2. Starts its own S3 server (SeaweedFS, testbed/s3server.py) and uploads the shards (``--local``:
    input and output stay on the local disk).
 3. Starts a one-node Ray cluster (``ray start --head``, its own temp dir and ports) with the object
    store capped at ``--object-store-mib``, and runs ``facepipe run s3://… --output s3://…``
@@ -19,7 +19,7 @@
    shows there).
 
 ``--trace-driver REPORT [--tracemalloc]``: the driver is watched from inside
-(bench/trace_driver.py), which writes what in its memory grew to REPORT.
+(bench/diagnostics/trace_driver.py), which writes what in its memory grew to REPORT.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "bench"))
+from bench import record
+
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -56,8 +56,9 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
 def build(root: Path, n: int, per_shard: int, face_every: int, seed: int = 0) -> list[Path]:
     """The shards (built once: a ``_complete`` marker records the parameters)."""
     import cv2
-    from archive import BACKGROUNDS, agreed_faces
     from skimage import data as skd
+
+    from testbed.pasted import BACKGROUNDS, agreed_faces
 
     marker = root / "_complete"
     params = f"{n} {per_shard} {face_every} {seed}"
@@ -155,8 +156,8 @@ class Sampler(threading.Thread):
 
 def start_ray(temp: Path, object_store: int, env: dict) -> tuple[str, str, subprocess.Popen]:
     """A one-node cluster: (GCS address, dashboard URL -- what the state API is asked at, see
-    tests/procs.py -- and the `ray start` launcher, whose session holds its processes)."""
-    from procs import free_ports
+    testbed/procs.py -- and the `ray start` launcher, whose session holds its processes)."""
+    from testbed.procs import free_ports
 
     gcs, dash = free_ports(2)
     cmd = [
@@ -179,15 +180,17 @@ def main() -> None:
     ap.add_argument("--face-every", type=int, default=20)
     ap.add_argument("--object-store-mib", type=int, default=1024)
     ap.add_argument("--workdir", default="/tmp/facepipe-bench-scale")
-    ap.add_argument("--trace-driver", metavar="REPORT", help="watch the driver's memory (bench/trace_driver.py)")
+    ap.add_argument(
+        "--trace-driver", metavar="REPORT", help="watch the driver's memory (bench/diagnostics/trace_driver.py)"
+    )
     ap.add_argument("--tracemalloc", action="store_true", help="with --trace-driver: trace the Python heap too")
     ap.add_argument("--local", action="store_true", help="input and output on the local disk, not S3")
     ap.add_argument("extra", nargs="*", help="extra `facepipe run` flags (after --)")
     a = ap.parse_args()
     import tempfile
 
-    from procs import end, free_ports, own_processes
-    from s3server import SeaweedFS, s3_env
+    from testbed.procs import end, free_ports, own_processes
+    from testbed.s3server import SeaweedFS, s3_env
 
     work = Path(a.workdir)
     t0 = time.time()
@@ -215,7 +218,7 @@ def main() -> None:
         driver = [str(BIN / "facepipe")]
         if a.trace_driver:
             traced = ["--tracemalloc"] if a.tracemalloc else []
-            driver = [sys.executable, str(REPO / "bench" / "trace_driver.py"), a.trace_driver, *traced, "--"]
+            driver = [sys.executable, "-m", "bench.diagnostics.trace_driver", a.trace_driver, *traced, "--"]
         run = [
             *driver, "run", src, "--output", dst, "--run-id", "scale",
             "--ray-address", address, *a.extra,
@@ -262,7 +265,8 @@ def report(a, code: int, wall: float, sampler: Sampler, spill: list[str], failed
             anon, file, shm = (parts[k] / 2**20 for k in ("RssAnon", "RssFile", "RssShmem"))
             print(f"  {t:5.0f}s {r / 2**20:6.0f} MiB = {anon:.0f} / {file:.0f} / {shm:.0f}")
     print(json.dumps({"images": a.images, "wall_s": round(wall), "exit": code}))
+    record.numbers(images=a.images, wall_s=wall, exit=code, spilled=spill, failed_tasks=len(failed), oom_tasks=len(oom))
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.scale")

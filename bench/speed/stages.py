@@ -1,6 +1,6 @@
 """Per-stage speed of the extract job on the demo photos, and the whole job through Ray.
 
-    .venv/bin/python bench/stages.py [--repeat 3] [--workdir /tmp/facepipe-bench]
+    .venv/bin/python -m bench.speed.stages [--repeat 3] [--workdir /tmp/facepipe-bench]
 
 Prints decode and detect time per image in one plain process (no Ray), then runs `facepipe demo`'s
 archive through a local Ray cluster and prints images/s and per-stage task seconds from the run
@@ -15,6 +15,8 @@ import platform
 import time
 
 import torch
+
+from bench import record
 
 
 def main() -> None:
@@ -49,6 +51,7 @@ def main() -> None:
         for b in blobs:
             decode_image(b, full)
     dec_full = (time.perf_counter() - t) / (a.repeat * len(blobs))
+    record.numbers(decode_ms=dec * 1e3, decode_full_ms=dec_full * 1e3)
     print(
         f"decode  {dec * 1e3:7.1f} ms/image to detector size (DCT-reduced JPEG)   {dec_full * 1e3:7.1f} "
         "ms/image at full size"
@@ -63,6 +66,7 @@ def main() -> None:
             det.detect(images, batch_size=bs)
         per = (time.perf_counter() - t) / (a.repeat * len(images))
         print(f"detect  {per * 1e3:7.1f} ms/image at long side 640, batch size {bs}")
+        record.numbers(**{f"detect_ms_batch_{bs}": per * 1e3})
 
     from facepipe.config import RunConfig
     from facepipe.run.job import run
@@ -83,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    record.run(main, "bench.speed.stages")

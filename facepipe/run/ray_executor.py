@@ -86,7 +86,7 @@ def chain_dataset(chain: Chain, compute: ComputeConfig, units: list, res: dict):
     # Read, drop erased rows and decode (role "cpu") ask for the same resources, so Ray Data fuses
     # them into one task. Apart, a read task of a large tar shard (dozens of blocks) held the last
     # free CPU while it waited for a decode task to take its blocks -- a decode task that could
-    # never get a CPU: the job hung (a 1,000-image shard on 2 CPUs, bench/scale.py). A
+    # never get a CPU: the job hung (a 1,000-image shard on 2 CPUs, bench/speed/scale.py). A
     # full-resolution decode of a large PNG/TIFF needs a few hundred MB; reserving it keeps the
     # scheduler from packing decode tasks into an OOM. It also makes these tasks' remote args
     # differ from the actors', so Ray does not fuse decoding into the detector actors (it fuses a

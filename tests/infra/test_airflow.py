@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, ray_head
-from procs import end, own_processes
+
+from testbed.procs import end, own_processes
 
 AIRFLOW = REPO / "infra" / "airflow"
 _spec = importlib.util.spec_from_file_location("ray_submit", AIRFLOW / "ray_submit.py")

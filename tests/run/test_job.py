@@ -4,7 +4,6 @@ import json
 import re
 from pathlib import Path
 
-import archive
 import duckdb
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from conftest import REPO
 
 from facepipe.run.job import run
 from facepipe.run.manifest import RunManifest
+from testbed import archive
 
 pytestmark = pytest.mark.slow
 

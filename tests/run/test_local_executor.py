@@ -10,16 +10,16 @@ import os
 import subprocess
 import sys
 
-import archive
 import duckdb
 import numpy as np
 import pytest
-from procs import REPO
 
 from facepipe.config import ComputeConfig, RunConfig
 from facepipe.errors import UserError
 from facepipe.run.local_executor import local_possible, worth_ray
 from facepipe.stages.read.sources import Unit
+from testbed import archive
+from testbed.procs import REPO
 
 
 def _cfg(inputs=("/data/in",), output="/data/out", **compute) -> RunConfig:

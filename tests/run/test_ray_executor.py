@@ -57,7 +57,7 @@ def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
     import sys
     import tempfile
 
-    from procs import REPO, end, own_processes
+    from testbed.procs import REPO, end, own_processes
 
     src = tmp_path / "in"
     src.mkdir()
@@ -99,7 +99,7 @@ def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
 def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluster, photos, tmp_path, capsys, erased):
     """Ray Data fuses read -> drop erased -> decode into one task. Apart, a read task of a large
     tar shard held the last CPU the model actors left while it waited for a decode task to take
-    its blocks -- a decode task that could not be scheduled: the 10^5-image run (bench/scale.py,
+    its blocks -- a decode task that could not be scheduled: the 10^5-image run (bench/speed/scale.py,
     1,000-image shards from S3, 2 CPUs) hung. A batch size on decode, or other resources than the
     read's, would stop the fusion."""
     from facepipe.config import RunConfig
@@ -125,7 +125,7 @@ def test_the_write_asks_for_no_cpu_so_it_never_waits_behind_decoding(ray_cluster
     """The write is the pipeline's sink: until it takes the model actors' results, Ray keeps them
     in the driver's memory (small blocks are inlined at their owner). When the write asked for
     half a CPU it waited for a read+decode task to end, since those hold every CPU the actors
-    leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/scale.py: +31 MiB
+    leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/speed/scale.py: +31 MiB
     over 50,000 images; +6 MiB, a plain Ray Data pipeline's level, with the write at 0 CPUs)."""
     from facepipe.config import RunConfig
     from facepipe.run.ray_executor import WRITE_CPUS, pipeline_dataset, resources

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 
-import archive
 import duckdb
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from facepipe.run.steps import Step, extract_chain
 from facepipe.stages.read.sources import list_units
 from facepipe.storage.output import Output
 from facepipe.storage.tombstones import Tombstones
+from testbed import archive
 
 NO_ERASURES = Tombstones(frozenset(), frozenset(), frozenset())
 

@@ -1,11 +1,11 @@
 """Decode: every odd or broken input becomes RGB pixels or a recorded failure, never an exception."""
 
-import corpus
 import numpy as np
 import pytest
 from PIL import Image
 
 from facepipe.stages.decode import DecodeConfig, DecodeFailure, decode_batch, decode_image
+from testbed import corpus
 
 
 @pytest.fixture(scope="module")

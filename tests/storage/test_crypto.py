@@ -7,7 +7,6 @@ import base64
 import json
 import os
 
-import archive
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -18,6 +17,7 @@ import pytest
 from facepipe import schema
 from facepipe.storage import crypto
 from facepipe.storage.crypto import EncryptionConfig
+from testbed import archive
 
 
 def _key_file(path, **keys) -> str:

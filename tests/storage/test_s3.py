@@ -1,13 +1,13 @@
 """The job reads a Parquet archive, an image prefix and a tar shard from a real S3 server
 (SeaweedFS on 127.0.0.1) and writes its output back to it."""
 
-import archive
 import duckdb
 import pyarrow.dataset as pads
 import pytest
 
 from facepipe.run.job import run
 from facepipe.storage import fs as fsio
+from testbed import archive
 
 pytestmark = pytest.mark.slow
 

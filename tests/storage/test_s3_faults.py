@@ -11,14 +11,14 @@
 import json
 import time
 
-import archive
 import duckdb
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-from procs import cli_run, wait_for_batches_in_flight
 
 from facepipe.storage import fs as fsio
+from testbed import archive
+from testbed.procs import cli_run, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
 

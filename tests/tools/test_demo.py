@@ -10,7 +10,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from procs import REPO
+
+from testbed.procs import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -6,13 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-import archive
 import duckdb
 import numpy as np
 import pytest
 
 from facepipe.run.job import run
 from facepipe.tools.erase import ForgetRequest, forget, load_tombstones, plan
+from testbed import archive
 
 pytestmark = pytest.mark.slow
 

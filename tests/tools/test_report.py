@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import archive
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from conftest import REPO
 
 from facepipe.run.job import run
 from facepipe.tools.report import render, write_report
+from testbed import archive
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ and scored by the outlier stage (``facepipe.stages.score``).
   similarity fit's residuals: how far the 5 points are from a face's configuration.
 - ``sharpness``: log(1 + variance of the Laplacian) of the grey chip: blur and flat patches score low.
 
-Measured on real detections (bench/outlier_scores.py, bench/RESULTS.md): these with the detector's
+Measured on real detections (bench/accuracy/outlier_scores.py, bench/RESULTS.md): these with the detector's
 score separate non-faces from faces better than the chip's pixels or the identity embedding.
 """
 

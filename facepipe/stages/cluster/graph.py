@@ -9,7 +9,7 @@ distance, the face itself excluded, ``-1`` / ``inf`` where fewer than k were fou
 - ``ivf``: :class:`IVFIndex` -- FAISS k-means cells, each cell's faces searched together against
   the ``nprobe`` cells around it, in torch (CPU or GPU). Identities are tight, well separated
   groups, so the neighbours that matter (those under the clustering threshold) sit in the
-  query's own cell or the next ones: ``bench/cluster_scale.py`` measures the recall of those
+  query's own cell or the next ones: ``bench/speed/cluster_scale.py`` measures the recall of those
   edges against the exact graph. O(N sqrt(N)) time. The default beyond ``exact_max``.
 - ``faiss``: FAISS ``IndexIVFFlat`` as it comes, for comparison.
 

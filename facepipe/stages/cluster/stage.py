@@ -56,7 +56,7 @@ METHODS = ("chinese_whispers", "mutual_density", "components")
 @dataclass(frozen=True)
 class ClusterConfig:
     """enabled: run as the last stage of ``facepipe run``. method / threshold / k: chosen on real
-    labelled faces, precision first (bench/cluster_real.py, bench/RESULTS.md "Identities on real
+    labelled faces, precision first (bench/accuracy/cluster_real.py, bench/RESULTS.md "Identities on real
     faces"): Chinese Whispers at 0.45 on a 20-NN graph merged no two people in any face order,
     where 0.5 and 0.55 merged some. Either way the faces are clustered in :func:`canonical_order`
     and two faces of one image are never one identity. min_faces: smaller groups stay unassigned (and are looked at

@@ -8,7 +8,7 @@ those of the checkpoint.
 The model actors run it on each detection's square crop (:func:`square_crops`: MTCNN's own
 square around the box) next to the detector and embedder, and write its log-odds that the crop
 is a face (``faces.face_logit``, :func:`face_logits`); the score stage adds it to DROCC's score.
-Measured on real detections (bench/outlier_scores.py): it separates non-faces from faces at AUC
+Measured on real detections (bench/accuracy/outlier_scores.py): it separates non-faces from faces at AUC
 0.9997 where the detector's own score reaches 0.993, and a CNN trained one-class on a run's face
 chips with DROCC does not learn "a face" from the few distinct faces a run has (AUC 0.40-0.61).
 """

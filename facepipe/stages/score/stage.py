@@ -14,7 +14,7 @@ What is scored is how face-like a detection is, not who it is. Two opinions, add
 outlier_score > threshold``; the default threshold is the median ``drocc_score`` of the confident
 faces trained on, so a face is flagged when the verifier's log-odds that it is a face do not cover
 how much less face-like than a typical confident face DROCC finds it. Measured on real
-detections (bench/outlier_scores.py, bench/RESULTS.md):
+detections (bench/accuracy/outlier_scores.py, bench/RESULTS.md):
 non-faces (dog and cat faces, coins, letters, textures) fall into a tight central cluster of the
 identity embedding, so one-class models of the embedding rank them as *more* normal than faces;
 these scores flag them and keep the faces.

@@ -3,13 +3,11 @@ determinism."""
 
 import numpy as np
 import pytest
-from benches import load_bench
 
+from bench.accuracy import cluster_methods
 from facepipe.stages.cluster.graph import knn
 from facepipe.stages.cluster.methods import chinese_whispers, mutual_density, threshold_components
 from facepipe.stages.cluster.metrics import evaluate_clusters
-
-bench = load_bench("cluster_methods")
 
 
 def test_blocked_knn_equals_brute_force():
@@ -27,7 +25,7 @@ def test_blocked_knn_equals_brute_force():
 def test_a_thin_bridge_does_not_chain_two_people(method):
     """Two tight groups joined by faces 0.4 apart (each link under the 0.5 threshold): connected
     components merge them, the guarded methods keep them apart."""
-    x = bench.chain()
+    x = cluster_methods.chain()
     idx, dist = knn(x, 10)
     assert threshold_components(idx, dist, 0.5)[0] == threshold_components(idx, dist, 0.5)[25]  # the naive way chains
     lab = chinese_whispers(idx, dist, 0.5) if method == "chinese_whispers" else mutual_density(idx, dist, 0.5, 3, 5)
@@ -37,7 +35,7 @@ def test_a_thin_bridge_does_not_chain_two_people(method):
 def test_identities_are_recovered_without_merges_and_labels_are_deterministic():
     """200 synthetic identities (look-alikes included) at the 0.55 threshold: no two people
     merged, BCubed F 0.994 measured; the same seed gives the same labels."""
-    x, y = bench.synthetic(200, seed=1)
+    x, y = cluster_methods.synthetic(200, seed=1)
     idx, dist = knn(x, 10)
     a, b = chinese_whispers(idx, dist, 0.55, seed=3), chinese_whispers(idx, dist, 0.55, seed=3)
     assert np.array_equal(a, b)
@@ -46,7 +44,7 @@ def test_identities_are_recovered_without_merges_and_labels_are_deterministic():
 
 
 def test_min_faces_leaves_small_groups_unassigned():
-    x, y = bench.synthetic(100, seed=2)
+    x, y = cluster_methods.synthetic(100, seed=2)
     idx, dist = knn(x, 10)
     lab = threshold_components(idx, dist, 0.5, min_faces=3)
     sizes = np.bincount(y)

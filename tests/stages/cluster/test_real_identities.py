@@ -1,4 +1,4 @@
-"""Identities on real faces (bench/cluster_real.py; numbers in bench/RESULTS.md): 363 faces of 29
+"""Identities on real faces (bench/accuracy/cluster_real.py; numbers in bench/RESULTS.md): 363 faces of 29
 people from the photos that ship offline and their realistic changes (crops, scales, JPEG,
 greyscale, mirror, light). With the default clustering (Chinese Whispers at 0.45 on a 20-NN
 graph, canonical order, two faces of one image never one person, faces under 40 px left out) no
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from benches import load_bench
+
+from bench.accuracy import cluster_real
 
 
 @pytest.fixture(scope="module")
 def real(shared_dir, tmp_path_factory):
-    mod = load_bench("cluster_real")
+    mod = cluster_real
     archive = tmp_path_factory.mktemp("real") / "photos"
     return mod, mod.real_set(shared_dir, rebuild=True, archive=archive), archive
 
@@ -71,7 +72,7 @@ def test_the_job_gives_the_same_identities_under_other_names_and_eval_cluster_sc
         ("b", tmp_path / "elsewhere" / "images", tmp_path / "labels-elsewhere.csv"),
     ):
         out = tmp_path / f"out-{name}"
-        # The labels name faces by (file, face_index) as CenterFace found them (bench/cluster_real.py),
+        # The labels name faces by (file, face_index) as CenterFace found them (bench/accuracy/cluster_real.py),
         # so the job runs with that detector: another one orders or finds a photo's faces differently.
         cfg = RunConfig(
             inputs=(str(images),), output=str(out), dt="2026-11-01", run_id=name, detect=DetectConfig(name="centerface")

@@ -67,12 +67,12 @@ def test_a_manifest_without_file_columns_is_a_user_error(tmp_path):
 
 @pytest.mark.slow
 def test_the_job_over_an_s3_manifest_equals_the_job_over_the_listed_prefix(s3_server, ray_cluster, photos, tmp_path):
-    import archive
     import duckdb
     import pyarrow.dataset as pads
 
     from facepipe.run.job import run
     from facepipe.storage import fs as fsio
+    from testbed import archive
 
     for b in ("inv-archive", "inv-out"):
         s3_server.create_bucket(Bucket=b)

@@ -1,4 +1,4 @@
-"""DROCC trained on real face embeddings scores non-faces above faces (bench/drocc_faces.py).
+"""DROCC trained on real face embeddings scores non-faces above faces (bench/accuracy/drocc_faces.py).
 
 Measured (seeded): AUC 0.993 when the test faces are new chips of the people trained on, 0.579
 for people never seen -- 15 people cannot teach "a face" (OneClassSVM and IsolationForest score
@@ -6,10 +6,11 @@ for people never seen -- 15 people cannot teach "a face" (OneClassSVM and Isolat
 """
 
 import pytest
-from benches import load_bench
+
+from bench.accuracy import drocc_faces
 
 
 @pytest.mark.slow
 def test_non_faces_score_above_faces():
-    res = load_bench("drocc_faces").main()
+    res = drocc_faces.main()
     assert res["seen faces"] >= 0.95, res

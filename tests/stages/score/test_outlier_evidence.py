@@ -1,17 +1,18 @@
 """The outlier stage's goals on 1,248 real detections labelled face / non-face
-(bench/outlier_eval.py, bench/outlier_scores.py; numbers in bench/RESULTS.md): AUC of "non-face"
+(bench/accuracy/outlier_eval.py, bench/accuracy/outlier_scores.py; numbers in bench/RESULTS.md): AUC of "non-face"
 at least 0.97 and above the detector's own score; at the default threshold at least 80% of the
 non-faces flagged and at most 2% of the real faces; the old stage (DROCC on the identity
-embedding) well below. Builds the pasted-face archive the set was made on (bench/archive.py,
+embedding) well below. Builds the pasted-face archive the set was made on (testbed/pasted.py,
 seed 0: about two minutes)."""
 
 import pytest
-from benches import load_bench
+
+from bench.accuracy import outlier_scores
 
 
 @pytest.fixture(scope="module")
 def results(shared_dir, tmp_path_factory):
-    return load_bench("outlier_scores").run(tmp_path_factory.mktemp("bench") / "archive", shared_dir)
+    return outlier_scores.run(tmp_path_factory.mktemp("bench") / "archive", shared_dir)
 
 
 @pytest.mark.slow

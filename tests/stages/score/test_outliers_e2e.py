@@ -4,7 +4,7 @@ PASCAL photos of ../shared (18 hand-marked faces) and scikit-image photos withou
 
 Its false detections -- every detection on the photos without people, and those on the PASCAL
 photos that match no hand-marked face -- are flagged; no real face is (the demo photos'
-detections are all real faces, checked by hand: bench/outlier_eval.py); and the flagged ones join
+detections are all real faces, checked by hand: bench/accuracy/outlier_eval.py); and the flagged ones join
 no identity (face_identity.status 'outlier'); the run report shows them as thumbnails."""
 
 import re

@@ -1,0 +1,1 @@
+"""Quality: detectors, embeddings, outlier scores and identities on real (and synthetic) sets."""

@@ -1,0 +1,1 @@
+"""Where a number comes from: outputs compared between commits, the driver's memory traced."""
