@@ -128,10 +128,10 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from facepipe import demo
     from facepipe.config import RunConfig
     from facepipe.run.job import run
     from facepipe.stages.read.sources import ReadConfig
+    from facepipe.tools import demo
 
     archive = demo.build_demo_archive(a.workdir)
     print(f"demo archive: {archive.root} ({archive.n_files} files: loose images, a tar shard, a Parquet file)")
@@ -169,7 +169,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_forget(a: argparse.Namespace) -> int:
-    from facepipe import erase
+    from facepipe.tools import erase
 
     req = erase.ForgetRequest(
         tuple(a.identity_id), tuple(a.image_id), tuple(a.source_prefix), a.request_id, a.requested_by, a.reason
@@ -215,10 +215,10 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_eval_detect(a: argparse.Namespace) -> int:
-    from facepipe import evaluate
     from facepipe.registry import create_model
     from facepipe.stages.decode import DecodeConfig
     from facepipe.stages.detect.stage import DetectConfig
+    from facepipe.tools import evaluate
 
     d, decode = from_args(DetectConfig, a, "detect."), from_args(DecodeConfig, a, "decode.")
     try:

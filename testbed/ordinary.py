@@ -28,7 +28,7 @@ def sources(shared: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, RGB photo, (N, 4) truth boxes) of every source photo."""
     import cv2
 
-    from facepipe import evaluate
+    from facepipe.tools import evaluate
     from testbed.archive import agreed_faces
 
     out = [(name, img, boxes) for name, img, boxes in agreed_faces() if len(boxes)]

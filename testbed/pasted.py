@@ -39,10 +39,10 @@ def agreed_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
     HOG detector find (IoU >= 0.3), their two boxes averaged."""
     import dlib
 
-    from facepipe import demo
     from facepipe.registry import create_model
     from facepipe.stages.decode import DecodeConfig, decode_image
     from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools import demo
     from facepipe.tools.evaluate import iou_matrix
 
     det = create_model("centerface", kind="detector")

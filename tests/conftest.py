@@ -65,7 +65,7 @@ def _end_left_jobs():
 @pytest.fixture(scope="session")
 def photos() -> dict[str, Path]:
     """Real photos (astronaut, grace hopper, obama x5, biden, t1, Tom Hanks), fetched and cached."""
-    from facepipe import demo
+    from facepipe.tools import demo
 
     return demo.photos()
 

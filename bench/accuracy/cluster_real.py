@@ -104,11 +104,11 @@ def real_set(shared: Path, rebuild: bool = False, archive: Path | None = None, m
         return RealSet(z["x"], z["labels"], z["image_ids"], z["widths"])
     import cv2
 
-    from facepipe import demo
     from facepipe.registry import create_model
     from facepipe.stages.align.stage import align_batch
     from facepipe.stages.decode import DecodeConfig, decode_image
     from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools import demo
     from facepipe.tools.evaluate import iou_matrix
 
     det = create_model("centerface", kind="detector")

@@ -25,9 +25,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
 
-    from facepipe import demo, evaluate
     from facepipe.registry import create_model
     from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.tools import demo, evaluate
 
     shared = Path(a.shared) / "data"
     dev = shared / "pascal_faces_dev"

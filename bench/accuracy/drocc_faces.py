@@ -31,12 +31,12 @@ def main(seed: int = 0) -> dict:
     from sklearn.metrics import roc_auc_score
     from sklearn.svm import OneClassSVM
 
-    from facepipe import demo
     from facepipe.registry import create_model
     from facepipe.stages.align.stage import align_image, cut_chips
     from facepipe.stages.decode import DecodeConfig, decode_image
     from facepipe.stages.detect.stage import DetectConfig, detect_images
     from facepipe.stages.score.drocc import DROCCConfig, train_drocc
+    from facepipe.tools import demo
 
     rng = np.random.default_rng(seed)
     det = create_model("centerface", kind="detector")

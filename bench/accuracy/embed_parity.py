@@ -29,12 +29,12 @@ from bench import record
 def main() -> None:
     import dlib
 
-    from facepipe import demo
     from facepipe.registry import create_model, get_model_spec
     from facepipe.stages.align.shape_predictor import dlib_rects
     from facepipe.stages.align.stage import align_image, cut_chips
     from facepipe.stages.decode import DecodeConfig, decode_image
     from facepipe.stages.detect.stage import DetectConfig, detect_images
+    from facepipe.tools import demo
 
     det = create_model("centerface", kind="detector")
     sp = create_model("dlib_shape_predictor_5", kind="landmarks")

@@ -75,7 +75,7 @@ def load_image(source: str, archive: Path, shared: Path) -> bytes:
     """The encoded bytes of a source, as the job would read them."""
     kind, name = source.split(":", 1)
     if kind == "photo":
-        from facepipe import demo
+        from facepipe.tools import demo
 
         return demo.photos()[name].read_bytes()
     if kind == "pascal":
@@ -100,7 +100,7 @@ def load_image(source: str, archive: Path, shared: Path) -> bytes:
 
 
 def sources(archive: Path, shared: Path) -> list[str]:
-    from facepipe import demo
+    from facepipe.tools import demo
 
     return (
         [f"photo:{n}" for n in sorted(demo.photos())]

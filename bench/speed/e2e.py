@@ -286,9 +286,9 @@ def main() -> None:
             f"{h / n:.3f} (detections matching no true face: {extra})"
         )
     dev = Path(a.shared) / "data" / "pascal_faces_dev"
-    from facepipe import evaluate
     from facepipe.registry import create_model
     from facepipe.stages.decode import DecodeConfig
+    from facepipe.tools import evaluate
 
     gt = evaluate.load_imglab(dev / "training.xml")
     det = create_model("yunet", kind="detector")

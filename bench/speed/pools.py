@@ -22,7 +22,7 @@ from bench import record
 
 
 def build_shards(root: Path, copies: int, per_shard: int = 20) -> list[str]:
-    from facepipe import demo
+    from facepipe.tools import demo
 
     photos = demo.photos()
     items = [(f"{c:03d}-{n}", p.read_bytes()) for c in range(copies) for n, p in photos.items()]

@@ -28,9 +28,9 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from facepipe import demo
     from facepipe.registry import create_model
     from facepipe.stages.decode import DecodeConfig, decode_image
+    from facepipe.tools import demo
 
     photos = demo.photos()
     blobs = [p.read_bytes() for p in photos.values()]

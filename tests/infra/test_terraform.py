@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from facepipe import schema, warehouse
+from facepipe import schema
+from facepipe.tools import warehouse
 
 TF = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 

@@ -95,6 +95,19 @@ def test_the_job_runs_to_the_end_on_one_core(photos, tmp_path):
     assert "images    4 (4 ok, 0 failed)" in out and "of 1 busy with the stages' tasks" in out, out
 
 
+def _dataset(photos, tmp_path, tombstones):
+    """The job's extract chain for one photo as the Ray executor builds it (lazy)."""
+    from facepipe.config import RunConfig
+    from facepipe.run.ray_executor import chain_dataset, resources
+    from facepipe.run.steps import extract_chain
+    from facepipe.stages.read.sources import list_units
+    from facepipe.storage.output import Output
+
+    cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
+    chain = extract_chain(cfg, Output(str(tmp_path), None), tombstones)
+    return chain_dataset(chain, cfg.compute, list_units(list(cfg.inputs)), resources(cfg.compute))
+
+
 @pytest.mark.parametrize("erased", [False, True])
 def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluster, photos, tmp_path, capsys, erased):
     """Ray Data fuses read -> drop erased -> decode into one task. Apart, a read task of a large
@@ -102,15 +115,10 @@ def test_reading_dropping_erased_rows_and_decoding_are_one_fused_task(ray_cluste
     its blocks -- a decode task that could not be scheduled: the 10^5-image run (bench/speed/scale.py,
     1,000-image shards from S3, 2 CPUs) hung. A batch size on decode, or other resources than the
     read's, would stop the fusion."""
-    from facepipe.config import RunConfig
-    from facepipe.run.ray_executor import pipeline_dataset, resources
-    from facepipe.stages.read.sources import list_units
-    from facepipe.storage.output import Output
     from facepipe.storage.tombstones import Tombstones
 
-    cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
     tomb = Tombstones(image_ids=frozenset({"0" * 32})) if erased else Tombstones()
-    ds = pipeline_dataset(cfg, Output(str(tmp_path), None), list_units(list(cfg.inputs)), resources(cfg.compute), tomb)
+    ds = _dataset(photos, tmp_path, tomb)
     ds.explain()
     physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
     fused = (
@@ -127,16 +135,10 @@ def test_the_write_asks_for_no_cpu_so_it_never_waits_behind_decoding(ray_cluster
     half a CPU it waited for a read+decode task to end, since those hold every CPU the actors
     leave, and the driver grew ~0.6-0.9 KB an image for the whole run (bench/speed/scale.py: +31 MiB
     over 50,000 images; +6 MiB, a plain Ray Data pipeline's level, with the write at 0 CPUs)."""
-    from facepipe.config import RunConfig
-    from facepipe.run.ray_executor import WRITE_CPUS, pipeline_dataset, resources
-    from facepipe.stages.read.sources import list_units
-    from facepipe.storage.output import Output
+    from facepipe.run.ray_executor import WRITE_CPUS
     from facepipe.storage.tombstones import Tombstones
 
-    cfg = RunConfig(inputs=(str(photos["obama.jpg"]),), output=str(tmp_path), run_id="plan", dt="2026-11-01")
-    ds = pipeline_dataset(
-        cfg, Output(str(tmp_path), None), list_units(list(cfg.inputs)), resources(cfg.compute), Tombstones()
-    )
+    ds = _dataset(photos, tmp_path, Tombstones())
     write = ds._logical_plan.dag  # the last operator: MapBatches(write_batch)
     assert "write_batch" in write.name, write.name
     assert WRITE_CPUS == 0 and write.ray_remote_args["num_cpus"] == 0

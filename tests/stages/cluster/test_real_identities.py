@@ -4,7 +4,8 @@ greyscale, mirror, light). With the default clustering (Chinese Whispers at 0.45
 graph, canonical order, two faces of one image never one person, faces under 40 px left out) no
 two people are merged in any of 20 face orders and BCubed F is at least 0.99; and the job itself,
 run on those photos under two folder names with the files renamed, gives the same identities,
-which `facepipe eval-cluster` scores the same. Builds the set (about two minutes)."""
+which `facepipe eval-cluster` scores the same. Builds the set (about two minutes) once per
+content: the builder, facepipe's models and the photos (testbed.cache)."""
 
 import csv
 import hashlib
@@ -13,16 +14,39 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from bench.accuracy import cluster_real
+from testbed import cache
 
 
 @pytest.fixture(scope="module")
 def real(shared_dir, tmp_path_factory):
-    mod = cluster_real
-    archive = tmp_path_factory.mktemp("real") / "photos"
-    return mod, mod.real_set(shared_dir, rebuild=True, archive=archive), archive
+    """(the bench module, the labelled set, the photo archive, its labels.csv naming the archive's files)."""
+    photos = sorted((shared_dir / "data" / "pascal_faces_dev").glob("*.jpg"))
+    key = cache.content_key([Path(cluster_real.__file__), cache.REPO / "facepipe"], photos)
+    root = cache.built("real-identities", key, lambda d: _build(shared_dir, d))
+    s = cluster_real.RealSet(*(np.load(root / "set.npz", allow_pickle=False)[k] for k in SET_FIELDS))
+    archive = root / "photos"
+    labels = tmp_path_factory.mktemp("real") / "labels.csv"
+    rows = list(csv.reader(open(archive / "labels.csv")))
+    with open(labels, "w", newline="") as fh:  # the archive's files where the cache holds them
+        csv.writer(fh).writerows([rows[0], *[(str(archive / u), k, lab) for u, k, lab in rows[1:]]])
+    return cluster_real, s, archive, labels
+
+
+SET_FIELDS = ("x", "labels", "image_ids", "widths")
+
+
+def _build(shared_dir: Path, root: Path) -> None:
+    """The set and its archive; labels.csv names the files relative to the archive (it is renamed into the cache)."""
+    archive = root / "photos"
+    s = cluster_real.real_set(shared_dir, rebuild=True, archive=archive)
+    np.savez_compressed(root / "set.npz", **{k: getattr(s, k) for k in SET_FIELDS})
+    rows = list(csv.reader(open(archive / "labels.csv")))
+    with open(archive / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *[(str(Path(u).relative_to(archive)), k, lab) for u, k, lab in rows[1:]]])
 
 
 @pytest.mark.slow
@@ -30,7 +54,7 @@ def real(shared_dir, tmp_path_factory):
 def test_no_two_people_merged_in_any_order_of_real_faces(real):
     from facepipe.stages.cluster.stage import ClusterConfig
 
-    mod, s, _ = real
+    mod, s, _, _ = real
     cfg = ClusterConfig()
     r = mod.over_orders(s, "chinese_whispers", cfg.threshold, 20, cfg.k, cfg.min_face)
     assert r["worst_bp"] == 1.0 and r["merged_orders"] == 0, r
@@ -61,14 +85,14 @@ def test_the_job_gives_the_same_identities_under_other_names_and_eval_cluster_sc
     from facepipe.run.job import run
     from facepipe.stages.detect.stage import DetectConfig
 
-    _, _, archive = real
+    _, _, archive, labels_a = real
     new_of = _renamed(archive, tmp_path / "elsewhere")
-    rows = list(csv.reader(open(archive / "labels.csv")))
+    rows = list(csv.reader(open(labels_a)))
     with open(tmp_path / "labels-elsewhere.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([rows[0], *[(new_of[u], k, lab) for u, k, lab in rows[1:]]])
     partitions, reports = [], []
     for name, images, labels in (
-        ("a", archive / "images", archive / "labels.csv"),
+        ("a", archive / "images", labels_a),
         ("b", tmp_path / "elsewhere" / "images", tmp_path / "labels-elsewhere.csv"),
     ):
         out = tmp_path / f"out-{name}"
