@@ -214,3 +214,18 @@ TABLES: dict[str, pa.Schema] = {
     "face_identity": FACE_IDENTITY,
     "identity_events": IDENTITY_EVENTS,
 }
+
+#: the pipeline's stages whose task seconds a written batch reports (``facepipe.stages.write.BatchStats``)
+STAGES = ("decode", "detect", "embed", "write")
+
+STATS_SCHEMA = pa.schema(
+    [
+        pa.field("n_images", pa.int64()),
+        pa.field("n_faces", pa.int64()),
+        pa.field("status_counts", pa.list_(pa.struct([("status", pa.string()), ("n", pa.int64())]))),
+        *(pa.field(f"t_{s}", pa.float64()) for s in STAGES),
+        pa.field("files", pa.list_(pa.string())),
+        # source_uri of the images whose bytes could not be read (read_error): their units are retried
+        pa.field("unreadable", pa.list_(pa.string())),
+    ]
+)

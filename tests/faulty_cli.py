@@ -6,7 +6,7 @@
   reliably act while batches are in flight. The slowed actor class is defined in this
   ``__main__`` module, which Ray ships to the workers by value; the job's code is unchanged.
 - ``--crash-at FUNCTION``: the driver dies (``os._exit(137)``, no cleanup, like a killed process)
-  when the run calls ``facepipe.storage.state.FUNCTION`` (``purge``: after publishing, before purging
+  when the run calls ``facepipe.run.state.FUNCTION`` (``purge``: after publishing, before purging
   changed units; ``record``: after purging, before recording the input state).
 """
 
@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
+import facepipe.run.state as state
 import facepipe.run.steps as steps
-import facepipe.storage.state as state
 from facepipe.cli import main
 
 parser = argparse.ArgumentParser()

@@ -101,7 +101,7 @@ def test_an_input_that_vanished_between_listing_and_reading_is_retried_next_nigh
     marked for retry. Night 2, the file is back: it is read, its read_error row is replaced, and
     the tables equal a clean run's."""
     import facepipe.run.job as pipeline
-    from facepipe.storage import state
+    from facepipe.run import state
 
     archive, out = tmp_path / "archive", tmp_path / "out"
     archive.mkdir()

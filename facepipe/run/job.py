@@ -27,17 +27,17 @@ from facepipe import __version__
 from facepipe.config import RunConfig, to_dict
 from facepipe.errors import UserError
 from facepipe.run import local_executor, ray_executor
+from facepipe.run import state as shard_state
 from facepipe.run.local_executor import local_cpus, worth_ray
-from facepipe.run.manifest import BatchStats, Counts, RunManifest, Timing
+from facepipe.run.manifest import Counts, RunManifest, Timing, write_manifest
 from facepipe.run.ray_logs import quiet_known_ray_errors
 from facepipe.run.startup import checked_and_connected, connect
 from facepipe.run.steps import extract_chain
-from facepipe.stages import write as writer
 from facepipe.stages.cluster.stage import run_cluster
 from facepipe.stages.read.inventory import manifest_units
 from facepipe.stages.read.sources import list_units
 from facepipe.stages.score.stage import run_score
-from facepipe.storage import state as shard_state
+from facepipe.stages.write import BatchStats
 from facepipe.storage.output import Output
 from facepipe.storage.tombstones import Tombstones, load_tombstones
 
@@ -218,5 +218,5 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:
     post_stages(cfg, p.output, m)
     m.timing.wall_s = round(time.perf_counter() - t0, 3)
     m.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    writer.write_manifest(p.output, m)
+    write_manifest(p.output, m)
     return m

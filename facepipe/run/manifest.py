@@ -1,83 +1,17 @@
-"""What a run did, as typed records: :class:`BatchStats` (one per written batch, crossing Ray as
-one Arrow row of :data:`STATS_SCHEMA`) and :class:`RunManifest` (the run's record, written last to
-``OUT/_runs/RUN_ID.json``). The CLI, the report, the summary and the nightly job read them by
+"""What a run did, as typed records: the totals of the write stage's ``BatchStats``
+(``facepipe.stages.write``) and :class:`RunManifest` (the run's record, written last to
+``OUT/_runs/RUN_ID.json`` by :func:`write_manifest`). The CLI, the report, the summary and the nightly job read them by
 attribute; the manifest's JSON layout (docs/operations.md) stays stable: ``RunManifest.to_json`` and
 ``from_json`` are its only writer and reader."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
-#: the pipeline's stages whose task seconds a batch reports
-STAGES = ("decode", "detect", "embed", "write")
-
-STATS_SCHEMA = pa.schema(
-    [
-        pa.field("n_images", pa.int64()),
-        pa.field("n_faces", pa.int64()),
-        pa.field("status_counts", pa.list_(pa.struct([("status", pa.string()), ("n", pa.int64())]))),
-        *(pa.field(f"t_{s}", pa.float64()) for s in STAGES),
-        pa.field("files", pa.list_(pa.string())),
-        # source_uri of the images whose bytes could not be read (read_error): their units are retried
-        pa.field("unreadable", pa.list_(pa.string())),
-    ]
-)
-
-
-@dataclass
-class BatchStats:
-    """What the write stage did with one batch: images, faces, statuses, task seconds per stage,
-    the files it staged and the images it could not read."""
-
-    n_images: int = 0
-    n_faces: int = 0
-    status_counts: dict[str, int] = field(default_factory=dict)
-    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    files: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-
-    def to_table(self) -> pa.Table:
-        """One STATS_SCHEMA row: how a batch's stats cross Ray Data."""
-        row = {
-            "n_images": self.n_images,
-            "n_faces": self.n_faces,
-            "status_counts": [{"status": k, "n": v} for k, v in sorted(self.status_counts.items())],
-            **{f"t_{s}": float(self.stage_s.get(s, 0.0)) for s in STAGES},
-            "files": self.files,
-            "unreadable": self.unreadable,
-        }
-        return pa.Table.from_pylist([row], schema=STATS_SCHEMA)
-
-    @classmethod
-    def from_row(cls, row: dict) -> "BatchStats":
-        return cls(
-            n_images=row["n_images"],
-            n_faces=row["n_faces"],
-            status_counts={e["status"]: e["n"] for e in row["status_counts"]},
-            stage_s={s: row[f"t_{s}"] for s in STAGES},
-            files=list(row["files"]),
-            unreadable=list(row["unreadable"]),
-        )
-
-    @classmethod
-    def total(cls, batches: list["BatchStats"]) -> "BatchStats":
-        """The sums over a run's batches (stage seconds rounded to ms)."""
-        t = cls()
-        for b in batches:
-            t.n_images += b.n_images
-            t.n_faces += b.n_faces
-            for k, v in b.status_counts.items():
-                t.status_counts[k] = t.status_counts.get(k, 0) + v
-            for k, v in b.stage_s.items():
-                t.stage_s[k] = t.stage_s.get(k, 0.0) + v
-            t.files += b.files
-            t.unreadable += b.unreadable
-        t.stage_s = {k: round(v, 3) for k, v in t.stage_s.items()}
-        return t
+from facepipe.storage.output import RUNS, Output
 
 
 @dataclass
@@ -156,3 +90,11 @@ class RunManifest:
         top["counts"] = Counts(**known(Counts, d.get("counts", {})))
         top["timing"] = Timing(**known(Timing, d.get("timing", {})))
         return cls(**top)
+
+
+def write_manifest(output: Output, manifest: RunManifest) -> str:
+    """Write ``OUT/_runs/RUN_ID.json`` (the last step of a run); returns its URI."""
+    name = f"{manifest.run_id}.json"
+    manifest.manifest_uri = output.uri_of(RUNS, name)
+    output.atomic_write(output.path(RUNS, name), json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
+    return manifest.manifest_uri

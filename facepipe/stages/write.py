@@ -17,17 +17,68 @@ the tables exactly as they were (only its staging prefix, which the next attempt
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe import schema
-from facepipe.run.manifest import BatchStats, RunManifest
-from facepipe.storage.output import RUNS, Output, as_output, part_name
+from facepipe.storage.output import Output, as_output, part_name
+
+
+@dataclass
+class BatchStats:
+    """What the write stage did with one batch: images, faces, statuses, task seconds per stage,
+    the files it staged and the images it could not read."""
+
+    n_images: int = 0
+    n_faces: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(schema.STAGES, 0.0))
+    files: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    def to_table(self) -> pa.Table:
+        """One schema.STATS_SCHEMA row: how a batch's stats cross Ray Data."""
+        row = {
+            "n_images": self.n_images,
+            "n_faces": self.n_faces,
+            "status_counts": [{"status": k, "n": v} for k, v in sorted(self.status_counts.items())],
+            **{f"t_{s}": float(self.stage_s.get(s, 0.0)) for s in schema.STAGES},
+            "files": self.files,
+            "unreadable": self.unreadable,
+        }
+        return pa.Table.from_pylist([row], schema=schema.STATS_SCHEMA)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "BatchStats":
+        return cls(
+            n_images=row["n_images"],
+            n_faces=row["n_faces"],
+            status_counts={e["status"]: e["n"] for e in row["status_counts"]},
+            stage_s={s: row[f"t_{s}"] for s in schema.STAGES},
+            files=list(row["files"]),
+            unreadable=list(row["unreadable"]),
+        )
+
+    @classmethod
+    def total(cls, batches: list["BatchStats"]) -> "BatchStats":
+        """The sums over a run's batches (stage seconds rounded to ms)."""
+        t = cls()
+        for b in batches:
+            t.n_images += b.n_images
+            t.n_faces += b.n_faces
+            for k, v in b.status_counts.items():
+                t.status_counts[k] = t.status_counts.get(k, 0) + v
+            for k, v in b.stage_s.items():
+                t.stage_s[k] = t.stage_s.get(k, 0.0) + v
+            t.files += b.files
+            t.unreadable += b.unreadable
+        t.stage_s = {k: round(v, 3) for k, v in t.stage_s.items()}
+        return t
 
 
 def face_id_for(image_id: str, face_index: int) -> str:
@@ -149,11 +200,3 @@ def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks:
     return items.map_batches(
         read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow"
     )
-
-
-def write_manifest(output: Output, manifest: RunManifest) -> str:
-    """Write ``OUT/_runs/RUN_ID.json`` (the last step of a run); returns its URI."""
-    name = f"{manifest.run_id}.json"
-    manifest.manifest_uri = output.uri_of(RUNS, name)
-    output.atomic_write(output.path(RUNS, name), json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
-    return manifest.manifest_uri

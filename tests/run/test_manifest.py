@@ -5,7 +5,9 @@ import json
 
 import pyarrow as pa
 
-from facepipe.run.manifest import STATS_SCHEMA, BatchStats, Counts, RunManifest, Timing
+from facepipe.run.manifest import Counts, RunManifest, Timing
+from facepipe.schema import STATS_SCHEMA
+from facepipe.stages.write import BatchStats
 
 
 def test_batch_stats_cross_ray_as_one_typed_arrow_row_and_come_back_equal():
