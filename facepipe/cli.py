@@ -2,8 +2,9 @@
 
 Each config dataclass declares its own flags (``facepipe.flags``); this module groups them per
 subcommand, and ``facepipe.commands`` runs them. Errors a user can fix (a bad flag, a missing
-input, an unknown detector) print one line and exit 2; storage that stays unreachable prints one
-line and exits 3; the job's own failures exit 1.
+input, an unknown detector), found before any work, print one line and exit 2; storage that
+stays unreachable, or cluster work lost and not rebuilt, prints one line and exits 3; anything
+else is the job's own failure: its traceback, then one line last, exit 1 (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from facepipe import __version__, commands
 from facepipe.errors import UserError, retryable_error
 from facepipe.flags import add_flags, sections
-from facepipe.summary import write_summary
+from facepipe.summary import failed_summary
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,19 +167,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as e:
         failed = retryable_error(e)
-        if failed is None:
-            raise
+        if failed is None:  # the job's own failure: its traceback for the log, then one line last
+            traceback.print_exc()
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            print(f"facepipe {args.command}: failed: {why} (exit 1; the traceback above says where)", file=sys.stderr)
+            failed_summary(args, "internal", why)
+            return 1
         kind, why = failed
         print(
             f"facepipe {args.command}: {kind} error: {why} -- gave up after retrying; nothing more of this run is "
             "published and earlier runs stay readable; run the same command again",
             file=sys.stderr,
         )
-        if getattr(args, "summary_json", None):
-            failed = {"status": "failed", "error": kind, "message": why}
-            write_summary(
-                args.summary_json, {**failed, "run_id": getattr(args, "run_id", None), "dt": getattr(args, "dt", None)}
-            )
+        failed_summary(args, kind, why)
         return 3
 
 

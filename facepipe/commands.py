@@ -197,14 +197,19 @@ def cmd_forget(a: argparse.Namespace) -> int:
 
 def cmd_score(a: argparse.Namespace) -> int:
     from facepipe.run.startup import ensure_ray
-    from facepipe.stages.score.stage import ScoreConfig, run_score
+    from facepipe.stages.score.stage import ScoreConfig, load_model, run_score
+    from facepipe.storage.output import as_output
 
     dt, run_id = _dt_and_run_id(a, "score")
-    ensure_ray(a.ray_address)
-    try:
-        summary = run_score(a.output, dt, run_id, from_args(ScoreConfig, a))
+    cfg = from_args(ScoreConfig, a)
+    try:  # the request checked before any work; a failure after that is not the user's (exit 1 or 3)
+        output = as_output(a.output)
+        if cfg.model:
+            load_model(cfg.model)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+    ensure_ray(a.ray_address)
+    summary = run_score(output, dt, run_id, cfg)
     print(
         f"facepipe score {run_id}: {summary.get('scored', 0)} faces of dt={dt} scored, "
         f"{summary.get('outliers', 0)} outliers" + (f" ({summary['skipped']})" if "skipped" in summary else "")

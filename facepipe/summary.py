@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from facepipe.run.manifest import RunManifest
 
@@ -71,6 +72,14 @@ def write_summary(dest: str, summary: dict) -> None:
         print(text)
     else:
         Path(dest).write_text(text + "\n")
+
+
+def failed_summary(args: Any, kind: str, why: str) -> None:
+    """A failed command's summary for an orchestrator (``--summary-json``): status, the kind of
+    failure (``internal``, ``storage``, ``cluster``), the message, the run id and date given."""
+    if getattr(args, "summary_json", None):
+        ids = {"run_id": getattr(args, "run_id", None), "dt": getattr(args, "dt", None)}
+        write_summary(args.summary_json, {"status": "failed", "error": kind, "message": why, **ids})
 
 
 def run_summary(m: RunManifest) -> dict:

@@ -25,7 +25,6 @@ from datetime import datetime, timezone
 
 from facepipe import __version__
 from facepipe.config import RunConfig, to_dict
-from facepipe.errors import UserError
 from facepipe.run import local_executor, ray_executor
 from facepipe.run import state as shard_state
 from facepipe.run.local_executor import local_cpus, worth_ray
@@ -137,10 +136,9 @@ def post_stages(cfg: RunConfig, out: Output, m: RunManifest) -> None:
     the whole archive. Each adds its summary and its seconds to the manifest."""
     if cfg.score.enabled:
         t0 = time.perf_counter()
-        try:
-            m.score = run_score(out, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(f"scoring: {e}") from None
+        # no error of the request is left by now (startup checked --drocc-model): a failure here is the
+        # job's own or its storage's, reported as such (exit 1 with its traceback, or 3)
+        m.score = run_score(out, cfg.dt, cfg.run_id, cfg.score, only_run=cfg.run_id)
         m.timing.score_s = round(time.perf_counter() - t0, 3)
     if cfg.cluster.enabled:
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from facepipe.errors import UserError
 from facepipe.registry import create_model
 from facepipe.run.ray_executor import alive_nodes
 from facepipe.stages.align.stage import resolve_method
+from facepipe.stages.score.stage import load_model
 from facepipe.storage import crypto
 from facepipe.storage import fs as fsio
 from facepipe.storage.locality import check_paths_for_cluster
@@ -71,13 +72,15 @@ def ensure_ray(address: str | None = None) -> float:
 
 def preflight(cfg: RunConfig) -> tuple[str, str]:
     """Fail before any cluster work: both models built once on CPU (seconds: torch's import and
-    the weights) and the align method. Returns (detector id, embedder id)."""
+    the weights), the align method, a DROCC model to reuse. Returns (detector id, embedder id)."""
     try:
         detector_id = create_model(
             cfg.detect.name, cfg.detect.weights, kind="detector", config=cfg.detect.config
         ).model_id
         embedder = create_model(cfg.embed.name, cfg.embed.weights, kind="embedder")
         resolve_method(cfg.embed.align.method, embedder.chip)
+        if cfg.score.enabled and cfg.score.model:  # a typo fails now, not after hours of extraction
+            load_model(cfg.score.model)
     except (KeyError, FileNotFoundError, ValueError) as e:
         raise UserError(e.args[0] if e.args else str(e)) from None
     return detector_id, embedder.model_id

@@ -43,7 +43,8 @@ class ScoreConfig:
         ``percentile`` -- that percentile of the training faces' scores; ``boundary`` -- 0.
     min_faces: below this many confident faces nothing is trained (too little to learn "a face").
     driver_max_faces: a training sample, or a partition to score, of at most this many faces is
-        handled in the driver process (torch is loaded there already); larger ones in Ray tasks.
+        handled in the driver process (torch is loaded there already); larger ones in Ray tasks
+        when the run uses Ray (a run of the local executor keeps all of it in the driver).
         A Ray task first starts a worker and imports torch: seconds that a 200-photo run feels.
     """
 

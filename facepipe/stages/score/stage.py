@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from datetime import date, timedelta
 
@@ -140,11 +141,16 @@ def _score_batch(
     )
 
 
+def on_driver(n_faces: int, cfg: ScoreConfig) -> bool:
+    """Whether work on ``n_faces`` faces stays in this process: a small one always, any one when
+    the run did not start Ray (the local executor's run: scoring follows the executor the run chose)."""
+    ray = sys.modules.get("ray")
+    return n_faces <= cfg.driver_max_faces or ray is None or not ray.is_initialized()
+
+
 def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tuple[DROCCModel | None, dict]:
     """The model that scores ``group``'s faces -- the one given, or one trained on its confident
     faces (in the driver or a Ray task) -- and its manifest entry; None (and why) when there is none to use."""
-    import ray
-
     if cfg.model:
         model = load_model(cfg.model)
     else:
@@ -154,8 +160,12 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
                 "only %d confident faces of %s to learn from (min %d): not scored", len(x), group, cfg.min_faces
             )
             return None, {"skipped": f"{len(x)} confident faces < min_faces {cfg.min_faces}"}
-        small = len(x) <= cfg.driver_max_faces  # ScoreConfig: the driver has torch loaded already
-        model = fit(x, cfg) if small else ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
+        if on_driver(len(x), cfg):  # ScoreConfig: the driver has torch loaded already
+            model = fit(x, cfg)
+        else:
+            import ray
+
+            model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
     if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
         why = (
             f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
@@ -202,7 +212,7 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     columns = ["face_id", "detector", "align", *FEATURE_COLUMNS, "run_id"]
     kwargs = {"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}
     output.clear_staging(run_id, ("face_outliers",))
-    if ds.count_rows(filter=pc.field("dt") == dt) <= cfg.driver_max_faces:  # no Ray tasks to start
+    if on_driver(ds.count_rows(filter=pc.field("dt") == dt), cfg):  # no Ray tasks to start
         table = writer.read_files(pa.table({"path": files}), output, columns)
         stats = [_score_batch(table, **kwargs).to_pylist()[0]]
     else:

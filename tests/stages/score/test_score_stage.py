@@ -206,3 +206,18 @@ def test_an_archive_written_before_the_quality_columns_still_scores_its_new_face
     assert run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))["scored"] == 240
     summary = run_score(str(out), "2026-11-01", "s0", ScoreConfig(drocc=FAST))
     assert summary["unscored"] == 240 and "no faces with quality features" in summary["skipped"]
+
+
+def test_scoring_follows_the_executor_the_run_chose(monkeypatch):
+    """Without Ray up (a run of the local executor) every partition is trained and scored in the
+    driver, however large; with Ray up, only those of at most driver_max_faces faces."""
+    import types
+
+    from facepipe.stages.score.stage import ScoreConfig, on_driver
+
+    cfg = ScoreConfig(driver_max_faces=10)
+    # the decision only: Ray's is_initialized stands in (the runs themselves: tests/run/, tests/test_exit_codes.py)
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: False))
+    assert on_driver(5, cfg) and on_driver(10**6, cfg)
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True))
+    assert on_driver(10, cfg) and not on_driver(11, cfg)
