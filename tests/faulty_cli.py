@@ -7,6 +7,9 @@
   ``__main__`` module, which Ray ships to the workers by value; the job's code is unchanged.
 - ``--fail-in score``: the run's scoring raises a ValueError (as pyarrow's ArrowInvalid is one),
   after the tables are published: the job's own failure, not the user's.
+- ``--crash-at publish:TABLE``: the driver dies in the middle of publishing TABLE (its intent
+  written and its new files moved in, the old ones not yet deleted) -- e.g. ``face_identity``:
+  the identity snapshot half replaced.
 - ``--crash-at FUNCTION``: the driver dies (``os._exit(137)``, no cleanup, like a killed process)
   when the run calls ``facepipe.run.state.FUNCTION`` (``purge``: after publishing, before purging
   changed units; ``record``: after purging, before recording the input state).
@@ -19,11 +22,13 @@ import time
 
 import facepipe.run.state as state
 import facepipe.run.steps as steps
+from facepipe import schema
 from facepipe.cli import main
+from facepipe.storage.output import Output
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch-delay", type=float, default=0.0)
-parser.add_argument("--crash-at", choices=["purge", "record"])
+parser.add_argument("--crash-at", choices=["purge", "record", *(f"publish:{t}" for t in schema.TABLES)])
 parser.add_argument("--fail-in", choices=["score"])
 opts, rest = parser.parse_known_args()
 BATCH_DELAY = opts.batch_delay
@@ -37,7 +42,19 @@ if BATCH_DELAY:
 
     steps.FaceActor = FaceActor  # the chain's model step (facepipe.run.steps) is this one
 
-if opts.crash_at:
+if opts.crash_at and opts.crash_at.startswith("publish:"):
+    table, roll_forward = opts.crash_at.split(":")[1], Output._roll_forward
+
+    def _half(self, path, intent):
+        if table not in intent["tables"]:
+            return roll_forward(self, path, intent)
+        for rel in intent["moves"]:  # the new files in, as the real one does first ...
+            self.fs.create_dir(self.path(rel).rsplit("/", 1)[0], recursive=True)
+            self.fs.move(self.staging_path(intent["run_id"], rel), self.path(rel))
+        os._exit(137)  # ... and killed before the old ones are deleted
+
+    Output._roll_forward = _half
+elif opts.crash_at:
 
     def _crash(*args, **kwargs):
         os._exit(137)

@@ -9,6 +9,7 @@ Layout (``docs/operations.md`` has the protocol)::
     OUT/_tombstones/part-REQUEST.parquet   what erasure requests removed
     OUT/_audit/REQUEST.json                one record per erasure request
     OUT/_models/drocc/drocc-HASH.pt|.json  DROCC artifacts
+    OUT/_journal/RUN-ID.json               a publish in progress (``Output.publish``, ``recover``)
     OUT/_encryption.json                   the output's encryption setting (``io.crypto``)
 
 Readers (DuckDB, Athena, pyarrow datasets) ignore paths starting with ``_`` or ``.``. An
@@ -18,6 +19,7 @@ and travels to Ray tasks as two plain values; its filesystem is resolved where i
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ STATE = "_state/shards"
 TOMBSTONES = "_tombstones"
 AUDIT = "_audit"
 MODELS = "_models"
+JOURNAL = "_journal"
 
 
 def without_rows(table: pa.Table, keep: pa.Array | pa.ChunkedArray) -> tuple[pa.Table | None, int]:
@@ -195,22 +198,49 @@ class Output:
         replace: bool = True,
     ) -> dict[str, int]:
         """Move a run's staged files (paths relative to its staging prefix) into ``tables``,
-        first deleting those tables' files of the same run id (``snapshot``: every earlier file,
-        whoever wrote it; ``replace`` False: none). Returns files deleted per table."""
+        replacing those tables' files of the same run id (``snapshot``: every earlier file, whoever
+        wrote it; ``replace`` False: none). Returns files replaced per table.
+
+        Atomic for every later writer: the whole change (the moves, then the deletes) is first
+        written as one intent under ``_journal/``, then applied, then the intent removed. A crash
+        at any instant leaves either the old files or an intent that :meth:`recover` -- run by
+        every writer before it reads the output -- rolls forward to the new ones; never a table
+        with neither (an identity snapshot that vanished would rename every person on the rerun)."""
         stray = sorted({f.split("/", 1)[0] for f in staged} - set(tables))
         if stray:
             raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
-        replaced = dict.fromkeys(tables, 0)
-        for t in tables if replace else ():
-            for f in self.part_files(t, None if snapshot else run_id):
-                self.fs.delete_file(f)
-                replaced[t] += 1
-        for rel in sorted(staged):
-            dest = self.path(rel)
-            self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
-            self.fs.move(self.staging_path(run_id, rel), dest)
-        self.clear_staging(run_id, tables)
-        return replaced
+        old = {t: self.part_files(t, None if snapshot else run_id) if replace else [] for t in tables}
+        intent = {
+            "run_id": run_id,
+            "tables": list(tables),
+            "moves": sorted(staged),
+            "deletes": [self.relative(f) for t in tables for f in old[t]],
+        }
+        path = self.path(JOURNAL, f"{run_id}-{uuid.uuid4().hex[:8]}.json")
+        self.atomic_write(path, json.dumps(intent).encode())
+        self._roll_forward(path, intent)
+        return {t: len(files) for t, files in old.items()}
+
+    def _roll_forward(self, path: str, intent: dict) -> None:
+        """Apply a publish intent (each step skipped when already done), then drop it."""
+        fs = self.fs
+        for rel in intent["moves"]:  # the new files first: a reader never finds the table empty
+            src = self.staging_path(intent["run_id"], rel)
+            if fs.get_file_info(src).type != pafs.FileType.NotFound:
+                fs.create_dir(self.path(rel).rsplit("/", 1)[0], recursive=True)
+                fs.move(src, self.path(rel))
+        for rel in intent["deletes"]:
+            if fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound:
+                fs.delete_file(self.path(rel))
+        self.clear_staging(intent["run_id"], tuple(intent["tables"]))
+        fs.delete_file(path)
+
+    def recover(self) -> int:
+        """Finish the publishes a crashed writer left half done (``_journal/``); returns how many."""
+        intents = self.files(JOURNAL, suffix=".json")
+        for path in intents:
+            self._roll_forward(path, json.loads(fsio.read_bytes(self.fs, path)))
+        return len(intents)
 
 
 def as_output(output: str | Output) -> Output:

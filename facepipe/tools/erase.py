@@ -275,6 +275,7 @@ def forget(output: str | Output, request: ForgetRequest) -> dict:
     audit record. Raises ValueError for a request that selects nothing."""
     req = request.resolved()
     out = as_output(output)
+    out.recover()
     e = plan(out, req)
     if not any(r.removed for r in e.rewrites):
         raise ValueError(f"nothing in {out.uri} matches {_describe(req)}")

@@ -214,10 +214,25 @@ def _place(
     return IncrementalResult(_drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
 
 
+def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities, face_identity) -> list[str]:
+    """Events first, the snapshot last, each publish atomic (``Output.publish``): a crash between
+    them is repaired by the rerun, which finds the old snapshot, recomputes the same events and
+    replaces them. A rerun after the snapshot landed sees no change and must not wipe the first
+    attempt's events: it appends. Returns the files published."""
+    output.clear_staging(run_id, ("identity_events", "identities", "face_identity"))
+    staged_events = writer.stage_tables({"identity_events": events}, output, run_id, dt)
+    output.publish(run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
+    staged = writer.stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
+    output.publish(run_id, staged, tables=("identities", "face_identity"), snapshot=True)
+    return sorted(staged_events + staged)
+
+
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
-    snapshot yet); publish events and the snapshot; return a summary."""
+    snapshot yet); publish events and the snapshot; return a summary. A snapshot a crashed writer
+    left half published is finished first (``Output.recover``), so the last one is read whole."""
     t0, output = time.perf_counter(), as_output(output)
+    output.recover()
     fs = load_faces(output, {} if cfg.include_outliers else flagged_faces(output), cfg.min_face)
     if fs is None:
         return {"skipped": "no faces"}
@@ -225,7 +240,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     code, old_ids = encode_previous(fs.face_ids, previous)
     incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
     if previous and not cfg.full and not incremental:
-        log.info("cluster method %s has no incremental mode: re-clustering every face", cfg.method)
+        log.info("method %s has no incremental mode: re-clustering all", cfg.method)
     t_index = -time.perf_counter()
     index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
     t_index += time.perf_counter()
@@ -238,14 +253,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     name = name_clusters(fs.face_ids, labels, code, old_ids)
     events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
     identities, face_identity = identity_tables(fs, labels, name, run_id)
-    # events first, the snapshot last: a crash between them is repaired by the rerun, which finds
-    # the old snapshot, recomputes the same events and replaces them. A rerun after the snapshot
-    # landed sees no change and must not wipe the first attempt's events: it appends.
-    output.clear_staging(run_id, ("identity_events", "identities", "face_identity"))
-    staged_events = writer.stage_tables({"identity_events": events_table(events, run_id)}, output, run_id, dt)
-    output.publish(run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
-    staged = writer.stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
-    output.publish(run_id, staged, tables=("identities", "face_identity"), snapshot=True)
+    files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
     return {
         "mode": "incremental" if incremental else "full",
         "faces": len(fs.face_ids),
@@ -260,7 +268,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "splits": sum(e["event"] == "split" for e in events),
         "embedder": fs.embedder,
         "index": {"backend": index.backend if index else "none", "build_s": round(t_index, 3)},
-        "files": sorted(staged_events + staged),
+        "files": files,
         "wall_s": round(time.perf_counter() - t0, 3),
         "config": dataclasses.asdict(cfg),
     }

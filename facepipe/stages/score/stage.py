@@ -187,6 +187,7 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     ``face_outliers`` under ``run_id``; returns a summary for the run manifest."""
     t0 = time.perf_counter()
     output = as_output(output)
+    output.recover()
     ds = output.dataset("faces")
     if ds is None or "face_logit" not in ds.schema.names:
         return {"faces": 0, "models": {}, "outliers": 0, "skipped": "no faces with quality features in the partition"}
