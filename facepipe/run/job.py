@@ -27,7 +27,7 @@ from facepipe import __version__
 from facepipe.config import RunConfig, to_dict
 from facepipe.run import local_executor, ray_executor
 from facepipe.run import state as shard_state
-from facepipe.run.local_executor import local_cpus, worth_ray
+from facepipe.run.local_executor import local_cpus, local_workers, worth_ray
 from facepipe.run.manifest import Counts, RunManifest, Timing, write_manifest
 from facepipe.run.ray_logs import quiet_known_ray_errors
 from facepipe.run.startup import checked_and_connected, connect
@@ -111,7 +111,7 @@ def extract(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
 def extract_local(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
     """:func:`extract` without Ray: worker processes on this machine (``facepipe.run.local_executor``)."""
     t0 = time.perf_counter()
-    workers = min(local_cpus(), max(len(p.todo.todo), 1))
+    workers = local_workers(cfg, p.todo.todo)
     p.output.clear_staging(cfg.run_id)
     chain = extract_chain(cfg, p.output, p.tombstones)
     rows = local_executor.run_chain(chain, p.todo.todo, workers) if p.todo.todo else []

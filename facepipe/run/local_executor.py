@@ -40,10 +40,19 @@ if TYPE_CHECKING:
 _JOB: tuple[ReadConfig, list[tuple[Step, Callable]]] | None = None
 
 
+def on_gpu(cfg: RunConfig) -> bool:
+    """Whether the run's models would run on CUDA here (``--device`` auto with a GPU, or cuda)."""
+    from facepipe.run.actors import resolve_device
+
+    return resolve_device(cfg.compute.device) == "cuda"
+
+
 def local_possible(cfg: RunConfig, ray_address: str | None) -> bool:
     """Whether this run may go without Ray: ``--executor local``, or ``auto`` with no cluster to
-    join (no address, none in RAY_ADDRESS, not connected already) and only local paths."""
-    if cfg.compute.executor == "ray":
+    join (no address, none in RAY_ADDRESS, not connected already), only local paths and no GPU
+    for the models (CUDA does not survive the fork of the workers: with a GPU, ``auto`` takes Ray,
+    a GPU actor pool beside CPU decode tasks)."""
+    if cfg.compute.executor == "ray" or (cfg.compute.executor == "auto" and on_gpu(cfg)):
         return False
     connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     remote = ray_address or os.environ.get("RAY_ADDRESS") or connected
@@ -60,6 +69,13 @@ def worth_ray(cfg: RunConfig, units: list[Unit]) -> bool:
     """For a run :func:`local_possible` allows: whether to use Ray after all -- ``auto`` and
     more than ``local_max_bytes`` of planned input, enough for Ray's start-up to pay for itself."""
     return cfg.compute.executor == "auto" and sum(u.size for u in units) > cfg.compute.local_max_bytes
+
+
+def local_workers(cfg: RunConfig, units: list[Unit]) -> int:
+    """Worker processes for a local run: one per CPU (at most one per unit); on a GPU
+    (``--executor local --device cuda``) none forked at all -- the chain runs in this process,
+    the only one that touches CUDA."""
+    return 1 if on_gpu(cfg) else min(local_cpus(), max(len(units), 1))
 
 
 def local_cpus() -> int:

@@ -16,7 +16,7 @@ import pytest
 
 from facepipe.config import ComputeConfig, RunConfig
 from facepipe.errors import UserError
-from facepipe.run.local_executor import local_possible, worth_ray
+from facepipe.run.local_executor import local_cpus, local_possible, local_workers, worth_ray
 from facepipe.stages.read.sources import Unit
 from testbed import archive
 from testbed.procs import REPO
@@ -37,6 +37,20 @@ def test_auto_goes_local_only_with_local_paths_and_no_cluster_to_join(monkeypatc
     assert not local_possible(_cfg(), None)
     with pytest.raises(UserError, match="--executor local runs on this machine"):
         local_possible(_cfg(executor="local"), None)
+
+
+def test_with_a_gpu_auto_takes_ray_and_local_forks_no_worker(monkeypatch):
+    """CUDA does not survive a fork: with a GPU for the models, ``auto`` goes to Ray (a GPU actor
+    pool), and ``--executor local`` runs the chain in its one process. The GPU is forced here (no
+    GPU on this machine): ``resolve_device`` answers cuda; the run on a real GPU is
+    bench/RESULTS.md's to report when one is lent."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    units = [Unit("image", f"/{i}.jpg", 1 << 20) for i in range(8)]
+    assert local_possible(_cfg(), None) and local_workers(_cfg(), units) == min(local_cpus(), 8)
+    monkeypatch.setattr("facepipe.run.actors.resolve_device", lambda device: "cuda")
+    assert not local_possible(_cfg(), None), "auto: Ray, not a fork of CUDA"
+    assert local_possible(_cfg(executor="local"), None) and local_workers(_cfg(executor="local"), units) == 1
 
 
 def test_auto_takes_ray_after_all_for_a_large_input():
