@@ -17,7 +17,7 @@ import traceback
 from typing import Sequence
 
 from facepipe import __version__, commands
-from facepipe.errors import UserError, retryable_error
+from facepipe.errors import RETRY_ADVICE, UserError, retryable_error
 from facepipe.flags import add_flags, sections
 from facepipe.summary import failed_summary
 
@@ -174,11 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed_summary(args, "internal", why)
             return 1
         kind, why = failed
-        print(
-            f"facepipe {args.command}: {kind} error: {why} -- gave up after retrying; nothing more of this run is "
-            "published and earlier runs stay readable; run the same command again",
-            file=sys.stderr,
-        )
+        advice = RETRY_ADVICE if kind != "busy" else ""  # busy: its message says what to do
+        print(f"facepipe {args.command}: {kind} error: {why}{advice}", file=sys.stderr)
         failed_summary(args, kind, why)
         return 3
 

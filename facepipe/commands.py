@@ -9,6 +9,8 @@ import dataclasses
 import json
 import logging
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 from facepipe.errors import UserError
 from facepipe.flags import from_args, given
@@ -39,8 +41,24 @@ def cmd_cluster(a: argparse.Namespace) -> int:
 
     dt, run_id = _dt_and_run_id(a, "cluster")
     print(f"facepipe cluster {run_id}:")
-    print("\n".join(cluster_lines(run_cluster(a.output, dt, run_id, cluster_config(a, full=a.full)))))
+    with _writer(a.output, f"facepipe cluster {run_id}") as out:
+        summary = run_cluster(out, dt, run_id, cluster_config(a, full=a.full))
+    print("\n".join(cluster_lines(summary)))
     return 0
+
+
+@contextmanager
+def _writer(uri: str, holder: str) -> Iterator:
+    """The output at ``uri`` (a bad one is the user's error) with its lease held (facepipe.storage.lease)."""
+    from facepipe.storage import lease
+    from facepipe.storage.output import Output
+
+    try:
+        out = Output.open(uri)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    with lease.held(out, holder):
+        yield out
 
 
 def cmd_eval_cluster(a: argparse.Namespace) -> int:
@@ -183,7 +201,8 @@ def cmd_forget(a: argparse.Namespace) -> int:
                 f"(and recompute {len(e.refreshed)}); rows per table {e.removed()}; nothing written (--dry-run)"
             )
             return 0
-        audit = erase.forget(a.output, req)
+        with _writer(a.output, f"facepipe forget {req.request_id}") as out:
+            audit = erase.forget(out, req)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     er = audit["erased"]
@@ -209,7 +228,8 @@ def cmd_score(a: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     ensure_ray(a.ray_address)
-    summary = run_score(output, dt, run_id, cfg)
+    with _writer(output.uri, f"facepipe score {run_id}") as out:
+        summary = run_score(out, dt, run_id, cfg)
     print(
         f"facepipe score {run_id}: {summary.get('scored', 0)} faces of dt={dt} scored, "
         f"{summary.get('outliers', 0)} outliers" + (f" ({summary['skipped']})" if "skipped" in summary else "")

@@ -11,6 +11,12 @@
 
 from __future__ import annotations
 
+#: what the CLI adds to a storage or cluster error's one line (exit 3)
+RETRY_ADVICE = (
+    " -- gave up after retrying; nothing more of this run is published and earlier runs stay readable; "
+    "run the same command again"
+)
+
 
 class UserError(Exception):
     """A problem with the request: a bad flag value, a missing input, an unknown model."""
@@ -101,8 +107,11 @@ def cluster_error(exc: BaseException) -> str | None:
 
 
 def retryable_error(exc: BaseException) -> tuple[str, str] | None:
-    """("storage" | "cluster", one-line message) for a failure that running again may fix
-    (exit 3), or None."""
+    """("busy" | "storage" | "cluster", one-line message) for a failure that running again may
+    fix (exit 3), or None. "busy": another writer holds the output (``facepipe.storage.lease``)."""
+    for e in _chain(exc):
+        if type(e).__name__ in ("OutputBusy", "LeaseLost"):
+            return "busy", str(e)
     why = storage_error(exc)
     if why is not None:
         return "storage", why

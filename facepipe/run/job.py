@@ -37,6 +37,7 @@ from facepipe.stages.read.inventory import manifest_units
 from facepipe.stages.read.sources import list_units
 from facepipe.stages.score.stage import run_score
 from facepipe.stages.write import BatchStats
+from facepipe.storage import lease
 from facepipe.storage.output import Output
 from facepipe.storage.tombstones import Tombstones, load_tombstones
 
@@ -203,6 +204,12 @@ def run(cfg: RunConfig, ray_address: str | None = None) -> RunManifest:
     written last to ``OUT/_runs/RUN_ID.json``."""
     cfg = cfg.resolved()
     ids, out, ray_start_s = checked_and_connected(cfg, ray_address)
+    with lease.held(out, f"facepipe run {cfg.run_id}"):  # one writer at a time (facepipe.storage.lease)
+        out.recover()  # a publish a crashed writer left half done, finished first
+        return _run(cfg, ids, out, ray_address, ray_start_s)
+
+
+def _run(cfg: RunConfig, ids: tuple[str, str], out: Output, ray_address: str | None, ray_start_s: float | None):
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     p = plan(cfg, out)
     if ray_start_s is None and worth_ray(cfg, p.todo.todo):  # a local job large enough for Ray after all

@@ -87,14 +87,11 @@ def preflight(cfg: RunConfig) -> tuple[str, str]:
 
 
 def open_output(cfg: RunConfig) -> Output:
-    """The run's output, with the encryption setting it records from now on (the first run's),
-    and any publish a crashed writer left half done finished first (``Output.recover``)."""
+    """The run's output, with the encryption setting it records from now on (the first run's)."""
     try:
-        out = Output(cfg.output, crypto.ensure_output(cfg.output, cfg.encryption))
+        return Output(cfg.output, crypto.ensure_output(cfg.output, cfg.encryption))
     except ValueError as e:
         raise UserError(str(e)) from None
-    out.recover()
-    return out
 
 
 def connect(cfg: RunConfig, ray_address: str | None) -> float:

@@ -206,9 +206,12 @@ class Output:
         at any instant leaves either the old files or an intent that :meth:`recover` -- run by
         every writer before it reads the output -- rolls forward to the new ones; never a table
         with neither (an identity snapshot that vanished would rename every person on the rerun)."""
+        from facepipe.storage import lease
+
         stray = sorted({f.split("/", 1)[0] for f in staged} - set(tables))
         if stray:
             raise ValueError(f"staged files of tables {stray} are not among the published tables {tables}")
+        lease.check(self)  # a writer that lost the output's lease stops before it publishes
         old = {t: self.part_files(t, None if snapshot else run_id) if replace else [] for t in tables}
         intent = {
             "run_id": run_id,

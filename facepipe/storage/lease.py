@@ -1,0 +1,183 @@
+"""One writer per output: a lease every writer (``facepipe run``, ``score``, ``cluster``,
+``forget``) takes before it changes anything, and readers never need.
+
+The lease is a sequence of generation files ``OUT/_lease/GEN.json`` (holder, token, start,
+expiry). Taking it: read the newest generation; if it is still live, refuse
+(:class:`OutputBusy`: exit 3, retryable, naming the holder and its start); else create generation
++1 *exclusively* -- ``O_EXCL`` on a local disk, ``If-None-Match: *`` on S3 -- so of two writers
+racing for it exactly one wins. A heartbeat thread pushes the expiry forward while the holder
+works; a holder that dies stops renewing and its lease expires after ``ttl_s``
+(``FACEPIPE_LEASE_TTL_S``, default 120 s), so a killed run never blocks the next one for longer.
+Before every publish the holder checks it still holds the newest live generation
+(:func:`check`, called by ``Output.publish``): one that lost it (its heartbeat could not reach
+the storage for a whole ``ttl_s``, and another writer took over) stops with :class:`LeaseLost`
+instead of writing beside the new holder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterator
+
+from facepipe.errors import StorageError
+from facepipe.storage import fs as fsio
+from facepipe.storage.output import Output
+
+log = logging.getLogger(__name__)
+
+LEASES = "_lease"
+DEFAULT_TTL_S = 120.0
+
+
+class OutputBusy(StorageError):
+    """Another writer holds the output's lease (exit 3: try again later)."""
+
+
+class LeaseLost(StorageError):
+    """This writer's lease expired and another writer took the output over (exit 3)."""
+
+
+def ttl_s() -> float:
+    try:
+        return max(1.0, float(os.environ.get("FACEPIPE_LEASE_TTL_S", DEFAULT_TTL_S)))
+    except ValueError:
+        return DEFAULT_TTL_S
+
+
+@dataclass
+class Lease:
+    output: Output
+    gen: int
+    holder: str
+    token: str
+    ttl_s: float
+    started: float
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def path(self) -> str:
+        return self.output.path(LEASES, f"{self.gen:09d}.json")
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {"holder": self.holder, "token": self.token, "started": self.started, "expires": time.time() + self.ttl_s}
+        ).encode()
+
+
+#: the leases this process holds, by output URI (``check`` looks here)
+_HELD: dict[str, Lease] = {}
+
+
+def _newest(output: Output) -> tuple[int, dict | None]:
+    files = output.files(LEASES, suffix=".json")
+    if not files:
+        return 0, None
+    newest = files[-1]
+    try:
+        return int(newest.rsplit("/", 1)[1][:-5]), json.loads(fsio.read_bytes(output.fs, newest))
+    except (ValueError, OSError):  # being written (S3: not yet visible) or foreign: not live
+        return int(newest.rsplit("/", 1)[1][:-5]), None
+
+
+def _create_exclusive(output: Output, path: str, data: bytes) -> bool:
+    """Create ``path`` only if nothing is there; False when something is."""
+    if fsio.is_s3(output.uri):
+        import boto3
+        from botocore.exceptions import ClientError
+
+        bucket, key = path.split("/", 1)
+        try:
+            boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise StorageError(f"taking the lease of {output.uri}: {e}") from e
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as f:  # whole before it has its name: a reader never finds it half written
+        f.write(data)
+    try:
+        os.link(tmp, path)  # fails if the name exists: the exclusive create
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def acquire(output: Output, holder: str, ttl: float | None = None) -> Lease:
+    """Take the output's lease for ``holder`` (e.g. ``facepipe run nightly-2026-12-01``), or
+    raise :class:`OutputBusy` naming whoever holds it."""
+    ttl = ttl or ttl_s()
+    who = f"{holder} (host {socket.gethostname()}, pid {os.getpid()})"
+    for _ in range(5):  # lost a race for a generation: look again
+        gen, cur = _newest(output)
+        if cur is not None and cur["expires"] > time.time():
+            raise OutputBusy(
+                f"{output.uri} is being written by {cur['holder']} since {_when(cur['started'])} (its lease runs "
+                f"until {_when(cur['expires'])} unless renewed); one writer at a time -- run again when it is done"
+            )
+        lease = Lease(output, gen + 1, who, uuid.uuid4().hex, ttl, time.time())
+        if _create_exclusive(output, lease.path, lease.body()):
+            for old in output.files(LEASES, suffix=".json")[:-1]:  # superseded generations
+                output.fs.delete_file(old)
+            _HELD[output.uri] = lease
+            threading.Thread(target=_heartbeat, args=(lease,), name="facepipe-lease", daemon=True).start()
+            log.info("took the lease of %s (generation %d)", output.uri, lease.gen)
+            return lease
+    raise OutputBusy(f"{output.uri}: other writers keep taking its lease; run again later")
+
+
+def _heartbeat(lease: Lease) -> None:
+    while not lease._stop.wait(lease.ttl_s / 4):
+        try:
+            fsio.write_bytes(lease.output.fs, lease.path, lease.body())
+        except OSError as e:  # storage trouble: the next publish's check tells whether it still holds
+            log.warning("could not renew the lease of %s: %s", lease.output.uri, e)
+
+
+def check(output: Output) -> None:
+    """Raise :class:`LeaseLost` if this process took the output's lease and no longer holds it
+    (a newer generation exists, or its own expired). Outputs it took no lease on pass."""
+    lease = _HELD.get(output.uri)
+    if lease is None:
+        return
+    gen, cur = _newest(output)
+    if gen != lease.gen or cur is None or cur.get("token") != lease.token or cur["expires"] <= time.time():
+        raise LeaseLost(
+            f"{output.uri}: this writer's lease was lost (generation {lease.gen}, newest {gen}); stopped before "
+            "publishing beside another writer -- run again"
+        )
+
+
+def release(lease: Lease) -> None:
+    """Stop renewing and give the lease up (its file deleted), unless it was lost meanwhile."""
+    lease._stop.set()
+    _HELD.pop(lease.output.uri, None)
+    gen, cur = _newest(lease.output)
+    if gen == lease.gen and cur is not None and cur.get("token") == lease.token:
+        lease.output.fs.delete_file(lease.path)
+
+
+@contextmanager
+def held(output: Output, holder: str) -> Iterator[Lease]:
+    """The output's lease for the block (:func:`acquire`, then :func:`release`)."""
+    lease = acquire(output, holder)
+    try:
+        yield lease
+    finally:
+        release(lease)

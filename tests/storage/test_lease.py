@@ -1,0 +1,100 @@
+"""One writer per output (facepipe/storage/lease.py): a second writer is refused with the
+holder's name and start (exit 3: retryable); a holder that died stops renewing and its lease
+expires, so a killed run never blocks the next one for long; a holder that lost its lease stops
+before it publishes; of writers racing for a free output exactly one wins -- on a local disk and
+on the real S3 server (If-None-Match: *)."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import REPO
+
+from facepipe.storage import lease
+from facepipe.storage.output import Output
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request, tmp_path):
+    if request.param == "local":
+        return Output(str(tmp_path / "out"))
+    client = request.getfixturevalue("s3_server")
+    bucket = f"lease-{time.time_ns()}"
+    client.create_bucket(Bucket=bucket)
+    return Output(f"s3://{bucket}/out")
+
+
+def test_a_second_writer_is_refused_naming_the_holder_until_the_first_releases(output):
+    first = lease.acquire(output, "facepipe run night-1")
+    try:
+        with pytest.raises(lease.OutputBusy, match=r"being written by facepipe run night-1 \(host .*, pid \d+\) since"):
+            lease.acquire(output, "facepipe forget req-2")
+    finally:
+        lease.release(first)
+    second = lease.acquire(output, "facepipe forget req-2")
+    assert second.token != first.token
+    lease.release(second)
+
+
+def test_a_dead_holders_lease_expires_and_the_holder_that_lost_it_publishes_nothing(output):
+    dead = lease.acquire(output, "a run that was killed", ttl=1.5)
+    dead._stop.set()  # as a killed process: no more renewals
+    time.sleep(2.0)
+    taker = lease.acquire(output, "the rerun")
+    try:
+        lease._HELD[output.uri] = dead  # the old holder, back from a long pause, tries to publish
+        with pytest.raises(lease.LeaseLost, match="lease was lost"):
+            output.publish("night-1", [])
+        lease._HELD[output.uri] = taker
+        output.publish("night-1", [])  # the holder publishes
+    finally:
+        lease.release(taker)
+
+
+def test_a_live_holder_keeps_its_lease_past_its_ttl_by_renewing_it(output):
+    held = lease.acquire(output, "a long run", ttl=1.0)
+    try:
+        time.sleep(2.5)  # more than twice the ttl: only the heartbeat keeps it
+        with pytest.raises(lease.OutputBusy):
+            lease.acquire(output, "another")
+        lease.check(output)
+    finally:
+        lease.release(held)
+
+
+def test_of_writers_racing_for_a_free_output_exactly_one_wins(output):
+    won, refused = [], []
+    barrier = threading.Barrier(6)
+
+    def take(i: int) -> None:
+        barrier.wait()
+        try:
+            won.append(lease.acquire(output, f"writer {i}"))
+        except lease.OutputBusy:
+            refused.append(i)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(won) == 1 and len(refused) == 5, (won, refused)
+    lease._HELD.clear()
+    won[0]._stop.set()
+
+
+@pytest.mark.slow
+def test_a_run_on_an_output_another_writer_holds_exits_3_naming_it(photos, tmp_path):
+    out = Output(str(tmp_path / "out"))
+    holder = lease.acquire(out, "facepipe forget req-7")
+    try:
+        cmd = [sys.executable, "-m", "facepipe.cli", "run", str(photos["obama.jpg"]), "-o", out.uri]
+        r = subprocess.run([*cmd, "--executor", "local"], cwd=REPO, capture_output=True, text=True, timeout=280)
+    finally:
+        lease.release(holder)
+    assert r.returncode == 3, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert "being written by facepipe forget req-7" in last and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "images").exists()
