@@ -10,6 +10,7 @@ Layout (``docs/operations.md`` has the protocol)::
     OUT/_audit/REQUEST.json                one record per erasure request
     OUT/_models/drocc/drocc-HASH.pt|.json  DROCC artifacts
     OUT/_journal/RUN-ID.json               a publish in progress (``Output.publish``, ``recover``)
+    OUT/_lease/GEN.json                    the writer holding the output (``storage.lease``)
     OUT/_encryption.json                   the output's encryption setting (``io.crypto``)
 
 Readers (DuckDB, Athena, pyarrow datasets) ignore paths starting with ``_`` or ``.``. An
