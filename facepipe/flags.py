@@ -142,6 +142,6 @@ def from_args(cls: type, args: argparse.Namespace, prefix: str = "", **fixed: An
     values = {f.name: getattr(args, prefix + f.name) for f in flag_fields(cls) if hasattr(args, prefix + f.name)}
     for f in dataclasses.fields(cls):
         sub = section_type(f)
-        if sub is not None and f.default is dataclasses.MISSING and f.name not in fixed:
+        if sub is not None and f.default is not None and f.name not in fixed:  # None: an optional section
             values[f.name] = from_args(sub, args, f"{prefix}{f.name}.")
     return cls(**{**values, **fixed})
