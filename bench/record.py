@@ -1,16 +1,18 @@
 """Each benchmark's machine-readable record, next to the human summary it prints.
 
-A benchmark calls :func:`numbers` with what it measured (as it prints it) and runs its ``main``
-through :func:`run`; at the end :func:`run` writes ``bench/records/ROLE.NAME.json`` (or
+A benchmark runs its ``main`` through :func:`run` and calls :func:`numbers` with the figures it
+reports; at the end :func:`run` writes ``bench/records/ROLE.NAME.json`` (or
 ``$FACEPIPE_BENCH_RECORDS/...``): the commit (and whether the tree was dirty), the machine (CPU,
-cores, memory, GPU, Python, torch, Ray), the command line, the start and the seconds it took, and
-the numbers. RESULTS.md quotes the human summary; the records let a later run be compared with a
-script instead of by eye.
+cores, memory, GPU, Python, torch, Ray), the command line, the start and the seconds it took, the
+numbers, and the human summary it printed (stdout, as printed: every figure is in it even where a
+script names none with :func:`numbers`). RESULTS.md quotes the human summary; the records let a
+later run be compared with a script instead of by eye.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -59,11 +61,33 @@ def machine() -> dict[str, Any]:
     return info
 
 
+class _Tee(io.TextIOBase):
+    """stdout as it was, and a copy of what is printed."""
+
+    def __init__(self, out: Any) -> None:
+        self.out, self._parts = out, []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
 def run(main: Callable[[], Any], name: str) -> None:
     """Run a benchmark's ``main`` (``name``: its module, ``bench.ROLE.NAME``), then write its
     record. A ``main`` that returns a dict adds it to the numbers; its int return is the exit status."""
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    result = main()
+    printed = _Tee(sys.stdout)
+    sys.stdout = printed
+    try:
+        result = main()
+    finally:
+        sys.stdout = printed.out
     if isinstance(result, dict):
         numbers(**result)
     elif result is not None and not isinstance(result, int):
@@ -77,6 +101,7 @@ def run(main: Callable[[], Any], name: str) -> None:
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - t0, 3),
         "numbers": _NUMBERS,
+        "summary": printed.text()[-200_000:],
     }
     root = Path(os.environ.get("FACEPIPE_BENCH_RECORDS", REPO / "bench" / "records"))
     root.mkdir(parents=True, exist_ok=True)
