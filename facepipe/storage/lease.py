@@ -7,7 +7,8 @@ expiry). Taking it: read the newest generation; if it is still live, refuse
 +1 *exclusively* -- ``O_EXCL`` on a local disk, ``If-None-Match: *`` on S3 -- so of two writers
 racing for it exactly one wins. A heartbeat thread pushes the expiry forward while the holder
 works; a holder that dies stops renewing and its lease expires after ``ttl_s``
-(``FACEPIPE_LEASE_TTL_S``, default 120 s), so a killed run never blocks the next one for longer.
+(``FACEPIPE_LEASE_TTL_S``, default 120 s), so a killed run never blocks the next one for longer;
+on the same host a holder whose process is gone is known dead at once (its pid, from /proc).
 Before every publish the holder checks it still holds the newest live generation
 (:func:`check`, called by ``Output.publish``): one that lost it (its heartbeat could not reach
 the storage for a whole ``ttl_s``, and another writer took over) stops with :class:`LeaseLost`
@@ -68,13 +69,36 @@ class Lease:
         return self.output.path(LEASES, f"{self.gen:09d}.json")
 
     def body(self) -> bytes:
+        expires = time.time() + self.ttl_s
         return json.dumps(
-            {"holder": self.holder, "token": self.token, "started": self.started, "expires": time.time() + self.ttl_s}
+            {"holder": self.holder, "token": self.token, "started": self.started, "expires": expires, **_HERE}
         ).encode()
 
 
 #: the leases this process holds, by output URI (``check`` looks here)
 _HELD: dict[str, Lease] = {}
+#: where a lease is taken: a holder on this host whose process is gone is known dead at once
+_HERE = {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the lease's holder is a process of this host that no longer runs (killed, crashed):
+    then its lease is stale now, not only once it expires. A holder on another host: unknown."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        with open(f"/proc/{holder['pid']}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # a zombie has ended too
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
 
 
 def _newest(output: Output) -> tuple[int, dict | None]:
@@ -126,7 +150,7 @@ def acquire(output: Output, holder: str, ttl: float | None = None) -> Lease:
     who = f"{holder} (host {socket.gethostname()}, pid {os.getpid()})"
     for _ in range(5):  # lost a race for a generation: look again
         gen, cur = _newest(output)
-        if cur is not None and cur["expires"] > time.time():
+        if cur is not None and cur["expires"] > time.time() and not _gone(cur):
             raise OutputBusy(
                 f"{output.uri} is being written by {cur['holder']} since {_when(cur['started'])} (its lease runs "
                 f"until {_when(cur['expires'])} unless renewed); one writer at a time -- run again when it is done"

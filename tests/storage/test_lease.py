@@ -53,6 +53,28 @@ def test_a_dead_holders_lease_expires_and_the_holder_that_lost_it_publishes_noth
         lease.release(taker)
 
 
+def test_a_holder_on_this_host_whose_process_died_is_known_dead_at_once(tmp_path):
+    """A run killed on this machine (SIGKILL: no release) does not block its rerun for the TTL:
+    its pid is gone. While that process runs, it holds the output."""
+    out = Output(str(tmp_path / "out"))
+    code = (
+        "import os, signal, sys, time\n"
+        "from facepipe.storage import lease\nfrom facepipe.storage.output import Output\n"
+        f"lease.acquire(Output({out.uri!r}), 'a run about to be killed')\n"
+        "print('held', flush=True)\ntime.sleep(float(sys.argv[1]))\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    live = subprocess.Popen([sys.executable, "-c", code, "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "held"
+        with pytest.raises(lease.OutputBusy, match="a run about to be killed"):
+            lease.acquire(out, "the rerun")
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    rerun = lease.acquire(out, "the rerun")  # its holder's pid is gone: taken at once, not after 120 s
+    lease.release(rerun)
+
+
 def test_a_live_holder_keeps_its_lease_past_its_ttl_by_renewing_it(output):
     held = lease.acquire(output, "a long run", ttl=1.0)
     try:
