@@ -1,6 +1,6 @@
 """Evidence sets built once per content: a builder's output is kept under
 ``$FACEPIPE_CACHE/evidence/NAME-KEY`` where KEY hashes everything the output depends on -- the
-builder's source files, facepipe's own source (the models that find and embed the faces), the
+builder's source files, the parts of facepipe it runs (the models that find and embed the faces), the
 input files (names, sizes, bytes' hash for small ones) and the parameters. A change to any of them
 is a new key, so a stale set is never used; an unchanged set is not rebuilt each session.
 Built into a temp folder beside it and renamed into place (a crash leaves no half set)."""
@@ -22,7 +22,7 @@ def content_key(sources: Iterable[Path], inputs: Iterable[Path] = (), **params: 
     """16 hex chars over the sources' bytes, the inputs' names and sizes and the parameters."""
     h = hashlib.sha256()
     for p in sorted({Path(p) for p in sources}):
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        files = sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
         for f in files:
             h.update(str(f.relative_to(REPO) if f.is_relative_to(REPO) else f.name).encode())
             h.update(f.read_bytes())

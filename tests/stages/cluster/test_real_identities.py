@@ -25,7 +25,7 @@ from testbed import cache
 def real(shared_dir, tmp_path_factory):
     """(the bench module, the labelled set, the photo archive, its labels.csv naming the archive's files)."""
     photos = sorted((shared_dir / "data" / "pascal_faces_dev").glob("*.jpg"))
-    key = cache.content_key([Path(cluster_real.__file__), cache.REPO / "facepipe"], photos)
+    key = cache.content_key([Path(cluster_real.__file__), *(cache.REPO / "facepipe" / m for m in MODELS)], photos)
     root = cache.built("real-identities", key, lambda d: _build(shared_dir, d))
     s = cluster_real.RealSet(*(np.load(root / "set.npz", allow_pickle=False)[k] for k in SET_FIELDS))
     archive = root / "photos"
@@ -37,6 +37,9 @@ def real(shared_dir, tmp_path_factory):
 
 
 SET_FIELDS = ("x", "labels", "image_ids", "widths")
+#: what the set's faces and embeddings come from: a change here builds it again
+MODELS = ("stages/decode.py", "stages/detect", "stages/align", "stages/embed", "registry.py", "model_files.py")
+MODELS += ("weights",)
 
 
 def _build(shared_dir: Path, root: Path) -> None:
