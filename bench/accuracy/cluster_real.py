@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from bench import record
+from facepipe.model_files import cache_dir
 
-CACHE = Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser() / "cluster_real.npz"
+CACHE = cache_dir("cluster_real.npz")
 PERSON = {  # demo photo -> person; t1.jpg's faces are six people, labelled by face
     "obama.jpg": "obama",
     "obama2.jpg": "obama",

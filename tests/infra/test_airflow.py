@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, REPO, ray_head
 
+from facepipe.model_files import cache_dir
 from testbed.procs import end, own_processes
 
 AIRFLOW = REPO / "infra" / "airflow"
@@ -202,7 +203,7 @@ def airflow_bin() -> Path:
     """A venv with the current Airflow 3 and the workers' requirements, built once per content of
     the requirements files (and Python version) under the facepipe cache: about a minute to build."""
     key = hashlib.sha256(b"".join(p.read_bytes() for p in AIRFLOW_REQUIREMENTS) + sys.version.encode()).hexdigest()
-    root = Path(os.environ.get("FACEPIPE_CACHE", "~/.cache/facepipe")).expanduser()
+    root = cache_dir()
     venv = root / f"airflow-venv-{key[:16]}"
     if not (venv / ".complete").is_file():
         # a venv's scripts name its own path: it is built where it will live
