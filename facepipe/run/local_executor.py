@@ -20,7 +20,8 @@ import functools
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -171,24 +172,65 @@ class _Gather:
         self.pending, self.n = [], 0
 
 
+#: a pool whose workers together used no CPU for this long while units were still pending is
+#: hung (a worker deadlocked, e.g. on a lock held at the fork): it is ended, not waited for
+HUNG_S = 300.0
+
+
 def _unit_results(units: list[Unit], workers: int) -> Iterator[pa.Table | None]:
     """Each unit's rows from the worker steps, in the order they finish. A worker that dies
-    (killed, out of memory, a native decoder's crash) ends the run at once: ``BrokenProcessPool``."""
+    (killed, out of memory, a native decoder's crash) ends the run at once (``BrokenProcessPool``),
+    and so does a pool that stopped working (:data:`HUNG_S` without CPU); the workers left are
+    killed, never waited for."""
     if workers <= 1 or len(units) <= 1:
         yield from map(_unit_rows, units)
         return
     largest_first = sorted(units, key=lambda u: (-u.size, u.uri))  # the last unit taken is a small one
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx) as pool:
-        futures = [pool.submit(_unit_rows, u) for u in largest_first]
-        try:
-            for f in as_completed(futures):
+    pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=multiprocessing.get_context("fork"))
+    try:
+        pending = {pool.submit(_unit_rows, u) for u in largest_first}
+        cpu, since = -1, time.monotonic()
+        while pending:
+            done, pending = wait(pending, timeout=min(10.0, HUNG_S / 3), return_when=FIRST_COMPLETED)
+            for f in done:
                 yield f.result()
-        except BrokenProcessPool:
-            raise WorkerDied(
-                "a worker process of the local executor died (killed, out of memory, or a crash in a native "
-                "decoder); nothing of this run was published -- run it again, or with --executor ray"
-            ) from None
+            now_cpu = _cpu_ticks(pool)
+            if done or now_cpu != cpu:
+                cpu, since = now_cpu, time.monotonic()
+            elif time.monotonic() - since > HUNG_S:
+                raise WorkerDied(f"the local executor's workers did no work for {HUNG_S:.0f}s: hung; {ADVICE}")
+    except BrokenProcessPool:
+        _kill(pool)
+        raise WorkerDied(
+            f"a worker process of the local executor died (killed, out of memory, or a crash in a native decoder); "
+            f"{ADVICE}"
+        ) from None
+    except BaseException:  # hung, or the driver's own failure: the workers left are ended, not joined
+        _kill(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    for p in list((pool._processes or {}).values()):  # noqa: SLF001 -- the pool keeps no public handle
+        p.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+ADVICE = "nothing of this run was published -- run it again, or with --executor ray"
+
+
+def _cpu_ticks(pool: ProcessPoolExecutor) -> int:
+    """The CPU time (clock ticks) the pool's workers used so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for p in list((pool._processes or {}).values()):  # noqa: SLF001
+        try:
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 class WorkerDied(RuntimeError):

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import signal
 import sys
+import time
 
 import duckdb
 import numpy as np
@@ -92,3 +93,20 @@ def test_a_local_worker_that_dies_ends_the_run_at_once(photos, tmp_path):
     chain = dataclasses.replace(chain, steps=(killer, *chain.steps))
     with pytest.raises(local_executor.WorkerDied, match="a worker process of the local executor died"):
         local_executor.run_chain(chain, units, workers=2)
+
+
+def _hang_on(batch: dict, victim: str) -> dict:
+    if any(victim in str(u) for u in batch["source_uri"]):
+        time.sleep(3600)  # as a worker deadlocked on a lock held at the fork: alive, doing nothing
+    return batch
+
+
+def test_a_local_pool_that_stopped_working_ends_the_run_instead_of_hanging(photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(local_executor, "HUNG_S", 3.0)
+    chain, units, _, _ = _chain_and_units(tmp_path, photos)
+    victim = sorted(u.uri for u in units)[0]
+    chain = dataclasses.replace(chain, steps=(Step("hang", _hang_on, {"victim": victim}), *chain.steps))
+    t0 = time.monotonic()
+    with pytest.raises(local_executor.WorkerDied, match="did no work for 3s: hung"):
+        local_executor.run_chain(chain, units, workers=2)
+    assert time.monotonic() - t0 < 60
