@@ -69,7 +69,10 @@ def test_embedding_is_unreadable_without_the_key_and_the_rest_is_readable(enc, t
     assert crypto.read_table(path, pafs.LocalFileSystem(), enc).equals(t)
     # DuckDB (what docs/warehouse.md found): plain columns yes, the encrypted column no
     assert duckdb.sql(f"select count(*), min(det_score) from '{path}'").fetchall() == [(3, pytest.approx(0.9))]
-    with pytest.raises(duckdb.Error, match="encrypted"):
+    # DuckDB 2.0 says "File is encrypted ..."; 1.5 (the newest for Python 3.10) fails on the
+    # ciphertext's bytes ("don't know what type"): either way the column does not come out
+    refusal = "encrypted" if int(duckdb.__version__.split(".")[0]) >= 2 else "don't know what type"
+    with pytest.raises(duckdb.Error, match=refusal):
         duckdb.sql(f"select embedding from '{path}'").fetchall()
     # the raw bytes do not hold the float32 values
     raw = open(path, "rb").read()
