@@ -141,6 +141,22 @@ def _score_batch(
     )
 
 
+#: a DROCC fit in a Ray task takes minutes (20,000 faces: ~73 s on one thread); one that has not
+#: finished in this long never got a CPU or never will: the run fails (exit 1) instead of waiting
+FIT_TIMEOUT_S = 3600.0
+
+
+def bounded_get(ref, timeout_s: float, what: str):
+    """``ray.get`` with a bound: a task not done in ``timeout_s`` is cancelled and the run fails."""
+    import ray
+
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise RuntimeError(f"{what} did not finish in {timeout_s:.0f}s (no CPU free for it on the cluster?)") from None
+
+
 def on_driver(n_faces: int, cfg: ScoreConfig) -> bool:
     """Whether work on ``n_faces`` faces stays in this process: a small one always, any one when
     the run did not start Ray (the local executor's run: scoring follows the executor the run chose)."""
@@ -165,7 +181,7 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
         else:
             import ray
 
-            model = ray.get(ray.remote(num_cpus=1)(fit).remote(x, cfg))
+            model = bounded_get(ray.remote(num_cpus=1)(fit).remote(x, cfg), FIT_TIMEOUT_S, f"training {group}'s model")
     if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
         why = (
             f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "

@@ -4,6 +4,7 @@ reused with --drocc-model, and rerunning a scoring run replacing its own rows.""
 import json
 import subprocess
 import sys
+import time
 
 import duckdb
 import numpy as np
@@ -221,3 +222,18 @@ def test_scoring_follows_the_executor_the_run_chose(monkeypatch):
     assert on_driver(5, cfg) and on_driver(10**6, cfg)
     monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True))
     assert on_driver(10, cfg) and not on_driver(11, cfg)
+
+
+@pytest.mark.ray
+def test_a_ray_wait_of_the_stage_is_bounded(ray_cluster):
+    """A task the cluster can never schedule (more CPUs than it has) fails the wait after its
+    bound, cancelled, instead of hanging the run (the real cluster, a real task)."""
+    import ray
+
+    from facepipe.stages.score.stage import bounded_get
+
+    never = ray.remote(num_cpus=64)(lambda: 1).remote()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not finish in 2s"):
+        bounded_get(never, 2.0, "a task that needs 64 CPUs")
+    assert time.monotonic() - t0 < 30
