@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from facepipe.errors import UserError
 from facepipe.flags import from_args, given
@@ -48,13 +48,14 @@ def cmd_cluster(a: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _writer(uri: str, holder: str) -> Iterator:
-    """The output at ``uri`` (a bad one is the user's error) with its lease held (facepipe.storage.lease)."""
+def _writer(output: str | Any, holder: str) -> Iterator:
+    """The output (a URI, or an ``Output`` already opened; a bad one is the user's error) with its
+    lease held (facepipe.storage.lease)."""
     from facepipe.storage import lease
-    from facepipe.storage.output import Output
+    from facepipe.storage.output import as_output
 
     try:
-        out = Output.open(uri)
+        out = as_output(output)
     except ValueError as e:
         raise UserError(str(e)) from None
     with lease.held(out, holder):
@@ -228,7 +229,7 @@ def cmd_score(a: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     ensure_ray(a.ray_address)
-    with _writer(output.uri, f"facepipe score {run_id}") as out:
+    with _writer(output, f"facepipe score {run_id}") as out:
         summary = run_score(out, dt, run_id, cfg)
     print(
         f"facepipe score {run_id}: {summary.get('scored', 0)} faces of dt={dt} scored, "

@@ -1,7 +1,7 @@
 """The run's whole configuration, one tree: :class:`RunConfig` and its sections.
 
-Each stage declares its own config beside its code (``ReadConfig`` in ``io.sources``,
-``DetectConfig`` in ``detect.stage``, ...); this module roots them in one tree, declares the run's
+Each stage declares its own config beside its code (``ReadConfig`` in ``stages.read.sources``,
+``DetectConfig`` in ``stages.detect.stage``, ...); this module roots them in one tree, declares the run's
 own parts (:class:`ComputeConfig`: executors and resources) and turns the tree into and out of
 plain data:
 
@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from facepipe.errors import UserError
-from facepipe.flags import Flag, flag, flag_fields, positive_float, positive_int, section, section_type, titled
+from facepipe.flags import Flag, flag, positive_float, positive_int, section, section_type, titled
 from facepipe.stages.cluster.stage import ClusterConfig
 from facepipe.stages.decode import DecodeConfig
 from facepipe.stages.detect.stage import DetectConfig
@@ -259,7 +259,6 @@ def leaf_defaults(root: type = RunConfig) -> list[tuple[str, Any]]:
 __all__ = [
     "ComputeConfig",
     "RunConfig",
-    "flag_fields",
     "from_dict",
     "leaf_defaults",
     "merged",

@@ -1,7 +1,7 @@
 """One run of the job, in four steps, each a function of its own:
 
 1. :func:`plan` -- list the inputs (tombstoned ones left out) and plan them against the output's
-   state: what is new or changed, what is already there (``io.state``);
+   state: what is new or changed, what is already there (``run.state``);
 2. :func:`extract` -- the extract chain (``facepipe.run.steps``: read -> decode ->
    detect/align/embed -> write) over the planned units into the run's staging prefix, by the Ray
    executor or, for a small local job, the local one;

@@ -11,7 +11,7 @@ Layout (``docs/operations.md`` has the protocol)::
     OUT/_models/drocc/drocc-HASH.pt|.json  DROCC artifacts
     OUT/_journal/RUN-ID.json               a publish in progress (``Output.publish``, ``recover``)
     OUT/_lease/GEN.json                    the writer holding the output (``storage.lease``)
-    OUT/_encryption.json                   the output's encryption setting (``io.crypto``)
+    OUT/_encryption.json                   the output's encryption setting (``storage.crypto``)
 
 Readers (DuckDB, Athena, pyarrow datasets) ignore paths starting with ``_`` or ``.``. An
 :class:`Output` is built once on the driver (:meth:`Output.open` reads the encryption setting)

@@ -1,7 +1,7 @@
 """Tombstones: what erasure requests (``facepipe forget``) removed, kept so no later run brings
 it back. ``OUT/_tombstones/part-REQUEST.parquet`` lists erased image ids, source prefixes and face
 ids; the job reads them before it reads anything else (:func:`load_tombstones`), never decodes an
-erased image (:func:`drop_erased_rows`) and never writes an erased face (``io.writer``).
+erased image (:func:`drop_erased_rows`) and never writes an erased face (``stages.write``).
 """
 
 from __future__ import annotations
