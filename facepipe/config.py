@@ -60,6 +60,9 @@ class ComputeConfig:
     executor / local_max_bytes: where the pipeline runs (``facepipe.run.local_executor`` says when Ray's
     start-up is not worth it).
     device: where every model runs: "auto" (CUDA when the actor has a GPU), "cpu" or "cuda".
+    stall_timeout_s: the liveness bound on the extract's wait (``facepipe.run.ray_executor``,
+    ``facepipe.run.local_executor``): long enough for an autoscaler to add nodes, short enough
+    that a hung night ends before the next one starts.
     """
 
     device: str = flag(
@@ -114,6 +117,13 @@ class ComputeConfig:
     read_parallelism: int | None = None
     decode_task_memory: int = 1 << 30
     rows_per_file: int = flag(4096, "--rows-per-file", "images per output Parquet file", type=positive_int)
+    stall_timeout_s: float = flag(
+        1800.0,
+        "--stall-timeout",
+        "seconds without progress (no task or batch of any step finished; locally, no CPU used by the workers) "
+        "after which the run ends unpublished instead of waiting forever",
+        type=positive_float,
+    )
     #: Ray Data's target block size for the run. Its default (128 MiB) made one block of a read
     #: task's 50 photos, so an actor got 50 at once and the pool idled until whole blocks were
     #: decoded; 4 MiB keeps a few photos per block streaming (bench/RESULTS.md, "Speed on ordinary photos").

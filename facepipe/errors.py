@@ -5,7 +5,8 @@
   ``OSError`` from pyarrow's filesystems, often wrapped by Ray in a task error; :func:`storage_error`
   finds it in the exception chain.
 - cluster errors (exit 3): Ray lost what a run needed and could not rebuild it -- a node gone with
-  the only copy of an actor's output, a worker or the object's owner dead (:func:`cluster_error`).
+  the only copy of an actor's output, a worker or the object's owner dead (:func:`cluster_error`),
+  or a run that stopped making progress (:class:`ClusterStalled`).
   Nothing of the run was published; running the same command again redoes its work.
 """
 
@@ -37,6 +38,11 @@ _TRANSIENT = (
     "Connection reset",
     "timed out",
 )
+
+
+class ClusterStalled(RuntimeError):
+    """A Ray run that made no progress for ``--stall-timeout`` seconds: tasks waiting for resources
+    no node offers, a node lost with no replacement, a task or actor hung. The CLI exits 3."""
 
 
 class StorageError(OSError):
@@ -115,5 +121,8 @@ def retryable_error(exc: BaseException) -> tuple[str, str] | None:
     why = storage_error(exc)
     if why is not None:
         return "storage", why
+    for e in _chain(exc):
+        if isinstance(e, ClusterStalled):
+            return "cluster", str(e)
     why = cluster_error(exc)
     return ("cluster", why) if why is not None else None

@@ -115,7 +115,7 @@ def extract_local(cfg: RunConfig, p: RunPlan) -> tuple[BatchStats, dict, float]:
     workers = local_workers(cfg, p.todo.todo)
     p.output.clear_staging(cfg.run_id)
     chain = extract_chain(cfg, p.output, p.tombstones)
-    rows = local_executor.run_chain(chain, p.todo.todo, workers) if p.todo.todo else []
+    rows = local_executor.run_chain(chain, p.todo.todo, workers, cfg.compute.stall_timeout_s) if p.todo.todo else []
     res = {"executor": "local", "cluster_cpus": local_cpus(), "workers": workers, "torch_threads": 1}
     return BatchStats.total([BatchStats.from_row(r) for r in rows]), res, time.perf_counter() - t0
 

@@ -123,11 +123,13 @@ def _unit_rows(unit: Unit) -> pa.Table | None:
     return pa.concat_tables(out) if out else None
 
 
-def run_chain(chain: Chain, units: list[Unit], workers: int) -> list[dict]:
+def run_chain(chain: Chain, units: list[Unit], workers: int, stall_s: float) -> list[dict]:
     """The extract chain over ``units``: its steps up to the first ``write`` step in ``workers``
     forked processes, the rest in this one over the rows gathered (a ``write`` step's
     ``batch_size`` rows, or what is left at the end, per call). Returns the last step's rows (one
-    STATS row per written file group, as the Ray executor does)."""
+    STATS row per written file group, as the Ray executor does). A pool whose workers use no CPU
+    for ``stall_s`` seconds while units are pending is hung (a worker deadlocked, e.g. on a lock
+    held at the fork): the run ends (:class:`WorkerDied`) instead of waiting for it."""
     import torch
 
     global _JOB
@@ -139,7 +141,7 @@ def run_chain(chain: Chain, units: list[Unit], workers: int) -> list[dict]:
     try:
         _JOB = (chain.read, [(s, _bound(s)) for s in chain.steps[:cut]])
         gather = _Gather([(s, _bound(s)) for s in chain.steps[cut:]])
-        for table in _unit_results(units, workers):
+        for table in _unit_results(units, workers, stall_s):
             gather.take(table)
         gather.flush()
         return gather.rows
@@ -172,15 +174,10 @@ class _Gather:
         self.pending, self.n = [], 0
 
 
-#: a pool whose workers together used no CPU for this long while units were still pending is
-#: hung (a worker deadlocked, e.g. on a lock held at the fork): it is ended, not waited for
-HUNG_S = 300.0
-
-
-def _unit_results(units: list[Unit], workers: int) -> Iterator[pa.Table | None]:
+def _unit_results(units: list[Unit], workers: int, stall_s: float) -> Iterator[pa.Table | None]:
     """Each unit's rows from the worker steps, in the order they finish. A worker that dies
     (killed, out of memory, a native decoder's crash) ends the run at once (``BrokenProcessPool``),
-    and so does a pool that stopped working (:data:`HUNG_S` without CPU); the workers left are
+    and so does a pool that stopped working (``stall_s`` without CPU); the workers left are
     killed, never waited for."""
     if workers <= 1 or len(units) <= 1:
         yield from map(_unit_rows, units)
@@ -191,14 +188,16 @@ def _unit_results(units: list[Unit], workers: int) -> Iterator[pa.Table | None]:
         pending = {pool.submit(_unit_rows, u) for u in largest_first}
         cpu, since = -1, time.monotonic()
         while pending:
-            done, pending = wait(pending, timeout=min(10.0, HUNG_S / 3), return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=min(10.0, stall_s / 3), return_when=FIRST_COMPLETED)
             for f in done:
                 yield f.result()
             now_cpu = _cpu_ticks(pool)
             if done or now_cpu != cpu:
                 cpu, since = now_cpu, time.monotonic()
-            elif time.monotonic() - since > HUNG_S:
-                raise WorkerDied(f"the local executor's workers did no work for {HUNG_S:.0f}s: hung; {ADVICE}")
+            elif time.monotonic() - since > stall_s:
+                raise WorkerDied(
+                    f"the local executor's workers did no work for {stall_s:.0f}s (--stall-timeout): hung; {ADVICE}"
+                )
     except BrokenProcessPool:
         _kill(pool)
         raise WorkerDied(

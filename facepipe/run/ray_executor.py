@@ -8,8 +8,14 @@ once in ``facepipe.run.steps``; this module only chooses resources and connects 
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
 from facepipe.config import ComputeConfig
-from facepipe.errors import UserError
+from facepipe.errors import ClusterStalled, UserError
 from facepipe.run.steps import Chain, Step
 
 #: CPUs a write task asks for: none. The model actors' results are small blocks, which Ray keeps
@@ -73,9 +79,109 @@ def plan_resources(compute: ComputeConfig, cpus: float, gpus: int, model_slots: 
     }
 
 
+log = logging.getLogger(__name__)
+
+
 def run_chain(chain: Chain, compute: ComputeConfig, units: list, res: dict) -> list[dict]:
-    """Run :func:`chain_dataset`; returns one STATS row per written batch."""
-    return chain_dataset(chain, compute, units, res).take_all()
+    """Run :func:`chain_dataset`; returns one STATS row per written batch. A run that makes no
+    progress for ``compute.stall_timeout_s`` ends with :class:`ClusterStalled` (:func:`watched_rows`)."""
+    return watched_rows(chain_dataset(chain, compute, units, res), compute.stall_timeout_s)
+
+
+#: how often the driver looks at Ray Data's counters while it waits for the next row
+POLL_S = 10.0
+
+
+def watched_rows(ds: Any, stall_s: float) -> list[dict]:
+    """Every row of ``ds``, with a liveness check on the wait: Ray Data itself waits forever for a
+    task that cannot be scheduled (resources no node offers, a lost node never replaced) or an
+    actor that hangs. Progress is a row out, or a task finished or a block produced by any
+    operator (Ray Data's own counters, :func:`_progress`); none for ``stall_s`` seconds stops the
+    execution and raises :class:`ClusterStalled` (exit 3, nothing published).
+
+    The rows are taken in a thread of their own, so the wait can be bounded from here."""
+    q: queue.Queue = queue.Queue()
+
+    def take() -> None:
+        try:
+            for row in ds.iter_rows():
+                q.put(("row", row))
+            q.put(("end", None))
+        except BaseException as e:  # noqa: BLE001 -- handed to the driver's thread, raised there
+            q.put(("error", e))
+
+    threading.Thread(target=take, name="facepipe-extract-rows", daemon=True).start()
+    rows: list[dict] = []
+    seen, since = _progress(), time.monotonic()
+    while True:
+        try:
+            kind, item = q.get(timeout=min(POLL_S, stall_s))
+        except queue.Empty:
+            now = _progress()
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since > stall_s:
+                busy = _active_tasks()
+                _stop_executions()
+                raise ClusterStalled(
+                    f"no progress for {stall_s:.0f}s (--stall-timeout): no task of the pipeline finished and no "
+                    f"batch was written{'; still running or waiting: ' + busy if busy else ''} -- a task waits for "
+                    "resources no node offers, a node was lost and not replaced, or a task hung"
+                ) from None
+            continue
+        if kind == "row":
+            rows.append(item)
+            since = time.monotonic()
+        elif kind == "error":
+            raise item
+        else:
+            return rows
+
+
+def _executors() -> list:
+    """Ray Data's streaming executors running in this process (each is a thread of the driver)."""
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    return [t for t in threading.enumerate() if isinstance(t, StreamingExecutor)]
+
+
+def _progress() -> int:
+    """Tasks finished plus blocks produced so far by every operator of the running executions:
+    Ray Data's per-operator metrics (internal to Ray; ``ray`` is pinned, and
+    tests/run/test_ray_executor.py sees them move). 0 when they cannot be read -- the rows out
+    remain the only progress then."""
+    total = 0
+    try:
+        for ex in _executors():
+            for op in list(ex._topology or {}):  # noqa: SLF001
+                total += op.metrics.num_tasks_finished + op.metrics.num_task_outputs_generated
+    except (AttributeError, TypeError, RuntimeError) as e:
+        log.debug("Ray Data's progress counters unreadable: %s", e)
+        return 0
+    return total
+
+
+def _active_tasks() -> str:
+    """What each operator still runs, as one line ("MapBatches(FaceActor): 2 tasks")."""
+    parts = []
+    try:
+        for ex in _executors():
+            for op in list(ex._topology or {}):  # noqa: SLF001
+                n = op.num_active_tasks()
+                if n:
+                    parts.append(f"{op.name}: {n} task{'s' if n > 1 else ''}")
+    except (AttributeError, TypeError, RuntimeError):
+        return ""
+    return ", ".join(parts)
+
+
+def _stop_executions() -> None:
+    """Shut Ray Data's running executions down (their tasks cancelled, actors killed)."""
+    for ex in _executors():
+        try:
+            ex.shutdown(force=True)
+        except Exception as e:  # noqa: BLE001 -- best effort on the way out; the run fails anyway
+            log.debug("could not shut a Ray Data execution down: %s", e)
 
 
 def chain_dataset(chain: Chain, compute: ComputeConfig, units: list, res: dict):
