@@ -17,7 +17,7 @@ import traceback
 from typing import Sequence
 
 from facepipe import __version__, commands
-from facepipe.errors import RETRY_ADVICE, UserError, retryable_error
+from facepipe.errors import ADVICE, UserError, retryable_error
 from facepipe.flags import add_flags, sections
 from facepipe.summary import failed_summary
 
@@ -174,8 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed_summary(args, "internal", why)
             return 1
         kind, why = failed
-        advice = RETRY_ADVICE if kind != "busy" else ""  # busy: its message says what to do
-        print(f"facepipe {args.command}: {kind} error: {why}{advice}", file=sys.stderr)
+        print(f"facepipe {args.command}: {kind} error: {why}{ADVICE[kind]}", file=sys.stderr)
         failed_summary(args, kind, why)
         return 3
 

@@ -7,10 +7,14 @@
 - cluster errors (exit 3): Ray lost what a run needed and could not rebuild it -- a node gone with
   the only copy of an actor's output, a worker or the object's owner dead (:func:`cluster_error`),
   or a run that stopped making progress (:class:`ClusterStalled`).
+- disk full (exit 3): ENOSPC/EDQUOT anywhere (:func:`disk_full`); the same command completes the
+  run once space is freed.
   Nothing of the run was published; running the same command again redoes its work.
 """
 
 from __future__ import annotations
+
+import errno
 
 #: what the CLI adds to a storage or cluster error's one line (exit 3)
 RETRY_ADVICE = (
@@ -112,12 +116,43 @@ def cluster_error(exc: BaseException) -> str | None:
     return None
 
 
+#: a disk (or quota) full: nothing is wrong with the job or the request; once space is freed
+#: the same command completes the run
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The one-line message of the full disk behind ``exc`` (ENOSPC/EDQUOT, as Python or pyarrow
+    reports it, wrapped or not by Ray), or None."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and (e.errno in _FULL_ERRNOS or any(t in str(e) for t in _FULL_TEXT)):
+            return " ".join(str(e).split())[:500]
+    return None
+
+
+#: what the CLI adds to each kind of :func:`retryable_error`'s one line
+ADVICE = {
+    "storage": RETRY_ADVICE,
+    "cluster": RETRY_ADVICE,
+    "disk full": (
+        " -- nothing more of this run is published and earlier runs stay readable; free space (or grow the volume) "
+        "and run the same command again"
+    ),
+    "busy": "",  # its message says what to do
+}
+
+
 def retryable_error(exc: BaseException) -> tuple[str, str] | None:
-    """("busy" | "storage" | "cluster", one-line message) for a failure that running again may
-    fix (exit 3), or None. "busy": another writer holds the output (``facepipe.storage.lease``)."""
+    """("busy" | "disk full" | "storage" | "cluster", one-line message) for a failure that running
+    again may fix (exit 3), or None. "busy": another writer holds the output
+    (``facepipe.storage.lease``); "disk full": the output's (or a temp) filesystem is full."""
     for e in _chain(exc):
         if type(e).__name__ in ("OutputBusy", "LeaseLost"):
             return "busy", str(e)
+    why = disk_full(exc)
+    if why is not None:
+        return "disk full", why
     why = storage_error(exc)
     if why is not None:
         return "storage", why

@@ -17,6 +17,7 @@ instead of writing beside the new holder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -128,15 +129,16 @@ def _create_exclusive(output: Output, path: str, data: bytes) -> bool:
             raise StorageError(f"taking the lease of {output.uri}: {e}") from e
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "wb") as f:  # whole before it has its name: a reader never finds it half written
-        f.write(data)
     try:
+        with open(tmp, "wb") as f:  # whole before it has its name: a reader never finds it half written
+            f.write(data)
         os.link(tmp, path)  # fails if the name exists: the exclusive create
         return True
     except FileExistsError:
         return False
     finally:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):  # a full disk: the write failed, maybe before creating it
+            os.unlink(tmp)
 
 
 def _when(t: float) -> str:

@@ -20,8 +20,10 @@ and travels to Ray tasks as two plain values; its filesystem is resolved where i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -149,12 +151,22 @@ class Output:
         import pyarrow.parquet as pq
 
         folder, name = path.rsplit("/", 1)
-        tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         self.fs.create_dir(folder, recursive=True)
         if isinstance(data, pa.Table):
-            pq.write_table(data, tmp, filesystem=self.fs)
+            write = lambda tmp: pq.write_table(data, tmp, filesystem=self.fs)  # noqa: E731
         else:
-            fsio.write_bytes(self.fs, tmp, data)
+            write = lambda tmp: fsio.write_bytes(self.fs, tmp, data)  # noqa: E731
+        self._via_temp(f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp", path, write)
+
+    def _via_temp(self, tmp: str, path: str, write: Callable[[str], object]) -> None:
+        """``write(tmp)``, then move ``tmp`` over ``path``. A write that fails (a full disk) leaves
+        no temp file behind to fill the disk further."""
+        try:
+            write(tmp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+            raise
         self.fs.move(tmp, path)
 
     def delete_rows(self, path: str, keep: pa.Array | pa.ChunkedArray) -> int:
@@ -172,8 +184,7 @@ class Output:
             self.fs.delete_file(path)
             return
         tmp = path.rsplit("/", 1)[0] + f"/.rewrite-{uuid.uuid4().hex[:8]}.tmp"
-        crypto.write_table(table, tmp, self.fs, self.encryption, compression="zstd")
-        self.fs.move(tmp, path)
+        self._via_temp(tmp, path, lambda t: crypto.write_table(table, t, self.fs, self.encryption, compression="zstd"))
 
     # ------------------------------------------------------------ a run's staging prefix
     def staging_path(self, run_id: str, *parts: str) -> str:
