@@ -3,6 +3,9 @@
 - The server stopped mid-run for a few seconds and started again: the S3 client's backoff
   (facepipe.storage.fs) rides it out -- the run succeeds, nothing is left to retry, and its tables equal
   a clean run's.
+- Bursts of ``503 SlowDown`` (S3 throttling a prefix: ``testbed.s3_throttle``, a proxy in front
+  of the real server): the client's backoff rides them out on the driver and on the cluster's
+  workers alike -- the run succeeds with the tables of a clean run.
 - Storage that stays down: the run fails with a one-line message (exit 3, a JSON summary saying
   so) instead of a traceback, and the output keeps its previous state, readable once the storage
   is back; the same command then succeeds.
@@ -16,8 +19,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
 
+from conftest import S3_PORT, ray_head
+
 from facepipe.storage import fs as fsio
 from testbed import archive
+from testbed.s3_throttle import Throttle
 from testbed.procs import cli_run, wait_for_batches_in_flight
 
 pytestmark = pytest.mark.slow
@@ -94,6 +100,22 @@ def test_s3_down_for_seconds_mid_run_is_retried_and_loses_nothing(seaweedfs, ray
     got_images, got_faces, runs = _tables(out)
     assert (got_images, got_faces) == (images, faces)
     assert runs == ["outage.json"]
+
+
+def test_s3_slowdown_bursts_are_ridden_out_and_lose_nothing(seaweedfs, clean):
+    arch, (images, faces, _) = clean
+    out = f"s3://{OUT}/throttled"
+    with Throttle(S3_PORT) as s3, ray_head(AWS_ENDPOINT_URL=s3.url) as head:  # driver and workers throttled
+        s3.bursts(on_s=1.5, off_s=1.5, share=0.5)  # half the requests refused, every other 1.5 s
+        p = _run(head, arch.inputs, out, "throttled", env={"AWS_ENDPOINT_URL": s3.url})
+        log, _ = p.communicate(timeout=600)
+        s3.calm()
+    assert p.returncode == 0, log[-3000:]
+    assert s3.throttled >= 20, (s3.throttled, s3.passed)  # the bursts did hit the run
+    assert _summary(log)["counts"]["units_to_retry"] == []
+    got_images, got_faces, runs = _tables(out)
+    assert (got_images, got_faces) == (images, faces)
+    assert runs == ["throttled.json"]
 
 
 def test_s3_down_for_good_fails_clearly_and_keeps_the_previous_state(seaweedfs, ray_cluster, clean):
