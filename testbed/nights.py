@@ -41,20 +41,22 @@ class Nights:
     clean: dict  # :func:`tables` after both nights without a fault
 
 
-def night(out: Path, inputs: Path, dt: str, *fault: str, timeout: float = 280) -> subprocess.CompletedProcess:
+def night(
+    out: Path, inputs: Path, dt: str, *fault: str, extra: tuple[str, ...] = (), timeout: float = 280
+) -> subprocess.CompletedProcess:
     """``facepipe run`` over ``inputs`` into ``out`` for the night ``dt`` (run id ``night-DT``),
-    through ``tests/faulty_cli.py`` with ``fault`` (its options) when given."""
+    through ``tests/faulty_cli.py`` with ``fault`` (its options) when given; ``extra``: more flags."""
     config = inputs.parent / "few-faces.toml"
     config.write_text("[score]\nmin_faces = 5\n")
     args = ["run", str(inputs), "-o", str(out), "--executor", "local", "--dt", dt, "--run-id", f"night-{dt}",
-            "--config", str(config)]  # fmt: skip
+            "--config", str(config), *extra]  # fmt: skip
     cmd = [sys.executable, str(REPO / "tests" / "faulty_cli.py"), *fault, "--", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def second(out: Path, n: Nights, *fault: str) -> subprocess.CompletedProcess:
+def second(out: Path, n: Nights, *fault: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """The second night into ``out``."""
-    return night(out, n.two, SECOND, *fault)
+    return night(out, n.two, SECOND, *fault, extra=extra)
 
 
 def tables(out: Path) -> dict:

@@ -80,7 +80,7 @@ def plan(cfg: RunConfig, out: Output) -> RunPlan:
     if cfg.read.manifest:
         listed = sorted(set(listed) | set(manifest_units(cfg.read.manifest)), key=lambda u: u.uri)
     units = [u for u in listed if not tombstones.covers_uri(u.uri)]
-    todo = shard_state.plan(units, shard_state.load(out), cfg.run_id, cfg.full)
+    todo = shard_state.plan(units, shard_state.load(out, units), cfg.run_id, cfg.full)
     p = RunPlan(out, units, todo, tombstones, time.perf_counter() - t0)
     log.info(
         "listed %d input units in %.1fs: %d to process, %d already in the output (%d of them changed)",
@@ -128,7 +128,7 @@ def publish(cfg: RunConfig, p: RunPlan, totals: BatchStats, counts: Counts) -> N
         log.info("replaced files of an earlier attempt of run %s: %s", cfg.run_id, replaced)
     purged = shard_state.purge(p.output, p.todo.replaced, keep_run=cfg.run_id)
     retry = shard_state.units_of(totals.unreadable, p.todo.todo)
-    shard_state.record(p.output, cfg.run_id, cfg.dt, p.todo.todo, retry)
+    shard_state.record(p.output, cfg.run_id, cfg.dt, p.todo.todo, retry, p.todo.damaged)
     counts.rows_purged, counts.units_to_retry = purged, sorted(retry)
 
 

@@ -8,19 +8,30 @@ last time (``status`` retry), when ``--full`` says so, or when the run processin
 run id being redone. A changed unit's earlier rows are then removed
 from the other runs' files by :func:`purge` -- so the tables hold each image once, as of its
 latest version.
+
+A state file that cannot be read (truncated, overwritten: damage from outside, since every state
+file is written whole or not at all) is neither trusted nor skipped -- skipping it would process
+its units as new and keep their earlier rows beside the new ones. :func:`load` rebuilds its
+units from the image rows its run wrote, so the plan processes them again and purges those rows;
+:func:`record` then moves the damaged file aside (``_state/damaged/``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from facepipe.errors import storage_error
 from facepipe.stages.read.sources import Unit
+from facepipe.storage import fs as fsio
 from facepipe.storage.output import STATE, Output, as_output
+
+log = logging.getLogger(__name__)
 
 SHARDS = pa.schema(
     [
@@ -44,16 +55,59 @@ class Plan:
     todo: list[Unit]  # to process in this run
     skipped: list[Unit]  # already in the output, unchanged
     replaced: list[str]  # URIs of todo units whose earlier rows (another run's) must go
+    damaged: list[str] = field(default_factory=list)  # state files that could not be read (set aside by record)
 
 
-def load(output: str | Output) -> dict[str, dict]:
-    """URI -> the latest state row for it (the last run that processed it)."""
+#: the status of a row rebuilt for a damaged state file (never written: the unit is processed again)
+DAMAGED = "damaged"
+DAMAGED_DIR = "_state/damaged"
+
+
+class Loaded(dict):
+    """:func:`load`'s URI -> row mapping, with the state files it could not read (``damaged``)."""
+
+    damaged: list[str]
+
+
+def load(output: str | Output, units: list[Unit] = ()) -> Loaded:
+    """URI -> the latest state row for it (the last run that processed it). A state file that
+    cannot be read gives, for each of ``units`` whose images its run wrote, a row of status
+    :data:`DAMAGED`, newer than any other: the unit is processed again and its earlier rows purged
+    (a warning says so); the file is listed in ``damaged``."""
     out = as_output(output)
-    files = out.files(STATE, suffix=".parquet")
-    if not files:
-        return {}
-    t = pa.concat_tables([pq.read_table(f, filesystem=out.fs, schema=SHARDS) for f in files])
-    return {r["uri"]: r for r in t.sort_by([("committed_ns", "ascending")]).to_pylist()}
+    tables, rebuilt, damaged = [], [], []
+    for f in out.files(STATE, suffix=".parquet"):
+        try:
+            tables.append(pq.read_table(f, filesystem=out.fs, schema=SHARDS))
+        except (pa.ArrowInvalid, OSError) as e:
+            if storage_error(e) is not None:  # the storage, not the file: worth a rerun (exit 3)
+                raise
+            rebuilt += _rebuild(out, f, units, e)
+            damaged.append(f)
+    rows = pa.concat_tables(tables).sort_by([("committed_ns", "ascending")]).to_pylist() if tables else []
+    loaded = Loaded((r["uri"], r) for r in rows + rebuilt)
+    loaded.damaged = damaged
+    return loaded
+
+
+def _rebuild(out: Output, path: str, units: list[Unit], why: Exception) -> list[dict]:
+    """Rows for the units among ``units`` whose images the damaged state file's run wrote."""
+    run_id = path.rsplit("/", 1)[-1][len("part-") : -len(".parquet")]
+    sources = [
+        u for f in out.part_files("images", run_id=run_id)
+        for u in pq.read_table(f, filesystem=out.fs, columns=["source_uri"]).column("source_uri").to_pylist()
+    ]  # fmt: skip
+    hit = units_of(sources, units)
+    log.warning(
+        "the state file %s cannot be read (%s): its run %s wrote images of %d input units; they are processed "
+        "again and their earlier rows replaced, and the file is moved to %s", fsio.to_uri(out.fs, path),
+        " ".join(str(why).split())[:200], run_id, len(hit), DAMAGED_DIR,
+    )  # fmt: skip
+    return [
+        {"uri": uri, "kind": "", "size": -1, "mtime_ns": None, "run_id": run_id, "dt": "", "committed_ns": 1 << 62,
+         "status": DAMAGED}
+        for uri in sorted(hit)
+    ]  # fmt: skip
 
 
 def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = False) -> Plan:
@@ -67,7 +121,7 @@ def plan(units: list[Unit], state: dict[str, dict], run_id: str, full: bool = Fa
                 replaced.append(u.uri)
         else:
             skipped.append(u)
-    return Plan(todo, skipped, replaced)
+    return Plan(todo, skipped, replaced, list(getattr(state, "damaged", [])))
 
 
 def units_of(sources: list[str], units: list[Unit]) -> set[str]:
@@ -75,9 +129,13 @@ def units_of(sources: list[str], units: list[Unit]) -> set[str]:
     return {u.uri for u in units if any(s == u.uri or s.startswith(u.uri + "#") for s in sources)} if sources else set()
 
 
-def record(output: str | Output, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset()) -> None:
+def record(
+    output: str | Output, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset(), damaged: list[str] = ()
+) -> None:
     """Write this run's state file (replacing an earlier attempt's): the last step of publishing.
-    ``retry``: URIs of units to process again next time (an image of theirs could not be read)."""
+    ``retry``: URIs of units to process again next time (an image of theirs could not be read).
+    ``damaged``: state files that could not be read, whose units this run processed again: moved
+    aside once this run's state is written."""
     now = time.time_ns()
     t = pa.table(
         {
@@ -94,6 +152,10 @@ def record(output: str | Output, run_id: str, dt: str, units: list[Unit], retry:
     )
     out = as_output(output)
     out.atomic_write(out.path(STATE, f"part-{run_id}.parquet"), t)
+    for path in damaged:
+        if path != out.path(STATE, f"part-{run_id}.parquet"):  # this run's own: just replaced
+            out.fs.create_dir(out.path(DAMAGED_DIR), recursive=True)
+            out.fs.move(path, out.path(DAMAGED_DIR, f"{path.rsplit('/', 1)[-1]}.{now}"))
 
 
 def purge(output: str | Output, uris: list[str], keep_run: str) -> dict[str, int]:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from facepipe import schema
+from facepipe.errors import UserError
 from facepipe.storage import crypto
 from facepipe.storage import fs as fsio
 
@@ -254,7 +255,19 @@ class Output:
         """Finish the publishes a crashed writer left half done (``_journal/``); returns how many."""
         intents = self.files(JOURNAL, suffix=".json")
         for path in intents:
-            self._roll_forward(path, json.loads(fsio.read_bytes(self.fs, path)))
+            data = fsio.read_bytes(self.fs, path)
+            try:
+                intent = json.loads(data)
+                _ = intent["run_id"], intent["tables"], intent["moves"], intent["deletes"]
+            except (ValueError, KeyError, TypeError) as e:  # damaged from outside: intents are written whole
+                raise UserError(
+                    f"the publish journal {fsio.to_uri(self.fs, path)} cannot be read ({type(e).__name__}): the "
+                    "publish it records may be half done, so nothing is written to this output until it is dealt "
+                    "with -- restore the file (a backup, the bucket's versions); if there is none, move it aside "
+                    "and run with --full, which processes every input again and replaces what a half-done publish "
+                    "left (docs/operations.md)"
+                ) from None
+            self._roll_forward(path, intent)
         return len(intents)
 
 
