@@ -65,6 +65,13 @@ def _tables(out: str):
     )
 
 
+def _read_errors(out: str) -> list:
+    """(source_uri, error) of the images a run could not read or decode."""
+    fs = fsio.s3_filesystem()
+    images = pads.dataset(f"{out[len('s3://'):]}/images", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841,E501
+    return duckdb.sql("select source_uri, error from images where error is not null").fetchall()
+
+
 def _summary(log: str) -> dict:
     return json.loads(log.strip().splitlines()[-1])
 
@@ -112,7 +119,7 @@ def test_s3_slowdown_bursts_are_ridden_out_and_lose_nothing(seaweedfs, clean):
         s3.calm()
     assert p.returncode == 0, log[-3000:]
     assert s3.throttled >= 20, (s3.throttled, s3.passed)  # the bursts did hit the run
-    assert _summary(log)["counts"]["units_to_retry"] == []
+    assert _summary(log)["counts"]["units_to_retry"] == [], _read_errors(out)
     got_images, got_faces, runs = _tables(out)
     assert (got_images, got_faces) == (images, faces)
     assert runs == ["throttled.json"]
