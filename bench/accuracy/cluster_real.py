@@ -242,10 +242,12 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--methods", default="chinese_whispers (order as given),chinese_whispers,infomap")
-    ap.add_argument("--thresholds", default="0.4,0.45,0.5,0.55,0.6")
+    ap.add_argument("--thresholds", default="0.4,0.45,0.5,0.55,0.6", help="distances, or auto (see --cluster-threshold)")
     ap.add_argument("--k", default="10", help="kNN graph sizes, comma-separated")
     ap.add_argument("--min-face", default="0,40", help="--cluster-min-face values, comma-separated")
     a = ap.parse_args()
+    from facepipe.stages.cluster.threshold import threshold_setting
+
     s = real_set(Path(a.shared), a.rebuild)
     people, sizes = np.unique(s.labels, return_counts=True)
     print(
@@ -256,7 +258,7 @@ def main() -> None:
           "| orders with a merge | distinct results |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     ints = lambda v: [int(x) for x in v.split(",")]  # noqa: E731
     for name, mf, k, t in itertools.product(
-        a.methods.split(","), ints(a.min_face), ints(a.k), (float(v) for v in a.thresholds.split(","))
+        a.methods.split(","), ints(a.min_face), ints(a.k), (threshold_setting(v) for v in a.thresholds.split(","))
     ):
         r = over_orders(s, name, t, a.orders, k, mf)
         record.numbers(**{f"{name} min_face={mf} k={k} threshold={t}": r})

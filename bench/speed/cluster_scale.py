@@ -73,9 +73,13 @@ def build(n_faces: int, root: Path, seed: int = 0) -> None:
         pq.write_table(t, d / f"part-synthetic-{k}.parquet", row_group_size=100_000)
 
 
-def step(root: Path, name: str) -> None:
+def step(root: Path, name: str, threshold: str) -> None:
     """One run_cluster call, in this process; prints a JSON line."""
-    from facepipe.stages.cluster.stage import ClusterConfig, run_cluster
+    from facepipe.stages.cluster.stage import ClusterConfig as Config, run_cluster
+    from facepipe.stages.cluster.threshold import threshold_setting
+
+    def ClusterConfig(**kw):  # noqa: N802 -- the stage's config with this run's --threshold
+        return Config(threshold=threshold_setting(threshold), **kw)
 
     out = root / "out"
     faces = out / "faces"
@@ -93,10 +97,11 @@ def step(root: Path, name: str) -> None:
     print("RESULT " + json.dumps(summary))
 
 
-def run_step(root: Path, name: str) -> tuple[dict, float, float]:
+def run_step(root: Path, name: str, threshold: str) -> tuple[dict, float, float]:
     t = time.perf_counter()
     p = subprocess.Popen(
-        [sys.executable, "-m", "bench.speed.cluster_scale", "--step", name, "--workdir", str(root)],
+        [sys.executable, "-m", "bench.speed.cluster_scale", "--step", name, "--workdir", str(root),
+         "--threshold", threshold],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -160,15 +165,22 @@ def edge_recall(
     return lines
 
 
+def _default_threshold() -> float | str:
+    from facepipe.stages.cluster.stage import ClusterConfig
+
+    return ClusterConfig().threshold
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--faces", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--workdir", default="/tmp/facepipe-cluster-scale")
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-recall", action="store_true", help="skip the IVF-vs-exact edge recall (slow on a CPU at 1M)")
+    ap.add_argument("--threshold", default=str(_default_threshold()), help="--cluster-threshold: a distance or auto")
     a = ap.parse_args()
     if a.step:
-        step(Path(a.workdir), a.step)
+        step(Path(a.workdir), a.step, a.threshold)
         return
     import shutil
 
@@ -182,7 +194,7 @@ def main() -> None:
         print(f"\n== {n} faces (table written in {time.perf_counter() - t:.0f}s)")
         night1 = None
         for name in ("night1", "night2", "full"):
-            s, wall, rss = run_step(root, name)
+            s, wall, rss = run_step(root, name, a.threshold)
             q, ids = quality(root)
             extra = ""
             if name == "night1":
@@ -191,7 +203,7 @@ def main() -> None:
                 changed = sum(1 for f, i in night1.items() if ids[f] != i)
                 extra = f"; night-1 faces whose id changed: {changed} of {len(night1)}"
             print(
-                f"{name:7s} {s['mode']:11s} faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
+                f"{name:7s} {s['mode']:11s} threshold {s['threshold']['value']:.3f} faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
                 f"wall {wall:6.1f}s (stage {s['wall_s']:.1f}s, index {s['index']['backend']} "
                 f"{s['index']['build_s']:.1f}s)  peak RSS {rss:.2f} GiB"
             )

@@ -92,16 +92,22 @@ def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_
     return fs.without({**fs.narrower_than(min_width), **(exclude or {})})
 
 
-def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None]:
-    """The published face_identity snapshot as face_id -> identity_id (None: unassigned), and
-    the run id that wrote it."""
-    ds = as_output(output).dataset("face_identity")
+def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None, pa.Schema | None]:
+    """The published face_identity snapshot as face_id -> identity_id (None: unassigned), the
+    run id that wrote it, and the schema of one of its files (its metadata keeps the link
+    threshold, ``facepipe.stages.cluster.threshold``)."""
+    out = as_output(output)
+    ds = out.dataset("face_identity")
     if ds is None:
-        return {}, None
+        return {}, None, None
     t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
     runs = set(t.column("run_id").unique().to_pylist())
-    return dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())), (
-        runs.pop() if len(runs) == 1 else None
+    files = out.part_files("face_identity")
+    schema = out.read_table(files[0], columns=["run_id"]).schema if files else None  # one small column: the metadata
+    return (
+        dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())),
+        runs.pop() if len(runs) == 1 else None,
+        schema,
     )
 
 

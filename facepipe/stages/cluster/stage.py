@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facepipe.flags import flag, non_negative_int, positive_float
+from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
 from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, split_same_image
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
@@ -46,6 +46,7 @@ from facepipe.stages.cluster.methods import (
     threshold_edges,
 )
 from facepipe.stages.cluster.naming import encode_previous, identity_events, name_clusters
+from facepipe.stages.cluster.threshold import AUTO, attach, auto_threshold, resolve, stored, threshold_setting
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,13 @@ class ClusterConfig:
         "clustering of the kNN graph (see bench/RESULTS.md)",
         choices=("chinese_whispers", "mutual_density", "components"),
     )
-    threshold: float = flag(0.45, "--cluster-threshold", "embedding distance that links two faces", type=positive_float)
+    threshold: float | str = flag(
+        0.45,
+        "--cluster-threshold",
+        "embedding distance that links two faces, or 'auto': chosen from the archive's own distances when it is "
+        "clustered in full and kept with the snapshot (facepipe.stages.cluster.threshold)",
+        type=threshold_setting,
+    )
     k: int = 20
     min_faces: int = 1
     seed: int = 0
@@ -99,8 +106,13 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"cluster method {self.method!r} is not one of {METHODS}")
-        if self.threshold <= 0 or self.k < 1 or self.min_faces < 1:
-            raise ValueError("cluster threshold must be > 0, k >= 1 and min_faces >= 1")
+        if (self.threshold != AUTO and float(self.threshold) <= 0) or self.k < 1 or self.min_faces < 1:
+            raise ValueError("cluster threshold must be > 0 or 'auto', k >= 1 and min_faces >= 1")
+
+
+def _fixed(cfg: ClusterConfig, x: np.ndarray) -> ClusterConfig:
+    """``cfg`` with a number for its threshold (``auto`` chosen from ``x`` now)."""
+    return cfg if cfg.threshold != AUTO else dataclasses.replace(cfg, threshold=auto_threshold(x).value)
 
 
 def _drop_small(labels: np.ndarray, min_faces: int) -> np.ndarray:
@@ -122,6 +134,7 @@ def cluster_embeddings(
     n = len(x)
     if n == 0:
         return np.zeros(0, np.int64)
+    cfg = _fixed(cfg, x)
     k = min(cfg.k, n - 1)
     if k == 0:
         return np.zeros(n, np.int64) if cfg.min_faces <= 1 else np.full(n, -1, np.int64)
@@ -158,7 +171,9 @@ def cluster_incremental(
 ) -> IncrementalResult:
     """Place the faces with ``prev_code`` NEW or POOL among the identities ``0..n_old-1`` of the
     others (see the module text). Returns labels over all N faces. Runs in :func:`canonical_order`;
-    ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image."""
+    ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image.
+    An ``auto`` threshold is chosen from ``x`` here; :func:`run_cluster` passes the snapshot's."""
+    cfg = _fixed(cfg, x)
     order = canonical_order(x)
     ids = None if image_ids is None else np.asarray(image_ids)[order]
     index = Permuted(index or build_index(x, cfg.index), order)
@@ -236,11 +251,13 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     fs = load_faces(output, {} if cfg.include_outliers else flagged_faces(output), cfg.min_face)
     if fs is None:
         return {"skipped": "no faces"}
-    previous, prev_run = load_previous(output)
+    previous, prev_run, prev_schema = load_previous(output)
     code, old_ids = encode_previous(fs.face_ids, previous)
     incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
     if previous and not cfg.full and not incremental:
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
+    link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
+    cfg = dataclasses.replace(cfg, threshold=link.value)
     t_index = -time.perf_counter()
     index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
     t_index += time.perf_counter()
@@ -253,6 +270,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     name = name_clusters(fs.face_ids, labels, code, old_ids)
     events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
     identities, face_identity = identity_tables(fs, labels, name, run_id)
+    face_identity = attach(face_identity, link)
     files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
     return {
         "mode": "incremental" if incremental else "full",
@@ -267,6 +285,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "merges": sum(e["event"] == "merge" for e in events),
         "splits": sum(e["event"] == "split" for e in events),
         "embedder": fs.embedder,
+        "threshold": dataclasses.asdict(link),
         "index": {"backend": index.backend if index else "none", "build_s": round(t_index, 3)},
         "files": files,
         "wall_s": round(time.perf_counter() - t0, 3),

@@ -10,21 +10,7 @@ import pytest
 from facepipe.stages.cluster.graph import IndexConfig
 from facepipe.stages.cluster.naming import assign_ids, encode_previous, identity_events, name_clusters, new_identity_id
 from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, cluster_incremental, run_cluster
-
-DIM = 128
-
-
-def people(n_people: int, per_person: int, seed: int = 0, spread: float = 0.3, apart: float = 1.0):
-    """Well-separated synthetic people: centres ~``apart`` apart, faces ~``spread`` from each other."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_people, DIM)) * apart / np.sqrt(2 * DIM)
-    x = np.concatenate([c + rng.normal(size=(per_person, DIM)) * spread / np.sqrt(2 * DIM) for c in centres])
-    return x.astype(np.float32), np.repeat(np.arange(n_people), per_person)
-
-
-def _faces(n: int) -> list[str]:
-    return [f"face{i:05d}" for i in range(n)]
-
+from testbed.cluster_faces import DIM, face_ids as _faces, people, write_faces as _write_faces
 
 def _night(x, face_ids, previous, cfg=None):
     """One incremental night at the function level -> (face -> id, events)."""
@@ -145,25 +131,6 @@ def test_unknown_method_or_bad_parameters_are_refused():
         ClusterConfig(threshold=0)
     with pytest.raises(ValueError, match="backend"):
         IndexConfig(backend="annoy")
-
-
-def _write_faces(out, dt: str, face_ids: list[str], x: np.ndarray) -> None:
-    """A faces partition with the columns the cluster stage reads (the extract job writes more)."""
-    part = out / "faces" / f"dt={dt}"
-    part.mkdir(parents=True, exist_ok=True)
-    n = len(face_ids)
-    t = pa.table(
-        {
-            "face_id": pa.array(face_ids, pa.string()),
-            "image_id": pa.array([f"img-{f}" for f in face_ids], pa.string()),  # one face per image
-            "x1": pa.array(np.zeros(n), pa.float32()),
-            "x2": pa.array(np.full(n, 100.0), pa.float32()),
-            "det_score": pa.array(np.linspace(0.9, 0.99, n), pa.float32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), DIM),
-            "embedder": pa.array(["dlib_resnet@test"] * n, pa.string()),
-        }
-    )
-    pq.write_table(t, part / f"part-{dt}.parquet")
 
 
 def test_run_cluster_nightly_tables_and_rerun(tmp_path):

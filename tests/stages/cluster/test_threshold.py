@@ -1,0 +1,76 @@
+"""The archive-adaptive link threshold (``--cluster-threshold auto``): chosen from the archive's
+own distances, the same whatever the order of the faces, tighter for an archive of more faces,
+kept with the snapshot so incremental nights never move it, chosen again by a full run."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, run_cluster
+from facepipe.stages.cluster.threshold import BOUNDS, LEGACY, auto_threshold, stored, threshold_setting
+
+from testbed.cluster_faces import face_ids as _faces
+from testbed.cluster_faces import people
+from testbed.cluster_faces import write_faces as _write_faces
+
+
+def _dlib_like(n: int, seed: int = 0) -> np.ndarray:
+    """Faces of n different people whose distances sit like dlib's between different people
+    (median ~0.8, spread ~0.08)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 128)) * 0.8 / np.sqrt(2 * 128) * rng.uniform(0.85, 1.15, (n, 1))).astype(np.float32)
+
+
+def test_the_cut_does_not_depend_on_the_order_of_the_faces():
+    x = _dlib_like(3000)
+    cuts = {auto_threshold(x[np.random.default_rng(s).permutation(len(x))]).value for s in range(5)}
+    assert len(cuts) == 1
+
+
+def test_a_larger_archive_gets_a_tighter_cut_within_the_bounds():
+    x = _dlib_like(20000)
+    small, large = auto_threshold(x[:300]), auto_threshold(x)
+    assert BOUNDS[0] <= large.value < small.value <= BOUNDS[1]
+    assert large.faces == 20000 and 0.7 < large.mu < 0.9 and large.sigma > 0
+
+
+def test_the_setting_parses_auto_or_a_positive_distance():
+    assert threshold_setting("auto") == "auto" and threshold_setting("0.4") == 0.4
+    with pytest.raises(Exception):
+        threshold_setting("-1")
+
+
+def test_an_auto_cut_is_kept_with_the_snapshot_and_incremental_nights_reuse_it(tmp_path):
+    x, _ = people(40, 4, seed=5)
+    fids = _faces(len(x))
+    out = tmp_path / "out"
+    auto = ClusterConfig(threshold="auto")
+    _write_faces(out, "2026-11-01", fids[:40], x[:40])
+    s1 = run_cluster(str(out), "2026-11-01", "n1", auto)
+    first = s1["threshold"]
+    assert s1["mode"] == "full" and first["how"] == "auto" and first["faces"] == 40
+    files = sorted((out / "face_identity").rglob("*.parquet"))
+    assert stored(pq.read_schema(files[0])).value == first["value"]  # kept in the snapshot
+    _write_faces(out, "2026-11-02", fids[40:], x[40:])
+    s2 = run_cluster(str(out), "2026-11-02", "n2", auto)
+    assert s2["mode"] == "incremental" and s2["threshold"] == first  # not chosen again for 160 faces
+    s3 = run_cluster(str(out), "2026-11-02", "n3", ClusterConfig(threshold="auto", full=True))
+    assert s3["threshold"]["faces"] == len(fids) and s3["threshold"]["value"] == auto_threshold(x).value
+
+
+def test_a_snapshot_clustered_at_a_fixed_cut_keeps_it_on_an_auto_night(tmp_path):
+    x, _ = people(20, 4, seed=6)
+    fids = _faces(len(x))
+    out = tmp_path / "out"
+    _write_faces(out, "2026-11-01", fids[::2], x[::2])
+    run_cluster(str(out), "2026-11-01", "n1", ClusterConfig())  # the default, a number
+    _write_faces(out, "2026-11-02", fids[1::2], x[1::2])
+    s2 = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig(threshold="auto"))
+    assert s2["threshold"]["how"] == "legacy" and s2["threshold"]["value"] == ClusterConfig().threshold == LEGACY
+
+
+def test_auto_in_a_direct_clustering_is_chosen_from_the_faces_given():
+    x, y = people(30, 3, seed=7)
+    lab = cluster_embeddings(x, ClusterConfig(threshold="auto"))
+    fixed = cluster_embeddings(x, ClusterConfig(threshold=auto_threshold(x).value))
+    assert (lab == fixed).all()
