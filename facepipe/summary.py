@@ -57,6 +57,11 @@ def cluster_lines(c: dict | None) -> list[str]:
         if c["mode"] == "incremental"
         else "every face re-clustered"
     )
+    t = c.get("threshold")
+    if t:  # how the link threshold was chosen (facepipe.stages.cluster.threshold)
+        how += f"; link threshold {t['value']:.3f}" + (
+            f" (chosen for {t['faces']} faces)" if t["how"] == "auto" else f" ({t['how']})"
+        )
     return [
         f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} "
         f"unassigned; left out: {c.get('outliers_left_out', 0)} outliers, {c.get('too_small', 0)} too small; "

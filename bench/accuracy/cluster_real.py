@@ -185,10 +185,14 @@ def infomap_labels(idx: np.ndarray, dist: np.ndarray, threshold: float, seed: in
     return _relabel(np.array([mods.get(i, -1 - i) for i in range(n)]))
 
 
-def method_labels(name: str, x: np.ndarray, threshold: float, image_ids: np.ndarray, k: int = 10) -> np.ndarray:
+def method_labels(name: str, x: np.ndarray, threshold: float | str, image_ids: np.ndarray, k: int = 10) -> np.ndarray:
     from facepipe.stages.cluster.graph import IndexConfig, build_index
     from facepipe.stages.cluster.methods import chinese_whispers
-    from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings
+    from facepipe.stages.cluster.stage import METHODS, ClusterConfig, cluster_embeddings
+    from facepipe.stages.cluster.threshold import AUTO, auto_threshold
+
+    if threshold == AUTO and name not in METHODS:  # the stage's methods choose it themselves
+        threshold = auto_threshold(x).value
 
     if name == "chinese_whispers (order as given)":
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)

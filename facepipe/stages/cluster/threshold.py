@@ -6,7 +6,7 @@ different people 0.45 apart and precision needs 0.41; among 80 photos of 23 peop
 recall needs 0.52. What differs is how many *other* people a face can be confused with: a face
 meets ~N others, so the chance that one of them falls under the cut grows with N.
 
-:func:`auto_threshold` (``--cluster-threshold auto``) picks the cut from the archive's own
+:func:`auto_threshold` (``--cluster-threshold auto``, the default) picks the cut from the archive's own
 distances: the distances between random faces are, but for a small share, distances between
 different people; their bulk is close to a normal law (median ``mu``, and ``sigma`` measured on
 the upper half, which holds no same-person pair), whose lower tail predicted the portraits'

@@ -84,10 +84,11 @@ def test_new_faces_that_link_a_face_to_a_person_merge_them_and_the_event_is_reco
     other, _ = people(1, 4, seed=5)
     x = np.concatenate([tight(np.zeros(DIM), 5), tight(e * 0.7, 1), other + 3.0, tight(e * 0.35, 6)]).astype(np.float32)
     fids = _faces(len(x))
-    night1 = dict(zip(fids[:10], assign_ids(fids[:10], cluster_embeddings(x[:10], ClusterConfig()), {})))
+    cut = ClusterConfig(threshold=0.45)  # the geometry wants a cut between 0.35 and 0.7
+    night1 = dict(zip(fids[:10], assign_ids(fids[:10], cluster_embeddings(x[:10], cut), {})))
     person, lone, stranger = night1[fids[0]], night1[fids[5]], night1[fids[6]]
     assert len({person, lone, stranger}) == 3
-    night2, events = _night(x, fids, night1)
+    night2, events = _night(x, fids, night1, cut)
     assert {night2[f] for f in fids[:6] + fids[10:]} == {person}
     assert all(night2[f] == stranger for f in fids[6:10])
     assert events == [
@@ -277,7 +278,8 @@ def test_a_flagged_face_never_joins_or_bridges_two_identities(tmp_path):
             schema=schema.FACE_OUTLIERS,
         )
         pq.write_table(flagged, part / "part-r1.parquet")
-        summary = run_cluster(str(out), "2026-11-01", "r1", ClusterConfig(include_outliers=include))
+        # the geometry wants a cut between 0.35 and 0.7
+        summary = run_cluster(str(out), "2026-11-01", "r1", ClusterConfig(threshold=0.45, include_outliers=include))
         rows = duckdb.sql(
             f"select face_id, identity_id, status from read_parquet('{out}/face_identity/*/*.parquet')"
         ).fetchall()

@@ -63,10 +63,10 @@ def test_a_snapshot_clustered_at_a_fixed_cut_keeps_it_on_an_auto_night(tmp_path)
     fids = _faces(len(x))
     out = tmp_path / "out"
     _write_faces(out, "2026-11-01", fids[::2], x[::2])
-    run_cluster(str(out), "2026-11-01", "n1", ClusterConfig())  # the default, a number
+    run_cluster(str(out), "2026-11-01", "n1", ClusterConfig(threshold=LEGACY))  # a number, as before auto
     _write_faces(out, "2026-11-02", fids[1::2], x[1::2])
     s2 = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig(threshold="auto"))
-    assert s2["threshold"]["how"] == "legacy" and s2["threshold"]["value"] == ClusterConfig().threshold == LEGACY
+    assert s2["threshold"]["how"] == "legacy" and s2["threshold"]["value"] == LEGACY
 
 
 def test_auto_in_a_direct_clustering_is_chosen_from_the_faces_given():
