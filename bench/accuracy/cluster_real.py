@@ -246,7 +246,9 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("FACEPIPE_SHARED", "../shared"))
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--methods", default="chinese_whispers (order as given),chinese_whispers,infomap")
-    ap.add_argument("--thresholds", default="0.4,0.45,0.5,0.55,0.6", help="distances, or auto (see --cluster-threshold)")
+    ap.add_argument(
+        "--thresholds", default="0.4,0.45,0.5,0.55,0.6", help="distances, or auto (see --cluster-threshold)"
+    )
     ap.add_argument("--k", default="10", help="kNN graph sizes, comma-separated")
     ap.add_argument("--min-face", default="0,40", help="--cluster-min-face values, comma-separated")
     a = ap.parse_args()

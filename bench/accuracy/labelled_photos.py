@@ -34,10 +34,15 @@ def main_faces(out: Path) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
 
     rows = duckdb.sql(
         f"""select i.source_uri, f.x1, f.y1, f.x2, f.y2, f.embedding
-            from read_parquet('{out}/faces/*/*.parquet') f join read_parquet('{out}/images/*/*.parquet') i using (image_id)
-            qualify row_number() over (partition by f.image_id order by (f.x2 - f.x1) * (f.y2 - f.y1) desc, f.face_index) = 1"""
+            from read_parquet('{out}/faces/*/*.parquet') f
+            join read_parquet('{out}/images/*/*.parquet') i using (image_id)
+            qualify row_number() over (
+                partition by f.image_id order by (f.x2 - f.x1) * (f.y2 - f.y1) desc, f.face_index
+            ) = 1"""
     ).fetchall()
-    return {Path(u): (np.array([x1, y1, x2, y2], np.float32), np.asarray(e, np.float32)) for u, x1, y1, x2, y2, e in rows}
+    return {
+        Path(u): (np.array([x1, y1, x2, y2], np.float32), np.asarray(e, np.float32)) for u, x1, y1, x2, y2, e in rows
+    }
 
 
 def _crop(path: Path, box: np.ndarray) -> np.ndarray | None:
@@ -133,15 +138,26 @@ def compare(name: str, s: RealSet, orders: int, curve: list[float]) -> list[str]
     default = ClusterConfig()
     wide = s.widths >= default.min_face
     clustered = RealSet(s.x[wide], s.labels[wide], s.image_ids[wide], s.widths[wide])
-    lines = [f"{name}: {describe(s)}", f"clustered (at least {default.min_face} px wide, as the job): {describe(clustered)}", ""]
+    lines = [
+        f"{name}: {describe(s)}",
+        f"clustered (at least {default.min_face} px wide, as the job): {describe(clustered)}",
+        "",
+    ]
     lines += ["| method | threshold | BCubed P (worst / mean) | R | F | orders with a merge | distinct results |"]
     lines += ["|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     from facepipe.stages.cluster.threshold import auto_threshold
 
-    rows = [("facepipe (defaults)", default.method, default.threshold), ("dlib: Chinese Whispers", CHINESE_WHISPERS, 0.5)]
-    rows += [(f"facepipe, --cluster-threshold auto (chose {auto_threshold(clustered.x).value})", default.method, "auto")]
-    rows += [("facepipe", default.method, t) for t in curve] + [("Chinese Whispers", CHINESE_WHISPERS, t) for t in curve]
+    rows = [
+        ("facepipe (defaults)", default.method, default.threshold),
+        ("dlib: Chinese Whispers", CHINESE_WHISPERS, 0.5),
+    ]
+    rows += [
+        (f"facepipe, --cluster-threshold auto (chose {auto_threshold(clustered.x).value})", default.method, "auto")
+    ]
+    rows += [("facepipe", default.method, t) for t in curve] + [
+        ("Chinese Whispers", CHINESE_WHISPERS, t) for t in curve
+    ]
     for title, method, t in rows:
         r = over_orders(clustered, method, t, orders)
         record.numbers(**{f"{name}: {title} @ {t}": r})

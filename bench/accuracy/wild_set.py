@@ -82,7 +82,9 @@ def write_archive(mirrors: Path, root: Path) -> dict[Path, str]:
     deepface = _repo(mirrors, "serengil/deepface")
     wanted += [("serengil/deepface", f"tests/unit/dataset/{f}", p) for f, p in _deepface_people(deepface).items()]
     faceapi = _repo(mirrors, "justadudewhohacks/face-api.js")
-    for path in _git(faceapi, "ls-tree", "-r", "--name-only", SOURCES["justadudewhohacks/face-api.js"], "examples/images").split():
+    for path in _git(
+        faceapi, "ls-tree", "-r", "--name-only", SOURCES["justadudewhohacks/face-api.js"], "examples/images"
+    ).split():
         parts = path.split("/")
         if len(parts) == 4:  # examples/images/PERSON/FILE
             wanted.append(("justadudewhohacks/face-api.js", path, f"faceapi-{parts[2]}"))

@@ -75,7 +75,8 @@ def build(n_faces: int, root: Path, seed: int = 0) -> None:
 
 def step(root: Path, name: str, threshold: str) -> None:
     """One run_cluster call, in this process; prints a JSON line."""
-    from facepipe.stages.cluster.stage import ClusterConfig as Config, run_cluster
+    from facepipe.stages.cluster.stage import ClusterConfig as Config
+    from facepipe.stages.cluster.stage import run_cluster
     from facepipe.stages.cluster.threshold import threshold_setting
 
     def ClusterConfig(**kw):  # noqa: N802 -- the stage's config with this run's --threshold
@@ -100,8 +101,17 @@ def step(root: Path, name: str, threshold: str) -> None:
 def run_step(root: Path, name: str, threshold: str) -> tuple[dict, float, float]:
     t = time.perf_counter()
     p = subprocess.Popen(
-        [sys.executable, "-m", "bench.speed.cluster_scale", "--step", name, "--workdir", str(root),
-         "--threshold", threshold],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench.speed.cluster_scale",
+            "--step",
+            name,
+            "--workdir",
+            str(root),
+            "--threshold",
+            threshold,
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -203,7 +213,8 @@ def main() -> None:
                 changed = sum(1 for f, i in night1.items() if ids[f] != i)
                 extra = f"; night-1 faces whose id changed: {changed} of {len(night1)}"
             print(
-                f"{name:7s} {s['mode']:11s} threshold {s['threshold']['value']:.3f} faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
+                f"{name:7s} {s['mode']:11s} threshold {s['threshold']['value']:.3f} "
+                f"faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
                 f"wall {wall:6.1f}s (stage {s['wall_s']:.1f}s, index {s['index']['backend']} "
                 f"{s['index']['build_s']:.1f}s)  peak RSS {rss:.2f} GiB"
             )

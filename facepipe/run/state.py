@@ -130,7 +130,12 @@ def units_of(sources: list[str], units: list[Unit]) -> set[str]:
 
 
 def record(
-    output: str | Output, run_id: str, dt: str, units: list[Unit], retry: set[str] = frozenset(), damaged: list[str] = ()
+    output: str | Output,
+    run_id: str,
+    dt: str,
+    units: list[Unit],
+    retry: set[str] = frozenset(),
+    damaged: list[str] = (),
 ) -> None:
     """Write this run's state file (replacing an earlier attempt's): the last step of publishing.
     ``retry``: URIs of units to process again next time (an image of theirs could not be read).

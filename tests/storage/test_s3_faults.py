@@ -18,13 +18,12 @@ import duckdb
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
-
 from conftest import S3_PORT, ray_head
 
 from facepipe.storage import fs as fsio
 from testbed import archive
-from testbed.s3_throttle import Throttle
 from testbed.procs import cli_run, wait_for_batches_in_flight
+from testbed.s3_throttle import Throttle
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +67,8 @@ def _tables(out: str):
 def _read_errors(out: str) -> list:
     """(source_uri, error) of the images a run could not read or decode."""
     fs = fsio.s3_filesystem()
-    images = pads.dataset(f"{out[len('s3://'):]}/images", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841,E501
+    root = out[len("s3://") :]
+    images = pads.dataset(f"{root}/images", filesystem=fs, format="parquet", partitioning="hive").to_table()  # noqa: F841
     return duckdb.sql("select source_uri, error from images where error is not null").fetchall()
 
 

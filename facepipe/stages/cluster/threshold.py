@@ -115,9 +115,7 @@ def stored(schema: pa.Schema | None) -> LinkThreshold | None:
         return None
 
 
-def resolve(
-    setting: float | str, x: np.ndarray, previous: LinkThreshold | None, full: bool
-) -> LinkThreshold:
+def resolve(setting: float | str, x: np.ndarray, previous: LinkThreshold | None, full: bool) -> LinkThreshold:
     """The cut a clustering uses: a number as given; ``auto`` chosen now for a full clustering,
     else the snapshot's -- for a snapshot clustered with a number or before cuts were kept, that
     number (:data:`LEGACY`: the default then), so an incremental night never renames people."""

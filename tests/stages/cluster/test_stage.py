@@ -10,7 +10,10 @@ import pytest
 from facepipe.stages.cluster.graph import IndexConfig
 from facepipe.stages.cluster.naming import assign_ids, encode_previous, identity_events, name_clusters, new_identity_id
 from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, cluster_incremental, run_cluster
-from testbed.cluster_faces import DIM, face_ids as _faces, people, write_faces as _write_faces
+from testbed.cluster_faces import DIM, people
+from testbed.cluster_faces import face_ids as _faces
+from testbed.cluster_faces import write_faces as _write_faces
+
 
 def _night(x, face_ids, previous, cfg=None):
     """One incremental night at the function level -> (face -> id, events)."""

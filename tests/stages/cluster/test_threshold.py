@@ -2,13 +2,14 @@
 own distances, the same whatever the order of the faces, tighter for an archive of more faces,
 kept with the snapshot so incremental nights never move it, chosen again by a full run."""
 
+import argparse
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, run_cluster
 from facepipe.stages.cluster.threshold import BOUNDS, LEGACY, auto_threshold, stored, threshold_setting
-
 from testbed.cluster_faces import face_ids as _faces
 from testbed.cluster_faces import people
 from testbed.cluster_faces import write_faces as _write_faces
@@ -36,7 +37,7 @@ def test_a_larger_archive_gets_a_tighter_cut_within_the_bounds():
 
 def test_the_setting_parses_auto_or_a_positive_distance():
     assert threshold_setting("auto") == "auto" and threshold_setting("0.4") == 0.4
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         threshold_setting("-1")
 
 
