@@ -1,7 +1,7 @@
 """The link threshold: the embedding distance under which two faces may be linked as one person.
 
 One global cut cannot serve every archive (bench/RESULTS.md, "Identities at thousands of real
-people"): among the 2,070 small portraits of 1,759 parliamentarians, dlib's embeddings put some
+people"): among the 2,069 small portraits of 1,758 parliamentarians, dlib's embeddings put some
 different people 0.45 apart and precision needs 0.41; among 80 photos of 23 people in the wild
 recall needs 0.52. What differs is how many *other* people a face can be confused with: a face
 meets ~N others, so the chance that one of them falls under the cut grows with N.
@@ -9,7 +9,7 @@ meets ~N others, so the chance that one of them falls under the cut grows with N
 :func:`auto_threshold` (``--cluster-threshold auto``, the default) picks the cut from the archive's own
 distances: the distances between random faces are, but for a small share, distances between
 different people; their bulk is close to a normal law (median ``mu``, and ``sigma`` measured on
-the upper half, which holds no same-person pair), whose lower tail predicted the portraits'
+the upper half, where same-person pairs hardly ever fall), whose lower tail predicted the portraits'
 different-person pairs under 0.45-0.5 within 10% (3.1e-5 measured, 3.4e-5 predicted at 0.45).
 The cut is the distance under which a face is expected to meet at most ``false_links``
 different-person neighbours among the N faces: ``mu + sigma * z(false_links / N)``, clamped to
