@@ -26,6 +26,7 @@ would choose again.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -93,7 +94,10 @@ def threshold_setting(text: str) -> float | str:
     """``--cluster-threshold``: a distance > 0, or ``auto``."""
     if text.strip().lower() == AUTO:
         return AUTO
-    return positive_float(text)
+    try:
+        return positive_float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a distance > 0 nor 'auto'") from None
 
 
 def attach(table: pa.Table, t: LinkThreshold) -> pa.Table:

@@ -37,8 +37,9 @@ def test_a_larger_archive_gets_a_tighter_cut_within_the_bounds():
 
 def test_the_setting_parses_auto_or_a_positive_distance():
     assert threshold_setting("auto") == "auto" and threshold_setting("0.4") == 0.4
-    with pytest.raises(argparse.ArgumentTypeError):
-        threshold_setting("-1")
+    for bad in ("-1", "nope"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            threshold_setting(bad)
 
 
 def test_an_auto_cut_is_kept_with_the_snapshot_and_incremental_nights_reuse_it(tmp_path):
