@@ -95,7 +95,7 @@ def _rebuild(out: Output, path: str, units: list[Unit], why: Exception) -> list[
     run_id = path.rsplit("/", 1)[-1][len("part-") : -len(".parquet")]
     sources = [
         u for f in out.part_files("images", run_id=run_id)
-        for u in pq.read_table(f, filesystem=out.fs, columns=["source_uri"]).column("source_uri").to_pylist()
+        for u in out.read_table(f, columns=["source_uri"]).column("source_uri").to_pylist()
     ]  # fmt: skip
     hit = units_of(sources, units)
     log.warning(
