@@ -102,8 +102,23 @@ def _gone(holder: dict) -> bool:
         return False
 
 
+def _listing(output: Output) -> list[str]:
+    """The generation files. A local listing races with writers creating and deleting files in
+    the folder (a temp file linked and unlinked, a released lease): pyarrow then reports the
+    folder itself as missing (found by tests/storage/test_lease.py's six racing writers); the
+    listing is taken again."""
+    for attempt in range(20):
+        try:
+            return output.files(LEASES, suffix=".json")
+        except FileNotFoundError:
+            if attempt == 19:
+                raise
+            time.sleep(0.005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _newest(output: Output) -> tuple[int, dict | None]:
-    files = output.files(LEASES, suffix=".json")
+    files = _listing(output)
     if not files:
         return 0, None
     newest = files[-1]
@@ -159,7 +174,7 @@ def acquire(output: Output, holder: str, ttl: float | None = None) -> Lease:
             )
         lease = Lease(output, gen + 1, who, uuid.uuid4().hex, ttl, time.time())
         if _create_exclusive(output, lease.path, lease.body()):
-            for old in output.files(LEASES, suffix=".json")[:-1]:  # superseded generations
+            for old in _listing(output)[:-1]:  # superseded generations
                 output.fs.delete_file(old)
             _HELD[output.uri] = lease
             threading.Thread(target=_heartbeat, args=(lease,), name="facepipe-lease", daemon=True).start()
