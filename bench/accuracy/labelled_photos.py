@@ -5,8 +5,10 @@ identity methods compared over face orders and thresholds."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,44 @@ from bench.accuracy.cluster_real import RealSet, over_orders
 #: face crops (gray, 32x32, normalised) of one person correlating at least this much: one photo
 SAME_PHOTO = 0.9
 CHINESE_WHISPERS = "chinese_whispers (order as given)"
+
+
+def git(repo: Path, *args: str, binary: bool = False) -> str | bytes:
+    """``git -C repo ARGS``'s output (a source repository's files at a pinned commit)."""
+    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return out.stdout if binary else out.stdout.decode()
+
+
+#: writes a set's photos under ``work/images`` from its source and returns path -> person
+Writer = Callable[[Path, Path], dict[Path, str]]
+
+
+def built_set(name: str, source: Path, work: Path, write_archive: Writer, rebuild: bool = False) -> RealSet:
+    """The labelled faces of a set (its photos written by ``write_archive(source, work)``, then
+    :func:`extract`, :func:`main_faces`, :func:`labelled_set`), cached in ``work/NAME.npz``."""
+    cache = work / f"{name}.npz"
+    if cache.exists() and not rebuild:
+        return load(cache)
+    labels = write_archive(source, work)
+    s = labelled_set(labels, main_faces(extract(work / "images", work / "out")))
+    save(s, cache)
+    return s
+
+
+def main(name: str, source_help: str, write_archive: Writer) -> None:
+    """A set's bench: build it (cached) and :func:`compare` the methods on it."""
+    from facepipe.model_files import cache_dir
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("source", type=Path, help=source_help)
+    ap.add_argument("--work", type=Path, default=cache_dir(name))
+    ap.add_argument("--orders", type=int, default=20)
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--curve", default="0.35,0.4,0.45,0.5,0.55,0.6")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    s = built_set(name, args.source, args.work, write_archive, args.rebuild)
+    compare(name, s, args.orders, [float(t) for t in args.curve.split(",")])
 
 
 def extract(images: Path, out: Path) -> Path:

@@ -25,29 +25,21 @@ plain dlib pipeline: ``face_recognition``'s threshold), then each method's thres
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 from pathlib import Path
 
 from bench import record
 from bench.accuracy.cluster_real import RealSet
-from bench.accuracy.labelled_photos import compare, extract, labelled_set, load, main_faces, save
-from facepipe.model_files import cache_dir
+from bench.accuracy.labelled_photos import built_set, git, main
 
 REPO = "mysociety/theyworkforyou"
 COMMIT = "4a5b59cadb59f96e4e05d268b41a1842e1aade82"
 FOLDERS = ("www/docs/images/mps", "www/docs/images/mpsL")
 
 
-def _git(mirror: Path, *args: str, binary: bool = False):
-    out = subprocess.run(["git", "-C", str(mirror), *args], check=True, capture_output=True)
-    return out.stdout if binary else out.stdout.decode()
-
-
 def write_archive(mirror: Path, root: Path) -> dict[Path, str]:
     """Every committed version of the portraits as ``root/images/PERSON/SHA.EXT``; path -> person."""
     labels = {}
-    for line in _git(mirror, "rev-list", "--objects", COMMIT, "--", *FOLDERS).splitlines():
+    for line in git(mirror, "rev-list", "--objects", COMMIT, "--", *FOLDERS).splitlines():
         sha, _, path = line.partition(" ")
         name = path.rsplit("/", 1)[-1]
         person, _, ext = name.partition(".")
@@ -56,34 +48,16 @@ def write_archive(mirror: Path, root: Path) -> dict[Path, str]:
         out = root / "images" / person / f"{sha[:12]}.{ext}"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(_git(mirror, "cat-file", "blob", sha, binary=True))
+            out.write_bytes(git(mirror, "cat-file", "blob", sha, binary=True))
         labels[out] = person
     return labels
 
 
 def portraits_set(mirror: Path, work: Path, rebuild: bool = False) -> RealSet:
     """The labelled faces (see the module doc), cached in ``work/portraits.npz``."""
-    cache = work / "portraits.npz"
-    if cache.exists() and not rebuild:
-        return load(cache)
-    labels = write_archive(mirror, work)
-    s = labelled_set(labels, main_faces(extract(work / "images", work / "out")))
-    save(s, cache)
-    return s
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mirror", type=Path, help=f"a clone of github.com/{REPO} holding commit {COMMIT[:10]}")
-    ap.add_argument("--work", type=Path, default=cache_dir("portraits"))
-    ap.add_argument("--orders", type=int, default=20)
-    ap.add_argument("--rebuild", action="store_true")
-    ap.add_argument("--curve", default="0.35,0.4,0.45,0.5,0.55,0.6")
-    args = ap.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    s = portraits_set(args.mirror, args.work, args.rebuild)
-    compare("portraits", s, args.orders, [float(t) for t in args.curve.split(",")])
+    return built_set("portraits", mirror, work, write_archive, rebuild)
 
 
 if __name__ == "__main__":
-    record.run(main, "bench.accuracy.portraits_set")
+    help_ = f"a clone of github.com/{REPO} holding commit {COMMIT[:10]}"
+    record.run(lambda: main("portraits", help_, write_archive), "bench.accuracy.portraits_set")

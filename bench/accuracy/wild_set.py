@@ -18,14 +18,11 @@ Not LFW, not CelebA. Prints the same tables as ``portraits_set``.
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 from pathlib import Path
 
 from bench import record
 from bench.accuracy.cluster_real import RealSet
-from bench.accuracy.labelled_photos import compare, extract, labelled_set, load, main_faces, save
-from facepipe.model_files import cache_dir
+from bench.accuracy.labelled_photos import built_set, git, main
 
 SOURCES = {
     "serengil/deepface": "243209fd7b46ecdecf72665cc25219f6e8181f25",
@@ -50,11 +47,6 @@ FACE_RECOGNITION_FILES = {
 }
 
 
-def _git(repo: Path, *args: str, binary: bool = False):
-    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-    return out.stdout if binary else out.stdout.decode()
-
-
 def _repo(mirrors: Path, name: str) -> Path:
     d = mirrors / name.replace("/", "+")
     return d / "repo" if (d / "repo").exists() else d
@@ -69,7 +61,7 @@ def _deepface_people(repo: Path) -> dict[str, str]:
             a = parent[a]
         return a
 
-    for line in _git(repo, "show", f"{SOURCES['serengil/deepface']}:tests/unit/dataset/master.csv").splitlines()[1:]:
+    for line in git(repo, "show", f"{SOURCES['serengil/deepface']}:tests/unit/dataset/master.csv").splitlines()[1:]:
         a, b, decision = line.strip().split(",")
         if decision == "Yes":
             parent[root(a)] = root(b)
@@ -82,7 +74,7 @@ def write_archive(mirrors: Path, root: Path) -> dict[Path, str]:
     deepface = _repo(mirrors, "serengil/deepface")
     wanted += [("serengil/deepface", f"tests/unit/dataset/{f}", p) for f, p in _deepface_people(deepface).items()]
     faceapi = _repo(mirrors, "justadudewhohacks/face-api.js")
-    for path in _git(
+    for path in git(
         faceapi, "ls-tree", "-r", "--name-only", SOURCES["justadudewhohacks/face-api.js"], "examples/images"
     ).split():
         parts = path.split("/")
@@ -90,7 +82,7 @@ def write_archive(mirrors: Path, root: Path) -> dict[Path, str]:
             wanted.append(("justadudewhohacks/face-api.js", path, f"faceapi-{parts[2]}"))
     fr = _repo(mirrors, "ageitgey/face_recognition")
     train = "examples/knn_examples/train"
-    for path in _git(fr, "ls-tree", "-r", "--name-only", SOURCES["ageitgey/face_recognition"], train).split():
+    for path in git(fr, "ls-tree", "-r", "--name-only", SOURCES["ageitgey/face_recognition"], train).split():
         wanted.append(("ageitgey/face_recognition", path, path.split("/")[3]))
     wanted += [("ageitgey/face_recognition", p, person) for p, person in FACE_RECOGNITION_FILES.items()]
     labels = {}
@@ -98,33 +90,16 @@ def write_archive(mirrors: Path, root: Path) -> dict[Path, str]:
         out = root / "images" / repo.replace("/", "+") / path.replace("/", "__")
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(_git(_repo(mirrors, repo), "show", f"{SOURCES[repo]}:{path}", binary=True))
+            out.write_bytes(git(_repo(mirrors, repo), "show", f"{SOURCES[repo]}:{path}", binary=True))
         labels[out] = person
     return labels
 
 
 def wild_set(mirrors: Path, work: Path, rebuild: bool = False) -> RealSet:
-    cache = work / "wild.npz"
-    if cache.exists() and not rebuild:
-        return load(cache)
-    labels = write_archive(mirrors, work)
-    s = labelled_set(labels, main_faces(extract(work / "images", work / "out")))
-    save(s, cache)
-    return s
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("mirrors", type=Path, help="a folder with OWNER+NAME clones of " + ", ".join(SOURCES))
-    ap.add_argument("--work", type=Path, default=cache_dir("wild"))
-    ap.add_argument("--orders", type=int, default=20)
-    ap.add_argument("--rebuild", action="store_true")
-    ap.add_argument("--curve", default="0.35,0.4,0.45,0.5,0.55,0.6")
-    args = ap.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    s = wild_set(args.mirrors, args.work, args.rebuild)
-    compare("wild", s, args.orders, [float(t) for t in args.curve.split(",")])
+    """The labelled faces (see the module doc), cached in ``work/wild.npz``."""
+    return built_set("wild", mirrors, work, write_archive, rebuild)
 
 
 if __name__ == "__main__":
-    record.run(main, "bench.accuracy.wild_set")
+    help_ = "a folder with OWNER+NAME clones of " + ", ".join(SOURCES)
+    record.run(lambda: main("wild", help_, write_archive), "bench.accuracy.wild_set")
