@@ -206,4 +206,29 @@ def compare(name: str, s: RealSet, orders: int, curve: list[float]) -> list[str]
             f"{r['merged_orders']} | {r['distinct']} |"
         )
         print(lines[-1], flush=True)
+    lines += law_check(clustered)
+    print("\n".join(lines[-9:]), flush=True)
+    return lines
+
+
+def law_check(s: RealSet, cuts: tuple[float, ...] = (0.38, 0.40, 0.42, 0.45, 0.48, 0.50)) -> list[str]:
+    """The law ``auto`` fits to random pairs (no labels) against the labelled different-person
+    pairs: the measured share under each cut, the law's, and the law with the spread of the
+    upper side instead (the first version of ``auto``)."""
+    from statistics import NormalDist
+
+    from facepipe.stages.cluster.threshold import auto_threshold
+
+    law = auto_threshold(s.x)
+    d = np.linalg.norm(s.x[:, None] - s.x[None], axis=2)
+    a, b = np.triu_indices(len(s.x), 1)
+    diff = d[a, b][s.labels[a] != s.labels[b]]
+    mu = law.mu
+    upper = diff[diff > mu]  # the labelled pairs' upper side stands in for the random pairs'
+    up = float(np.sqrt(np.mean((upper - mu) ** 2)))
+    lines = ["", f"the law from random pairs: median {law.mu}, lower-side spread {law.sigma} (upper side {up:.4f})"]
+    lines += ["| distance under | measured (different people) | law | upper-side law |", "|---|---|---|---|"]
+    rows = [(c, (diff < c).mean(), NormalDist(mu, law.sigma).cdf(c), NormalDist(mu, up).cdf(c)) for c in cuts]
+    lines += [f"| {c:.2f} | {m:.1e} | {p:.1e} | {q:.1e} |" for c, m, p, q in rows]
+    record.numbers(law_check={"mu": law.mu, "sigma": law.sigma, "upper_sigma": up, "under": rows})
     return lines

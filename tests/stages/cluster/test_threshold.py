@@ -9,7 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, run_cluster
-from facepipe.stages.cluster.threshold import BOUNDS, LEGACY, auto_threshold, stored, threshold_setting
+from facepipe.stages.cluster.threshold import (
+    BOUNDS,
+    LEGACY,
+    auto_threshold,
+    bulk_law,
+    stored,
+    threshold_setting,
+)
 from testbed.cluster_faces import face_ids as _faces
 from testbed.cluster_faces import people
 from testbed.cluster_faces import write_faces as _write_faces
@@ -34,6 +41,30 @@ def test_a_larger_archive_gets_a_tighter_cut_within_the_bounds():
     small, large = auto_threshold(x[:300]), auto_threshold(x)
     assert BOUNDS[0] <= large.value < small.value <= BOUNDS[1]
     assert large.faces == 20000 and 0.7 < large.mu < 0.9 and large.sigma > 0
+
+
+def test_the_law_is_fitted_on_the_different_person_pairs_of_an_archive_of_few_people():
+    """Night one of a small archive: many random pairs can be of one person (the real photos of
+    the job's tests: 10 faces, obama five times, 22% of the pairs). Left in, they pulled the cut
+    to the lower bound (0.35 for those 10 faces) and night two grouped the faces differently from
+    one run over both nights. Here a quarter of the distances are same-person pairs (0.35 +-
+    0.06); the law found is the other pairs' (0.80 +- 0.085, drawn), not the mixture's."""
+    rng = np.random.default_rng(0)
+    different = rng.normal(0.80, 0.085, 30_000)
+    same = rng.normal(0.35, 0.06, 10_000)
+    mu, sigma = bulk_law(np.concatenate([different, same]))
+    assert abs(mu - 0.80) < 0.006 and abs(sigma - 0.085) < 0.005
+    assert bulk_law(np.concatenate([different, same]), clip=np.inf)[1] > 0.2  # left in
+    assert bulk_law(different) == pytest.approx((0.80, 0.085), abs=0.003)
+
+
+def test_the_spread_of_the_tail_is_measured_on_the_lower_side():
+    """dlib's distances between different people lean left (the portraits: 0.086 below the
+    median, 0.082 above): the cut extrapolates the lower tail, so its spread is measured there."""
+    for below, above in ((0.086, 0.082), (0.10, 0.08)):
+        z = np.random.default_rng(1).normal(size=40_000)
+        mu, sigma = bulk_law(0.8 + np.where(z < 0, below, above) * z)
+        assert abs(mu - 0.8) < 0.003 and abs(sigma - below) < 0.003, (below, sigma)
 
 
 def test_the_setting_parses_auto_or_a_positive_distance():
