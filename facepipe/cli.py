@@ -51,10 +51,8 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", default=None, help="output root (local path or s3://bucket/prefix)")
     p.add_argument(
         "--config",
-        default=None,
         metavar="FILE",
-        help="settings from a TOML, YAML or JSON file, nested as the config is ([detect] name = ...); "
-        "flags given override it",
+        help="settings from a TOML, YAML or JSON file ([detect] name = ...); flags override it",
     )
     p.add_argument(
         "--like",
@@ -64,10 +62,7 @@ def _run(p: argparse.ArgumentParser) -> None:
         "recorded (a new run id unless --run-id); flags given override them",
     )
     p.add_argument(
-        "--summary-json",
-        default=None,
-        metavar="PATH",
-        help="also write a JSON summary for an orchestrator (- = stdout's last line)",
+        "--summary-json", metavar="PATH", help="also a JSON summary for an orchestrator (- = stdout's last line)"
     )
     p.add_argument("--report", action="store_true", help="also write the run report OUT/_runs/RUN_ID.html")
     p.add_argument("--full-cluster", action="store_true", help="re-cluster every face (default: place tonight's faces)")
@@ -85,12 +80,21 @@ def _stages(sub) -> None:
     from facepipe.stages.score.stage import ScoreConfig
 
     cl = sub.add_parser("cluster", help="place the archive's new faces into identities (--full: re-cluster all)")
-    _output(cl)
-    _dt_run_id(cl, "date the snapshot is filed under (default: today, UTC)", "run id (default: cluster-DT)")
-    add_flags(cl, ClusterConfig, skip=("enabled",))
-    add_flags(cl, IndexConfig, prefix="index.")
     cl.add_argument("--full", action="store_true", help="re-cluster every face instead of placing the new ones")
-    cl.set_defaults(func=commands.cmd_cluster)
+    co = sub.add_parser("correct", help="fix identities by hand (merge IDs; split --face; name ID --name): kept")
+    co.add_argument("action", choices=("merge", "split", "name"))
+    co.add_argument("identities", nargs="*", metavar="IDENTITY", help="identity ids (face_identity.identity_id)")
+    co.add_argument("--face", action="append", default=[], metavar="FACE_ID", help="split: not its identity's person")
+    texts = {"--name": "name: the identity's name", "--author": "who (default: the OS user)", "--note": "why"}
+    for opt, what in texts.items():
+        co.add_argument(opt, default="", help=what)
+    co.add_argument("--no-apply", action="store_true", help="only record it: the next clustering applies it")
+    for p, what in ((cl, "cluster"), (co, "correct")):  # the clustering they run
+        _output(p)
+        _dt_run_id(p, "date the snapshot is filed under (default: today, UTC)", f"run id (default: {what}-DT)")
+        add_flags(p, ClusterConfig, skip=("enabled",))
+        add_flags(p, IndexConfig, prefix="index.")
+        p.set_defaults(func=getattr(commands, f"cmd_{what}"))
     sc = sub.add_parser("score", help="DROCC outlier scores for the faces of one date partition")
     _output(sc)
     _dt_run_id(sc, "date partition YYYY-MM-DD (default: today, UTC)", "run id (default: score-DT; a rerun replaces it)")

@@ -187,6 +187,30 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_correct(a: argparse.Namespace) -> int:
+    import getpass
+
+    from facepipe.stages.cluster import corrections
+    from facepipe.stages.cluster.stage import run_cluster
+
+    dt, run_id = _dt_and_run_id(a, "correct")
+    with _writer(a.output, f"facepipe correct {a.action}") as out:
+        try:
+            rows = corrections.requested(
+                out, a.action, a.identities, a.face, a.name, a.author or getpass.getuser(), a.note
+            )
+        except corrections.CorrectionError as e:
+            raise UserError(str(e)) from None
+        path = corrections.record(out, rows)
+        print(f"recorded {rows.num_rows} correction(s) {', '.join(rows.column('correction_id').to_pylist())} in {path}")
+        if a.no_apply:
+            print("  not applied yet (--no-apply): the next clustering applies them")
+            return 0
+        summary = run_cluster(out, dt, run_id, cluster_config(a, full=False))
+    print("\n".join(cluster_lines(summary)))
+    return 0
+
+
 def cmd_forget(a: argparse.Namespace) -> int:
     from facepipe.tools import erase
 

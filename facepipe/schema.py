@@ -118,8 +118,9 @@ def identities_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
             pa.field("last_seen_dt", pa.date32()),
             pa.field("embedder", pa.string()),
             pa.field("run_id", pa.string(), nullable=False),
+            pa.field("name", pa.string()),  # given by a person (a `name` correction); null until then
         ],
-        metadata={"facepipe.table": "identities", "facepipe.schema_version": "1"},
+        metadata={"facepipe.table": "identities", "facepipe.schema_version": "2"},
     )
 
 
@@ -154,8 +155,29 @@ IDENTITY_EVENTS = pa.schema(
         # the faces placed by this run in the merged identity (merge) or the new ones (split): the cause
         pa.field("face_ids", pa.list_(pa.string()), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
+        # the corrections (CORRECTIONS.correction_id) that made or shaped the event; empty if none
+        pa.field("correction_ids", pa.list_(pa.string())),
     ],
-    metadata={"facepipe.table": "identity_events", "facepipe.schema_version": "2"},
+    metadata={"facepipe.table": "identity_events", "facepipe.schema_version": "3"},
+)
+
+#: Values of ``corrections.kind`` (facepipe.stages.cluster.corrections).
+CORRECTION_KINDS = ("same", "different", "name")
+
+#: Human corrections of the identities, written by `facepipe correct` (or by anyone, same schema)
+#: under OUT/corrections/; every clustering honours them. Anchored on face ids, which never change.
+CORRECTIONS = pa.schema(
+    [
+        pa.field("correction_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # CORRECTION_KINDS
+        pa.field("face_id", pa.string(), nullable=False),  # same/different: this face; name: a face of the identity
+        pa.field("other_face_id", pa.string()),  # same: is this person; different: is not; name: null
+        pa.field("name", pa.string()),  # name: what the identity is called
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),  # corrections apply in this order
+        pa.field("author", pa.string()),
+        pa.field("note", pa.string()),
+    ],
+    metadata={"facepipe.table": "corrections", "facepipe.schema_version": "1"},
 )
 
 # ---------------------------------------------------------------- batches between the stages

@@ -62,12 +62,20 @@ def cluster_lines(c: dict | None) -> list[str]:
         how += f"; link threshold {t['value']:.3f}" + (
             f" (chosen for {t['faces']} faces)" if t["how"] == "auto" else f" ({t['how']})"
         )
-    return [
+    lines = [
         f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} "
         f"unassigned; left out: {c.get('outliers_left_out', 0)} outliers, {c.get('too_small', 0)} too small; "
         f"{c['reused_ids']} ids kept)",
         f"            {c['mode']}: {how}; {c['merges']} merges, {c['splits']} splits -> identity_events",
     ]
+    fixes = c.get("corrections") or {}
+    if any(fixes.values()):  # human corrections (facepipe.stages.cluster.corrections)
+        refused = fixes.get("refused") or []
+        lines.append(
+            f"            corrections: {fixes.get('in_force', 0)} in force, {fixes.get('waiting', 0)} waiting for "
+            f"their faces" + (f", refused (a cannot-link wins): {', '.join(refused)}" if refused else "")
+        )
+    return lines
 
 
 def write_summary(dest: str, summary: dict) -> None:

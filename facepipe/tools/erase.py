@@ -156,6 +156,15 @@ def plan(output: str | Output, request: ForgetRequest) -> Erasure:
         e.face_ids.update(t.column("face_id").filter(hit).to_pylist())
     for table in FACE_TABLES:
         e.rewrites += [_drop(out, path, t, hit) for path, t, hit in _scan(out, table, "face_id", e.face_ids)]
+    # human corrections naming an erased face (either end; a name is personal data too)
+    wanted = pa.array(sorted(e.face_ids), pa.string())
+    for path in out.part_files("corrections") if e.face_ids else ():
+        t = pq.read_table(path, filesystem=out.fs)
+        hit = pc.or_(
+            *(pc.fill_null(pc.is_in(t.column(c), value_set=wanted), False) for c in ("face_id", "other_face_id"))
+        )
+        if pc.any(hit).as_py():
+            e.rewrites.append(_drop(out, path, t, hit))
     _plan_identities(out, e)
     return e
 

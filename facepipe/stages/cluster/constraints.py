@@ -58,3 +58,14 @@ def split_same_image(
             if i != keep and movable[i]:
                 out[i], nxt = nxt, nxt + 1
     return out
+
+
+def drop_small(labels: np.ndarray, min_faces: int) -> np.ndarray:
+    """``labels`` with the groups of fewer than ``min_faces`` faces unassigned (-1)."""
+    if min_faces <= 1:
+        return labels
+    ok = labels >= 0
+    _, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
+    out = labels.copy()
+    out[np.flatnonzero(ok)[counts[inv] < min_faces]] = -1
+    return out

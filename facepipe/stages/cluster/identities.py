@@ -148,20 +148,16 @@ def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, day
     return IdentityStats(ulab, counts.astype(np.int64), cent, rep, first, last, ok, inv)
 
 
-def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str) -> tuple[pa.Table, pa.Table]:
+def identity_tables(
+    fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str, given: dict[int, str] | None = None
+) -> tuple[pa.Table, pa.Table]:
     """(identities, face_identity) snapshot tables: centroid, distance to it, representative
-    (highest detection score), first/last seen; ``fs.left_out`` faces get the status it gives them."""
+    (highest detection score), first/last seen, the name ``given`` (label -> name) by a
+    correction; ``fs.left_out`` faces get the status it gives them."""
     n, dim = fs.x.shape
     st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
-    ok, inv, counts, cent, rep, first, last = (
-        st.assigned,
-        st.inverse,
-        st.counts,
-        st.centroid,
-        st.representative,
-        st.first_day,
-        st.last_day,
-    )
+    ok, inv, counts, cent = st.assigned, st.inverse, st.counts, st.centroid
+    rep, first, last = st.representative, st.first_day, st.last_day
     m = len(st.labels)
     dist = np.full(n, np.nan, np.float32)
     dist[ok] = np.linalg.norm(fs.x[ok] - cent[inv], axis=1)
@@ -177,6 +173,7 @@ def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_i
             "last_seen_dt": pa.array(last[order].astype("datetime64[D]"), pa.date32()),
             "embedder": pa.array([fs.embedder] * m, pa.string()),
             "run_id": pa.array([run_id] * m, pa.string()),
+            "name": pa.array([(given or {}).get(int(st.labels[i])) for i in order], pa.string()),
         },
         schema=schema.identities_schema(dim),
     )
@@ -201,7 +198,9 @@ def identity_tables(fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_i
 
 
 def events_table(events: list[dict], run_id: str) -> pa.Table:
-    return pa.Table.from_pylist([{**e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS)
+    return pa.Table.from_pylist(
+        [{"correction_ids": [], **e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS
+    )
 
 
 def identity_rows(out: Output, left: dict[str, list[str]]) -> dict[str, dict]:

@@ -14,7 +14,8 @@ Two modes over the same kNN graph (:mod:`facepipe.stages.cluster.graph`) and Chi
 - **full** (``--full``, the first night, and methods other than Chinese Whispers): the whole
   archive from scratch.
 
-Either way :func:`name_clusters` gives each cluster the previous id it overlaps most (greatest
+Either way the human corrections (:mod:`facepipe.stages.cluster.corrections`: must-links,
+cannot-links, names) are applied to the result; then :func:`name_clusters` gives each cluster the previous id it overlaps most (greatest
 shared faces first, each old id once), else ``id-`` + 16 hex of BLAKE2b over its smallest face id
 (deterministic for the same input and config), and :func:`identity_events` compares the two
 assignments: an identity whose faces went mostly into another is a **merge**, one that kept its id
@@ -34,7 +35,8 @@ import numpy as np
 
 from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
-from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, split_same_image
+from facepipe.stages.cluster import corrections
+from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.stages.cluster.methods import (
@@ -117,16 +119,6 @@ def _fixed(cfg: ClusterConfig, x: np.ndarray) -> ClusterConfig:
     return cfg if cfg.threshold != AUTO else dataclasses.replace(cfg, threshold=auto_threshold(x).value)
 
 
-def _drop_small(labels: np.ndarray, min_faces: int) -> np.ndarray:
-    if min_faces <= 1:
-        return labels
-    ok = labels >= 0
-    _, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
-    out = labels.copy()
-    out[np.flatnonzero(ok)[counts[inv] < min_faces]] = -1
-    return out
-
-
 def cluster_embeddings(
     x: np.ndarray, cfg: ClusterConfig, index: NeighbourIndex | None = None, image_ids: np.ndarray | None = None
 ) -> np.ndarray:
@@ -150,7 +142,7 @@ def cluster_embeddings(
         lab = mutual_density(idx, dist, cfg.threshold, min_core=2, min_faces=1)
     else:
         lab = threshold_components(idx, dist, cfg.threshold)
-    lab = _drop_small(split_same_image(lab, xc, ids, np.ones(n, bool)), cfg.min_faces)
+    lab = drop_small(split_same_image(lab, xc, ids, np.ones(n, bool)), cfg.min_faces)
     labels = np.empty(n, np.int64)
     labels[order] = lab
     return labels
@@ -204,7 +196,7 @@ def _place(
     if len(q) == 0 or k == 0:
         if len(q):  # a lone face
             labels[q] = n_old + np.arange(len(q))
-        return IncrementalResult(_drop_small(labels, cfg.min_faces), len(q), len(q))
+        return IncrementalResult(drop_small(labels, cfg.min_faces), len(q), len(q))
     reach = min(max(cfg.reach, k), n - 1)
     qi, qd = index.search(q, reach)
     qd = cannot_link(qi, qd, q, ids)
@@ -228,7 +220,7 @@ def _place(
     lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
     labels[nodes[~frozen]] = lab[~frozen]
     labels = split_same_image(labels, x, ids, prev_code < 0)
-    return IncrementalResult(_drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
+    return IncrementalResult(drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
 
 
 def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities, face_identity) -> list[str]:
@@ -242,6 +234,18 @@ def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities,
     staged = writer.stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
     output.publish(run_id, staged, tables=("identities", "face_identity"), snapshot=True)
     return sorted(staged_events + staged)
+
+
+def _cluster(fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, incremental: bool) -> tuple:
+    """(labels, faces placed, faces looked at, the index's backend and build time) of one clustering."""
+    t_index = -time.perf_counter()
+    index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
+    info = {"backend": index.backend if index else "none", "build_s": round(t_index + time.perf_counter(), 3)}
+    if incremental:
+        res = cluster_incremental(fs.x, code, n_old, cfg, index, fs.image_ids)
+        return res.labels, res.queried, res.region, info
+    labels = cluster_embeddings(fs.x, cfg, index, fs.image_ids)
+    return labels, len(labels), len(labels), info
 
 
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
@@ -260,18 +264,13 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
-    t_index = -time.perf_counter()
-    index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
-    t_index += time.perf_counter()
-    if incremental:
-        res = cluster_incremental(fs.x, code, len(old_ids), cfg, index, fs.image_ids)
-        labels, queried, region = res.labels, res.queried, res.region
-    else:
-        labels = cluster_embeddings(fs.x, cfg, index, fs.image_ids)
-        queried = region = len(labels)
+    labels, queried, region, index = _cluster(fs, code, len(old_ids), cfg, incremental)
+    fixed = corrections.apply(fs.face_ids, labels, fs.image_ids, corrections.load(output))
+    labels = fixed.labels
     name = name_clusters(fs.face_ids, labels, code, old_ids)
     events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
-    identities, face_identity = identity_tables(fs, labels, name, run_id)
+    events = corrections.annotate_events(events, fixed, name, code, old_ids, fs.face_ids, output)
+    identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given())
     face_identity = attach(face_identity, link)
     files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
     return {
@@ -286,9 +285,10 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "reused_ids": len(set(name.values()) & set(old_ids)),
         "merges": sum(e["event"] == "merge" for e in events),
         "splits": sum(e["event"] == "split" for e in events),
+        "corrections": fixed.summary(),
         "embedder": fs.embedder,
         "threshold": dataclasses.asdict(link),
-        "index": {"backend": index.backend if index else "none", "build_s": round(t_index, 3)},
+        "index": index,
         "files": files,
         "wall_s": round(time.perf_counter() - t0, 3),
         "config": dataclasses.asdict(cfg),
