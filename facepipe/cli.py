@@ -91,7 +91,7 @@ def _stages(sub) -> None:
     co.add_argument("--no-apply", action="store_true", help="only record it: the next clustering applies it")
     for p, what in ((cl, "cluster"), (co, "correct")):  # the clustering they run
         _output(p)
-        _dt_run_id(p, "date the snapshot is filed under (default: today, UTC)", f"run id (default: {what}-DT)")
+        _dt_run_id(p, "date the snapshot is filed under (default: today, UTC)", f"run id (default: {what}-DT...)")
         add_flags(p, ClusterConfig, skip=("enabled",))
         add_flags(p, IndexConfig, prefix="index.")
         p.set_defaults(func=getattr(commands, f"cmd_{what}"))

@@ -193,7 +193,7 @@ def cmd_correct(a: argparse.Namespace) -> int:
     from facepipe.stages.cluster import corrections
     from facepipe.stages.cluster.stage import run_cluster
 
-    dt, run_id = _dt_and_run_id(a, "correct")
+    dt, _ = _dt_and_run_id(a, "correct")
     with _writer(a.output, f"facepipe correct {a.action}") as out:
         try:
             rows = corrections.requested(
@@ -206,6 +206,8 @@ def cmd_correct(a: argparse.Namespace) -> int:
         if a.no_apply:
             print("  not applied yet (--no-apply): the next clustering applies them")
             return 0
+        # a run id of its own: another run id's events (a second correction that day) are not replaced
+        run_id = a.run_id or f"correct-{dt}-{rows.column('correction_id')[0].as_py()[2:]}"
         summary = run_cluster(out, dt, run_id, cluster_config(a, full=False))
     print("\n".join(cluster_lines(summary)))
     return 0

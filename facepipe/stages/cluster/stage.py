@@ -15,13 +15,14 @@ Two modes over the same kNN graph (:mod:`facepipe.stages.cluster.graph`) and Chi
   archive from scratch.
 
 Either way the human corrections (:mod:`facepipe.stages.cluster.corrections`: must-links,
-cannot-links, names) are applied to the result; then :func:`name_clusters` gives each cluster the previous id it overlaps most (greatest
-shared faces first, each old id once), else ``id-`` + 16 hex of BLAKE2b over its smallest face id
-(deterministic for the same input and config), and :func:`identity_events` compares the two
-assignments: an identity whose faces went mostly into another is a **merge**, one that kept its id
-but lost a sizeable part to a new identity is a **split**. :func:`run_cluster` reads
-``OUT/faces`` (one embedder), publishes ``identity_events`` (this run's rows) and then the
-``identities`` and ``face_identity`` snapshots through the staging protocol.
+cannot-links, names) are applied to the result; then :func:`name_clusters` gives each cluster
+the previous id it overlaps most (greatest shared faces first, each old id once), else ``id-`` +
+16 hex of BLAKE2b over its smallest face id (deterministic for the same input and config), and
+:func:`identity_events` compares the two assignments: an identity whose faces went mostly into
+another is a **merge**, one that kept its id but lost a sizeable part to a new identity is a
+**split**. :func:`run_cluster` reads ``OUT/faces`` (one embedder), publishes ``identity_events``
+(this run's rows) and then the ``identities`` and ``face_identity`` snapshots through the
+staging protocol.
 """
 
 from __future__ import annotations

@@ -174,7 +174,11 @@ def test_the_correct_command_records_applies_and_refuses_in_one_line(archive):
     bad = _cli("merge", "id-nope", ids[a[0]], "--output", str(out))
     assert bad.returncode == 2 and "no identity id-nope" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-    r = _cli("name", _ids(out)[a[0]], "--name", "Grace", "--output", str(out), "--no-apply")
+    r = _cli("name", _ids(out)[b[1]], "--name", "Grace", "--output", str(out), "--dt", "2026-11-02")
+    assert r.returncode == 0, r.stderr
+    # two corrections the same day: each clustering run keeps its events (its own run id)
+    assert {e[0] for e in _events(out)} >= {"merge", "name"}
+    r = _cli("name", _ids(out)[a[0]], "--name", "Hopper", "--output", str(out), "--no-apply")
     assert r.returncode == 0 and "not applied yet" in r.stdout
 
 
