@@ -101,8 +101,13 @@ FACE_OUTLIERS = pa.schema(
         pa.field("threshold", pa.float32(), nullable=False),
         pa.field("model_id", pa.string(), nullable=False),  # drocc@HASH12 of the model artifact
         pa.field("run_id", pa.string(), nullable=False),
+        # log-odds added for an embedding off the confident faces' law (0 within it); in outlier_score
+        pa.field("embedding_score", pa.float32()),
+        # flagged faces: the largest part of the score -- 'unusable chip' (DROCC), 'not a face' (the
+        # verifier), 'embedding off the faces'; null when not flagged
+        pa.field("reason", pa.string()),
     ],
-    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "2"},
+    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "3"},
 )
 
 

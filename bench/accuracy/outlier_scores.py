@@ -153,9 +153,10 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
     )
     rows: dict[str, Row] = {}
     t = time.perf_counter()
-    model = fit(x[conf], cfg)
+    emb = f["embedding"]
+    model = fit(x[conf], cfg, emb[conf])
     t_fit = time.perf_counter() - t
-    drocc, combined = outlier_scores(model, x)
+    drocc, combined = outlier_scores(model, x, emb)
     rows["stage"] = evaluate(
         combined, model.threshold, y, keep, det, "**stage: DROCC + face verifier (outlier_score)**"
     )
@@ -183,8 +184,8 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
         ("every detection (no rule)", np.ones(len(det), bool)),
         ("labelled faces only (oracle)", keep & (y == 0)),
     ):
-        m = fit(x[sel], cfg)
-        r = evaluate(outlier_scores(m, x)[1], m.threshold, y, keep, det, f"stage, trained on {rule}")
+        m = fit(x[sel], cfg, emb[sel])
+        r = evaluate(outlier_scores(m, x, emb)[1], m.threshold, y, keep, det, f"stage, trained on {rule}")
         r.name += f" [{100 * (sel & (y == 1)).sum() / sel.sum():.0f}% non-faces]"
         rows[rule] = r
     print("\n| method | AUC, all | AUC, det >= 0.5 | non-faces flagged | faces flagged |\n|---|---|---|---|---|")
@@ -202,7 +203,43 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
     print(
         f"stage model: {model.model_id}, threshold {model.threshold:.3f} ({model.threshold_policy}), fit {t_fit:.1f}s"
     )
+    rows |= _meaningless_embeddings(model, x, emb, keep & (y == 0))
     return rows
+
+
+def _meaningless_embeddings(model, x: np.ndarray, emb: np.ndarray, faces: np.ndarray) -> dict:
+    """Rows whose embedding means nothing, injected among the real faces (each a real face's
+    quality features with its embedding's coordinates permuted, or a random vector of a face's
+    norm: another model's output of the same size): AUC of them against the real faces, and the
+    share of each flagged, with the stage's score and with the embedding term alone."""
+    from sklearn.metrics import roc_auc_score
+
+    from facepipe.stages.score.outliers import embedding_terms, outlier_scores
+
+    rng = np.random.default_rng(0)
+    real = np.flatnonzero(faces)
+    base = outlier_scores(model, x[real], emb[real])[1]
+    permuted = np.stack([e[rng.permutation(len(e))] for e in emb[real]])
+    noise = rng.normal(size=emb[real].shape)
+    noise *= np.linalg.norm(emb[real], axis=1, keepdims=True) / np.linalg.norm(noise, axis=1, keepdims=True)
+    out = {}
+    print("\n| injected rows (among the real faces) | AUC, outlier_score | flagged | real faces flagged | AUC, term |")
+    print("|---|---|---|---|---|")
+    for name, fake in (("coordinates permuted", permuted), ("random vector of a face's norm", noise)):
+        s = outlier_scores(model, x[real], fake)[1]
+        y = np.r_[np.zeros(len(real)), np.ones(len(real))]
+        auc = roc_auc_score(y, np.r_[base, s])
+        term = embedding_terms(model, np.r_[emb[real], fake], 2 * len(real))
+        row = Row(
+            name,
+            auc,
+            roc_auc_score(y, term),
+            float((s > model.threshold).mean()),
+            float((base > model.threshold).mean()),
+        )
+        print(f"| {name} | {auc:.4f} | {_pct(row.nonfaces_flagged)} | {_pct(row.faces_flagged)} | {row.auc_kept:.4f} |")
+        out[f"injected: {name}"] = row
+    return out
 
 
 def _chip_cnn(chips: np.ndarray, conf: np.ndarray, cfg) -> np.ndarray:

@@ -146,9 +146,10 @@ def _charts_section(tables: dict, cfg: ReportConfig) -> tuple[str, list[tuple[st
             )
         )
         fid, flagged = outliers.column("face_id").to_pylist(), outliers.column("is_outlier").to_pylist()
+        why = outliers.column("reason").to_pylist() if "reason" in outliers.column_names else [None] * len(fid)
         # the flagged faces first (highest score first), then the highest-scored faces that were not
         order = sorted(range(len(fid)), key=lambda i: (not flagged[i], -sc[i], fid[i]))
-        top = [(fid[i], float(sc[i]), bool(flagged[i])) for i in order[: cfg.outliers]]
+        top = [(fid[i], float(sc[i]), bool(flagged[i]), why[i]) for i in order[: cfg.outliers]]
     html_ = '<section id="charts"><h2>Distributions</h2><div class="charts">'
     return html_ + ("".join(charts) or "<p>no data</p>") + "</div></section>", top
 
@@ -186,10 +187,10 @@ def _gallery_sections(out: Output, m: dict, tables: dict, top_out: list, cfg: Re
     """The largest identities' best faces and the top outliers, as thumbnails."""
     esc = html.escape
     top_ids, members = _largest_identities(tables, cfg)
-    box, src = _face_boxes(out, sorted({f for fs_ in members.values() for f in fs_} | {f for f, _, _ in top_out}))
+    box, src = _face_boxes(out, sorted({f for fs_ in members.values() for f in fs_} | {f for f, *_ in top_out}))
     best = lambda ident: sorted((f for f in members.get(ident, []) if f in box), key=lambda f: -box[f][4])  # noqa: E731
     groups = [(ident, n, best(ident)[: cfg.faces_per_identity]) for n, ident in top_ids]
-    wanted = [f for _, _, fs_ in groups for f in fs_] + [f for f, _, _ in top_out if f in box]
+    wanted = [f for _, _, fs_ in groups for f in fs_] + [f for f, *_ in top_out if f in box]
     wanted = [f for f in wanted if src.get(f)]
     thumbs = thumbnails(m, [(src[f], box[f][:4]) for f in wanted])
     thumb_of = {f: thumbs.get((src[f], k)) for k, f in enumerate(wanted)}
@@ -200,9 +201,10 @@ def _gallery_sections(out: Output, m: dict, tables: dict, top_out: list, cfg: Re
         for ident, n, fs_ in groups
     )
     out_html = "".join(
-        face_tile(thumb_of.get(f), f"{s:.3g} {'flagged' if o else 'not flagged'}") for f, s, o in top_out
+        face_tile(thumb_of.get(f), f"{s:.3g} {('flagged: ' + r if r else 'flagged') if o else 'not flagged'}")
+        for f, s, o, r in top_out
     )
-    n_flagged = sum(o for _, _, o in top_out)
+    n_flagged = sum(o for _, _, o, _ in top_out)
     note = (
         f"<p>{n_flagged} flagged face{'s' if n_flagged != 1 else ''} shown (left out of the identities), then the "
         "highest-scored faces that were not flagged.</p>"
@@ -242,7 +244,7 @@ def render(
         "images": _table(out, "images", ["image_id", "source_uri", "status", "error", "n_faces", "dt"], dt),
         "faces": _table(out, "faces", ["det_score"], dt),
         "face_outliers": _table(
-            out, "face_outliers", ["face_id", "outlier_score", "is_outlier", "threshold", "dt"], dt
+            out, "face_outliers", ["face_id", "outlier_score", "is_outlier", "threshold", "reason", "dt"], dt
         ),
         "identities": _table(out, "identities", ["identity_id", "n_faces"]),
         "face_identity": _table(out, "face_identity", ["face_id", "identity_id"]),

@@ -16,8 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-#: 2: the artifact records its inputs (version 1 models scored identity embeddings)
-ARTIFACT_VERSION = 2
+from facepipe.stages.score.density import EmbeddingDensity
+
+#: 2: the artifact records its inputs (version 1 models scored identity embeddings); 3: and the
+#: law of the confident faces' embeddings (``facepipe.stages.score.density``), when there was one
+ARTIFACT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class DROCCModel:
     far_probe_auc: float | None = None
     #: what each of the D input columns is (the scoring stage's ``FEATURES``); () for any table
     inputs: tuple[str, ...] = ()
+    #: the confident faces' embedding law: the score's embedding term (None: no term)
+    density: EmbeddingDensity | None = None
 
     @property
     def inverted(self) -> bool:
@@ -129,11 +135,16 @@ class DROCCModel:
             "threshold_policy": self.threshold_policy,
             "far_probe_auc": self.far_probe_auc,
             "inputs": list(self.inputs),
+            "embedding_law": None
+            if self.density is None
+            else {k: getattr(self.density, k) for k in ("n", "shrinkage", "median", "tail")}
+            | {"dim": self.density.dim},
         }
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         about = self._about() | {"dim": int(self.net.mean.numel()), "state_dict": self.net.state_dict()}
+        about["density"] = None if self.density is None else self.density.to_dict()
         torch.save({"version": ARTIFACT_VERSION, **about}, buf)
         return buf.getvalue()
 
@@ -141,8 +152,8 @@ class DROCCModel:
     def from_bytes(data: bytes, source: str = "<bytes>") -> "DROCCModel":
         try:
             blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            if blob.get("version") != ARTIFACT_VERSION:
-                raise ValueError(f"artifact version {blob.get('version')}, expected {ARTIFACT_VERSION}")
+            if blob.get("version") not in READABLE_VERSIONS:
+                raise ValueError(f"artifact version {blob.get('version')}, expected one of {READABLE_VERSIONS}")
             cfg = DROCCConfig(**blob["config"])
             net = DROCCNet(blob["dim"], cfg.hidden, cfg.depth)
             net.load_state_dict(blob["state_dict"], strict=True)
@@ -158,6 +169,7 @@ class DROCCModel:
             str(blob["threshold_policy"]),
             None if probe is None else float(probe),
             tuple(str(c) for c in blob.get("inputs", [])),
+            EmbeddingDensity.from_dict(blob["density"]) if blob.get("density") else None,
         )
 
     def describe(self) -> str:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from facepipe import schema
 from facepipe.flags import flag, positive_int, unit_float
+from facepipe.stages.score.density import fit_density
 from facepipe.stages.score.drocc import train_drocc
 from facepipe.stages.score.model import DROCCConfig, DROCCModel
 
@@ -89,15 +90,36 @@ def confident(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     return verified & (features[:, _DET_SCORE] >= cfg.train_min_score) & (offsets <= cfg.train_max_offset)
 
 
-def outlier_scores(model: DROCCModel, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(drocc_score, outlier_score) of (N, 13) features: DROCC's -logit, and it minus the face log-odds."""
+#: why a flagged face is flagged: the largest of the outlier score's three parts
+REASONS = ("unusable chip", "not a face", "embedding off the faces")
+
+
+def embedding_terms(model: DROCCModel, embeddings: np.ndarray | None, n: int) -> np.ndarray:
+    """(N,) the embedding term (``facepipe.stages.score.density``): 0 without a law, without
+    embeddings, or for embeddings of another size."""
+    if model.density is None or embeddings is None or embeddings.shape[1:] != (model.density.dim,):
+        return np.zeros(n, np.float32)
+    return model.density.term(embeddings)
+
+
+def outlier_scores(
+    model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(drocc_score, outlier_score) of (N, 13) features (and (N, D) embeddings): DROCC's -logit,
+    and it minus the face log-odds plus the embedding term."""
     drocc = model.anomaly_scores(features[:, : len(DROCC_INPUTS)])
-    return drocc, drocc - features[:, _FACE_LOGIT]
+    return drocc, drocc - features[:, _FACE_LOGIT] + embedding_terms(model, embeddings, len(features))
 
 
-def fit(features: np.ndarray, cfg: ScoreConfig) -> DROCCModel:
-    """Train on (N, 13) ``features`` of confident faces minus a held-out part, then set the
-    threshold on ``outlier_score`` by policy."""
+def reasons(model: DROCCModel, features: np.ndarray, drocc: np.ndarray, emb: np.ndarray) -> list[str]:
+    """The largest part of each face's outlier score above the threshold (:data:`REASONS`)."""
+    parts = np.stack([drocc - model.threshold, -features[:, _FACE_LOGIT], emb], axis=1)
+    return [REASONS[i] for i in np.argmax(parts, axis=1)]
+
+
+def fit(features: np.ndarray, cfg: ScoreConfig, embeddings: np.ndarray | None = None) -> DROCCModel:
+    """Train on (N, 13) ``features`` of confident faces minus a held-out part (and the law of
+    their (N, D) ``embeddings``), then set the threshold on ``outlier_score`` by policy."""
     rng = np.random.default_rng(cfg.drocc.seed)
     n = len(features)
     n_hold = int(round(n * cfg.holdout_fraction)) if cfg.threshold_policy == "fpr" else 0
@@ -105,9 +127,13 @@ def fit(features: np.ndarray, cfg: ScoreConfig) -> DROCCModel:
     hold, train = features[perm[:n_hold]], features[perm[n_hold:]]
     model = train_drocc(train[:, : len(DROCC_INPUTS)], cfg.drocc)
     model.inputs = DROCC_INPUTS
-    if cfg.threshold_policy == "fpr" and len(hold):
-        model.threshold = float(np.quantile(outlier_scores(model, hold)[1], 1 - cfg.target_fpr))
-        model.threshold_policy = f"fpr={cfg.target_fpr} on {len(hold)} held-out confident faces"
+    if embeddings is not None and len(embeddings) >= 4:
+        model.density = fit_density(embeddings[np.sort(perm[n_hold:])])
+    if n_hold:
+        hold = (hold, embeddings[perm[:n_hold]] if model.density is not None else None)
+    if cfg.threshold_policy == "fpr" and n_hold:
+        model.threshold = float(np.quantile(outlier_scores(model, *hold)[1], 1 - cfg.target_fpr))
+        model.threshold_policy = f"fpr={cfg.target_fpr} on {n_hold} held-out confident faces"
     elif cfg.threshold_policy == "typical":
         model.threshold = float(np.median(outlier_scores(model, train)[0]))
         model.threshold_policy = f"typical: median DROCC score of {len(train)} training faces"
@@ -119,19 +145,38 @@ def fit(features: np.ndarray, cfg: ScoreConfig) -> DROCCModel:
     return model
 
 
+def face_embeddings(faces: pa.Table) -> np.ndarray | None:
+    """The faces' ``embedding`` column as (N, D) float32 (NaN rows where null), or None without one."""
+    if "embedding" not in faces.column_names or faces.num_rows == 0:
+        return None
+    col = faces.column("embedding").combine_chunks()
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    if not valid.any():
+        return None
+    dim = getattr(col.type, "list_size", None) or len(col.filter(col.is_valid())[0])
+    out = np.full((faces.num_rows, dim), np.nan, np.float32)
+    out[valid] = schema.embedding_matrix(col.filter(col.is_valid()))
+    return out
+
+
 def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) -> pa.Table:
-    """Faces (``face_id`` and ``FEATURE_COLUMNS``) -> FACE_OUTLIERS rows."""
-    n = faces.num_rows
-    d, s = outlier_scores(model, face_features(faces)) if n else (np.zeros(0, np.float32),) * 2
+    """Faces (``face_id``, ``FEATURE_COLUMNS`` and their ``embedding``) -> FACE_OUTLIERS rows."""
+    n, x, e = faces.num_rows, face_features(faces), face_embeddings(faces)
+    emb = embedding_terms(model, e, n)
+    d, s = outlier_scores(model, x, e) if n else (np.zeros(0, np.float32),) * 2
+    flagged = s > model.threshold
+    why = [r if f else None for r, f in zip(reasons(model, x, d, emb), flagged)]
     return pa.table(
         {
             "face_id": faces.column("face_id").cast(pa.string()),
             "drocc_score": pa.array(d, pa.float32()),
             "outlier_score": pa.array(s, pa.float32()),
-            "is_outlier": pa.array(s > model.threshold, pa.bool_()),
+            "is_outlier": pa.array(flagged, pa.bool_()),
             "threshold": pa.array(np.full(n, model.threshold, np.float32), pa.float32()),
             "model_id": pa.array([model_id] * n, pa.string()),
             "run_id": pa.array([run_id] * n, pa.string()),
+            "embedding_score": pa.array(emb, pa.float32()),
+            "reason": pa.array(why, pa.string()),
         },
         schema=schema.FACE_OUTLIERS,
     )

@@ -55,6 +55,7 @@ from facepipe.stages.score.outliers import (  # noqa: F401 -- the stage's public
     THRESHOLD_POLICIES,
     ScoreConfig,
     confident,
+    face_embeddings,
     face_features,
     fit,
     outlier_scores,
@@ -90,14 +91,14 @@ def group_of(detector: str, align: str) -> str:
     return f"{detector} {align}"
 
 
-def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, group: str) -> np.ndarray:
-    """Seeded uniform sample (<= max_train) of one group's confident faces' features over the last
-    train_days, in face id order whatever the files' order."""
+def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, group: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Seeded uniform sample (<= max_train) of one group's confident faces over the last
+    train_days, in face id order whatever the files' order: (features, embeddings or None)."""
     day = date.fromisoformat(dt)
     dts = [(day - timedelta(days=k)).isoformat() for k in range(cfg.train_days)]
     detector, align = group.split(" ")
     t = ds.to_table(
-        columns=["face_id", *FEATURE_COLUMNS],
+        columns=["face_id", *FEATURE_COLUMNS, *(["embedding"] if "embedding" in ds.schema.names else [])],
         filter=pc.field("dt").isin(dts)
         & pc.field("face_logit").is_valid()
         & (pc.field("detector") == detector)
@@ -105,11 +106,12 @@ def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, group: str) -> 
     )
     # in face id order: the files' order (their names carry a random part; how rows were grouped
     # into files depends on the run's layout) must not change the sample or the training order
-    x = face_features(t.sort_by("face_id"))
-    x = x[confident(x, cfg)]
-    if len(x) > cfg.drocc.max_train:
-        x = x[np.sort(np.random.default_rng(cfg.drocc.seed).choice(len(x), cfg.drocc.max_train, replace=False))]
-    return x
+    t = t.sort_by("face_id")
+    x, e = face_features(t), face_embeddings(t)
+    keep = np.flatnonzero(confident(x, cfg) & (True if e is None else np.isfinite(e).all(axis=1)))
+    if len(keep) > cfg.drocc.max_train:
+        keep = np.sort(np.random.default_rng(cfg.drocc.seed).choice(keep, cfg.drocc.max_train, replace=False))
+    return x[keep], None if e is None else e[keep]
 
 
 _LOADED: dict[str, DROCCModel] = {}  # per worker process: deserialise each model once, not per batch
@@ -170,18 +172,19 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
     if cfg.model:
         model = load_model(cfg.model)
     else:
-        x = training_sample(ds, dt, cfg, group)
+        x, e = training_sample(ds, dt, cfg, group)
         if len(x) < cfg.min_faces:
             log.warning(
                 "only %d confident faces of %s to learn from (min %d): not scored", len(x), group, cfg.min_faces
             )
             return None, {"skipped": f"{len(x)} confident faces < min_faces {cfg.min_faces}"}
         if on_driver(len(x), cfg):  # ScoreConfig: the driver has torch loaded already
-            model = fit(x, cfg)
+            model = fit(x, cfg, e)
         else:
             import ray
 
-            model = bounded_get(ray.remote(num_cpus=1)(fit).remote(x, cfg), FIT_TIMEOUT_S, f"training {group}'s model")
+            task = ray.remote(num_cpus=1)(fit).remote(x, cfg, e)
+            model = bounded_get(task, FIT_TIMEOUT_S, f"training {group}'s model")
     if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
         why = (
             f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
@@ -227,6 +230,7 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     t_train = time.perf_counter() - t0
     files = [f.path for f in ds.get_fragments(filter=pc.field("dt") == dt)]
     columns = ["face_id", "detector", "align", *FEATURE_COLUMNS, "run_id"]
+    columns += ["embedding"] if "embedding" in ds.schema.names else []
     kwargs = {"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}
     output.clear_staging(run_id, ("face_outliers",))
     if on_driver(ds.count_rows(filter=pc.field("dt") == dt), cfg):  # no Ray tasks to start

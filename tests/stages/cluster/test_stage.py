@@ -277,6 +277,8 @@ def test_a_flagged_face_never_joins_or_bridges_two_identities(tmp_path):
                 "threshold": np.zeros(n, np.float32),
                 "model_id": ["drocc@test"] * n,
                 "run_id": ["r1"] * n,
+                "embedding_score": np.zeros(n, np.float32),
+                "reason": ["not a face" if f in junk else None for f in fids],
             },
             schema=schema.FACE_OUTLIERS,
         )

@@ -3,7 +3,8 @@
 at least 0.97 and above the detector's own score; at the default threshold at least 80% of the
 non-faces flagged and at most 2% of the real faces; the old stage (DROCC on the identity
 embedding) well below. Builds the pasted-face archive the set was made on (testbed/pasted.py,
-seed 0: about two minutes), once per content (testbed.cache)."""
+seed 0: about two minutes), once per content (testbed.cache). Rows whose embedding means nothing,
+injected among the real faces, rank above them (the score's embedding term)."""
 
 import pytest
 
@@ -25,3 +26,14 @@ def test_outlier_scores_meet_the_goals_on_real_detections(results):
     assert stage.auc >= 0.97 and stage.auc > detector.auc, (stage, detector)
     assert stage.nonfaces_flagged >= 0.80 and stage.faces_flagged <= 0.02, stage
     assert old.auc < stage.auc - 0.05, old
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_rows_whose_embedding_means_nothing_rank_above_the_real_faces(results):
+    """Issue 32: a real face's row with its embedding's coordinates permuted, or with a random
+    vector of a face's norm (another model's output), scored as normal before the embedding term
+    (AUC 0.58). Now they rank above the real faces and are flagged, and no real face is."""
+    for name in ("coordinates permuted", "random vector of a face's norm"):
+        r = results[f"injected: {name}"]
+        assert r.auc >= 0.95 and r.nonfaces_flagged >= 0.95 and r.faces_flagged <= 0.02, r

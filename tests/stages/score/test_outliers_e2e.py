@@ -5,7 +5,8 @@ PASCAL photos of ../shared (18 hand-marked faces) and scikit-image photos withou
 Its false detections -- every detection on the photos without people, and those on the PASCAL
 photos that match no hand-marked face -- are flagged; no real face is (the demo photos'
 detections are all real faces, checked by hand: bench/accuracy/outlier_eval.py); and the flagged ones join
-no identity (face_identity.status 'outlier'); the run report shows them as thumbnails."""
+no identity (face_identity.status 'outlier'); the run report shows them as thumbnails, each with
+the reason it was flagged."""
 
 import re
 import shutil
@@ -21,6 +22,7 @@ from facepipe.config import RunConfig
 from facepipe.run.job import run
 from facepipe.stages.detect.stage import DetectConfig
 from facepipe.stages.read.sources import ReadConfig
+from facepipe.stages.score.outliers import REASONS
 from facepipe.tools.evaluate import load_imglab, match_dlib
 from facepipe.tools.report import ReportConfig, write_report
 
@@ -83,4 +85,6 @@ def test_false_detections_are_flagged_and_left_out_of_identities(ray_cluster, ph
     section = page[page.index('<section id="outliers">') :]
     section = section[: section.index("</section>")]
     tiles = re.findall(r'<div class="face"><img src="data:image/[^"]+" alt="face"><div>([^<]*)</div></div>', section)
-    assert len(tiles) == ReportConfig().outliers and all(t.endswith(" flagged") for t in tiles), tiles
+    # each with the part of the score that flagged it (facepipe.stages.score.outliers.REASONS)
+    why = "|".join(REASONS)
+    assert len(tiles) == ReportConfig().outliers and all(re.search(f" flagged: ({why})$", t) for t in tiles), tiles
