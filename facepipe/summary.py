@@ -43,7 +43,11 @@ def score_lines(score: dict | None) -> list[str]:
         return ["  outliers  not scored (--no-score)"]
     if "skipped" in score:
         return [f"  outliers  not scored: {score['skipped']}"]
-    models = ", ".join(v["model_id"] for v in score["models"].values() if "model_id" in v)
+    models = ", ".join(
+        v["model_id"] + (" (shipped with facepipe: too few faces to train one)" if "shipped" in v["artifact"] else "")
+        for v in score["models"].values()
+        if "model_id" in v
+    )
     return [f"  outliers  {score['outliers']} of {score['scored']} faces flagged by {models} -> face_outliers"]
 
 

@@ -58,8 +58,10 @@ class EmbeddingDensity:
         return out.astype(np.float32)
 
     def to_dict(self) -> dict:
+        # "centre", not "mean": the artifact's pickle would share that string with the network's
+        # buffer name in one process and not in another, and the model's id hashes the bytes
         return {
-            "mean": self.mean.tolist(),
+            "centre": self.mean.tolist(),
             "whiten": self.whiten.tolist(),
             "median": self.median,
             "tail": self.tail,
@@ -70,7 +72,7 @@ class EmbeddingDensity:
     @staticmethod
     def from_dict(d: dict) -> "EmbeddingDensity":
         return EmbeddingDensity(
-            np.asarray(d["mean"], np.float64),
+            np.asarray(d["centre"], np.float64),
             np.asarray(d["whiten"], np.float64),
             float(d["median"]),
             float(d["tail"]),
@@ -83,7 +85,7 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
     """(covariance shrunk towards mu * I, the shrinkage) of the rows of ``x`` (Ledoit & Wolf, 2004)."""
     n, p = x.shape
     xc = x - x.mean(0)
-    s = xc.T @ xc / n
+    s = np.einsum("ni,nj->ij", xc, xc, optimize=False) / n  # not BLAS: the same bits on any thread count
     mu = np.trace(s) / p
     delta = np.sum((s - mu * np.eye(p)) ** 2) / p
     sq = np.einsum("ij,ij->i", xc, xc)
@@ -92,11 +94,17 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
     return shrink * mu * np.eye(p) + (1 - shrink) * s, shrink
 
 
+def _f32(v):
+    """Rounded to float32 and back: the law's parameters come out of LAPACK, whose last bits may
+    follow the thread count (a Ray task and the driver), and the model's id hashes them."""
+    return np.asarray(v, np.float32).astype(np.float64)
+
+
 def _law(x: np.ndarray) -> EmbeddingDensity:
     cov, shrink = ledoit_wolf(x)
-    vals, vecs = np.linalg.eigh(cov)
-    vals = np.maximum(vals, vals.max() * 1e-9)
-    return EmbeddingDensity(x.mean(0), (vecs / np.sqrt(vals)).T, 0.0, 0.0, len(x), shrink)
+    cov += np.eye(len(cov)) * np.trace(cov) / len(cov) * 1e-9  # positive definite with any shrinkage
+    whiten = np.linalg.inv(np.linalg.cholesky(cov))  # lower triangular: z = whiten @ (x - mean)
+    return EmbeddingDensity(_f32(x.mean(0)), _f32(whiten), 0.0, 0.0, len(x), float(np.float32(shrink)))
 
 
 def fit_density(x: np.ndarray) -> EmbeddingDensity:
@@ -114,5 +122,5 @@ def fit_density(x: np.ndarray) -> EmbeddingDensity:
     # a few faces hold no 99.9% quantile (20 of them: their largest is the 95%): the quantile of a
     # log-normal law of the distances stands in where it lies further out
     lognormal = np.exp(np.mean(np.log(d)) + np.std(np.log(d)) * NormalDist().inv_cdf(TAIL))
-    law.median, law.tail = float(np.median(d)), float(max(np.quantile(d, TAIL), lognormal))
+    law.median, law.tail = float(np.float32(np.median(d))), float(np.float32(max(np.quantile(d, TAIL), lognormal)))
     return law

@@ -36,10 +36,12 @@ existed are not scored (counted as ``unscored``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -84,6 +86,20 @@ def load_model(uri: str) -> DROCCModel:
     if model.inputs != DROCC_INPUTS:
         raise ValueError(f"DROCC model {uri} takes other inputs {model.inputs}, not this stage's {DROCC_INPUTS}")
     return model
+
+
+#: the model shipped with the package for runs with too few confident faces to train one
+#: (bench/accuracy/default_outlier_model.py: 312 confident faces of the project's own photos)
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "weights" / "drocc_default.pt"
+
+
+def default_model(group: str) -> DROCCModel | None:
+    """The shipped model, if it learned ``group``'s faces (the same detector and align method:
+    their landmark offsets differ), else None."""
+    about = DEFAULT_MODEL.with_suffix(".json")
+    if not about.is_file() or json.loads(about.read_text())["group"] != group:
+        return None
+    return DROCCModel.from_bytes(DEFAULT_MODEL.read_bytes(), str(DEFAULT_MODEL))
 
 
 def group_of(detector: str, align: str) -> str:
@@ -167,24 +183,26 @@ def on_driver(n_faces: int, cfg: ScoreConfig) -> bool:
 
 
 def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tuple[DROCCModel | None, dict]:
-    """The model that scores ``group``'s faces -- the one given, or one trained on its confident
-    faces (in the driver or a Ray task) -- and its manifest entry; None (and why) when there is none to use."""
-    if cfg.model:
-        model = load_model(cfg.model)
-    else:
+    """The model that scores ``group``'s faces -- the one given, one trained on its confident
+    faces (in the driver or a Ray task), or with too few of those the one shipped for the group
+    (:func:`default_model`) -- and its manifest entry; None (and why) when there is none to use."""
+    artifact, x, e = cfg.model, None, None
+    if not artifact:
         x, e = training_sample(ds, dt, cfg, group)
-        if len(x) < cfg.min_faces:
-            log.warning(
-                "only %d confident faces of %s to learn from (min %d): not scored", len(x), group, cfg.min_faces
-            )
-            return None, {"skipped": f"{len(x)} confident faces < min_faces {cfg.min_faces}"}
-        if on_driver(len(x), cfg):  # ScoreConfig: the driver has torch loaded already
-            model = fit(x, cfg, e)
-        else:
-            import ray
+    if artifact:
+        model = load_model(artifact)
+    elif len(x) < cfg.min_faces:
+        few = f"{len(x)} confident faces < min_faces {cfg.min_faces}"
+        if (model := default_model(group)) is None:
+            log.warning("%s: %s to learn from: not scored", group, few)
+            return None, {"skipped": few}
+        artifact = f"shipped with facepipe ({DEFAULT_MODEL.name}): {few}"
+    elif on_driver(len(x), cfg):  # ScoreConfig: the driver has torch loaded already
+        model = fit(x, cfg, e)
+    else:
+        import ray
 
-            task = ray.remote(num_cpus=1)(fit).remote(x, cfg, e)
-            model = bounded_get(task, FIT_TIMEOUT_S, f"training {group}'s model")
+        model = bounded_get(ray.remote(num_cpus=1)(fit).remote(x, cfg, e), FIT_TIMEOUT_S, f"training {group}'s model")
     if model.inverted:  # its scores would rank backwards: write none rather than wrong ones
         why = (
             f"model inverted (far-probe AUC {model.far_probe_auc:.3f} < 0.5): "
@@ -192,11 +210,7 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
         )
         log.warning("%s: %s; not scored", group, why)
         return None, {"skipped": why}
-    info = {
-        "model_id": model.model_id,
-        "artifact": cfg.model or save_model(output, model),
-        "threshold": model.threshold,
-    }
+    info = {"model_id": model.model_id, "artifact": artifact or save_model(output, model), "threshold": model.threshold}
     info |= {"threshold_policy": model.threshold_policy, "n_train": model.n_train, "far_probe_auc": model.far_probe_auc}
     return model, info
 

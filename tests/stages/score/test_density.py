@@ -77,3 +77,18 @@ def test_a_model_without_a_law_still_loads_and_adds_nothing():
         }
     )
     assert score_table(faces, model, model.model_id, "r").column("embedding_score").to_pylist() == [0.0]
+
+
+def test_the_shipped_model_serves_only_the_faces_it_learned():
+    """A run with too few confident faces to train (the demo) is scored by the model shipped
+    with facepipe -- but only faces of the detector and align method it learned (their landmark
+    offsets differ); it carries the embedding law."""
+    import json
+
+    from facepipe.stages.score.stage import DEFAULT_MODEL, DROCC_INPUTS, default_model
+
+    group = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())["group"]
+    model = default_model(group)
+    assert model is not None and model.inputs == DROCC_INPUTS and model.density is not None
+    assert model.density.dim == 128 and not model.inverted
+    assert default_model("centerface@x dlib_sp5") is None
