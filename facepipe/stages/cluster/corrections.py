@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.storage.output import Output, as_output
@@ -150,7 +151,7 @@ def load(output: str | Output) -> pa.Table | None:
     bad = set(t.column("kind").to_pylist()) - set(KINDS)
     if bad:
         log.warning("corrections of unknown kinds %s are ignored", sorted(bad))
-        t = t.filter(pa.compute.is_in(t.column("kind"), pa.array(KINDS)))
+        t = t.filter(pc.is_in(t.column("kind"), value_set=pa.array(KINDS)))
     return t.sort_by([("created_at", "ascending"), ("correction_id", "ascending")])
 
 
@@ -181,10 +182,8 @@ def apply(
     if corrections is None or corrections.num_rows == 0:
         return res
     pos = {f: i for i, f in enumerate(face_ids)}
-    live = []
-    for r in corrections.to_pylist():
-        ends = [r["face_id"]] + ([r["other_face_id"]] if r["kind"] != "name" else [])
-        live.append(r) if all(e in pos for e in ends) else None
+    ends = lambda r: (r["face_id"],) if r["kind"] == "name" else (r["face_id"], r["other_face_id"])  # noqa: E731
+    live = [r for r in corrections.to_pylist() if all(e in pos for e in ends(r))]
     res.waiting = corrections.num_rows - len(live)
     fresh = iter(range(int(labels.max(initial=-1)) + 1, 2**62))
     for r in live:  # a face a correction names stands in an identity, even if it was left alone

@@ -57,11 +57,24 @@ class ONet(nn.Module):
         dev = next(self.parameters()).device
         out = np.empty(len(crops), np.float32)
         for s in range(0, len(crops), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(crops[s : s + batch_size])).to(dev)
+            x = torch.from_numpy(np.ascontiguousarray(stretched(crops[s : s + batch_size]))).to(dev)
             x = (x.permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
             logits = self(x)[0]
             out[s : s + len(x)] = (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
         return out
+
+
+def stretched(crops: np.ndarray, spread: float = 160.0, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Each (N, H, W, 3) uint8 crop whose brightness spans less than ``spread`` grey levels
+    (its ``low`` to ``high`` percentile: a faded or tinted photo) stretched to span that much,
+    centred; crops of ordinary contrast are returned as they are."""
+    x = np.asarray(crops, np.float32)
+    grey = x.mean(axis=-1).reshape(len(x), -1)
+    lo, hi = np.percentile(grey, [low, high], axis=1)
+    scale = np.maximum(spread / np.maximum(hi - lo, 1.0), 1.0)[:, None, None, None]
+    mid = ((lo + hi) / 2)[:, None, None, None]
+    y = np.where(scale > 1, (x - mid) * scale + 127.5, x)
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
 
 def square_crops(image: np.ndarray, boxes: np.ndarray, size: int = CROP) -> np.ndarray:

@@ -38,3 +38,23 @@ def test_real_faces_are_faces_and_coffee_and_gravel_are_not(photo_faces):
     non = net.face_logits(np.stack(others))
     assert np.median(non) < 0 < logit.min(), (np.round(non, 2), logit.min())
     assert np.array_equal(net.face_logits(faces), logit)  # deterministic
+
+
+def test_a_faded_photos_faces_are_faces(photo_faces):
+    """The verifier sees a faded or tinted photo's faces (a crowd in a washed-out print, a duotone)
+    with the contrast of an ordinary photo: without that, they were called non-faces
+    (bench/RESULTS.md, "group photos"). Crops of ordinary contrast reach it unchanged."""
+    from facepipe.stages.score.onet import stretched
+
+    net = create_model("mtcnn_onet", kind="verifier")
+    faces = np.concatenate([square_crops(pf.image, pf.boxes) for pf in photo_faces])
+    grey = faces.astype(np.float32).mean(-1).reshape(len(faces), -1)
+    ordinary = np.percentile(grey, 99, axis=1) - np.percentile(grey, 1, axis=1) >= 160
+    assert ordinary.sum() >= 10 and (stretched(faces[ordinary]) == faces[ordinary]).all()
+    # a washed-out sepia print: 15% of the contrast, pale (as the crowd of a Commons photo was)
+    sepia = np.array([1.0, 0.95, 0.8], np.float32)
+    faded = np.clip((faces.astype(np.float32).mean(-1, keepdims=True) * 0.15 + 200) * sepia, 0, 255).astype(np.uint8)
+    assert (net.face_logits(faded) > 1).all(), np.round(net.face_logits(faded), 2)
+    with torch.no_grad():  # ONet on the faded crops as they are: some are not faces to it
+        logits = net((torch.from_numpy(faded).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125)[0]
+    assert ((logits[:, 1] - logits[:, 0]).numpy() <= 1).sum() >= 2
