@@ -41,10 +41,22 @@ def cmd_cluster(a: argparse.Namespace) -> int:
 
     dt, run_id = _dt_and_run_id(a, "cluster")
     print(f"facepipe cluster {run_id}:")
-    with _writer(a.output, f"facepipe cluster {run_id}") as out:
+    with _writer(a.output, f"facepipe cluster {run_id}") as out, _corrections_checked():
         summary = run_cluster(out, dt, run_id, cluster_config(a, full=a.full))
     print("\n".join(cluster_lines(summary)))
     return 0
+
+
+@contextmanager
+def _corrections_checked() -> Iterator:
+    """A corrections file that is not one (``facepipe.stages.cluster.corrections``) is the user's
+    to fix: it is read before the clustering publishes anything."""
+    from facepipe.stages.cluster.corrections import CorrectionError
+
+    try:
+        yield
+    except CorrectionError as e:
+        raise UserError(str(e)) from None
 
 
 @contextmanager
@@ -194,13 +206,9 @@ def cmd_correct(a: argparse.Namespace) -> int:
     from facepipe.stages.cluster.stage import run_cluster
 
     dt, _ = _dt_and_run_id(a, "correct")
-    with _writer(a.output, f"facepipe correct {a.action}") as out:
-        try:
-            rows = corrections.requested(
-                out, a.action, a.identities, a.face, a.name, a.author or getpass.getuser(), a.note
-            )
-        except corrections.CorrectionError as e:
-            raise UserError(str(e)) from None
+    with _writer(a.output, f"facepipe correct {a.action}") as out, _corrections_checked():
+        corrections.load(out)  # the ones already there readable, before adding one
+        rows = corrections.requested(out, a.action, a.identities, a.face, a.name, a.author or getpass.getuser(), a.note)
         path = corrections.record(out, rows)
         print(f"recorded {rows.num_rows} correction(s) {', '.join(rows.column('correction_id').to_pylist())} in {path}")
         if a.no_apply:

@@ -44,7 +44,7 @@ def score_lines(score: dict | None) -> list[str]:
     if "skipped" in score:
         return [f"  outliers  not scored: {score['skipped']}"]
     models = ", ".join(
-        v["model_id"] + (" (shipped with facepipe: too few faces to train one)" if "shipped" in v["artifact"] else "")
+        v["model_id"] + (" (shipped with facepipe: too few faces to train one)" if v.get("shipped") else "")
         for v in score["models"].values()
         if "model_id" in v
     )

@@ -15,6 +15,7 @@ from facepipe.errors import UserError
 from facepipe.registry import create_model
 from facepipe.run.ray_executor import alive_nodes
 from facepipe.stages.align.stage import resolve_method
+from facepipe.stages.cluster import corrections
 from facepipe.stages.score.stage import load_model
 from facepipe.storage import crypto
 from facepipe.storage import fs as fsio
@@ -87,10 +88,14 @@ def preflight(cfg: RunConfig) -> tuple[str, str]:
 
 
 def open_output(cfg: RunConfig) -> Output:
-    """The run's output, with the encryption setting it records from now on (the first run's)."""
+    """The run's output, with the encryption setting it records from now on (the first run's);
+    its human corrections readable (``facepipe.stages.cluster.corrections``)."""
     try:
-        return Output(cfg.output, crypto.ensure_output(cfg.output, cfg.encryption))
-    except ValueError as e:
+        out = Output(cfg.output, crypto.ensure_output(cfg.output, cfg.encryption))
+        if cfg.cluster.enabled:  # corrections a person wrote by hand: a bad file fails now, not after extraction
+            corrections.load(out)
+        return out
+    except ValueError as e:  # CorrectionError too
         raise UserError(str(e)) from None
 
 

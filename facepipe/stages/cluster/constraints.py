@@ -1,11 +1,17 @@
 """What every clustering keeps to, whatever the method: an order that depends on the embeddings
 only (:func:`canonical_order`: the same faces give the same identities whatever their order, ids
-or paths) and the cannot-link of faces of one image (:func:`cannot_link` cuts their links,
-:func:`split_same_image` parts any that still end up together)."""
+or paths), the cannot-link of faces of one image (:func:`cannot_link` cuts their links,
+:func:`split_same_image` parts any that still end up together), and the must-links, cannot-links
+and names a person recorded (:func:`apply_corrections`; the table they come from:
+:mod:`facepipe.stages.cluster.corrections`)."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 import numpy as np
+import pyarrow as pa
 
 from facepipe.stages.cluster.graph import NeighbourIndex
 
@@ -69,3 +75,104 @@ def drop_small(labels: np.ndarray, min_faces: int) -> np.ndarray:
     out = labels.copy()
     out[np.flatnonzero(ok)[counts[inv] < min_faces]] = -1
     return out
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Applied:
+    labels: np.ndarray  # the labels with the corrections in force; new groups numbered past the others
+    names: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # label -> (name, correction id, face id)
+    by_label: dict[int, list[str]] = field(default_factory=dict)  # label -> correction ids that shaped it
+    moved: dict[int, str] = field(default_factory=dict)  # row moved out by a cannot-link -> its correction id
+    in_force: int = 0  # corrections whose faces are clustered, less the refused ones
+    waiting: int = 0  # corrections whose faces are not clustered
+    conflicts: list[str] = field(default_factory=list)  # must-links refused (a cannot-link wins)
+
+    def given(self) -> dict[int, str]:
+        """Label -> the name a correction gave it."""
+        return {lab: g[0] for lab, g in self.names.items()}
+
+    def summary(self) -> dict:
+        return {"in_force": self.in_force, "waiting": self.waiting, "refused": self.conflicts}
+
+
+def apply_corrections(
+    face_ids: list[str], labels: np.ndarray, image_ids: np.ndarray | None, corrections: pa.Table | None
+) -> Applied:
+    """``labels`` (N,) of the faces ``face_ids`` with ``corrections`` (rows of
+    ``facepipe.schema.CORRECTIONS`` in the order they apply) in force: must-links first -- two
+    groups joined unless that puts two faces of one image, or both faces of a ``different`` row,
+    in one identity (refused: a cannot-link wins) --, then cannot-links (the named face leaves
+    for an identity of its own), then names (the latest per identity). A face a correction names
+    stands in an identity even if it was left alone; a correction whose face is not among
+    ``face_ids`` waits."""
+    labels = np.asarray(labels, np.int64).copy()
+    res = Applied(labels)
+    if corrections is None or corrections.num_rows == 0:
+        return res
+    pos = {f: i for i, f in enumerate(face_ids)}
+    ends = lambda r: (r["face_id"],) if r["kind"] == "name" else (r["face_id"], r["other_face_id"])  # noqa: E731
+    live = [r for r in corrections.to_pylist() if all(e in pos for e in ends(r))]
+    res.waiting = corrections.num_rows - len(live)
+    fresh = iter(range(int(labels.max(initial=-1)) + 1, 2**62))
+    for r in live:  # a face a correction names stands in an identity, even if it was left alone
+        for e in (r["face_id"], r.get("other_face_id")):
+            if e in pos and labels[pos[e]] < 0:
+                labels[pos[e]] = next(fresh)
+    _join(labels, pos, image_ids, live, res)
+    for r in (r for r in live if r["kind"] == "different"):
+        i, j = pos[r["face_id"]], pos[r["other_face_id"]]
+        if labels[i] == labels[j]:
+            labels[i] = next(fresh)
+            res.moved[i] = r["correction_id"]
+            res.by_label.setdefault(int(labels[i]), []).append(r["correction_id"])
+    for r in (r for r in live if r["kind"] == "name"):
+        lab = int(labels[pos[r["face_id"]]])
+        res.names[lab] = (r["name"], r["correction_id"], r["face_id"])  # the latest row wins
+    present = set(labels.tolist())
+    res.by_label = {lab: ids for lab, ids in res.by_label.items() if lab in present}
+    res.labels, res.in_force = labels, len(live) - len(res.conflicts)
+    return res
+
+
+def _join(labels: np.ndarray, pos: dict, image_ids: np.ndarray | None, live: list[dict], res: Applied) -> None:
+    """The must-links of ``live``, in order, on ``labels`` (in place): two groups become one unless
+    that puts two faces of one image, or both faces of a ``different`` row, in it (refused)."""
+    parent: dict[int, int] = {}
+    members: dict[int, set[int]] = {}  # a group's rows, found once per label and joined on union
+
+    def find(a: int) -> int:
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+
+    def rows_of(lab: int) -> set[int]:
+        if lab not in members:
+            members[lab] = set(np.flatnonzero(labels == lab).tolist())
+        return members[lab]
+
+    apart = [(pos[r["face_id"]], pos[r["other_face_id"]]) for r in live if r["kind"] == "different"]
+    for r in (r for r in live if r["kind"] == "same"):
+        a, b = find(int(labels[pos[r["face_id"]]])), find(int(labels[pos[r["other_face_id"]]]))
+        if a == b:
+            continue
+        joined = rows_of(a) | rows_of(b)
+        clash = image_ids is not None and len(set(image_ids[list(joined)].tolist())) < len(joined)
+        if clash or any(i in joined and j in joined for i, j in apart):
+            res.conflicts.append(r["correction_id"])
+            log.warning(
+                "correction %s (%s and %s are one person) is refused: it would put two faces of one image, "
+                "or two faces said to be different people, in one identity", *(r[k] for k in _SAME),
+            )  # fmt: skip
+            continue
+        keep, gone = min(a, b), max(a, b)
+        parent[gone], members[keep] = keep, joined
+        members.pop(gone, None)
+        res.by_label.setdefault(keep, []).append(r["correction_id"])
+    for lab in [lab for lab in set(labels.tolist()) if lab in parent]:
+        labels[labels == lab] = find(lab)
+
+
+_SAME = ("correction_id", "face_id", "other_face_id")

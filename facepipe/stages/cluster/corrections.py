@@ -12,13 +12,10 @@ can: a merge retires one):
 - ``name`` (``face_id``, ``name``): the identity holding the face is called ``name``.
 
 ``facepipe correct merge|split|name`` writes them (:func:`record`); anyone may add a file of
-the same schema (a UI, a SQL ``COPY``). :func:`apply` runs after every clustering, full or
-incremental, on its labels: must-links first (two groups joined unless that would put two faces
-of one image, or the two faces of a ``different`` row, in one identity -- a cannot-link always
-wins), then cannot-links (the named face leaves for an identity of its own), then names (the
-latest row per identity). Corrections are applied in their own order (``created_at``, then
-``correction_id``), never the order of the files, so the result does not depend on how they
-were written. A correction whose face is not clustered (erased, an outlier, too small) waits.
+the same schema (a UI, a SQL ``COPY``). :func:`load` reads them in their own order (``created_at``, then
+``correction_id``), never the files', and every clustering, full or incremental, applies them
+to its labels (``facepipe.stages.cluster.constraints.apply_corrections``: a cannot-link always
+wins); :func:`annotate_events` records what they did in ``identity_events``.
 """
 
 from __future__ import annotations
@@ -27,13 +24,12 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from facepipe import schema
+from facepipe.stages.cluster.constraints import Applied
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -73,7 +69,8 @@ def correction_rows(
 
 
 class CorrectionError(ValueError):
-    """A correction that names identities or faces the snapshot does not have (the user's mistake)."""
+    """The user's mistake: a correction naming identities or faces the snapshot does not have, or
+    a file in ``OUT/corrections/`` that is not a corrections table."""
 
 
 def requested(
@@ -139,112 +136,39 @@ def record(output: str | Output, rows: pa.Table) -> str:
 
 
 def load(output: str | Output) -> pa.Table | None:
-    """Every correction of the output, in the order they apply (created_at, correction_id)."""
+    """Every correction of the output, in the order they apply (created_at, correction_id). A
+    file that is not a corrections table -- not Parquet, or rows missing what their kind needs --
+    is a :class:`CorrectionError` naming it (a person or a UI wrote it: ignored, it could merge
+    people someone split); ``facepipe run`` checks this before any work (``run.startup``)."""
     out = as_output(output)
     files = out.part_files(TABLE)
-    if not files:
-        return None
+    return pa.concat_tables([_read(out, f) for f in files]).sort_by(_ORDER) if files else None
+
+
+_ORDER = [("created_at", "ascending"), ("correction_id", "ascending")]
+#: what a row of each kind must hold besides correction_id, kind, face_id and created_at
+_NEEDS = {"same": "other_face_id", "different": "other_face_id", "name": "name"}
+
+
+def _read(out: Output, path: str) -> pa.Table:
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(f, filesystem=out.fs, schema=schema.CORRECTIONS) for f in files]
-    t = pa.concat_tables(tables)
-    bad = set(t.column("kind").to_pylist()) - set(KINDS)
-    if bad:
-        log.warning("corrections of unknown kinds %s are ignored", sorted(bad))
-        t = t.filter(pc.is_in(t.column("kind"), value_set=pa.array(KINDS)))
-    return t.sort_by([("created_at", "ascending"), ("correction_id", "ascending")])
-
-
-@dataclass
-class Applied:
-    labels: np.ndarray  # the labels with the corrections in force; new groups numbered past the others
-    names: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # label -> (name, correction id, face id)
-    by_label: dict[int, list[str]] = field(default_factory=dict)  # label -> correction ids that shaped it
-    moved: dict[int, str] = field(default_factory=dict)  # row moved out by a cannot-link -> its correction id
-    in_force: int = 0  # corrections whose faces are clustered, less the refused ones
-    waiting: int = 0  # corrections whose faces are not clustered
-    conflicts: list[str] = field(default_factory=list)  # must-links refused (a cannot-link wins)
-
-    def given(self) -> dict[int, str]:
-        """Label -> the name a correction gave it."""
-        return {lab: g[0] for lab, g in self.names.items()}
-
-    def summary(self) -> dict:
-        return {"in_force": self.in_force, "waiting": self.waiting, "refused": self.conflicts}
-
-
-def apply(
-    face_ids: list[str], labels: np.ndarray, image_ids: np.ndarray | None, corrections: pa.Table | None
-) -> Applied:
-    """``labels`` (N,) of the faces ``face_ids`` with ``corrections`` in force (see the module text)."""
-    labels = np.asarray(labels, np.int64).copy()
-    res = Applied(labels)
-    if corrections is None or corrections.num_rows == 0:
-        return res
-    pos = {f: i for i, f in enumerate(face_ids)}
-    ends = lambda r: (r["face_id"],) if r["kind"] == "name" else (r["face_id"], r["other_face_id"])  # noqa: E731
-    live = [r for r in corrections.to_pylist() if all(e in pos for e in ends(r))]
-    res.waiting = corrections.num_rows - len(live)
-    fresh = iter(range(int(labels.max(initial=-1)) + 1, 2**62))
-    for r in live:  # a face a correction names stands in an identity, even if it was left alone
-        for e in (r["face_id"], r.get("other_face_id")):
-            if e in pos and labels[pos[e]] < 0:
-                labels[pos[e]] = next(fresh)
-    _join(labels, pos, image_ids, live, res)
-    for r in (r for r in live if r["kind"] == "different"):
-        i, j = pos[r["face_id"]], pos[r["other_face_id"]]
-        if labels[i] == labels[j]:
-            labels[i] = next(fresh)
-            res.moved[i] = r["correction_id"]
-            res.by_label.setdefault(int(labels[i]), []).append(r["correction_id"])
-    for r in (r for r in live if r["kind"] == "name"):
-        lab = int(labels[pos[r["face_id"]]])
-        res.names[lab] = (r["name"], r["correction_id"], r["face_id"])  # the latest row wins
-    present = set(labels.tolist())
-    res.by_label = {lab: ids for lab, ids in res.by_label.items() if lab in present}
-    res.labels, res.in_force = labels, len(live) - len(res.conflicts)
-    return res
-
-
-def _join(labels: np.ndarray, pos: dict, image_ids: np.ndarray | None, live: list[dict], res: Applied) -> None:
-    """The must-links of ``live``, in order, on ``labels`` (in place): two groups become one unless
-    that puts two faces of one image, or both faces of a ``different`` row, in it (refused)."""
-    parent: dict[int, int] = {}
-    members: dict[int, set[int]] = {}  # a group's rows, found once per label and joined on union
-
-    def find(a: int) -> int:
-        while parent.get(a, a) != a:
-            a = parent[a]
-        return a
-
-    def rows_of(lab: int) -> set[int]:
-        if lab not in members:
-            members[lab] = set(np.flatnonzero(labels == lab).tolist())
-        return members[lab]
-
-    apart = [(pos[r["face_id"]], pos[r["other_face_id"]]) for r in live if r["kind"] == "different"]
-    for r in (r for r in live if r["kind"] == "same"):
-        a, b = find(int(labels[pos[r["face_id"]]])), find(int(labels[pos[r["other_face_id"]]]))
-        if a == b:
-            continue
-        joined = rows_of(a) | rows_of(b)
-        clash = image_ids is not None and len(set(image_ids[list(joined)].tolist())) < len(joined)
-        if clash or any(i in joined and j in joined for i, j in apart):
-            res.conflicts.append(r["correction_id"])
-            log.warning(
-                "correction %s (%s and %s are one person) is refused: it would put two faces of one image, "
-                "or two faces said to be different people, in one identity", *(r[k] for k in _SAME),
-            )  # fmt: skip
-            continue
-        keep, gone = min(a, b), max(a, b)
-        parent[gone], members[keep] = keep, joined
-        members.pop(gone, None)
-        res.by_label.setdefault(keep, []).append(r["correction_id"])
-    for lab in [lab for lab in set(labels.tolist()) if lab in parent]:
-        labels[labels == lab] = find(lab)
-
-
-_SAME = ("correction_id", "face_id", "other_face_id")
+    try:
+        t = pq.read_table(path, filesystem=out.fs, schema=schema.CORRECTIONS)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise CorrectionError(f"{path} is not a corrections table ({e}): fix or remove it") from None
+    for r in t.to_pylist():
+        missing = [c for c in ("correction_id", "kind", "face_id", "created_at") if r[c] is None]
+        if r["kind"] not in _NEEDS:
+            missing.append(f"a kind of {KINDS} (it says {r['kind']!r})")
+        elif r[_NEEDS[r["kind"]]] is None:
+            missing.append(_NEEDS[r["kind"]])
+        if missing:
+            raise CorrectionError(
+                f"{path}: correction {r['correction_id']!r} lacks {', '.join(missing)} "
+                f"(schema: facepipe.schema.CORRECTIONS): fix or remove it"
+            )
+    return t
 
 
 def annotate_events(

@@ -36,7 +36,7 @@ import numpy as np
 
 from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
-from facepipe.stages.cluster import corrections
+from facepipe.stages.cluster import constraints, corrections
 from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
@@ -266,7 +266,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
     labels, queried, region, index = _cluster(fs, code, len(old_ids), cfg, incremental)
-    fixed = corrections.apply(fs.face_ids, labels, fs.image_ids, corrections.load(output))
+    fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
     labels = fixed.labels
     name = name_clusters(fs.face_ids, labels, code, old_ids)
     events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)

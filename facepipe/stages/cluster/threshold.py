@@ -98,9 +98,9 @@ def bulk_law(d: np.ndarray, clip: float = CLIP) -> tuple[float, float]:
     left in they pulled 10 faces' cut to the lower bound). ``sigma`` is measured on the lower
     side, between the line and ``mu``, and corrected for the cut-off part: that is the tail the
     cut extrapolates, and it is heavier than the upper side's (dlib's distances lean left:
-    the portraits' 0.086 below, 0.082 above). With it the law predicted the portraits'
-    different-person pairs under 0.40 and 0.45 within 1.6 times, where the upper side's spread
-    missed by up to 4 times (bench/RESULTS.md)."""
+    the portraits' 0.087 below, 0.083 above). With it the law predicted the portraits'
+    different-person pairs under 0.38 to 0.50 within 1.8 times, where the upper side's spread
+    missed by up to 5 times (bench/RESULTS.md; printed by ``bench.accuracy.portraits_set``)."""
     d = np.sort(np.asarray(d, np.float64))
     start = 0
     for _ in range(50):

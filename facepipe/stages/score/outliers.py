@@ -102,13 +102,22 @@ def embedding_terms(model: DROCCModel, embeddings: np.ndarray | None, n: int) ->
     return model.density.term(embeddings)
 
 
+def score_parts(
+    model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(drocc_score, embedding term, outlier_score) of (N, 13) features and (N, D) embeddings:
+    DROCC's -logit, the embedding's distance term, and the first minus the face log-odds plus the second."""
+    drocc = model.anomaly_scores(features[:, : len(DROCC_INPUTS)])
+    emb = embedding_terms(model, embeddings, len(features))
+    return drocc, emb, drocc - features[:, _FACE_LOGIT] + emb
+
+
 def outlier_scores(
     model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(drocc_score, outlier_score) of (N, 13) features (and (N, D) embeddings): DROCC's -logit,
-    and it minus the face log-odds plus the embedding term."""
-    drocc = model.anomaly_scores(features[:, : len(DROCC_INPUTS)])
-    return drocc, drocc - features[:, _FACE_LOGIT] + embedding_terms(model, embeddings, len(features))
+    """(drocc_score, outlier_score): :func:`score_parts` without the term on its own."""
+    drocc, _, score = score_parts(model, features, embeddings)
+    return drocc, score
 
 
 def reasons(model: DROCCModel, features: np.ndarray, drocc: np.ndarray, emb: np.ndarray) -> list[str]:
@@ -127,18 +136,18 @@ def fit(features: np.ndarray, cfg: ScoreConfig, embeddings: np.ndarray | None = 
     hold, train = features[perm[:n_hold]], features[perm[n_hold:]]
     model = train_drocc(train[:, : len(DROCC_INPUTS)], cfg.drocc)
     model.inputs = DROCC_INPUTS
+    hold_e = train_e = None
     if embeddings is not None and len(embeddings) >= 4:
-        model.density = fit_density(embeddings[np.sort(perm[n_hold:])])
-    if n_hold:
-        hold = (hold, embeddings[perm[:n_hold]] if model.density is not None else None)
+        hold_e, train_e = embeddings[perm[:n_hold]], embeddings[perm[n_hold:]]
+        model.density = fit_density(embeddings[np.sort(perm[n_hold:])])  # in face id order
     if cfg.threshold_policy == "fpr" and n_hold:
-        model.threshold = float(np.quantile(outlier_scores(model, *hold)[1], 1 - cfg.target_fpr))
+        model.threshold = float(np.quantile(outlier_scores(model, hold, hold_e)[1], 1 - cfg.target_fpr))
         model.threshold_policy = f"fpr={cfg.target_fpr} on {n_hold} held-out confident faces"
     elif cfg.threshold_policy == "typical":
         model.threshold = float(np.median(outlier_scores(model, train)[0]))
         model.threshold_policy = f"typical: median DROCC score of {len(train)} training faces"
     elif cfg.threshold_policy == "percentile":
-        model.threshold = float(np.percentile(outlier_scores(model, train)[1], cfg.percentile))
+        model.threshold = float(np.percentile(outlier_scores(model, train, train_e)[1], cfg.percentile))
         model.threshold_policy = f"percentile={cfg.percentile} of {len(train)} training faces"
     else:
         model.threshold, model.threshold_policy = 0.0, "boundary"
@@ -162,8 +171,7 @@ def face_embeddings(faces: pa.Table) -> np.ndarray | None:
 def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) -> pa.Table:
     """Faces (``face_id``, ``FEATURE_COLUMNS`` and their ``embedding``) -> FACE_OUTLIERS rows."""
     n, x, e = faces.num_rows, face_features(faces), face_embeddings(faces)
-    emb = embedding_terms(model, e, n)
-    d, s = outlier_scores(model, x, e) if n else (np.zeros(0, np.float32),) * 2
+    d, emb, s = score_parts(model, x, e) if n else (np.zeros(0, np.float32),) * 3
     flagged = s > model.threshold
     why = [r if f else None for r, f in zip(reasons(model, x, d, emb), flagged)]
     return pa.table(

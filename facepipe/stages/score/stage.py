@@ -211,6 +211,7 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
         log.warning("%s: %s; not scored", group, why)
         return None, {"skipped": why}
     info = {"model_id": model.model_id, "artifact": artifact or save_model(output, model), "threshold": model.threshold}
+    info |= {"shipped": artifact is not None and not cfg.model}
     info |= {"threshold_policy": model.threshold_policy, "n_train": model.n_train, "far_probe_auc": model.far_probe_auc}
     return model, info
 

@@ -11,10 +11,12 @@ import sys
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from facepipe.stages.cluster import corrections
+from facepipe.stages.cluster.constraints import apply_corrections
 from facepipe.stages.cluster.stage import ClusterConfig, run_cluster
 from testbed.cluster_faces import face_ids as _faces
 from testbed.cluster_faces import people
@@ -131,16 +133,16 @@ def test_a_merge_that_would_join_two_faces_of_one_image_is_refused():
     labels = np.array([0, 0, 0, 1, 1, 1])
     image_ids = np.array(["i0", "i1", "i2", "i0", "i4", "i5"], object)  # faces 0 and 3 share an image
     rows = corrections.correction_rows("same", [(fids[1], fids[4])])
-    res = corrections.apply(fids, labels, image_ids, rows)
+    res = apply_corrections(fids, labels, image_ids, rows)
     assert (res.labels == labels).all() and res.conflicts == rows.column("correction_id").to_pylist()
-    ok = corrections.apply(fids, labels, np.array([f"i{i}" for i in range(6)], object), rows)
+    ok = apply_corrections(fids, labels, np.array([f"i{i}" for i in range(6)], object), rows)
     assert len(set(ok.labels.tolist())) == 1 and not ok.conflicts
 
 
 def test_a_correction_waits_while_its_face_is_not_clustered():
     fids = _faces(4)
     rows = corrections.correction_rows("same", [(fids[0], "gone-face")])
-    res = corrections.apply(fids, np.array([0, 0, 1, 1]), None, rows)
+    res = apply_corrections(fids, np.array([0, 0, 1, 1]), None, rows)
     assert res.waiting == 1 and res.in_force == 0 and (res.labels == [0, 0, 1, 1]).all()
 
 
@@ -195,3 +197,43 @@ def test_a_correction_written_with_sql_as_the_docs_show_is_honoured(archive):
     duckdb.sql(sql.replace("'OUT/", f"'{out}/").replace("FACE_ID_A", a[0]).replace("FACE_ID_B", b[0]))
     s = run_cluster(str(out), "2026-11-02", "n2", ClusterConfig())
     assert s["corrections"]["in_force"] == 1 and len({_ids(out)[f] for f in a + b}) == 1
+
+
+def test_a_file_that_is_not_a_corrections_table_stops_the_clustering_before_it_writes(archive, tmp_path):
+    """A corrections file written by hand or by a UI that is not Parquet, or whose row lacks what
+    its kind needs, is the user's to fix: `facepipe cluster`, `facepipe correct` and `facepipe run`
+    say so in one line naming the file (exit 2) before anything is written -- never ignored (it
+    could be the split someone made) and never a traceback."""
+    out, fids, x, who = archive
+    before = _ids(out)
+    bad = out / "corrections" / "part-by-hand.parquet"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(b"not parquet")
+    lacking = corrections.correction_rows("same", [(fids[0], fids[9])]).set_column(
+        3, "other_face_id", pa.array([None], pa.string())
+    )
+    for content in ("garbage", lacking):
+        if content != "garbage":
+            bad.unlink()
+            pq.write_table(content, bad)
+        for args in (
+            ["cluster", "--output", str(out)],
+            ["correct", "name", before[fids[0]], "--name", "X", "-o", str(out)],
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "facepipe.cli", *args], capture_output=True, text=True, timeout=300
+            )
+            assert r.returncode == 2 and "part-by-hand.parquet" in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert _ids(out) == before and list((out / "corrections").iterdir()) == [bad]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "x.png").write_bytes(b"\x89PNG")
+    r = subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", "run", str(photos), "--output", str(out), "--executor", "local"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "part-by-hand.parquet" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(out.glob("images/*/*.parquet"))  # nothing extracted
