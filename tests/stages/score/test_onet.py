@@ -58,3 +58,22 @@ def test_a_faded_photos_faces_are_faces(photo_faces):
     with torch.no_grad():  # ONet on the faded crops as they are: some are not faces to it
         logits = net((torch.from_numpy(faded).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125)[0]
     assert ((logits[:, 1] - logits[:, 0]).numpy() <= 1).sum() >= 2
+
+
+def test_a_tinted_photos_faces_are_faces(photo_faces):
+    """The verifier also takes each crop in grey and keeps the larger opinion: ONet learnt faces
+    in colour, and doubts faces of a green duotone print (as the Lords of a parliament's photo
+    were; bench/RESULTS.md, "group photos") that it takes in grey. Never below the colour opinion."""
+    from facepipe.stages.score.onet import stretched
+
+    net = create_model("mtcnn_onet", kind="verifier")
+    faces = np.concatenate([square_crops(pf.image, pf.boxes) for pf in photo_faces])
+    grey = faces.astype(np.float32).mean(-1, keepdims=True) / 255
+    dark, light = np.array([20, 60, 30]), np.array([190, 235, 170])
+    duotone = np.clip(dark + grey * (light - dark), 0, 255).astype(np.uint8)
+    with torch.no_grad():  # the colour crops alone, as the verifier saw them before
+        logits = net((torch.from_numpy(stretched(duotone)).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125)[0]
+    colour = (logits[:, 1] - logits[:, 0]).numpy()
+    both = net.face_logits(duotone)
+    assert (colour <= 1).sum() >= 1 and (both > 2).all(), (np.round(colour, 2), np.round(both, 2))
+    assert (both >= colour - 1e-4).all() and (net.face_logits(faces) >= 0).all()
