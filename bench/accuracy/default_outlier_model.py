@@ -36,7 +36,15 @@ def main() -> None:
     a = ap.parse_args()
     import pyarrow.compute as pc
 
-    from facepipe.stages.score.stage import ScoreConfig, confident, face_embeddings, face_features, fit, group_of
+    from facepipe.stages.score.stage import (
+        ScoreConfig,
+        confident,
+        content_order,
+        face_embeddings,
+        face_features,
+        fit,
+        group_of,
+    )
     from facepipe.storage.output import Output
     from facepipe.tools.demo import photos
     from testbed import pasted
@@ -59,6 +67,8 @@ def main() -> None:
     group = max(set(groups), key=groups.count)
     faces = faces.filter(pc.equal(pc.binary_join_element_wise(faces["detector"], faces["align"], " "), group))
     x, e = face_features(faces), face_embeddings(faces)
+    order = content_order(x, e)  # as the stage orders its training sample: not by the ids' paths
+    x, e = x[order], e[order]
     keep = confident(x, ScoreConfig())
     model = fit(x[keep], ScoreConfig(), e[keep])
     a.dest.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,14 @@ def face_features(faces: pa.Table) -> np.ndarray:
     return np.concatenate([offsets, col("sharpness"), col("face_logit"), col("det_score")], axis=1)
 
 
+def content_order(features: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+    """Row order by the faces' own values (their features, then their embeddings): the same faces
+    train the same model whatever their ids, which hash the images' paths (a renamed or moved
+    archive must not change which faces are outliers). Equal rows are interchangeable."""
+    m = features if embeddings is None else np.concatenate([features, np.nan_to_num(embeddings)], axis=1)
+    return np.lexsort(m.T[::-1])
+
+
 def confident(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     """(N,) bool: the faces the model may learn from (see ``ScoreConfig``)."""
     offsets = np.linalg.norm(features[:, : schema.N_LANDMARK_VALUES], axis=1)
@@ -139,7 +147,7 @@ def fit(features: np.ndarray, cfg: ScoreConfig, embeddings: np.ndarray | None = 
     hold_e = train_e = None
     if embeddings is not None and len(embeddings) >= 4:
         hold_e, train_e = embeddings[perm[:n_hold]], embeddings[perm[n_hold:]]
-        model.density = fit_density(embeddings[np.sort(perm[n_hold:])])  # in face id order
+        model.density = fit_density(embeddings[np.sort(perm[n_hold:])])  # in the given order
     if cfg.threshold_policy == "fpr" and n_hold:
         model.threshold = float(np.quantile(outlier_scores(model, hold, hold_e)[1], 1 - cfg.target_fpr))
         model.threshold_policy = f"fpr={cfg.target_fpr} on {n_hold} held-out confident faces"

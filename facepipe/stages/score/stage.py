@@ -57,6 +57,7 @@ from facepipe.stages.score.outliers import (  # noqa: F401 -- the stage's public
     THRESHOLD_POLICIES,
     ScoreConfig,
     confident,
+    content_order,
     face_embeddings,
     face_features,
     fit,
@@ -109,7 +110,7 @@ def group_of(detector: str, align: str) -> str:
 
 def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, group: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Seeded uniform sample (<= max_train) of one group's confident faces over the last
-    train_days, in face id order whatever the files' order: (features, embeddings or None)."""
+    train_days, in the faces' own order whatever their files, paths and ids: (features, embeddings or None)."""
     day = date.fromisoformat(dt)
     dts = [(day - timedelta(days=k)).isoformat() for k in range(cfg.train_days)]
     detector, align = group.split(" ")
@@ -120,10 +121,12 @@ def training_sample(ds: pads.Dataset, dt: str, cfg: ScoreConfig, group: str) -> 
         & (pc.field("detector") == detector)
         & (pc.field("align") == align),
     )
-    # in face id order: the files' order (their names carry a random part; how rows were grouped
-    # into files depends on the run's layout) must not change the sample or the training order
-    t = t.sort_by("face_id")
+    # in the faces' own order (content_order): neither the files' order (their names carry a
+    # random part; how rows were grouped into files depends on the run's layout) nor the face ids
+    # (hashes of the images' paths) may change the sample or the training order
     x, e = face_features(t), face_embeddings(t)
+    order = content_order(x, e)
+    x, e = x[order], None if e is None else e[order]
     keep = np.flatnonzero(confident(x, cfg) & (True if e is None else np.isfinite(e).all(axis=1)))
     if len(keep) > cfg.drocc.max_train:
         keep = np.sort(np.random.default_rng(cfg.drocc.seed).choice(keep, cfg.drocc.max_train, replace=False))

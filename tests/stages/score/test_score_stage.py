@@ -13,6 +13,7 @@ import pytest
 
 from facepipe.schema import EMBEDDED as EMBEDDED_SCHEMA
 from facepipe.stages import write as writer
+from facepipe.stages.read.sources import image_id_for
 from facepipe.stages.score.drocc import DROCCConfig, train_drocc
 from facepipe.stages.score.stage import DROCC_INPUTS, ScoreConfig, run_score
 from facepipe.storage.output import Output
@@ -20,11 +21,12 @@ from facepipe.storage.output import Output
 DT = "2026-11-02"
 
 
-def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0, files=((0, None),)):
+def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0, files=((0, None),), root="/x"):
     """A published faces partition whose quality features (landmark offsets, sharpness, the
     verifier's face log-odds) look like confident real faces, plus a few detections that do not.
-    ``files``: (start, stop) of the images each part file holds, written in that order."""
-    rows = _face_rows(n_images, faces_per, outliers, seed)
+    ``files``: (start, stop) of the images each part file holds, written in that order;
+    ``root``: where the images are (their ids, and so the faces' ids, hash their paths)."""
+    rows = _face_rows(n_images, faces_per, outliers, seed, root)
     staged = []
     for start, stop in files:
         batch = pa.Table.from_pylist(rows[start:stop], schema=EMBEDDED_SCHEMA)
@@ -33,7 +35,7 @@ def _write_faces(out, n_images=60, faces_per=4, outliers=8, seed=0, files=((0, N
     return outliers
 
 
-def _face_rows(n_images: int, faces_per: int, outliers: int, seed: int) -> list[dict]:
+def _face_rows(n_images: int, faces_per: int, outliers: int, seed: int, root: str = "/x") -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_images):
@@ -45,8 +47,8 @@ def _face_rows(n_images: int, faces_per: int, outliers: int, seed: int) -> list[
             offsets[0], sharp[0], logit[0], scores[0] = 0.6, 1.0, -3.0, 0.7
         rows.append(
             {
-                "image_id": f"img{i:03d}",
-                "source_uri": f"/x/{i}.jpg",
+                "image_id": image_id_for(f"{root}/{i}.jpg"),
+                "source_uri": f"{root}/{i}.jpg",
                 "width": 100,
                 "height": 100,
                 "status": "ok",
@@ -106,7 +108,7 @@ def test_score_cli_scores_every_face_and_flags_the_far_ones(ray_cluster, tmp_pat
     assert "240 faces of dt=2026-11-02 scored" in r.stdout, r.stdout
     rows = _outliers(out)
     assert len(rows) == 240 and {x[4] for x in rows} == {f"score-{DT}"}
-    far = {f"{writer.face_id_for(f'img{i:03d}', 0)}" for i in range(n_far)}
+    far = {writer.face_id_for(image_id_for(f"/x/{i}.jpg"), 0) for i in range(n_far)}
     ranked = [x[0] for x in sorted(rows, key=lambda x: -x[1])]
     assert set(ranked[:n_far]) == far  # the planted outliers score highest
     assert {x[0] for x in rows if x[2]} == far  # and they, only they, are flagged at the default threshold
@@ -156,6 +158,27 @@ def test_the_model_and_scores_do_not_depend_on_how_rows_were_grouped_into_files(
     b = run_score(str(three), DT, "s", ScoreConfig(drocc=FAST))
     assert [m["model_id"] for m in a["models"].values()] == [m["model_id"] for m in b["models"].values()]
     assert sorted(_outliers(one)) == sorted(_outliers(three))
+
+
+def test_the_same_faces_under_other_paths_train_the_same_model(ray_cluster, tmp_path):
+    """Face ids hash the images' paths: an archive moved or renamed (another bucket, another
+    prefix) must flag the same faces. The training sample was in face id order, so the same faces
+    under another root trained another model (seen in the shipped model's build, twice)."""
+    a_out, b_out = tmp_path / "a", tmp_path / "b"
+    _write_faces(a_out, root="/photos")
+    _write_faces(b_out, root="s3://archive/2019/photos")
+    a = run_score(str(a_out), DT, "s", ScoreConfig(drocc=FAST))
+    b = run_score(str(b_out), DT, "s", ScoreConfig(drocc=FAST))
+    assert [m["model_id"] for m in a["models"].values()] == [m["model_id"] for m in b["models"].values()]
+    per_path = [
+        duckdb.sql(
+            f"select regexp_extract(i.source_uri, '[^/]+$'), f.face_index, o.outlier_score, o.is_outlier "
+            f"from read_parquet('{out}/face_outliers/*/*.parquet') o join read_parquet('{out}/faces/*/*.parquet') f "
+            f"using (face_id) join read_parquet('{out}/images/*/*.parquet') i using (image_id)"
+        ).fetchall()
+        for out in (a_out, b_out)
+    ]
+    assert sorted(per_path[0]) == sorted(per_path[1]) and len(per_path[0]) == 240
 
 
 def test_an_inverted_model_scores_nothing(ray_cluster, tmp_path):
