@@ -185,6 +185,10 @@ def infomap_labels(idx: np.ndarray, dist: np.ndarray, threshold: float, seed: in
     return _relabel(np.array([mods.get(i, -1 - i) for i in range(n)]))
 
 
+#: the stage's clustering without its second pass (facepipe.stages.cluster.linkage)
+FIRST_PASS = "chinese_whispers, first pass only"
+
+
 def method_labels(name: str, x: np.ndarray, threshold: float | str, image_ids: np.ndarray, k: int = 10) -> np.ndarray:
     from facepipe.stages.cluster.graph import IndexConfig, build_index
     from facepipe.stages.cluster.methods import chinese_whispers
@@ -206,6 +210,8 @@ def method_labels(name: str, x: np.ndarray, threshold: float | str, image_ids: n
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
         lab = chinese_whispers(idx, cannot_link(idx, dist, np.arange(len(x)), image_ids), threshold)
         return split_same_image(lab, x, image_ids, np.ones(len(x), bool))
+    if name == FIRST_PASS:
+        return cluster_embeddings(x, ClusterConfig(threshold=threshold, k=k, second_pass=False), image_ids=image_ids)
     return cluster_embeddings(x, ClusterConfig(threshold=threshold, method=name, k=k), image_ids=image_ids)
 
 

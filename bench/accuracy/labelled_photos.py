@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import record
-from bench.accuracy.cluster_real import RealSet, over_orders
+from bench.accuracy.cluster_real import FIRST_PASS, RealSet, over_orders
 
 #: face crops (gray, 32x32, normalised) of one person correlating at least this much: one photo
 SAME_PHOTO = 0.9
@@ -193,13 +193,14 @@ def compare(name: str, s: RealSet, orders: int, curve: list[float]) -> list[str]
         ("dlib: Chinese Whispers", CHINESE_WHISPERS, 0.5),
     ]
     rows += [
-        (f"facepipe, --cluster-threshold auto (chose {auto_threshold(clustered.x).value})", default.method, "auto")
+        (f"facepipe, --cluster-threshold auto (chose {auto_threshold(clustered.x).value})", default.method, "auto"),
+        ("facepipe, first pass only (--no-cluster-second-pass)", FIRST_PASS, "auto"),
     ]
     rows += [("facepipe", default.method, t) for t in curve] + [
         ("Chinese Whispers", CHINESE_WHISPERS, t) for t in curve
     ]
     for title, method, t in rows:
-        r = over_orders(clustered, method, t, orders)
+        r = over_orders(clustered, method, t, orders, default.k)  # the stage's graph for every method
         record.numbers(**{f"{name}: {title} @ {t}": r})
         lines.append(
             f"| {title} | {t} | {r['worst_bp']:.3f} / {r['bp']:.3f} | {r['br']:.3f} | {r['bf']:.3f} | "

@@ -11,7 +11,9 @@ several identities), where ``portraits_set`` is the precision side (look-alikes 
   no label and is left out);
 - ``justadudewhohacks/face-api.js``'s example faces: eight actors of a TV series, five stills each;
 - ``ageitgey/face_recognition``'s examples and test photos (its kNN example's people by folder,
-  the rest by file name; photos of several people are left out).
+  the rest by file name; photos of several people are left out);
+- ``jasmcaus/opencv-course``'s face photos (the "5 celebrity faces" of a Kaggle set: press and
+  event photos of five people from the web, 14-27 each, by folder).
 
 Not LFW, not CelebA. Prints the same tables as ``portraits_set``.
 """
@@ -28,7 +30,10 @@ SOURCES = {
     "serengil/deepface": "243209fd7b46ecdecf72665cc25219f6e8181f25",
     "justadudewhohacks/face-api.js": "a86f011d72124e5fb93e59d5c4ab98f699dd5c9c",
     "ageitgey/face_recognition": "2e2dccea9dd0ce730c8d464d0f67c6eebb40c9d1",
+    "jasmcaus/opencv-course": "c028d3624fd77f34ae9f1a57a13106551a018c4c",
 }
+#: opencv-course's folder names of its five people (the train and val folders spell them apart)
+OPENCV_COURSE_PEOPLE = {"ben afflek": "ben_affleck", "elton john": "elton_john", "jerry seinfield": "jerry_seinfeld"}
 #: face_recognition's photos outside its kNN example's folders: file -> person
 FACE_RECOGNITION_FILES = {
     "examples/obama.jpg": "obama",
@@ -85,6 +90,14 @@ def write_archive(mirrors: Path, root: Path) -> dict[Path, str]:
     for path in git(fr, "ls-tree", "-r", "--name-only", SOURCES["ageitgey/face_recognition"], train).split():
         wanted.append(("ageitgey/face_recognition", path, path.split("/")[3]))
     wanted += [("ageitgey/face_recognition", p, person) for p, person in FACE_RECOGNITION_FILES.items()]
+    course = _repo(mirrors, "jasmcaus/opencv-course")
+    for path in git(
+        course, "ls-tree", "-r", "--name-only", SOURCES["jasmcaus/opencv-course"], "Resources/Faces"
+    ).splitlines():
+        folder = path.split("/")[3].lower().replace("_", " ")
+        wanted.append(
+            ("jasmcaus/opencv-course", path, "course-" + OPENCV_COURSE_PEOPLE.get(folder, folder.replace(" ", "_")))
+        )
     labels = {}
     for repo, path, person in wanted:
         out = root / "images" / repo.replace("/", "+") / path.replace("/", "__")

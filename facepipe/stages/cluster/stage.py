@@ -14,6 +14,12 @@ Two modes over the same kNN graph (:mod:`facepipe.stages.cluster.graph`) and Chi
 - **full** (``--full``, the first night, and methods other than Chinese Whispers): the whole
   archive from scratch.
 
+Either way a second pass (:mod:`facepipe.stages.cluster.linkage`) then merges identities whose
+faces are close as groups -- one person the first pass split over photos taken years apart --
+under a cut from the same law (:func:`facepipe.stages.cluster.threshold.linkage_cut`, kept with
+the snapshot like the first); an incremental night runs it on the identities of its region and
+those they come near (:mod:`facepipe.stages.cluster.incremental`).
+
 Either way the human corrections (:mod:`facepipe.stages.cluster.corrections`: must-links,
 cannot-links, names) are applied to the result; then :func:`name_clusters` gives each cluster
 the previous id it overlaps most (greatest shared faces first, each old id once), else ``id-`` +
@@ -40,16 +46,24 @@ from facepipe.stages.cluster import constraints, corrections
 from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
+from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
+from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
 from facepipe.stages.cluster.methods import (
     chinese_whispers,
     mutual_density,
-    propagate_labels,
-    symmetric_graph,
     threshold_components,
     threshold_edges,
 )
 from facepipe.stages.cluster.naming import encode_previous, identity_events, name_clusters
-from facepipe.stages.cluster.threshold import AUTO, attach, auto_threshold, resolve, stored, threshold_setting
+from facepipe.stages.cluster.threshold import (
+    AUTO,
+    LinkThreshold,
+    attach,
+    linkage_cut,
+    resolve,
+    stored,
+    threshold_setting,
+)
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -72,6 +86,8 @@ class ClusterConfig:
     each new face are looked at to find the identities it touches (more than k, because an old
     face can count a new one among its k nearest while the new one has k closer faces: an
     incremental night then misses what a full run links). index: the kNN backend.
+    second_pass: after the first pass, merge identities whose faces are close as groups
+    (:mod:`facepipe.stages.cluster.linkage`; its cut from the same law, :func:`linkage_cut`).
     include_outliers: cluster the faces ``face_outliers`` flags too; by default they are left out
     (``face_identity.status = 'outlier'``), so a false detection never joins or bridges identities.
     min_face: faces narrower than this (pixels of the image) are left out too (status
@@ -101,6 +117,12 @@ class ClusterConfig:
     min_face: int = flag(
         40, "--cluster-min-face", "faces narrower than this many pixels are not clustered", type=non_negative_int
     )
+    second_pass: bool = flag(
+        True,
+        "--no-cluster-second-pass",
+        "do not merge identities whose faces are close as groups (the second pass: facepipe.stages.cluster.linkage)",
+        action="store_false",
+    )
     include_outliers: bool = flag(
         False,
         "--cluster-outliers",
@@ -115,113 +137,49 @@ class ClusterConfig:
             raise ValueError("cluster threshold must be > 0 or 'auto', k >= 1 and min_faces >= 1")
 
 
-def _fixed(cfg: ClusterConfig, x: np.ndarray) -> ClusterConfig:
-    """``cfg`` with a number for its threshold (``auto`` chosen from ``x`` now)."""
-    return cfg if cfg.threshold != AUTO else dataclasses.replace(cfg, threshold=auto_threshold(x).value)
-
-
 def cluster_embeddings(
     x: np.ndarray, cfg: ClusterConfig, index: NeighbourIndex | None = None, image_ids: np.ndarray | None = None
 ) -> np.ndarray:
-    """Full clustering: (N, D) embeddings -> (N,) labels, -1 unassigned. Runs in
-    :func:`canonical_order`, so the identities do not depend on the input order; ``image_ids``
-    (N,): faces of one image are never one identity."""
+    """Full clustering: (N, D) embeddings -> (N,) labels, -1 unassigned (:func:`cluster_full`)."""
+    return cluster_full(x, cfg, index, image_ids)[0]
+
+
+def cluster_full(
+    x: np.ndarray,
+    cfg: ClusterConfig,
+    index: NeighbourIndex | None = None,
+    image_ids: np.ndarray | None = None,
+    link: LinkThreshold | None = None,
+) -> tuple[np.ndarray, LinkThreshold]:
+    """Full clustering: (N, D) embeddings -> ((N,) labels, -1 unassigned; the cuts used, the
+    second pass's included). Runs in :func:`canonical_order`, so the identities do not depend on
+    the input order; ``image_ids`` (N,): faces of one image are never one identity. ``link``:
+    the first cut, chosen by the caller (else from ``cfg``)."""
     n = len(x)
+    link = link or resolve(cfg.threshold, x, None, full=True)
     if n == 0:
-        return np.zeros(0, np.int64)
-    cfg = _fixed(cfg, x)
+        return np.zeros(0, np.int64), link
     k = min(cfg.k, n - 1)
     if k == 0:
-        return np.zeros(n, np.int64) if cfg.min_faces <= 1 else np.full(n, -1, np.int64)
+        return (np.zeros(n, np.int64) if cfg.min_faces <= 1 else np.full(n, -1, np.int64)), link
     order = canonical_order(x)
     xc, ids = x[order], None if image_ids is None else np.asarray(image_ids)[order]
     idx, dist = Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
     dist = cannot_link(idx, dist, np.arange(n), ids)
     if cfg.method == "chinese_whispers":
-        lab = chinese_whispers(idx, dist, cfg.threshold, seed=cfg.seed)
+        lab = chinese_whispers(idx, dist, link.value, seed=cfg.seed)
     elif cfg.method == "mutual_density":
-        lab = mutual_density(idx, dist, cfg.threshold, min_core=2, min_faces=1)
+        lab = mutual_density(idx, dist, link.value, min_core=2, min_faces=1)
     else:
-        lab = threshold_components(idx, dist, cfg.threshold)
+        lab = threshold_components(idx, dist, link.value)
+    if cfg.second_pass:
+        link = dataclasses.replace(link, linkage=linkage_cut(link, lab, MIN_FACES))
+        edges = threshold_edges(idx, dist, link.linkage)
+        lab = merge_by_linkage(xc, lab, *edges, link.linkage, ids, distinct=link.value / 2)
     lab = drop_small(split_same_image(lab, xc, ids, np.ones(n, bool)), cfg.min_faces)
     labels = np.empty(n, np.int64)
     labels[order] = lab
-    return labels
-
-
-@dataclass
-class IncrementalResult:
-    labels: np.ndarray  # old identity codes kept; new groups numbered from n_old; -1 unassigned
-    queried: int  # faces not placed before (new + unassigned pool)
-    region: int  # faces whose label could move tonight
-
-
-def cluster_incremental(
-    x: np.ndarray,
-    prev_code: np.ndarray,
-    n_old: int,
-    cfg: ClusterConfig,
-    index: NeighbourIndex | None = None,
-    image_ids: np.ndarray | None = None,
-) -> IncrementalResult:
-    """Place the faces with ``prev_code`` NEW or POOL among the identities ``0..n_old-1`` of the
-    others (see the module text). Returns labels over all N faces. Runs in :func:`canonical_order`;
-    ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image.
-    An ``auto`` threshold is chosen from ``x`` here; :func:`run_cluster` passes the snapshot's."""
-    cfg = _fixed(cfg, x)
-    order = canonical_order(x)
-    ids = None if image_ids is None else np.asarray(image_ids)[order]
-    index = Permuted(index or build_index(x, cfg.index), order)
-    # number the old identities by where their faces come in that order, not by their id strings
-    # (which follow input paths): label propagation breaks ties by the smallest number
-    code = np.asarray(prev_code)[order]
-    present, first = np.unique(code[code >= 0], return_index=True)
-    rank = np.arange(n_old)
-    rank[present[np.argsort(first, kind="stable")]] = np.arange(len(present))
-    rank[np.setdiff1d(np.arange(n_old), present)] = np.arange(len(present), n_old)
-    res = _place(x[order], np.where(code >= 0, rank[np.maximum(code, 0)], code), n_old, cfg, index, ids)
-    lab, old = res.labels, (res.labels >= 0) & (res.labels < n_old)
-    lab[old] = np.argsort(rank)[lab[old]]
-    labels = np.empty(len(x), np.int64)
-    labels[order] = lab
-    return IncrementalResult(labels, res.queried, res.region)
-
-
-def _place(
-    x: np.ndarray, prev_code: np.ndarray, n_old: int, cfg: ClusterConfig, index: NeighbourIndex, ids: np.ndarray | None
-) -> IncrementalResult:
-    n = len(x)
-    labels = np.where(prev_code >= 0, prev_code, -1).astype(np.int64)
-    q = np.flatnonzero(prev_code < 0)
-    k = min(cfg.k, n - 1)
-    if len(q) == 0 or k == 0:
-        if len(q):  # a lone face
-            labels[q] = n_old + np.arange(len(q))
-        return IncrementalResult(drop_small(labels, cfg.min_faces), len(q), len(q))
-    reach = min(max(cfg.reach, k), n - 1)
-    qi, qd = index.search(q, reach)
-    qd = cannot_link(qi, qd, q, ids)
-    near = (qd < cfg.threshold) & (qi >= 0)
-    touched = np.unique(prev_code[qi[near]])
-    qi, qd = qi[:, :k], qd[:, :k]
-    in_region = prev_code < 0
-    in_region |= np.isin(prev_code, touched[touched >= 0])
-    rest = np.flatnonzero(in_region & (prev_code >= 0))
-    ri, rd = index.search(rest, k) if len(rest) else (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
-    rd = cannot_link(ri, rd, rest, ids)
-    rows, nbr, dist = np.r_[q, rest], np.vstack([qi, ri]), np.vstack([qd, rd])
-    src, dst = threshold_edges(nbr, dist, cfg.threshold)
-    src = rows[src]
-    nodes = np.unique(np.r_[rows, dst])  # the region and the identities next to it
-    frozen = ~in_region[nodes]
-    init = prev_code[nodes].astype(np.int64)
-    fresh = init < 0
-    init[fresh] = n_old + q.searchsorted(nodes[fresh])
-    graph = symmetric_graph(len(nodes), np.searchsorted(nodes, src), np.searchsorted(nodes, dst))
-    lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
-    labels[nodes[~frozen]] = lab[~frozen]
-    labels = split_same_image(labels, x, ids, prev_code < 0)
-    return IncrementalResult(drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
+    return labels, link
 
 
 def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities, face_identity) -> list[str]:
@@ -237,16 +195,16 @@ def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities,
     return sorted(staged_events + staged)
 
 
-def _cluster(fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, incremental: bool) -> tuple:
-    """(labels, faces placed, faces looked at, the index's backend and build time) of one clustering."""
+def _cluster(fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, link: LinkThreshold, incremental: bool) -> tuple:
+    """(labels, the cuts, faces placed, faces looked at, the index's backend and build time) of one clustering."""
     t_index = -time.perf_counter()
     index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
     info = {"backend": index.backend if index else "none", "build_s": round(t_index + time.perf_counter(), 3)}
     if incremental:
-        res = cluster_incremental(fs.x, code, n_old, cfg, index, fs.image_ids)
-        return res.labels, res.queried, res.region, info
-    labels = cluster_embeddings(fs.x, cfg, index, fs.image_ids)
-    return labels, len(labels), len(labels), info
+        res = cluster_incremental(fs.x, code, n_old, cfg, index, fs.image_ids, link.linkage)
+        return res.labels, link, res.queried, res.region, info
+    labels, link = cluster_full(fs.x, cfg, index, fs.image_ids, link)
+    return labels, link, len(labels), len(labels), info
 
 
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
@@ -265,7 +223,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
-    labels, queried, region, index = _cluster(fs, code, len(old_ids), cfg, incremental)
+    labels, link, queried, region, index = _cluster(fs, code, len(old_ids), cfg, link, incremental)
     fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
     labels = fixed.labels
     name = name_clusters(fs.face_ids, labels, code, old_ids)

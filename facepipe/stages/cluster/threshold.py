@@ -49,6 +49,10 @@ FALSE_LINKS = 0.005
 #: allows 0.61) keep BCubed precision 0.99997 at 0.52 and lose it at 0.55 (0.9996); the wild
 #: photos merged two people at 0.60 and need 0.51 (bench/RESULTS.md).
 BOUNDS = (0.35, 0.52)
+#: the second pass's cut stays under this (:func:`linkage_cut`): the 10^5 synthetic faces, whose
+#: look-alikes (0.50-0.65 apart) the law cannot see, keep BCubed precision 0.99994 at 0.55 and
+#: lose it at 0.60 (0.99980); bench/RESULTS.md
+LINKAGE_BOUND = 0.55
 #: random pairs the bulk is measured on (all pairs below this many)
 PAIRS = 50_000
 #: pairs more than this many spreads under the bulk's median are taken as same-person pairs
@@ -70,6 +74,9 @@ class LinkThreshold:
     faces: int = 0
     mu: float | None = None
     sigma: float | None = None
+    #: the second pass's cut on the RMS distance of two identities (:func:`linkage_cut`); None:
+    #: a snapshot written before the second pass (its nights merge nothing there)
+    linkage: float | None = None
 
 
 def content_order(x: np.ndarray) -> np.ndarray:
@@ -143,6 +150,34 @@ def auto_threshold(
     mu, sigma = bulk_law(np.linalg.norm(xc[a] - xc[b], axis=1))
     cut = mu + sigma * NormalDist().inv_cdf(min(0.5, false_links / n))
     return LinkThreshold(round(float(np.clip(cut, *bounds)), 4), AUTO, n, round(mu, 4), round(sigma, 4))
+
+
+def linkage_cut(
+    link: LinkThreshold,
+    labels: np.ndarray,
+    min_faces: int,
+    false_links: float = FALSE_LINKS,
+    upper: float = LINKAGE_BOUND,
+) -> float:
+    """The second pass's cut (:mod:`facepipe.stages.cluster.linkage`) after a first pass gave
+    ``labels``: the RMS distance under which two identities are expected to be merged by chance
+    no more often than the first pass links two faces by chance -- its budget (``false_links``
+    per face: ``false_links * N / 2`` links among the N faces' pairs) spread over the pairs the
+    second pass tests (identities of ``min_faces`` faces or more, times all identities), on the
+    same law (the RMS distances of two people's faces lie above their closest pair: measured,
+    the law of random identity pairs sat 0.00-0.03 above that of random face pairs). Few large
+    identities (a few people photographed many times) are few tests: a looser cut. Never under
+    the first cut (an RMS distance under it has a face pair under it), never above ``upper``; the
+    first cut itself where the law is unknown (a cut given as a number)."""
+    if link.mu is None or link.sigma is None or not link.faces:
+        return link.value
+    counts = np.bincount(labels[labels >= 0])
+    counts = counts[counts > 0]
+    tested = int((counts >= min_faces).sum()) * len(counts)
+    if not tested:
+        return link.value
+    z = NormalDist().inv_cdf(min(0.5, false_links * link.faces / 2 / tested))
+    return round(float(np.clip(link.mu + link.sigma * z, link.value, max(upper, link.value))), 4)
 
 
 def threshold_setting(text: str) -> float | str:

@@ -1,0 +1,108 @@
+"""Incremental nights: the faces the last snapshot has not placed (tonight's, and earlier ones
+left unassigned) are placed among the known identities (:func:`cluster_incremental`; the mode is
+described in :mod:`facepipe.stages.cluster.stage`). Work grows with tonight's faces and the
+identities they touch, not with the archive."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
+from facepipe.stages.cluster.graph import NeighbourIndex, build_index
+from facepipe.stages.cluster.linkage import merge_by_linkage
+from facepipe.stages.cluster.methods import propagate_labels, symmetric_graph, threshold_edges
+from facepipe.stages.cluster.threshold import resolve
+
+if TYPE_CHECKING:
+    from facepipe.stages.cluster.stage import ClusterConfig
+
+
+@dataclass
+class IncrementalResult:
+    labels: np.ndarray  # old identity codes kept; new groups numbered from n_old; -1 unassigned
+    queried: int  # faces not placed before (new + unassigned pool)
+    region: int  # faces whose label could move tonight
+
+
+def cluster_incremental(
+    x: np.ndarray,
+    prev_code: np.ndarray,
+    n_old: int,
+    cfg: ClusterConfig,
+    index: NeighbourIndex | None = None,
+    image_ids: np.ndarray | None = None,
+    linkage: float | None = None,
+) -> IncrementalResult:
+    """Place the faces with ``prev_code`` NEW or POOL among the identities ``0..n_old-1`` of the
+    others (see the module text). Returns labels over all N faces. Runs in :func:`canonical_order`;
+    ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image.
+    An ``auto`` threshold is chosen from ``x`` here; :func:`run_cluster` passes the snapshot's,
+    and its second pass's cut as ``linkage`` (None: the first cut)."""
+    cfg = dataclasses.replace(cfg, threshold=resolve(cfg.threshold, x, None, full=True).value)
+    linkage = cfg.threshold if linkage is None else linkage
+    order = canonical_order(x)
+    ids = None if image_ids is None else np.asarray(image_ids)[order]
+    index = Permuted(index or build_index(x, cfg.index), order)
+    # number the old identities by where their faces come in that order, not by their id strings
+    # (which follow input paths): label propagation breaks ties by the smallest number
+    code = np.asarray(prev_code)[order]
+    present, first = np.unique(code[code >= 0], return_index=True)
+    rank = np.arange(n_old)
+    rank[present[np.argsort(first, kind="stable")]] = np.arange(len(present))
+    rank[np.setdiff1d(np.arange(n_old), present)] = np.arange(len(present), n_old)
+    res = _place(x[order], np.where(code >= 0, rank[np.maximum(code, 0)], code), n_old, cfg, index, ids, linkage)
+    lab, old = res.labels, (res.labels >= 0) & (res.labels < n_old)
+    lab[old] = np.argsort(rank)[lab[old]]
+    labels = np.empty(len(x), np.int64)
+    labels[order] = lab
+    return IncrementalResult(labels, res.queried, res.region)
+
+
+def _place(
+    x: np.ndarray,
+    prev_code: np.ndarray,
+    n_old: int,
+    cfg: ClusterConfig,
+    index: NeighbourIndex,
+    ids: np.ndarray | None,
+    linkage: float,
+) -> IncrementalResult:
+    n = len(x)
+    labels = np.where(prev_code >= 0, prev_code, -1).astype(np.int64)
+    q = np.flatnonzero(prev_code < 0)
+    k = min(cfg.k, n - 1)
+    if len(q) == 0 or k == 0:
+        if len(q):  # a lone face
+            labels[q] = n_old + np.arange(len(q))
+        return IncrementalResult(drop_small(labels, cfg.min_faces), len(q), len(q))
+    reach = min(max(cfg.reach, k), n - 1)
+    qi, qd = index.search(q, reach)
+    qd = cannot_link(qi, qd, q, ids)
+    near = (qd < cfg.threshold) & (qi >= 0)
+    touched = np.unique(prev_code[qi[near]])
+    qi, qd = qi[:, :k], qd[:, :k]
+    in_region = prev_code < 0
+    in_region |= np.isin(prev_code, touched[touched >= 0])
+    rest = np.flatnonzero(in_region & (prev_code >= 0))
+    ri, rd = index.search(rest, k) if len(rest) else (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+    rd = cannot_link(ri, rd, rest, ids)
+    rows, nbr, dist = np.r_[q, rest], np.vstack([qi, ri]), np.vstack([qd, rd])
+    src, dst = threshold_edges(nbr, dist, cfg.threshold)
+    src = rows[src]
+    nodes = np.unique(np.r_[rows, dst])  # the region and the identities next to it
+    frozen = ~in_region[nodes]
+    init = prev_code[nodes].astype(np.int64)
+    fresh = init < 0
+    init[fresh] = n_old + q.searchsorted(nodes[fresh])
+    graph = symmetric_graph(len(nodes), np.searchsorted(nodes, src), np.searchsorted(nodes, dst))
+    lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
+    labels[nodes[~frozen]] = lab[~frozen]
+    if cfg.second_pass:  # the region's identities against those its faces come near
+        src, dst = threshold_edges(nbr, dist, linkage)
+        labels = merge_by_linkage(x, labels, rows[src], dst, linkage, ids, distinct=cfg.threshold / 2)
+    labels = split_same_image(labels, x, ids, prev_code < 0)
+    return IncrementalResult(drop_small(labels, cfg.min_faces), len(q), int(in_region.sum()))
