@@ -17,6 +17,7 @@ import traceback
 from typing import Sequence
 
 from facepipe import __version__, commands
+from facepipe.cli_tools import _dt_run_id, _evaluations, _output, _outputs
 from facepipe.errors import ADVICE, UserError, retryable_error
 from facepipe.flags import add_flags, sections
 from facepipe.summary import failed_summary
@@ -25,15 +26,6 @@ from facepipe.summary import failed_summary
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage block
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _output(p: argparse.ArgumentParser, what: str = "the job's output root (local or s3://)") -> None:
-    p.add_argument("--output", "-o", required=True, help=what)
-
-
-def _dt_run_id(p: argparse.ArgumentParser, dt_help: str, run_id_help: str) -> None:
-    p.add_argument("--dt", default="", help=dt_help)
-    p.add_argument("--run-id", default="", help=run_id_help)
 
 
 def _ray_address(p: argparse.ArgumentParser) -> None:
@@ -101,43 +93,6 @@ def _stages(sub) -> None:
     _ray_address(sc)
     add_flags(sc, ScoreConfig, skip=("enabled",))
     sc.set_defaults(func=commands.cmd_score)
-
-
-def _evaluations(sub) -> None:
-    from facepipe.config import ComputeConfig
-    from facepipe.stages.decode import DecodeConfig
-    from facepipe.stages.detect.stage import DetectConfig
-
-    ec = sub.add_parser("eval-cluster", help="identity quality against known labels (pairwise/BCubed P/R/F, NMI)")
-    _output(ec)
-    ec.add_argument("--labels", required=True, help="CSV with a header: image_id or source_uri, label[, face_index]")
-    ec.set_defaults(func=commands.cmd_eval_cluster)
-    e = sub.add_parser("eval-detect", help="recall, precision and AP of a detector against ground-truth boxes")
-    e.add_argument("images", metavar="IMAGES", help="folder the ground truth's image names are relative to")
-    e.add_argument("--boxes", required=True, help="ground truth: dlib imglab XML or WIDER FACE's bbx_gt.txt")
-    e.add_argument("--format", choices=("auto", "imglab", "wider"), default="auto", help="ground-truth format")
-    add_flags(e, DetectConfig, prefix="detect.", skip=("nms_threshold", "batch_size"))
-    add_flags(e, DecodeConfig, prefix="decode.", skip=("max_pixels",))
-    add_flags(e, ComputeConfig, prefix="compute.", only=("device",))
-    e.set_defaults(func=commands.cmd_eval_detect)
-
-
-def _outputs(sub) -> None:
-    rp = sub.add_parser("report", help="one self-contained HTML page of a run: counts, charts, identities, failures")
-    _output(rp)
-    _dt_run_id(rp, "the date whose latest run to show", "the run to show (default: the latest, of --dt when given)")
-    rp.add_argument("--html", default="", metavar="PATH", help="where to write it (default: OUT/_runs/RUN_ID.html)")
-    rp.set_defaults(func=commands.cmd_report)
-    fg = sub.add_parser("forget", help="erase a person or images from every table, keep them out, audit it")
-    _output(fg)
-    for name, what in (("--identity-id", "this identity's faces"), ("--image-id", "this image and its faces")):
-        fg.add_argument(name, action="append", default=[], metavar="ID", help=f"erase {what} (repeatable)")
-    fg.add_argument("--source-prefix", action="append", default=[], metavar="URI", help="erase every image under URI")
-    fg.add_argument("--request-id", default="", help="names the audit record (default: forget-TIMESTAMP-RANDOM)")
-    fg.add_argument("--requested-by", default="", help="who asked, for the audit record (default: the OS user)")
-    fg.add_argument("--reason", default="", help="why, for the audit record (a ticket number; no personal data)")
-    fg.add_argument("--dry-run", action="store_true", help="print what would be erased; write nothing")
-    fg.set_defaults(func=commands.cmd_forget)
 
 
 def build_parser() -> argparse.ArgumentParser:

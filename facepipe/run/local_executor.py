@@ -116,6 +116,12 @@ def _apply(steps: list[tuple[Step, Callable]], tables: list[pa.Table]) -> list[p
     return tables
 
 
+def apply_steps(steps: list[Step], tables: list[pa.Table]) -> list[pa.Table]:
+    """``tables`` through ``steps`` in this process (each class built once, one torch thread):
+    what a worker does with its units, for a few rows (``facepipe search``'s query photos)."""
+    return _apply([(s, _bound(s)) for s in steps], tables)
+
+
 def _unit_rows(unit: Unit) -> pa.Table | None:
     """One unit read and taken through the worker steps (in a worker)."""
     read, steps = _JOB
