@@ -79,7 +79,7 @@ def test_faces_of_other_models_are_refused_in_one_line(archive):
     """A query embedded by another detector or embedder than the archive's would be compared
     across spaces: refused by name (exit 2), never answered."""
     index = FaceIndex.open(str(archive / "out"))
-    other = QueryFace("q.jpg", 0, [0, 0, 1, 1], index.x[0].cpu().numpy(), ("centerface@x", *index.models[1:]))
+    other = QueryFace("q.jpg", 0, [0, 0, 1, 1], index.x[0], ("centerface@x", *index.models[1:]))
     with pytest.raises(Exception, match="centerface@x") as e:
         index.search([other])
     assert type(e.value).__name__ == "UserError"
