@@ -59,8 +59,8 @@ class FaceIndex:
     """The archive's faces of one model group, searchable by embedding (see the module text)."""
 
     def __init__(self, faces: pa.Table, models: tuple[str, str, str], output: Output, device: str | None = None):
-        self.faces, self.models, self.output = faces, models, output
         self.x = np.ascontiguousarray(schema.embedding_matrix(faces.column("embedding")), np.float32)
+        self.faces, self.models, self.output = faces.drop_columns(["embedding"]), models, output
         self.backend = _Exact(self.x, device) if len(self.x) <= EXACT_MAX else _IVF(self.x)
         ids = faces.column("identity_id").to_pylist()
         self.by_identity: dict[str, list[int]] = {}
@@ -120,7 +120,7 @@ class FaceIndex:
         idx, dist = self.nearest(q, k)
         hits = []
         for qi, qf in enumerate(queries):
-            rows = list(idx[qi])
+            rows = [int(r) for r in idx[qi] if r >= 0]  # the inverted file may find fewer than k
             if identity:
                 ids = {self.faces["identity_id"][int(r)].as_py() for r in rows} - {None}
                 extra = sorted({m for i in ids for m in self.by_identity[i]} - set(rows))
