@@ -66,6 +66,8 @@ def cluster_lines(c: dict | None) -> list[str]:
         how += f"; link threshold {t['value']:.3f}" + (
             f" (chosen for {t['faces']} faces)" if t["how"] == "auto" else f" ({t['how']})"
         )
+        if t.get("linkage") is not None:  # the second pass's cut (facepipe.stages.cluster.linkage)
+            how += f", identities close as groups merged under {t['linkage']:.3f}"
     lines = [
         f"  people    {c['identities']} identities over {c['faces']} faces of the archive ({c['unassigned']} "
         f"unassigned; left out: {c.get('outliers_left_out', 0)} outliers, {c.get('too_small', 0)} too small; "

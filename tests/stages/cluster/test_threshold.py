@@ -86,6 +86,9 @@ def test_an_auto_cut_is_kept_with_the_snapshot_and_incremental_nights_reuse_it(t
     files = sorted((out / "face_identity").rglob("*.parquet"))
     assert stored(pq.read_schema(files[0])).value == first["value"]  # kept in the snapshot
     assert stored(pq.read_schema(files[0])).linkage == first["linkage"] >= first["value"]  # the second pass's too
+    from facepipe.summary import cluster_lines
+
+    assert f"merged under {first['linkage']:.3f}" in "".join(cluster_lines(s1))  # and the run says it
     _write_faces(out, "2026-11-02", fids[40:], x[40:])
     s2 = run_cluster(str(out), "2026-11-02", "n2", auto)
     assert s2["mode"] == "incremental" and s2["threshold"] == first  # not chosen again for 160 faces
