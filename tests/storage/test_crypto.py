@@ -181,3 +181,7 @@ def test_an_encrypted_output_end_to_end(ray_cluster, photos, tmp_path):
     for f in sorted(out.glob("faces/*/*.parquet")):
         with pytest.raises(OSError):
             pq.read_table(f, columns=["embedding"])
+    from facepipe.tools.search import search  # search by face reads the embeddings with the recorded key
+
+    hits = search(str(out), [str(photos["grace_hopper.jpg"])], k=2)
+    assert hits and hits[0].distance < 0.1 and hits[0].source_uri.endswith("grace_hopper.jpg")
