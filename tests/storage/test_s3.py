@@ -33,3 +33,9 @@ def test_job_reads_and_writes_s3(s3_server, ray_cluster, photos, tmp_path):
     keys = [o["Key"] for o in s3_server.list_objects_v2(Bucket="faces", Prefix="out/")["Contents"]]
     assert "out/_runs/s3run.json" in keys
     assert not [k for k in keys if "/_staging/" in k and not k.endswith("/")], "staged files left behind"
+    # search by face over the S3 output, the query photo itself on S3 too
+    from facepipe.tools.search import search
+
+    hits = search("s3://faces/out", ["s3://archive/night/images/grace_hopper.jpg"], k=2)
+    assert hits and hits[0].distance < 0.1 and hits[0].source_uri == "s3://archive/night/images/grace_hopper.jpg"
+    assert hits[0].query == "s3://archive/night/images/grace_hopper.jpg"
