@@ -66,7 +66,8 @@ def main() -> None:
         cuts = sorted({float(c) for c in a.thresholds.split(",")} | {auto.value})
         for cut in cuts:
             t = time.perf_counter()
-            lab = cluster_embeddings(x, ClusterConfig(threshold=cut), index=index)
+            # the auto row as the stage runs it: the second pass's cut from the law too (a fixed cut: the same cut)
+            lab = cluster_embeddings(x, ClusterConfig(threshold="auto" if cut == auto.value else cut), index=index)
             pred = [f"u{i}" if v < 0 else int(v) for i, v in enumerate(lab)]
             r = evaluate_clusters(pred, y.tolist())
             name = f"{cut:.4f} (auto)" if cut == auto.value else f"{cut:.2f}"
