@@ -10,7 +10,6 @@ torch); beyond, FAISS's inverted file. The index lives in memory while it is ope
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -89,8 +88,10 @@ class FaceIndex:
         faces = ds.to_table(columns=cols, filter=pc.field("embedding").is_valid()) if ds is not None else None
         if faces is None or faces.num_rows == 0:
             raise UserError(f"{out.uri} holds no embedded faces to search (run `facepipe run` first)")
-        groups = Counter(zip(*(faces.column(c).to_pylist() for c in ("detector", "embedder", "align"))))
-        models = max(groups.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        keys = ["detector", "embedder", "align"]
+        counts = faces.select(keys).group_by(keys).aggregate([([], "count_all")]).to_pylist()
+        top = max(counts, key=lambda r: (r["count_all"], [str(r[k]) for k in keys]))  # ties: by name
+        models = tuple(top[k] for k in keys)
         keep = pc.and_(
             pc.and_(pc.equal(faces["detector"], models[0]), pc.equal(faces["embedder"], models[1])),
             pc.equal(faces["align"], models[2]),
