@@ -98,3 +98,12 @@ def write_manifest(output: Output, manifest: RunManifest) -> str:
     manifest.manifest_uri = output.uri_of(RUNS, name)
     output.atomic_write(output.path(RUNS, name), json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
     return manifest.manifest_uri
+
+
+def read_manifests(output: Output) -> list[dict[str, Any]]:
+    """The JSON objects of every run manifest ``OUT/_runs/*.json`` of ``output`` (none: [])."""
+    from facepipe.storage import fs as fsio
+
+    if not output.exists(RUNS):
+        return []
+    return [json.loads(fsio.read_bytes(output.fs, f)) for f in output.files(RUNS, suffix=".json")]

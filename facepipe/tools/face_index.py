@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from facepipe import schema
 from facepipe.errors import UserError
 from facepipe.storage.output import Output, as_output
-from facepipe.storage.tombstones import load_tombstones
+from facepipe.storage.tombstones import Tombstones, load_tombstones
 
 #: exact search up to this many faces (single-query p50 7 ms at 10^5 faces on 2 cores; 70 ms at 10^6)
 EXACT_MAX = 200_000
@@ -96,8 +96,8 @@ class FaceIndex:
             pc.and_(pc.equal(faces["detector"], models[0]), pc.equal(faces["embedder"], models[1])),
             pc.equal(faces["align"], models[2]),
         )
-        faces = _without_erased(faces.filter(keep), out).sort_by("face_id")
-        return cls(_with_images_and_identities(faces, out), models, out, device)
+        faces = _with_images_and_identities(faces.filter(keep).sort_by("face_id"), out)
+        return cls(_without_erased(faces, load_tombstones(out)), models, out, device)
 
     def __len__(self) -> int:
         return self.faces.num_rows
@@ -141,24 +141,21 @@ class FaceIndex:
         )
 
 
-def _without_erased(faces: pa.Table, out: Output) -> pa.Table:
-    t = load_tombstones(out)
+def _without_erased(faces: pa.Table, t: Tombstones) -> pa.Table:
+    """``faces`` (with their ``source_uri``) less those the tombstones ``t`` name, by face, image or prefix."""
     if not t:
         return faces
-    gone = pc.or_(pc.is_in(faces["face_id"], pa.array(sorted(t.face_ids), pa.string())),
-                  pc.is_in(faces["image_id"], pa.array(sorted(t.image_ids), pa.string())))  # fmt: skip
-    return faces.filter(pc.invert(gone))
+    ids, uris = faces.column("image_id").to_pylist(), faces.column("source_uri").to_pylist()
+    gone = t.erased_images(ids, [u or "" for u in uris])
+    gone |= np.isin(np.asarray(faces.column("face_id").to_pylist(), object), list(t.face_ids))
+    return faces.filter(pa.array(~gone))
 
 
 def _with_images_and_identities(faces: pa.Table, out: Output) -> pa.Table:
-    """``faces`` with its image's ``source_uri`` (erased prefixes left out) and its identity id."""
+    """``faces`` with its image's ``source_uri`` and its identity id (null: none in the snapshot)."""
     images = out.dataset("images").to_table(columns=["image_id", "source_uri"])
     at = pc.index_in(faces["image_id"], value_set=images["image_id"].combine_chunks())
     faces = faces.append_column("source_uri", images["source_uri"].take(at))
-    t = load_tombstones(out)
-    if t.source_prefixes:
-        uris = faces.column("source_uri").to_pylist()
-        faces = faces.filter(pa.array([not t.covers_uri(u or "") for u in uris]))
     ds = out.dataset("face_identity")
     if ds is None:
         return faces.append_column("identity_id", pa.nulls(faces.num_rows, pa.string()))

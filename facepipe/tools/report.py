@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from facepipe.run.manifest import RunManifest
+from facepipe.run.manifest import RunManifest, read_manifests
 from facepipe.storage import fs as fsio
 from facepipe.storage.output import RUNS, Output
 from facepipe.tools.report_html import CSS, bar_chart, count_chart, face_tile, histogram, thumbnails
@@ -55,7 +55,7 @@ def find_manifest(output: str, dt: str | None = None, run_id: str | None = None)
             raise FileNotFoundError(f"no run {run_id} in {output} (no {RUNS}/{run_id}.json)") from None
     if not out.exists(RUNS):
         raise FileNotFoundError(f"{output} holds no published run (no {RUNS}/)")
-    runs = [json.loads(fsio.read_bytes(out.fs, f)) for f in out.files(RUNS, suffix=".json")]
+    runs = read_manifests(out)
     runs = [m for m in runs if "counts" in m and (dt is None or m.get("dt") == dt)]
     if not runs:
         raise FileNotFoundError(f"no run of {dt} in {output}" if dt else f"no run in {output}")

@@ -18,13 +18,12 @@ Python (``facepipe.search(...)``, or :meth:`FaceIndex.open` to keep the index fo
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 import pyarrow as pa
 
-from facepipe.storage.output import RUNS, Output, as_output
+from facepipe.storage.output import Output, as_output
 from facepipe.tools.face_index import FaceIndex, Hit, QueryFace
 
 __all__ = ["FaceIndex", "Hit", "QueryFace", "query_faces", "search", "cmd_search", "run_config_for"]
@@ -37,17 +36,13 @@ def run_config_for(out: Output, models: tuple[str, str, str]):
     manifest), else the defaults: the query goes through the same chain the archive's faces did
     (and where the defaults are not the archive's models, :meth:`FaceIndex.search` refuses)."""
     from facepipe.config import RunConfig, from_dict
-    from facepipe.run.manifest import RunManifest
+    from facepipe.run.manifest import read_manifests
 
-    best = None
-    for path in out.files(RUNS, suffix=".json"):
-        try:
-            m = RunManifest.from_json(json.loads(out.fs.open_input_stream(path).read()))
-        except (ValueError, TypeError, KeyError):
-            continue
-        if (m.detector, m.embedder) == models[:2] and m.config and (best is None or m.finished_at > best.finished_at):
-            best = m
-    return RunConfig() if best is None else from_dict(RunConfig, best.config | {"encryption": None})
+    runs = [m for m in read_manifests(out) if (m.get("detector"), m.get("embedder")) == models[:2] and m.get("config")]
+    if not runs:
+        return RunConfig()
+    best = max(runs, key=lambda m: (m.get("finished_at", ""), m["run_id"]))
+    return from_dict(RunConfig, best["config"] | {"encryption": None})
 
 
 def query_faces(
@@ -115,8 +110,6 @@ def search(output: str | Output, photos: list[str], k: int = 20, identity: bool 
 
 def cmd_search(a) -> int:
     """``facepipe search``: a table on a terminal, one JSON object per line with ``--json``."""
-    import sys
-
     index = FaceIndex.open(a.output)
     queries = query_faces(index.output, a.photos, index.models)
     hits = index.search(queries, a.k, a.identity)
@@ -132,5 +125,4 @@ def cmd_search(a) -> int:
         box = ",".join(f"{v:.0f}" for v in h.box)
         print(f"{h.query[-32:]:<32} {h.query_face:>4} {h.rank:>4} {h.distance:>8.4f}  {h.identity_id or '-':<20} "
               f"{h.source_uri[-40:]:<40} {box}")  # fmt: skip
-    sys.stdout.flush()
     return 0

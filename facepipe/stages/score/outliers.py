@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from facepipe import schema
 from facepipe.flags import flag, positive_int, unit_float
+from facepipe.stages.cluster.constraints import canonical_order
 from facepipe.stages.score.density import fit_density
 from facepipe.stages.score.drocc import train_drocc
 from facepipe.stages.score.model import DROCCConfig, DROCCModel
@@ -88,7 +89,7 @@ def content_order(features: np.ndarray, embeddings: np.ndarray | None = None) ->
     train the same model whatever their ids, which hash the images' paths (a renamed or moved
     archive must not change which faces are outliers). Equal rows are interchangeable."""
     m = features if embeddings is None else np.concatenate([features, np.nan_to_num(embeddings)], axis=1)
-    return np.lexsort(m.T[::-1])
+    return canonical_order(m)
 
 
 def confident(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
