@@ -11,6 +11,8 @@ import pytest
 from facepipe.stages.cluster.stage import ClusterConfig, cluster_embeddings, run_cluster
 from facepipe.stages.cluster.threshold import (
     BOUNDS,
+    CLIP,
+    LAW_MIN_FACES,
     LEGACY,
     auto_threshold,
     bulk_law,
@@ -56,6 +58,28 @@ def test_the_law_is_fitted_on_the_different_person_pairs_of_an_archive_of_few_pe
     assert abs(mu - 0.80) < 0.006 and abs(sigma - 0.085) < 0.005
     assert bulk_law(np.concatenate([different, same]), clip=np.inf)[1] > 0.2  # left in
     assert bulk_law(different) == pytest.approx((0.80, 0.085), abs=0.003)
+
+
+def test_an_archive_of_few_distinct_faces_gets_the_upper_bound():
+    """Under LAW_MIN_FACES distinct faces the bulk cannot be measured (the job tests' real photos:
+    halves of 9-15 faces, obama five times and one photo four times, fell to the lower bound in 13%
+    of draws, and night two then split obama from one run over both nights). Copies of one face
+    count once: 40 faces that are 10 faces four times are 10 faces."""
+    x = _dlib_like(LAW_MIN_FACES)
+    assert auto_threshold(x[:-1]).value == BOUNDS[1] and auto_threshold(x).mu is not None
+    copies = np.repeat(x[:10], 4, axis=0)
+    assert auto_threshold(copies) == auto_threshold(copies[::-1])
+    assert auto_threshold(copies).value == BOUNDS[1] and auto_threshold(copies).faces == 40
+
+
+def test_a_lower_side_no_normal_law_fits_gives_a_finite_spread():
+    """Few pairs piled up just above the line (as flat as a uniform law or flatter) have no
+    cut-off normal law; the correction ran to sigma 5.8 (cut at the lower bound). Now sigma is the
+    line's distance from the median."""
+    upper = np.full(20, 0.81)  # the spread above: 0.01, the line 0.03 under the median
+    lower = np.full(20, 0.80 - 0.027)
+    mu, sigma = bulk_law(np.r_[lower, upper, 0.8])
+    assert mu == pytest.approx(0.8) and sigma == pytest.approx(CLIP * 0.01)
 
 
 def test_the_spread_of_the_tail_is_measured_on_the_lower_side():
