@@ -54,7 +54,9 @@ def cluster_incremental(
     rank = np.arange(n_old)
     rank[present[np.argsort(first, kind="stable")]] = np.arange(len(present))
     rank[np.setdiff1d(np.arange(n_old), present)] = np.arange(len(present), n_old)
-    res = _place(x[order], np.where(code >= 0, rank[np.maximum(code, 0)], code), n_old, cfg, index, ids, linkage)
+    ranked = code.copy()
+    ranked[code >= 0] = rank[code[code >= 0]]  # (a snapshot of no identity has no rank to look up)
+    res = _place(x[order], ranked, n_old, cfg, index, ids, linkage)
     lab, old = res.labels, (res.labels >= 0) & (res.labels < n_old)
     lab[old] = np.argsort(rank)[lab[old]]
     labels = np.empty(len(x), np.int64)

@@ -358,3 +358,19 @@ def test_faces_narrower_than_the_minimum_are_left_out(tmp_path):
     )
     assert rows[fids[0]] == "too_small" and summary["too_small"] == 1
     assert {rows[f] for f in fids[1:]} == {"assigned"}
+
+
+def test_a_night_over_a_snapshot_of_no_identity_places_its_faces(tmp_path):
+    """Night 1 clustered nobody (every face too small); night 2 brings faces that are clustered.
+    The incremental night over that empty snapshot once failed looking up the rank of an identity
+    (there were none): it places the faces."""
+    x, _ = people(3, 4, seed=4)
+    fids = _faces(len(x))
+    _write_faces(tmp_path, "2026-11-01", fids[:6], x[:6])
+    t = pq.read_table(next((tmp_path / "faces").rglob("*.parquet")))
+    narrow = t.set_column(t.schema.get_field_index("x2"), "x2", pa.array(np.full(6, 10.0), pa.float32()))
+    pq.write_table(narrow, next((tmp_path / "faces").rglob("*.parquet")))
+    assert run_cluster(str(tmp_path), "2026-11-01", "r1", ClusterConfig())["identities"] == 0
+    _write_faces(tmp_path, "2026-11-02", fids[6:], x[6:])
+    s = run_cluster(str(tmp_path), "2026-11-02", "r2", ClusterConfig())
+    assert s["mode"] == "incremental" and s["placed"] == 6 and s["identities"] == 2
