@@ -74,6 +74,13 @@ def cluster_lines(c: dict | None) -> list[str]:
         f"{c['reused_ids']} ids kept)",
         f"            {c['mode']}: {how}; {c['merges']} merges, {c['splits']} splits -> identity_events",
     ]
+    ix = c.get("index") or {}
+    if "trained" in ix:  # the kept IVF cells (facepipe.storage.ivf_store)
+        lines.append(
+            f"            neighbour index: {ix['nlist']} cells "
+            + ("trained now" if ix["trained"] else f"kept from the last night, {ix['added']} faces added")
+            + f" ({ix['build_s']:.1f} s) -> _index/"
+        )
     fixes = c.get("corrections") or {}
     if any(fixes.values()):  # human corrections (facepipe.stages.cluster.corrections)
         refused = fixes.get("refused") or []

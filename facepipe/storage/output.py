@@ -9,6 +9,7 @@ Layout (``docs/operations.md`` has the protocol)::
     OUT/_tombstones/part-REQUEST.parquet   what erasure requests removed
     OUT/_audit/REQUEST.json                one record per erasure request
     OUT/_models/drocc/drocc-HASH.pt|.json  DROCC artifacts
+    OUT/_index/{quantizer,cells}/part-...  the cluster stage's kept IVF cells (``storage.ivf_store``)
     OUT/_journal/RUN-ID.json               a publish in progress (``Output.publish``, ``recover``)
     OUT/_lease/GEN.json                    the writer holding the output (``storage.lease``)
     OUT/_encryption.json                   the output's encryption setting (``storage.crypto``)

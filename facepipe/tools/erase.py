@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facepipe.stages.cluster.identities import identity_rows
+from facepipe.storage import ivf_store
 from facepipe.storage.output import AUDIT, Output, as_output, without_rows
 from facepipe.storage.tombstones import Tombstones, load_tombstones, write_tombstones  # noqa: F401 -- re-exported
 
@@ -166,6 +167,8 @@ def plan(output: str | Output, request: ForgetRequest) -> Erasure:
         if pc.any(hit).as_py():
             e.rewrites.append(_drop(out, path, t, hit))
     _plan_identities(out, e)
+    if e.face_ids:  # the kept neighbour index goes whole: its centroids are means of faces
+        e.rewrites += [_Rewrite(path, out.relative(path), None, 0) for path in ivf_store.files(out)]
     return e
 
 
@@ -292,9 +295,5 @@ def forget(output: str | Output, request: ForgetRequest) -> dict:
 
 
 def _describe(r: ForgetRequest) -> str:
-    parts = (
-        [f"identity {i}" for i in r.identity_ids]
-        + [f"image {i}" for i in r.image_ids]
-        + [f"source prefix {p}" for p in r.source_prefixes]
-    )
-    return ", ".join(parts)
+    parts = [f"identity {i}" for i in r.identity_ids] + [f"image {i}" for i in r.image_ids]
+    return ", ".join(parts + [f"source prefix {p}" for p in r.source_prefixes])

@@ -3,8 +3,9 @@ queries): :meth:`FaceIndex.open` reads the faces of the output's largest model g
 detector, embedder and align method -- what a query must be embedded with), their images'
 ``source_uri`` and the ``face_identity`` snapshot's identity ids, leaving out what an erasure's
 tombstones name. Up to :data:`EXACT_MAX` faces the nearest are exact (a blocked matrix product on
-torch); beyond, FAISS's inverted file. The index lives in memory while it is open; bench/RESULTS.md
-("Search by face") has its open time, latency and recall.
+torch); beyond, FAISS's inverted file, on the cells the cluster stage keeps in the output when
+there are (``storage.ivf_store``: no training at open). The index lives in memory while it is
+open; bench/RESULTS.md ("Search by face") has its open time, latency and recall.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.errors import UserError
+from facepipe.storage import ivf_store
 from facepipe.storage.output import Output, as_output
 from facepipe.storage.tombstones import Tombstones, load_tombstones
 
@@ -57,10 +59,20 @@ class QueryFace:
 class FaceIndex:
     """The archive's faces of one model group, searchable by embedding (see the module text)."""
 
-    def __init__(self, faces: pa.Table, models: tuple[str, str, str], output: Output, device: str | None = None):
+    def __init__(
+        self,
+        faces: pa.Table,
+        models: tuple[str, str, str],
+        output: Output,
+        device: str | None = None,
+        cells: ivf_store.StoredCells | None = None,
+    ):
+        """``cells``: the cluster stage's kept cells for these faces (used beyond :data:`EXACT_MAX`)."""
         self.x = np.ascontiguousarray(schema.embedding_matrix(faces.column("embedding")), np.float32)
         self.faces, self.models, self.output = faces.drop_columns(["embedding"]), models, output
-        self.backend = _Exact(self.x, device) if len(self.x) <= EXACT_MAX else _IVF(self.x)
+        self.backend = _Exact(self.x, device) if len(self.x) <= EXACT_MAX else _IVF(self.x, cells)
+        #: how the index was made: exact, ivf on the kept cells, or ivf trained at open
+        self.kind = "exact" if len(self.x) <= EXACT_MAX else "ivf, kept cells" if cells else "ivf, trained at open"
         ids = faces.column("identity_id").to_pylist()
         self.by_identity: dict[str, list[int]] = {}
         for i, ident in enumerate(ids):
@@ -97,7 +109,12 @@ class FaceIndex:
             pc.equal(faces["align"], models[2]),
         )
         faces = _with_images_and_identities(faces.filter(keep).sort_by("face_id"), out)
-        return cls(_without_erased(faces, load_tombstones(out)), models, out, device)
+        faces = _without_erased(faces, load_tombstones(out))
+        cells = None
+        if faces.num_rows > EXACT_MAX:  # the cluster stage's cells, when it kept them for this embedder
+            want = ivf_store.Trained(models[1], 0, 0, 0, 0, 0, 0, 0)
+            cells = ivf_store.load(out, faces.column("face_id").to_pylist(), want, keys=("embedder",))
+        return cls(faces, models, out, device, cells)
 
     def __len__(self) -> int:
         return self.faces.num_rows
@@ -189,19 +206,29 @@ class _Exact:
 
 
 class _IVF:
-    """FAISS's inverted file (``IndexIVFFlat``): sqrt(N) cells trained on a seeded sample, the
-    query's nearest :data:`PROBE_SHARE` of them scanned; measured recall@10 against exact search
-    in bench/RESULTS.md ("Search by face")."""
+    """FAISS's inverted file (``IndexIVFFlat``), the query's nearest :data:`PROBE_SHARE` of its
+    cells scanned: the cluster stage's cells kept in the output (``storage.ivf_store``; only the
+    faces they lack are assigned), else sqrt(N) cells trained now on a seeded sample. Measured
+    recall@10 against exact search in bench/RESULTS.md ("Search by face")."""
 
-    def __init__(self, x: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, cells: ivf_store.StoredCells | None = None) -> None:
         import faiss
+        from faiss.contrib.ivf_tools import add_preassigned
 
-        nlist = int(np.sqrt(len(x)))
+        nlist = int(np.sqrt(len(x))) if cells is None else len(cells.centroids)
         quantizer = faiss.IndexFlatL2(x.shape[1])
         self.index = faiss.IndexIVFFlat(quantizer, x.shape[1], nlist)
-        sample = x[np.sort(np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False))]
-        self.index.train(sample)
-        self.index.add(x)
+        if cells is None:
+            sample = x[np.sort(np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False))]
+            self.index.train(sample)
+            self.index.add(x)
+        else:
+            quantizer.add(cells.centroids)
+            self.index.is_trained = True
+            own = cells.probes[:, 0].astype(np.int64)
+            if len(cells.missing):
+                own[cells.missing] = quantizer.search(x[cells.missing], 1)[1][:, 0]
+            add_preassigned(self.index, x, own)
         self.index.nprobe = max(1, int(nlist * PROBE_SHARE))
         self.quantizer = quantizer  # FAISS holds it by pointer: keep it alive
 

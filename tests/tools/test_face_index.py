@@ -17,3 +17,26 @@ def test_the_inverted_file_finds_the_exact_nearest_faces():
     assert recall >= 0.99, recall
     assert np.allclose(ivf_d[:, 0], exact_d[:, 0], atol=1e-4)  # distances, not squares
     assert (np.diff(exact_d, axis=1) >= 0).all() and (np.diff(ivf_d, axis=1) >= -1e-6).all()
+
+
+def test_the_inverted_file_on_the_cluster_stages_kept_cells_finds_the_exact_nearest_faces():
+    """Search opens on the cells the cluster stage kept in the output (no training); the faces
+    those cells lack (here a tenth, as if added since the last clustering) are assigned at open."""
+    from facepipe.stages.cluster.graph import IndexConfig, ivf_cells, train_cells
+    from facepipe.storage.ivf_store import StoredCells, Trained
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2000, 128)).astype(np.float32) * 0.1
+    x = (centres[rng.integers(0, 2000, 40_000)] + rng.normal(0, 0.03, (40_000, 128))).astype(np.float32)
+    q = (x[rng.choice(len(x), 200, replace=False)] + rng.normal(0, 0.01, (200, 128))).astype(np.float32)
+    cfg = IndexConfig()
+    cent = train_cells(x, cfg)
+    d2 = (x * x).sum(1)[:, None] - 2 * x @ cent.T + (cent * cent).sum(1)[None]
+    probes = np.argsort(d2, axis=1)[:, :16].astype(np.int32)
+    probes[::10] = -1  # not held yet
+    kept = StoredCells(cent, probes, Trained("e", ivf_cells(len(x), cfg), 16, 0, 10, 32, len(x), 1.0))
+    exact_i, _ = _Exact(x, "cpu").nearest(q, 10)
+    ivf = _IVF(x, kept)
+    assert ivf.index.nlist == len(cent) and ivf.index.ntotal == len(x)
+    ivf_i, _ = ivf.nearest(q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_i, ivf_i)]) >= 0.99

@@ -10,7 +10,8 @@ distance, the face itself excluded, ``-1`` / ``inf`` where fewer than k were fou
   the ``nprobe`` cells around it, in torch (CPU or GPU). Identities are tight, well separated
   groups, so the neighbours that matter (those under the clustering threshold) sit in the
   query's own cell or the next ones: ``bench/speed/cluster_scale.py`` measures the recall of those
-  edges against the exact graph. O(N sqrt(N)) time. The default beyond ``exact_max``.
+  edges against the exact graph. O(N sqrt(N)) time. The default beyond ``exact_max``. Its cells
+  and probes are kept in the output between nights (:mod:`facepipe.storage.ivf_store`).
 - ``faiss``: FAISS ``IndexIVFFlat`` as it comes, for comparison.
 
 ``knn(x, k)`` is the whole graph in one call.
@@ -130,6 +131,27 @@ def _default_nlist(n: int) -> int:
     return int(max(1, min(2 ** round(math.log2(max(4 * math.sqrt(n), 1))), n // 16)))
 
 
+def ivf_cells(n: int, cfg: IndexConfig) -> int:
+    """The cells of an inverted file over ``n`` faces."""
+    return max(1, min(cfg.nlist or _default_nlist(n), n))
+
+
+def train_cells(x: np.ndarray, cfg: IndexConfig) -> np.ndarray:
+    """The (nlist, D) centroids of FAISS k-means over a seeded sample of ``x``."""
+    nlist = ivf_cells(len(x), cfg)
+    km = _faiss().Kmeans(
+        x.shape[1],
+        nlist,
+        niter=cfg.niter,
+        seed=cfg.seed + 1,
+        min_points_per_centroid=1,
+        max_points_per_centroid=cfg.train_per_cell,
+        verbose=False,
+    )
+    km.train(_training_sample(x, nlist, cfg))
+    return np.ascontiguousarray(km.centroids, np.float32)
+
+
 class IVFIndex(NeighbourIndex):
     """Inverted-file kNN, computed cell by cell: FAISS k-means cuts the faces into ``nlist``
     cells; each query probes the ``nprobe`` cells whose centroids are nearest to it -- the same
@@ -141,34 +163,32 @@ class IVFIndex(NeighbourIndex):
 
     backend = "ivf"
 
-    def __init__(self, x: np.ndarray, cfg: IndexConfig, device: str | torch.device | None = None) -> None:
-        faiss = _faiss()
+    def __init__(
+        self, x: np.ndarray, cfg: IndexConfig, device: str | torch.device | None = None, stored: tuple | None = None
+    ) -> None:
+        """``stored``: (centroids, probes) kept from an earlier night (``facepipe.storage.ivf_store``):
+        no training, and only the faces whose probes row is -1 are assigned to cells."""
         x = np.ascontiguousarray(x, np.float32)
-        n, d = x.shape
-        nlist = max(1, min(cfg.nlist or _default_nlist(n), n))
-        sample = _training_sample(x, nlist, cfg)
-        km = faiss.Kmeans(
-            d,
-            nlist,
-            niter=cfg.niter,
-            seed=cfg.seed + 1,
-            min_points_per_centroid=1,
-            max_points_per_centroid=cfg.train_per_cell,
-            verbose=False,
-        )
-        km.train(sample)
+        n = len(x)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cent = train_cells(x, cfg) if stored is None else stored[0]
         xt = torch.from_numpy(x).to(self.device)
-        self.cent = torch.from_numpy(np.ascontiguousarray(km.centroids, np.float32)).to(self.device)
-        self.nlist, self.nprobe, self.block = nlist, min(cfg.nprobe, nlist), cfg.block
-        # every face's nprobe nearest cells (the first is its own), in blocks of ~256 MB
-        step = max(1, 2**26 // nlist)
-        self.probes = torch.cat([self._nearest_cells(xt[s : s + step]) for s in range(0, n, step)])
+        self.cent = torch.from_numpy(np.ascontiguousarray(cent, np.float32)).to(self.device)
+        self.nlist, self.block = len(cent), cfg.block
+        self.nprobe = min(cfg.nprobe, self.nlist)
+        self.probes = torch.from_numpy(
+            np.full((n, self.nprobe), -1, np.int64) if stored is None else stored[1].astype(np.int64)
+        ).to(self.device)
+        todo = torch.from_numpy(np.flatnonzero(self.probes[:, 0].cpu().numpy() < 0)).to(self.device)
+        step = max(1, 2**26 // self.nlist)  # every face's nprobe nearest cells (its own first), in ~256 MB blocks
+        for s in range(0, len(todo), step):
+            self.probes[todo[s : s + step]] = self._nearest_cells(xt[todo[s : s + step]])
+        self.assigned = len(todo)
         cell = self.probes[:, 0]
         self.order = torch.argsort(cell, stable=True)  # face ids, cell by cell
         self.xs = xt[self.order]  # the faces stored cell by cell: a cell is one contiguous slice
         self.sqs = (self.xs * self.xs).sum(1)
-        counts = torch.bincount(cell, minlength=nlist)
+        counts = torch.bincount(cell, minlength=self.nlist)
         self.starts = (torch.cumsum(counts, 0) - counts).tolist()
         self.ends = torch.cumsum(counts, 0).tolist()
         self.x = xt
@@ -221,7 +241,7 @@ class FaissIVFIndex(NeighbourIndex):
         faiss = _faiss()
         x = np.ascontiguousarray(x, np.float32)
         n, d = x.shape
-        nlist = max(1, min(cfg.nlist or _default_nlist(n), n))
+        nlist = ivf_cells(n, cfg)
         self.quantizer = faiss.IndexFlatL2(d)
         self.index = faiss.IndexIVFFlat(self.quantizer, d, nlist, faiss.METRIC_L2)
         self.index.cp.seed = cfg.seed + 1
@@ -238,20 +258,29 @@ class FaissIVFIndex(NeighbourIndex):
         return _drop_self(rows, ids, d2, k)
 
 
+def chosen_backend(n: int, cfg: IndexConfig, device: str | torch.device | None = None) -> str:
+    """The backend ``build_index`` uses for ``n`` faces."""
+    if cfg.backend != "auto":
+        return cfg.backend
+    on_gpu = (device is None and torch.cuda.is_available()) or (
+        device is not None and torch.device(device).type == "cuda"
+    )
+    return "exact" if n <= (cfg.exact_max_gpu if on_gpu else cfg.exact_max) else "ivf"
+
+
 def build_index(
-    x: np.ndarray, cfg: IndexConfig = IndexConfig(), device: str | torch.device | None = None
+    x: np.ndarray,
+    cfg: IndexConfig = IndexConfig(),
+    device: str | torch.device | None = None,
+    stored: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> NeighbourIndex:
-    backend = cfg.backend
-    if backend == "auto":
-        on_gpu = (device is None and torch.cuda.is_available()) or (
-            device is not None and torch.device(device).type == "cuda"
-        )
-        backend = "exact" if len(x) <= (cfg.exact_max_gpu if on_gpu else cfg.exact_max) else "ivf"
+    """The index ``cfg`` asks for; ``stored``: the ivf backend's cells kept from an earlier night."""
+    backend = chosen_backend(len(x), cfg, device)
     if backend == "exact":
         return ExactIndex(x, cfg.block, device)
     if backend == "faiss":
         return FaissIVFIndex(x, cfg)
-    return IVFIndex(x, cfg, device)
+    return IVFIndex(x, cfg, device, stored)
 
 
 def knn(

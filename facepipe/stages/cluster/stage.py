@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,7 @@ from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
 from facepipe.stages.cluster import constraints, corrections
 from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
-from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
+from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend, ivf_cells
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
@@ -64,6 +65,7 @@ from facepipe.stages.cluster.threshold import (
     stored,
     threshold_setting,
 )
+from facepipe.storage import ivf_store
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -195,16 +197,49 @@ def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities,
     return sorted(staged_events + staged)
 
 
-def _cluster(fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, link: LinkThreshold, incremental: bool) -> tuple:
-    """(labels, the cuts, faces placed, faces looked at, the index's backend and build time) of one clustering."""
-    t_index = -time.perf_counter()
-    index = build_index(fs.x, cfg.index) if len(fs.x) > 1 else None
-    info = {"backend": index.backend if index else "none", "build_s": round(t_index + time.perf_counter(), 3)}
+def _neighbour_index(output: Output, fs, cfg: IndexConfig) -> tuple[NeighbourIndex | None, dict, Callable]:
+    """The faces' neighbour index, its summary, and what publishes it after the snapshot: the ivf
+    backend starts from the cells kept in the output (``facepipe.storage.ivf_store``) and adds
+    tonight's faces to them."""
+    t = -time.perf_counter()
+    if len(fs.x) < 2:
+        return None, {"backend": "none", "build_s": 0.0}, lambda run_id: {}
+    if chosen_backend(len(fs.x), cfg) != "ivf":
+        index = build_index(fs.x, cfg)
+        return index, {"backend": index.backend, "build_s": round(t + time.perf_counter(), 3)}, lambda run_id: {}
+    n = len(fs.x)
+    want = ivf_store.Trained(fs.embedder, ivf_cells(n, cfg), cfg.nprobe, cfg.seed, cfg.niter, cfg.train_per_cell, n, 0)
+    kept = ivf_store.load(output, fs.face_ids, want)
+    index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
+    if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
+        kept, index = None, build_index(fs.x, cfg)
+    info = {
+        "backend": index.backend,
+        "build_s": round(t + time.perf_counter(), 3),
+        "kept": kept is not None,
+        "assigned": index.assigned,
+    }
+    if kept is None:
+        want = dataclasses.replace(want, imbalance=ivf_store.imbalance(index.probes[:, 0].cpu().numpy(), index.nlist))
+    probes = index.probes.cpu().numpy()
+
+    def publish(run_id: str) -> dict:
+        return ivf_store.save(
+            output, run_id, fs.face_ids, index.cent.cpu().numpy(), probes, kept, kept.trained if kept else want
+        )
+
+    return index, info, publish
+
+
+def _cluster(
+    fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, link: LinkThreshold, incremental: bool, index
+) -> tuple:
+    """(labels, the cuts, faces placed, faces looked at) of one clustering."""
     if incremental:
         res = cluster_incremental(fs.x, code, n_old, cfg, index, fs.image_ids, link.linkage)
-        return res.labels, link, res.queried, res.region, info
+        return res.labels, link, res.queried, res.region
     labels, link = cluster_full(fs.x, cfg, index, fs.image_ids, link)
-    return labels, link, len(labels), len(labels), info
+    return labels, link, len(labels), len(labels)
 
 
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
@@ -223,7 +258,8 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
-    labels, link, queried, region, index = _cluster(fs, code, len(old_ids), cfg, link, incremental)
+    index, index_info, keep_index = _neighbour_index(output, fs, cfg.index)
+    labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index)
     fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
     labels = fixed.labels
     name = name_clusters(fs.face_ids, labels, code, old_ids)
@@ -232,6 +268,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given())
     face_identity = attach(face_identity, link)
     files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
+    index_info.update(keep_index(run_id))  # after the snapshot: the index is a cache of the faces
     return {
         "mode": "incremental" if incremental else "full",
         "faces": len(fs.face_ids),
@@ -247,7 +284,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "corrections": fixed.summary(),
         "embedder": fs.embedder,
         "threshold": dataclasses.asdict(link),
-        "index": index,
+        "index": index_info,
         "files": files,
         "wall_s": round(time.perf_counter() - t0, 3),
         "config": dataclasses.asdict(cfg),

@@ -1,0 +1,166 @@
+"""The cluster stage's inverted file, kept in the output from night to night.
+
+Building the IVF neighbour index (:class:`facepipe.stages.cluster.graph.IVFIndex`) over 10^6 faces
+-- k-means cells, then every face's ``nprobe`` nearest cells -- took 43 s of a 165 s incremental
+night (profiled; bench/RESULTS.md, "The face index kept in the output"). Adding faces does not
+move the cells, so they are trained once and kept with each face's probes (its nearest cells,
+its own first), as Parquet under the output::
+
+    OUT/_index/quantizer/part-RUN-UUID.parquet   a row per cell: cell, centroid (encrypted like
+                                                 the embeddings); how it was trained in the metadata
+    OUT/_index/cells/part-RUN-UUID.parquet       a row per face: face_id, probes
+
+A night publishes the faces it added as one more cells file with the tables' journal
+(:meth:`Output.publish`): a crash leaves the old index or the new one. The index is a cache of
+the faces table: a face it lacks is assigned and added the next time the stage runs; a face it
+holds that the stage does not cluster (an outlier, too small) is passed over. It is trained
+again, the quantizer and every face's probes replaced in one publish, when the embedder or the
+index settings changed, when the archive outgrew its cells (the cell count the archive's size
+calls for is no longer the stored one), or when the cells' balance drifted past :data:`DRIFT`
+times what it was at training. ``facepipe forget`` drops the whole index: its centroids are
+means of faces, the erased ones possibly among them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from facepipe.storage.output import Output, part_name
+
+log = logging.getLogger(__name__)
+
+INDEX = "_index"
+_META = b"facepipe.ivf"
+#: the cells' imbalance (faiss's factor: nlist * sum(count^2) / N^2, 1 = even) may grow this many
+#: times over its value at training before the quantizer is trained again
+DRIFT = 1.5
+
+
+@dataclass(frozen=True)
+class Trained:
+    """How a quantizer was trained: the settings a stored index must match to be reused."""
+
+    embedder: str
+    nlist: int
+    nprobe: int
+    seed: int
+    niter: int
+    train_per_cell: int
+    faces: int  # faces it was trained on
+    imbalance: float  # of those faces' cells
+
+
+@dataclass
+class StoredCells:
+    """A stored index aligned with the stage's faces: ``probes`` (N, nprobe), -1 rows for faces
+    it does not hold yet."""
+
+    centroids: np.ndarray
+    probes: np.ndarray
+    trained: Trained
+
+    @property
+    def missing(self) -> np.ndarray:
+        return np.flatnonzero(self.probes[:, 0] < 0)
+
+
+def files(output: Output) -> list[str]:
+    """The index's files, the quantizer first (deleted in this order, a half-deleted index has
+    none and is trained again)."""
+    return output.part_files(f"{INDEX}/quantizer") + output.part_files(f"{INDEX}/cells")
+
+
+def imbalance(cells: np.ndarray, nlist: int) -> float:
+    """faiss's imbalance factor of an assignment: 1.0 when every cell holds as many faces."""
+    counts = np.bincount(np.asarray(cells, np.int64), minlength=nlist).astype(np.float64)
+    total = counts.sum()
+    return float(nlist * (counts**2).sum() / total**2) if total else 1.0
+
+
+#: the settings a stored index must share with the stage's to be reused
+SETTINGS = ("embedder", "nlist", "nprobe", "seed", "niter", "train_per_cell")
+
+
+def load(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ...] = SETTINGS) -> StoredCells | None:
+    """The stored index for ``face_ids`` (in that order), or None when there is none or it must
+    be trained again: its ``keys`` differ from ``want``'s (the reason is logged)."""
+    qfiles, cfiles = output.part_files(f"{INDEX}/quantizer"), output.part_files(f"{INDEX}/cells")
+    if len(qfiles) != 1:
+        return None
+    q = output.read_table(qfiles[0])
+    trained = Trained(**json.loads(q.schema.metadata[_META]))
+    if any(getattr(trained, k) != getattr(want, k) for k in keys):
+        log.info("the stored index was trained for %s: training it again", {k: getattr(trained, k) for k in keys})
+        return None
+    centroids = np.stack(q.sort_by("cell").column("centroid").to_numpy(zero_copy_only=False)).astype(np.float32)
+    probes = np.full((len(face_ids), trained.nprobe), -1, np.int32)
+    for path in cfiles:
+        t = output.read_table(path, columns=["face_id", "probes"])
+        at = pc.index_in(pa.array(face_ids, pa.string()), value_set=t.column("face_id").combine_chunks())
+        have = pc.is_valid(at).to_numpy(zero_copy_only=False)
+        flat = t.column("probes").combine_chunks().flatten().to_numpy().reshape(t.num_rows, trained.nprobe)
+        probes[have] = flat[at.to_numpy(zero_copy_only=False)[have].astype(np.int64)]
+    return StoredCells(centroids, probes, trained)
+
+
+def drifted(trained: Trained, cells: np.ndarray) -> bool:
+    """Whether the faces' own ``cells`` (tonight's assigned to the kept cells) are balanced worse
+    than :data:`DRIFT` times the cells were at training (the reason is logged)."""
+    now = imbalance(cells, trained.nlist)
+    if now <= DRIFT * trained.imbalance:
+        return False
+    log.warning(
+        "the stored index's cells drifted (imbalance %.2f, %.2f at training): training it again", now, trained.imbalance
+    )
+    return True
+
+
+def save(
+    output: Output,
+    run_id: str,
+    face_ids: list[str],
+    centroids: np.ndarray,
+    probes: np.ndarray,
+    stored: StoredCells | None,
+    trained: Trained,
+) -> dict:
+    """Publish the index after a clustering: all of it when it was trained now (``stored`` None),
+    else the faces it lacked as one more cells file. Returns what was written."""
+    rows = np.arange(len(face_ids)) if stored is None else stored.missing
+    output.clear_staging(run_id, (INDEX,))
+    staged = []
+    if stored is None:
+        q = pa.table(
+            {
+                "cell": pa.array(np.arange(len(centroids)), pa.int32()),
+                "centroid": pa.FixedSizeListArray.from_arrays(
+                    pa.array(centroids.reshape(-1), pa.float32()), centroids.shape[1]
+                ),
+            }
+        ).replace_schema_metadata({_META: json.dumps(asdict(trained)).encode()})
+        staged.append(_stage(output, run_id, "quantizer", q))
+    if len(rows):
+        cells = pa.table(
+            {
+                "face_id": pa.array([face_ids[i] for i in rows], pa.string()),
+                "probes": pa.FixedSizeListArray.from_arrays(
+                    pa.array(probes[rows].reshape(-1), pa.int32()), probes.shape[1]
+                ),
+            }
+        )
+        staged.append(_stage(output, run_id, "cells", cells))
+    if staged:
+        output.publish(run_id, staged, tables=(INDEX,), snapshot=stored is None, replace=stored is None)
+    return {"trained": stored is None, "added": int(len(rows)), "nlist": trained.nlist}
+
+
+def _stage(output: Output, run_id: str, kind: str, table: pa.Table) -> str:
+    rel = f"{INDEX}/{kind}/{part_name(run_id)}"
+    output.write_table(table, output.staging_path(run_id, rel))
+    return rel

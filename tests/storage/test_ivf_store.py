@@ -1,0 +1,145 @@
+"""The cluster stage's inverted file kept in the output (facepipe.storage.ivf_store): trained on
+the first night, a night adds only its own faces, the same identities as an index built afresh,
+a crash between the snapshot and the index heals on the next night, trained again when the
+settings change or the cells drift, encrypted like the embeddings."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from facepipe.stages.cluster.graph import IndexConfig
+from facepipe.stages.cluster.stage import ClusterConfig, run_cluster
+from facepipe.storage import ivf_store
+from facepipe.storage.output import Output
+from testbed.cluster_faces import face_ids, people, write_faces
+
+#: the ivf backend from 500 faces (the default switches at 20,000), 64 cells
+CFG = ClusterConfig(threshold=0.45, index=IndexConfig(exact_max=500, nlist=64, nprobe=8))
+
+
+def _archive(tmp_path, n_people=300, per=8):
+    x, y = people(n_people, per, seed=3)
+    fids = face_ids(len(x))
+    night = np.random.default_rng(0).random(len(x)) < 0.9
+    write_faces(tmp_path, "2026-11-01", [f for f, n in zip(fids, night) if n], x[night])
+    return x, fids, night
+
+
+def _ids(out):
+    import duckdb
+
+    sql = f"select face_id, identity_id from read_parquet('{out}/face_identity/*/*.parquet')"
+    return dict(duckdb.sql(sql).fetchall())
+
+
+def _groups(m):
+    g = {}
+    for f, i in m.items():
+        g.setdefault(i, set()).add(f)
+    return sorted(map(sorted, g.values()))
+
+
+def test_a_night_adds_its_faces_to_the_kept_cells_and_groups_as_a_fresh_index(tmp_path):
+    x, fids, night = _archive(tmp_path / "a")
+    s1 = run_cluster(str(tmp_path / "a"), "2026-11-01", "n1", CFG)
+    assert s1["index"]["backend"] == "ivf" and not s1["index"]["kept"] and s1["index"]["trained"]
+    assert s1["index"]["assigned"] == night.sum() == s1["index"]["added"]
+    write_faces(tmp_path / "a", "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
+    s2 = run_cluster(str(tmp_path / "a"), "2026-11-02", "n2", CFG)
+    assert s2["index"]["kept"] and not s2["index"]["trained"]
+    assert s2["index"]["assigned"] == (~night).sum() == s2["index"]["added"]
+    from facepipe.summary import cluster_lines
+
+    assert f"64 cells kept from the last night, {(~night).sum()} faces added" in "".join(cluster_lines(s2))
+    out = Output.open(str(tmp_path / "a"))
+    assert len(out.part_files("_index/quantizer")) == 1 and len(out.part_files("_index/cells")) == 2
+    # the same nights with the index dropped before night 2: trained afresh, same identities
+    _archive(tmp_path / "b")
+    run_cluster(str(tmp_path / "b"), "2026-11-01", "n1", CFG)
+    Output.open(str(tmp_path / "b")).fs.delete_dir(str(tmp_path / "b" / "_index"))
+    write_faces(tmp_path / "b", "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
+    assert run_cluster(str(tmp_path / "b"), "2026-11-02", "n2", CFG)["index"]["trained"]
+    assert _groups(_ids(tmp_path / "a")) == _groups(_ids(tmp_path / "b"))
+
+
+def test_a_crash_before_the_index_is_published_heals_on_the_next_night(tmp_path, monkeypatch):
+    """The snapshot lands, the index publish does not: the old index stays whole, and the next
+    run finds the faces it lacks, assigns and adds them."""
+    x, fids, night = _archive(tmp_path)
+    run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
+    write_faces(tmp_path, "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
+    real = Output.publish
+
+    def crash(self, run_id, staged, tables=("images", "faces"), **kw):
+        if tables == (ivf_store.INDEX,):
+            raise OSError("the node died")
+        return real(self, run_id, staged, tables, **kw)
+
+    monkeypatch.setattr(Output, "publish", crash)
+    with pytest.raises(OSError):
+        run_cluster(str(tmp_path), "2026-11-02", "n2", CFG)
+    monkeypatch.setattr(Output, "publish", real)
+    out = Output.open(str(tmp_path))
+    assert len(out.part_files("_index/cells")) == 1  # the old index, whole
+    s = run_cluster(str(tmp_path), "2026-11-02", "n2", CFG)
+    assert s["index"]["kept"] and s["index"]["added"] == (~night).sum()
+    assert len(out.part_files("_index/quantizer")) == 1 and len(out.part_files("_index/cells")) == 2
+
+
+def test_other_settings_or_drifted_cells_train_the_index_again(tmp_path):
+    x, fids, night = _archive(tmp_path)
+    run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
+    other = dataclasses.replace(CFG, index=dataclasses.replace(CFG.index, nprobe=4))
+    s = run_cluster(str(tmp_path), "2026-11-01", "n1", other)
+    assert s["index"]["trained"] and not s["index"]["kept"]
+    out = Output.open(str(tmp_path))
+    assert len(out.part_files("_index/quantizer")) == 1 and len(out.part_files("_index/cells")) == 1
+    # night 2: as many faces again, all near one person -- the cells' balance drifts
+    crowd = x[0] + np.random.default_rng(1).normal(size=(int(night.sum()), x.shape[1])).astype(np.float32) * 0.01
+    write_faces(tmp_path, "2026-11-02", [f"crowd{i:05d}" for i in range(len(crowd))], crowd)
+    s = run_cluster(str(tmp_path), "2026-11-02", "n2", other)
+    assert s["index"]["trained"]
+
+
+def test_the_imbalance_factor_is_one_for_even_cells():
+    assert ivf_store.imbalance(np.repeat(np.arange(4), 5), 4) == 1.0
+    assert ivf_store.imbalance(np.zeros(20, int), 4) == 4.0
+
+
+def test_forget_drops_the_index_and_the_next_night_trains_it_again(tmp_path):
+    """The centroids are means of faces, the erased ones possibly among them: the whole index goes."""
+    from facepipe.tools.erase import ForgetRequest, forget
+
+    x, fids, night = _archive(tmp_path)
+    run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
+    person = _ids(tmp_path)[fids[0]]
+    audit = forget(str(tmp_path), ForgetRequest(identity_ids=(person,), request_id="erase-1"))
+    assert sorted(f.split("/")[1] for f in audit["files_deleted"] if f.startswith("_index/")) == ["cells", "quantizer"]
+    assert not Output.open(str(tmp_path)).part_files("_index")
+    s = run_cluster(str(tmp_path), "2026-11-01", "n2", CFG)
+    assert s["index"]["trained"] and fids[0] not in _ids(tmp_path)
+
+
+def test_the_centroids_are_encrypted_like_the_embeddings(tmp_path):
+    """In an encrypted output the quantizer's centroid column cannot be read without the key; the
+    stage reads it through the key and keeps the index."""
+    import base64
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+
+    from facepipe.storage.crypto import EncryptionConfig
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({k: base64.b64encode(os.urandom(32)).decode() for k in ("footer", "bio")}))
+    out = Output(str(tmp_path / "out"), EncryptionConfig("local", "footer", "bio", str(keys)))
+    x, fids, night = _archive(tmp_path / "out")
+    run_cluster(out, "2026-11-01", "n1", CFG)
+    (quantizer,) = out.part_files("_index/quantizer")
+    with pytest.raises(OSError):
+        pq.read_table(quantizer, columns=["centroid"])
+    assert pq.read_table(quantizer, columns=["cell"]).num_rows == 64
+    write_faces(tmp_path / "out", "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
+    assert run_cluster(out, "2026-11-02", "n2", CFG)["index"]["kept"]
