@@ -1,6 +1,6 @@
 """The cluster stage's inverted file, kept in the output from night to night.
 
-Building the IVF neighbour index (:class:`facepipe.stages.cluster.graph.IVFIndex`) over 10^6 faces
+Building the IVF neighbour index (:class:`facepipe.stages.cluster.ivf.IVFIndex`) over 10^6 faces
 -- k-means cells, then every face's ``nprobe`` nearest cells -- took 43 s of a 165 s incremental
 night (profiled; bench/RESULTS.md, "The face index kept in the output"). Adding faces does not
 move the cells, so they are trained once and kept with each face's probes (its nearest cells,

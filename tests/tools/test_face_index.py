@@ -22,7 +22,8 @@ def test_the_inverted_file_finds_the_exact_nearest_faces():
 def test_the_inverted_file_on_the_cluster_stages_kept_cells_finds_the_exact_nearest_faces():
     """Search opens on the cells the cluster stage kept in the output (no training); the faces
     those cells lack (here a tenth, as if added since the last clustering) are assigned at open."""
-    from facepipe.stages.cluster.graph import IndexConfig, ivf_cells, train_cells
+    from facepipe.stages.cluster.graph import IndexConfig
+    from facepipe.stages.cluster.ivf import ivf_cells, train_cells
     from facepipe.storage.ivf_store import StoredCells, Trained
 
     rng = np.random.default_rng(0)

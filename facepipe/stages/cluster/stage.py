@@ -45,9 +45,10 @@ from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
 from facepipe.stages.cluster import constraints, corrections
 from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
-from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend, ivf_cells
+from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
+from facepipe.stages.cluster.ivf import ivf_cells
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
 from facepipe.stages.cluster.methods import (
     chinese_whispers,
@@ -58,6 +59,7 @@ from facepipe.stages.cluster.methods import (
 from facepipe.stages.cluster.naming import encode_previous, identity_events, name_clusters
 from facepipe.stages.cluster.threshold import (
     AUTO,
+    LINKAGE_BOUND,
     LinkThreshold,
     attach,
     linkage_cut,
@@ -197,10 +199,12 @@ def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities,
     return sorted(staged_events + staged)
 
 
-def _neighbour_index(output: Output, fs, cfg: IndexConfig) -> tuple[NeighbourIndex | None, dict, Callable]:
+def _neighbour_index(
+    output: Output, fs, cfg: IndexConfig, radius: float
+) -> tuple[NeighbourIndex | None, dict, Callable]:
     """The faces' neighbour index, its summary, and what publishes it after the snapshot: the ivf
-    backend starts from the cells kept in the output (``facepipe.storage.ivf_store``) and adds
-    tonight's faces to them."""
+    backend starts from the cells kept in the output (``facepipe.storage.ivf_store``), adds
+    tonight's faces to them, and finds the neighbours under ``radius`` only (no cut links beyond)."""
     t = -time.perf_counter()
     if len(fs.x) < 2:
         return None, {"backend": "none", "build_s": 0.0}, lambda run_id: {}
@@ -213,6 +217,7 @@ def _neighbour_index(output: Output, fs, cfg: IndexConfig) -> tuple[NeighbourInd
     index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
     if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
         kept, index = None, build_index(fs.x, cfg)
+    index.radius = radius
     info = {
         "backend": index.backend,
         "build_s": round(t + time.perf_counter(), 3),
@@ -258,7 +263,8 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
-    index, index_info, keep_index = _neighbour_index(output, fs, cfg.index)
+    radius = max(link.value, link.linkage or 0, LINKAGE_BOUND)  # no cut, first or second, links farther
+    index, index_info, keep_index = _neighbour_index(output, fs, cfg.index, radius)
     labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index)
     fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
     labels = fixed.labels

@@ -1,0 +1,202 @@
+"""The inverted-file neighbour indexes (the ``ivf`` and ``faiss`` backends of
+:func:`facepipe.stages.cluster.graph.build_index`; the module text there compares them)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, _drop_self
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as e:  # a runtime dependency; say what to install rather than fail deep
+        raise RuntimeError("the ivf kNN backends need faiss: pip install faiss-cpu") from e
+    return faiss
+
+
+def _training_sample(x: np.ndarray, nlist: int, cfg: IndexConfig) -> np.ndarray:
+    """``train_per_cell`` faces per cell for the k-means, drawn with the config's seed."""
+    n = min(len(x), nlist * cfg.train_per_cell)
+    return x if n == len(x) else x[np.sort(np.random.default_rng(cfg.seed).choice(len(x), n, replace=False))]
+
+
+def _default_nlist(n: int) -> int:
+    """About 4 sqrt(N) cells, a power of two (4096 for a million faces), at most N / 16: the cost
+    of finding each face's cells (N * nlist) and of scanning them (N * nprobe * N / nlist) both
+    grow as N sqrt(N)."""
+    return int(max(1, min(2 ** round(math.log2(max(4 * math.sqrt(n), 1))), n // 16)))
+
+
+def ivf_cells(n: int, cfg: IndexConfig) -> int:
+    """The cells of an inverted file over ``n`` faces."""
+    return max(1, min(cfg.nlist or _default_nlist(n), n))
+
+
+def train_cells(x: np.ndarray, cfg: IndexConfig) -> np.ndarray:
+    """The (nlist, D) centroids of FAISS k-means over a seeded sample of ``x``."""
+    nlist = ivf_cells(len(x), cfg)
+    km = _faiss().Kmeans(
+        x.shape[1],
+        nlist,
+        niter=cfg.niter,
+        seed=cfg.seed + 1,
+        min_points_per_centroid=1,
+        max_points_per_centroid=cfg.train_per_cell,
+        verbose=False,
+    )
+    km.train(_training_sample(x, nlist, cfg))
+    return np.ascontiguousarray(km.centroids, np.float32)
+
+
+class IVFIndex(NeighbourIndex):
+    """Inverted-file kNN, computed cell by cell: FAISS k-means cuts the faces into ``nlist``
+    cells; each query probes the ``nprobe`` cells whose centroids are nearest to it -- the same
+    candidates as FAISS's ``IndexIVFFlat`` -- but the work is turned around: for each cell, every
+    query that probes it is compared with all of its faces in one matrix product, and each
+    query's best k are merged over its cells at the end. The scan runs at BLAS speed (FAISS's own
+    index scans face by face: the ``faiss`` backend, measured slower in bench/RESULTS.md).
+    A neighbour is missed only when its cell is not among the query's ``nprobe`` nearest."""
+
+    backend = "ivf"
+
+    def __init__(
+        self, x: np.ndarray, cfg: IndexConfig, device: str | torch.device | None = None, stored: tuple | None = None
+    ) -> None:
+        """``stored``: (centroids, probes) kept from an earlier night (``facepipe.storage.ivf_store``):
+        no training, and only the faces whose probes row is -1 are assigned to cells."""
+        x = np.ascontiguousarray(x, np.float32)
+        n = len(x)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cent = train_cells(x, cfg) if stored is None else stored[0]
+        xt = torch.from_numpy(x).to(self.device)
+        self.cent = torch.from_numpy(np.ascontiguousarray(cent, np.float32)).to(self.device)
+        self.nlist, self.block = len(cent), cfg.block
+        self.nprobe = min(cfg.nprobe, self.nlist)
+        self.probes = torch.from_numpy(
+            np.full((n, self.nprobe), -1, np.int64) if stored is None else stored[1].astype(np.int64)
+        ).to(self.device)
+        todo = torch.from_numpy(np.flatnonzero(self.probes[:, 0].cpu().numpy() < 0)).to(self.device)
+        step = max(1, 2**26 // self.nlist)  # every face's nprobe nearest cells (its own first), in ~256 MB blocks
+        for s in range(0, len(todo), step):
+            self.probes[todo[s : s + step]] = self._nearest_cells(xt[todo[s : s + step]])
+        self.assigned = len(todo)
+        #: None: the k nearest; a distance: only the neighbours under it (see :meth:`_scan_within`)
+        self.radius: float | None = None
+        cell = self.probes[:, 0]
+        self.order = torch.argsort(cell, stable=True)  # face ids, cell by cell
+        self.xs = xt[self.order]  # the faces stored cell by cell: a cell is one contiguous slice
+        self.sqs = (self.xs * self.xs).sum(1)
+        counts = torch.bincount(cell, minlength=self.nlist)
+        self.starts = (torch.cumsum(counts, 0) - counts).tolist()
+        self.ends = torch.cumsum(counts, 0).tolist()
+        self.x = xt
+
+    def _nearest_cells(self, q: torch.Tensor) -> torch.Tensor:
+        d2 = (q * q).sum(1, keepdim=True) + (self.cent * self.cent).sum(1)[None] - 2 * q @ self.cent.T
+        return torch.topk(d2, self.nprobe, dim=1, largest=False)[1]
+
+    def search(self, rows: np.ndarray, k: int, chunk: int = 131072) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.asarray(rows, np.int64)
+        ids = np.full((len(rows), k + 1), -1, np.int64)
+        d2 = np.full((len(rows), k + 1), np.inf, np.float32)
+        chunk = chunk if self.radius is None else chunk // 8  # ~45 faces under the radius per query at 10^6
+        for s in range(0, len(rows), chunk):
+            r = torch.from_numpy(rows[s : s + chunk]).to(self.device)
+            found = self._scan_within(r, k) if self.radius is not None else self._scan(r, k)
+            ids[s : s + len(r)], d2[s : s + len(r)] = found
+        return _drop_self(rows, ids, d2, k)
+
+    def _cells_of(self, r: torch.Tensor):
+        """The queries' probes grouped by cell: (query-probe slots in cell order, cells, slots per cell)."""
+        probes = self.probes[r].reshape(-1)  # (b * p,): query i's j-th cell at i * p + j
+        by_cell = torch.argsort(probes, stable=True)
+        cells, per = torch.unique_consecutive(probes[by_cell], return_counts=True)
+        at = torch.cumsum(per, 0) - per
+        return by_cell, zip(cells.tolist(), at.tolist(), per.tolist())
+
+    def _blocks(self, r: torch.Tensor):
+        """(slots, first face of the cell, squared distances) for every block of queries against a cell."""
+        by_cell, groups = self._cells_of(r)
+        for c, at, m in groups:
+            lo, hi = self.starts[c], self.ends[c]
+            if hi == lo:
+                continue
+            xc, sqc = self.xs[lo:hi], self.sqs[lo:hi]
+            for t in range(at, at + m, self.block):
+                sl = by_cell[t : min(t + self.block, at + m)]
+                q = self.x[r[sl // self.nprobe]]
+                yield sl, lo, ((q * q).sum(1, keepdim=True) + sqc[None] - 2 * q @ xc.T).clamp_min_(0)
+
+    def _scan(self, r: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's k + 1 nearest over its cells: the best of each cell, then the best of those."""
+        b, p = len(r), self.nprobe
+        best_i = torch.full((b * p, k + 1), -1, dtype=torch.int64, device=self.device)
+        best_d = torch.full((b * p, k + 1), float("inf"), device=self.device)
+        for sl, lo, dd in self._blocks(r):
+            kk = min(k + 1, dd.shape[1])
+            vals, nn = torch.topk(dd, kk, dim=1, largest=False)
+            best_i[sl, :kk] = self.order[lo + nn]
+            best_d[sl, :kk] = vals
+        vals, pick = torch.topk(best_d.reshape(b, -1), min(k + 1, p * (k + 1)), dim=1, largest=False)
+        return torch.gather(best_i.reshape(b, -1), 1, pick).cpu().numpy()[:, : k + 1], vals.cpu().numpy()[:, : k + 1]
+
+    def _scan_within(self, r: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_scan` for the neighbours under :attr:`radius` only (the rest are never linked):
+        a comparison instead of a top-k per cell, the few faces found sorted per query at the end
+        (a cell crowded under the radius -- copies of one face -- gives each query its k + 1
+        nearest, so memory stays that of :meth:`_scan`)."""
+        r2 = self.radius**2
+        qs, fs, ds = [], [], []
+        for sl, lo, dd in self._blocks(r):
+            under = dd < r2
+            if int(under.sum()) > (k + 1) * len(sl):  # a crowded cell: each query's k + 1 nearest of it
+                vals, nn = torch.topk(dd, min(k + 1, dd.shape[1]), dim=1, largest=False)
+                i, at = torch.nonzero(vals < r2, as_tuple=True)
+                j = nn[i, at]
+            else:
+                i, j = torch.nonzero(under, as_tuple=True)
+            qs.append(sl[i] // self.nprobe)
+            fs.append(self.order[lo + j])
+            ds.append(dd[i, j])
+        ids = np.full((len(r), k + 1), -1, np.int64)
+        d2 = np.full((len(r), k + 1), np.inf, np.float32)
+        if not qs:
+            return ids, d2
+        q, f, d = (torch.cat(v).cpu().numpy() for v in (qs, fs, ds))
+        o = np.lexsort((f, d, q))  # by query, then distance (ties: by face)
+        q, f, d = q[o], f[o], d[o]
+        rank = np.arange(len(q)) - np.searchsorted(q, q)  # place within its query
+        keep = rank <= k
+        ids[q[keep], rank[keep]], d2[q[keep], rank[keep]] = f[keep], d[keep]
+        return ids, d2
+
+
+class FaissIVFIndex(NeighbourIndex):
+    """FAISS ``IndexIVFFlat`` as it comes (face-by-face scanning); kept for comparison."""
+
+    backend = "faiss"
+
+    def __init__(self, x: np.ndarray, cfg: IndexConfig) -> None:
+        faiss = _faiss()
+        x = np.ascontiguousarray(x, np.float32)
+        n, d = x.shape
+        nlist = ivf_cells(n, cfg)
+        self.quantizer = faiss.IndexFlatL2(d)
+        self.index = faiss.IndexIVFFlat(self.quantizer, d, nlist, faiss.METRIC_L2)
+        self.index.cp.seed = cfg.seed + 1
+        self.index.cp.niter = cfg.niter
+        self.index.cp.min_points_per_centroid = 1
+        self.index.train(_training_sample(x, nlist, cfg))
+        self.index.add(x)
+        self.index.nprobe = min(cfg.nprobe, nlist)
+        self.x, self.nlist, self.nprobe = x, nlist, self.index.nprobe
+
+    def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.asarray(rows, np.int64)
+        d2, ids = self.index.search(self.x[rows], k + 1)
+        return _drop_self(rows, ids, d2, k)
