@@ -11,7 +11,8 @@ its own first), as Parquet under the output::
     OUT/_index/cells/part-RUN-UUID.parquet       a row per face: face_id, probes
 
 A night publishes the faces it added as one more cells file with the tables' journal
-(:meth:`Output.publish`): a crash leaves the old index or the new one. The index is a cache of
+(:meth:`Output.publish`): a crash leaves the old index or the new one; a night that finds
+:data:`COMPACT_FILES` of them rewrites them as one. The index is a cache of
 the faces table: a face it lacks is assigned and added the next time the stage runs; a face it
 holds that the stage does not cluster (an outlier, too small) is passed over. It is trained
 again, the quantizer and every face's probes replaced in one publish, when the embedder or the
@@ -40,6 +41,9 @@ _META = b"facepipe.ivf"
 #: the cells' imbalance (faiss's factor: nlist * sum(count^2) / N^2, 1 = even) may grow this many
 #: times over its value at training before the quantizer is trained again
 DRIFT = 1.5
+#: a night that finds this many cells files rewrites them as one (each file is read and matched
+#: against every face id when the index is opened)
+COMPACT_FILES = 16
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,10 @@ def load(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ..
         return None
     centroids = np.stack(q.sort_by("cell").column("centroid").to_numpy(zero_copy_only=False)).astype(np.float32)
     probes = np.full((len(face_ids), trained.nprobe), -1, np.int32)
+    ids = pa.array(face_ids, pa.string())
     for path in cfiles:
         t = output.read_table(path, columns=["face_id", "probes"])
-        at = pc.index_in(pa.array(face_ids, pa.string()), value_set=t.column("face_id").combine_chunks())
+        at = pc.index_in(ids, value_set=t.column("face_id").combine_chunks())
         have = pc.is_valid(at).to_numpy(zero_copy_only=False)
         flat = t.column("probes").combine_chunks().flatten().to_numpy().reshape(t.num_rows, trained.nprobe)
         probes[have] = flat[at.to_numpy(zero_copy_only=False)[have].astype(np.int64)]
@@ -130,12 +135,14 @@ def save(
     stored: StoredCells | None,
     trained: Trained,
 ) -> dict:
-    """Publish the index after a clustering: all of it when it was trained now (``stored`` None),
+    """Publish the index after a clustering: all of it when it was trained now (``stored`` None)
+    or when it has :data:`COMPACT_FILES` cells files (rewritten as one, the quantizer as it was),
     else the faces it lacked as one more cells file. Returns what was written."""
-    rows = np.arange(len(face_ids)) if stored is None else stored.missing
+    whole = stored is None or len(output.part_files(f"{INDEX}/cells")) >= COMPACT_FILES
+    rows = np.arange(len(face_ids)) if whole else stored.missing
     output.clear_staging(run_id, (INDEX,))
     staged = []
-    if stored is None:
+    if whole:
         q = pa.table(
             {
                 "cell": pa.array(np.arange(len(centroids)), pa.int32()),
@@ -156,8 +163,10 @@ def save(
         )
         staged.append(_stage(output, run_id, "cells", cells))
     if staged:
-        output.publish(run_id, staged, tables=(INDEX,), snapshot=stored is None, replace=stored is None)
-    return {"trained": stored is None, "added": int(len(rows)), "nlist": trained.nlist}
+        output.publish(run_id, staged, tables=(INDEX,), snapshot=whole, replace=whole)
+    added = int(len(rows) if stored is None else len(stored.missing))
+    compacted = whole and stored is not None
+    return {"trained": stored is None, "added": added, "compacted": compacted, "nlist": trained.nlist}
 
 
 def _stage(output: Output, run_id: str, kind: str, table: pa.Table) -> str:

@@ -143,3 +143,21 @@ def test_the_centroids_are_encrypted_like_the_embeddings(tmp_path):
     assert pq.read_table(quantizer, columns=["cell"]).num_rows == 64
     write_faces(tmp_path / "out", "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
     assert run_cluster(out, "2026-11-02", "n2", CFG)["index"]["kept"]
+
+
+def test_a_night_that_finds_many_cells_files_rewrites_them_as_one(tmp_path, monkeypatch):
+    """Every night appends a cells file, and opening reads them all: at COMPACT_FILES the night
+    writes one file of every face instead (the quantizer as it was: nothing is trained again)."""
+    monkeypatch.setattr(ivf_store, "COMPACT_FILES", 2)
+    x, fids, night = _archive(tmp_path)
+    run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
+    rest = [i for i, n in enumerate(night) if not n]
+    out = Output.open(str(tmp_path))
+    for k, (dt, part) in enumerate((("2026-11-02", rest[: len(rest) // 2]), ("2026-11-03", rest[len(rest) // 2 :]))):
+        write_faces(tmp_path, dt, [fids[i] for i in part], x[part])
+        s = run_cluster(str(tmp_path), dt, f"n{k + 2}", CFG)
+        assert s["index"]["kept"] and not s["index"]["trained"] and s["index"]["added"] == len(part)
+        assert s["index"]["compacted"] == (k == 1) and len(out.part_files("_index/cells")) == (2, 1)[k]
+    assert len(out.part_files("_index/quantizer")) == 1
+    s = run_cluster(str(tmp_path), "2026-11-03", "n4", CFG)
+    assert s["index"]["kept"] and s["index"]["assigned"] == 0  # every face held in the one file
