@@ -93,7 +93,16 @@ SETTINGS = ("embedder", "nlist", "nprobe", "seed", "niter", "train_per_cell")
 
 def load(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ...] = SETTINGS) -> StoredCells | None:
     """The stored index for ``face_ids`` (in that order), or None when there is none or it must
-    be trained again: its ``keys`` differ from ``want``'s (the reason is logged)."""
+    be trained again: its ``keys`` differ from ``want``'s, or a file of it cannot be read (it is a
+    cache: the night trains it again and replaces every file; the reason is logged)."""
+    try:
+        return _read(output, face_ids, want, keys)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        log.warning("the kept neighbour index cannot be read (%s: %s): training it again", type(e).__name__, e)
+        return None
+
+
+def _read(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ...]) -> StoredCells | None:
     qfiles, cfiles = output.part_files(f"{INDEX}/quantizer"), output.part_files(f"{INDEX}/cells")
     if len(qfiles) != 1:
         return None

@@ -161,3 +161,18 @@ def test_a_night_that_finds_many_cells_files_rewrites_them_as_one(tmp_path, monk
     assert len(out.part_files("_index/quantizer")) == 1
     s = run_cluster(str(tmp_path), "2026-11-03", "n4", CFG)
     assert s["index"]["kept"] and s["index"]["assigned"] == 0  # every face held in the one file
+
+
+def test_an_index_file_damaged_from_outside_is_trained_again_not_a_failed_night(tmp_path):
+    """The index is a cache of the faces: a cells file cut short (a disk, a bad copy) makes the
+    night train it again and replace every file of it, never fail."""
+    x, fids, night = _archive(tmp_path)
+    run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
+    out = Output.open(str(tmp_path))
+    (cells,) = out.part_files("_index/cells")
+    with open(cells, "r+b") as f:
+        f.truncate(100)
+    write_faces(tmp_path, "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
+    s = run_cluster(str(tmp_path), "2026-11-02", "n2", CFG)
+    assert s["index"]["trained"] and cells not in out.part_files("_index/cells")
+    assert len(out.part_files("_index/cells")) == 1 and len(_ids(tmp_path)) == len(fids)
