@@ -25,6 +25,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 
+def _seconds(step) -> float:
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
 def main(src: str, work: str = "/tmp/lance_store_bench") -> None:
     import lance
 
@@ -69,23 +75,13 @@ def main(src: str, work: str = "/tmp/lance_store_bench") -> None:
         f"open + first query {opened * 1e3:.0f} ms; p50 {np.percentile(lat, 50) * 1e3:.1f} ms, "
         f"p99 {np.percentile(lat, 99) * 1e3:.1f} ms; recall@10 {np.mean(rec):.3f}"
     )
-    t0 = time.perf_counter()
-    lance.write_dataset(table(x[-new:], ids.slice(n - new)), work, mode="append")
-    appended = time.perf_counter() - t0
+    appended = _seconds(lambda: lance.write_dataset(table(x[-new:], ids.slice(n - new)), work, mode="append"))
     d = lance.dataset(work)
-    t0 = time.perf_counter()
-    query(d, q[0])
-    before = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    d.optimize.optimize_indices()
-    optimized = time.perf_counter() - t0
+    before = _seconds(lambda: query(d, q[0]))
+    optimized = _seconds(d.optimize.optimize_indices)
     d = lance.dataset(work)
-    t0 = time.perf_counter()
-    query(d, q[0])
-    after = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    d.delete(f"face_id = '{ids[0].as_py()}'")
-    deleted = time.perf_counter() - t0
+    after = _seconds(lambda: query(d, q[0]))
+    deleted = _seconds(lambda: d.delete(f"face_id = '{ids[0].as_py()}'"))
     print(
         f"append 10^4 {appended:.2f} s; a query before optimize_indices {before * 1e3:.0f} ms; optimize_indices "
         f"{optimized:.1f} s; a query after {after * 1e3:.0f} ms; delete one face {deleted * 1e3:.0f} ms"

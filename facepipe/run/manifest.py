@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from facepipe.storage.output import RUNS, Output
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,9 +104,14 @@ def write_manifest(output: Output, manifest: RunManifest) -> str:
 
 
 def read_manifests(output: Output) -> list[dict[str, Any]]:
-    """The JSON objects of every run manifest ``OUT/_runs/*.json`` of ``output`` (none: [])."""
+    """The JSON objects of every run manifest ``OUT/_runs/*.json`` of ``output`` (none: []); one
+    that cannot be parsed (damaged from outside) is left out with a warning naming it."""
     from facepipe.storage import fs as fsio
 
-    if not output.exists(RUNS):
-        return []
-    return [json.loads(fsio.read_bytes(output.fs, f)) for f in output.files(RUNS, suffix=".json")]
+    runs = []
+    for f in output.files(RUNS, suffix=".json") if output.exists(RUNS) else []:
+        try:
+            runs.append(json.loads(fsio.read_bytes(output.fs, f)))
+        except ValueError as e:
+            log.warning("run manifest %s cannot be read (%s): left out", fsio.to_uri(output.fs, f), e)
+    return runs

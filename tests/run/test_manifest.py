@@ -54,3 +54,17 @@ def test_an_older_manifest_without_the_newer_fields_still_reads():
     old = {"run_id": "r0", "dt": "2026-10-01", "inputs": [], "output": "/out", "counts": {"images": 1}, "extra": 1}
     m = RunManifest.from_json(old)
     assert m.counts.images == 1 and m.counts.units_to_retry == [] and m.timing.wall_s is None and m.score is None
+
+
+def test_a_damaged_manifest_is_left_out_of_the_runs_read_with_a_warning(tmp_path, caplog):
+    """`facepipe search` and `report` read every run manifest: one damaged from outside is named
+    in a warning and left out, the others still read."""
+    from facepipe.run.manifest import read_manifests
+    from facepipe.storage.output import Output
+
+    (tmp_path / "_runs").mkdir()
+    (tmp_path / "_runs" / "good.json").write_text(json.dumps({"run_id": "good"}))
+    (tmp_path / "_runs" / "bad.json").write_text('{"run_id": "ba')
+    assert read_manifests(Output(str(tmp_path))) == [{"run_id": "good"}]
+    assert "bad.json" in caplog.text
+    assert read_manifests(Output(str(tmp_path / "none"))) == []
