@@ -103,6 +103,12 @@ class SeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            # one volume per bucket at least: `mini` sizes its volumes (up to 1 GiB) and their
+            # number (free disk / size) from the free disk, so 17 GB free held 16 buckets and the
+            # 17th's writes failed with InternalError ("no free volumes left"). Volumes are
+            # sparse files: many small ones cost nothing until written.
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=1000",
             f"-s3.port={port}",
             f"-filer.localSocket={root / 'filer.sock'}",
             f"-s3.localSocket={root / 's3.sock'}",
