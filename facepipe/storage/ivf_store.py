@@ -8,7 +8,9 @@ its own first), as Parquet under the output::
 
     OUT/_index/quantizer/part-RUN-UUID.parquet   a row per cell: cell, centroid (encrypted like
                                                  the embeddings); how it was trained in the metadata
-    OUT/_index/cells/part-RUN-UUID.parquet       a row per face: face_id, probes
+    OUT/_index/cells/part-RUN-UUID.parquet       a row per face: face_id, slot (its number in
+                                                 the index, for good), probes
+    OUT/_index/lists/part-RUN-UUID.parquet       each face's neighbours (facepipe.storage.list_store)
 
 A night publishes the faces it added as one more cells file with the tables' journal
 (:meth:`Output.publish`): a crash leaves the old index or the new one; a night that finds
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -44,6 +47,8 @@ DRIFT = 1.5
 #: a night that finds this many cells files rewrites them as one (each file is read and matched
 #: against every face id when the index is opened)
 COMPACT_FILES = 16
+#: the files' layout; an index of another is trained again (1: no slots nor lists)
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -58,16 +63,19 @@ class Trained:
     train_per_cell: int
     faces: int  # faces it was trained on
     imbalance: float  # of those faces' cells
+    format: int = 1  # FORMAT when it was written (indexes of format 1 did not store it)
 
 
 @dataclass
 class StoredCells:
     """A stored index aligned with the stage's faces: ``probes`` (N, nprobe), -1 rows for faces
-    it does not hold yet."""
+    it does not hold yet; ``slots`` (N,), -1 likewise; ``next_slot``: the first slot never given."""
 
     centroids: np.ndarray
     probes: np.ndarray
     trained: Trained
+    slots: np.ndarray
+    next_slot: int
 
     @property
     def missing(self) -> np.ndarray:
@@ -76,8 +84,8 @@ class StoredCells:
 
 def files(output: Output) -> list[str]:
     """The index's files, the quantizer first (deleted in this order, a half-deleted index has
-    none and is trained again)."""
-    return output.part_files(f"{INDEX}/quantizer") + output.part_files(f"{INDEX}/cells")
+    none and is trained again, every file of it replaced), then the cells and the lists."""
+    return [f for part in ("quantizer", "cells", "lists") for f in output.part_files(f"{INDEX}/{part}")]
 
 
 def imbalance(cells: np.ndarray, nlist: int) -> float:
@@ -88,7 +96,7 @@ def imbalance(cells: np.ndarray, nlist: int) -> float:
 
 
 #: the settings a stored index must share with the stage's to be reused
-SETTINGS = ("embedder", "nlist", "nprobe", "seed", "niter", "train_per_cell")
+SETTINGS = ("embedder", "nlist", "nprobe", "seed", "niter", "train_per_cell", "format")
 
 
 def load(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ...] = SETTINGS) -> StoredCells | None:
@@ -113,14 +121,18 @@ def _read(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, .
         return None
     centroids = np.stack(q.sort_by("cell").column("centroid").to_numpy(zero_copy_only=False)).astype(np.float32)
     probes = np.full((len(face_ids), trained.nprobe), -1, np.int32)
+    slots, next_slot = np.full(len(face_ids), -1, np.int64), 0
     ids = pa.array(face_ids, pa.string())
     for path in cfiles:
-        t = output.read_table(path, columns=["face_id", "probes"])
+        t = output.read_table(path, columns=["face_id", "probes"] + (["slot"] if trained.format >= 2 else []))
         at = pc.index_in(ids, value_set=t.column("face_id").combine_chunks())
         have = pc.is_valid(at).to_numpy(zero_copy_only=False)
         flat = t.column("probes").combine_chunks().flatten().to_numpy().reshape(t.num_rows, trained.nprobe)
-        probes[have] = flat[at.to_numpy(zero_copy_only=False)[have].astype(np.int64)]
-    return StoredCells(centroids, probes, trained)
+        pick = at.to_numpy(zero_copy_only=False)[have].astype(np.int64)
+        slot = t.column("slot").to_numpy() if trained.format >= 2 else np.full(t.num_rows, -1, np.int64)
+        probes[have], slots[have] = flat[pick], slot[pick]
+        next_slot = max(next_slot, int(slot.max(initial=-1)) + 1)
+    return StoredCells(centroids, probes, trained, slots, next_slot)
 
 
 def drifted(trained: Trained, cells: np.ndarray) -> bool:
@@ -143,12 +155,19 @@ def save(
     probes: np.ndarray,
     stored: StoredCells | None,
     trained: Trained,
+    lists: Callable[[np.ndarray, bool], list[str]] | None = None,
+    whole: bool = False,
 ) -> dict:
-    """Publish the index after a clustering: all of it when it was trained now (``stored`` None)
-    or when it has :data:`COMPACT_FILES` cells files (rewritten as one, the quantizer as it was),
-    else the faces it lacked as one more cells file. Returns what was written."""
-    whole = stored is None or len(output.part_files(f"{INDEX}/cells")) >= COMPACT_FILES
+    """Publish the index after a clustering: all of it when it was trained now (``stored`` None),
+    when it has :data:`COMPACT_FILES` cells files (rewritten as one, the quantizer as it was) or
+    when ``whole``, else the faces it lacked as one more cells file. ``lists(slots, whole)``
+    stages the neighbour lists to publish with it (every face's slot, by row). Returns what was
+    written."""
+    whole = whole or stored is None or len(output.part_files(f"{INDEX}/cells")) >= COMPACT_FILES
     rows = np.arange(len(face_ids)) if whole else stored.missing
+    slots = np.arange(len(face_ids)) if whole else stored.slots.copy()
+    if not whole:
+        slots[rows] = stored.next_slot + np.arange(len(rows))
     output.clear_staging(run_id, (INDEX,))
     staged = []
     if whole:
@@ -165,12 +184,14 @@ def save(
         cells = pa.table(
             {
                 "face_id": pa.array([face_ids[i] for i in rows], pa.string()),
+                "slot": pa.array(slots[rows], pa.int32()),
                 "probes": pa.FixedSizeListArray.from_arrays(
                     pa.array(probes[rows].reshape(-1), pa.int32()), probes.shape[1]
                 ),
             }
         )
         staged.append(_stage(output, run_id, "cells", cells))
+    staged += lists(slots, whole) if lists else []
     if staged:
         output.publish(run_id, staged, tables=(INDEX,), snapshot=whole, replace=whole)
     added = int(len(rows) if stored is None else len(stored.missing))

@@ -49,11 +49,16 @@ def test_a_night_adds_its_faces_to_the_kept_cells_and_groups_as_a_fresh_index(tm
     s2 = run_cluster(str(tmp_path / "a"), "2026-11-02", "n2", CFG)
     assert s2["index"]["kept"] and not s2["index"]["trained"]
     assert s2["index"]["assigned"] == (~night).sum() == s2["index"]["added"]
+    # the identities the new faces touch are looked at through their kept lists: only the new
+    # faces are searched
+    assert s2["index"]["lists_kept"] == night.sum() and s2["region"] > (~night).sum()
+    assert s2["index"]["searched"] == (~night).sum() < s2["index"]["lists_changed"]
     from facepipe.summary import cluster_lines
 
     assert f"64 cells kept from the last night, {(~night).sum()} faces added" in "".join(cluster_lines(s2))
     out = Output.open(str(tmp_path / "a"))
     assert len(out.part_files("_index/quantizer")) == 1 and len(out.part_files("_index/cells")) == 2
+    assert len(out.part_files("_index/lists")) == 2
     # the same nights with the index dropped before night 2: trained afresh, same identities
     _archive(tmp_path / "b")
     run_cluster(str(tmp_path / "b"), "2026-11-01", "n1", CFG)
@@ -85,6 +90,9 @@ def test_a_crash_before_the_index_is_published_heals_on_the_next_night(tmp_path,
     s = run_cluster(str(tmp_path), "2026-11-02", "n2", CFG)
     assert s["index"]["kept"] and s["index"]["added"] == (~night).sum()
     assert len(out.part_files("_index/quantizer")) == 1 and len(out.part_files("_index/cells")) == 2
+    # the snapshot already placed them, so nothing searched them to cluster: they were searched
+    # to go into the kept lists all the same (else later nights' lists would never know them)
+    assert s["placed"] == 0 and s["index"]["searched"] == (~night).sum() < s["index"]["lists_changed"]
 
 
 def test_other_settings_or_drifted_cells_train_the_index_again(tmp_path):
@@ -115,7 +123,8 @@ def test_forget_drops_the_index_and_the_next_night_trains_it_again(tmp_path):
     run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
     person = _ids(tmp_path)[fids[0]]
     audit = forget(str(tmp_path), ForgetRequest(identity_ids=(person,), request_id="erase-1"))
-    assert sorted(f.split("/")[1] for f in audit["files_deleted"] if f.startswith("_index/")) == ["cells", "quantizer"]
+    dropped = sorted(f.split("/")[1] for f in audit["files_deleted"] if f.startswith("_index/"))
+    assert dropped == ["cells", "lists", "quantizer"]
     assert not Output.open(str(tmp_path)).part_files("_index")
     s = run_cluster(str(tmp_path), "2026-11-01", "n2", CFG)
     assert s["index"]["trained"] and fids[0] not in _ids(tmp_path)

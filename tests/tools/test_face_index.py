@@ -35,7 +35,8 @@ def test_the_inverted_file_on_the_cluster_stages_kept_cells_finds_the_exact_near
     d2 = (x * x).sum(1)[:, None] - 2 * x @ cent.T + (cent * cent).sum(1)[None]
     probes = np.argsort(d2, axis=1)[:, :16].astype(np.int32)
     probes[::10] = -1  # not held yet
-    kept = StoredCells(cent, probes, Trained("e", ivf_cells(len(x), cfg), 16, 0, 10, 32, len(x), 1.0))
+    slots = np.where(probes[:, 0] >= 0, np.arange(len(x)), -1)
+    kept = StoredCells(cent, probes, Trained("e", ivf_cells(len(x), cfg), 16, 0, 10, 32, len(x), 1.0), slots, len(x))
     exact_i, _ = _Exact(x, "cpu").nearest(q, 10)
     ivf = _IVF(x, kept)
     assert ivf.index.nlist == len(cent) and ivf.index.ntotal == len(x)

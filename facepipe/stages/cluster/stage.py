@@ -10,7 +10,9 @@ Two modes over the same kNN graph (:mod:`facepipe.stages.cluster.graph`) and Chi
   next to the region lend their labels but do not move. New faces join the identity their
   neighbours vote for, or form new identities; an identity outside the region is untouched, and
   one inside changes only when new faces pull two of them together (a merge) or apart (a split).
-  Work grows with tonight's faces and the identities they touch, not with the archive.
+  Work grows with tonight's faces and the identities they touch, not with the archive; beyond
+  the exact backend's size the faces of those identities are looked at through their neighbour
+  lists kept in the output (:mod:`facepipe.stages.cluster.kept`), not searched again.
 - **full** (``--full``, the first night, and methods other than Chinese Whispers): the whole
   archive from scratch.
 
@@ -36,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,10 +46,10 @@ from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
 from facepipe.stages.cluster import constraints, corrections
 from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
-from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend
+from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
-from facepipe.stages.cluster.ivf import ivf_cells
+from facepipe.stages.cluster.kept import neighbour_index
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
 from facepipe.stages.cluster.methods import (
     chinese_whispers,
@@ -67,7 +68,6 @@ from facepipe.stages.cluster.threshold import (
     stored,
     threshold_setting,
 )
-from facepipe.storage import ivf_store
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -199,43 +199,6 @@ def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities,
     return sorted(staged_events + staged)
 
 
-def _neighbour_index(
-    output: Output, fs, cfg: IndexConfig, radius: float
-) -> tuple[NeighbourIndex | None, dict, Callable]:
-    """The faces' neighbour index, its summary, and what publishes it after the snapshot: the ivf
-    backend starts from the cells kept in the output (``facepipe.storage.ivf_store``), adds
-    tonight's faces to them, and finds the neighbours under ``radius`` only (no cut links beyond)."""
-    t = -time.perf_counter()
-    if len(fs.x) < 2:
-        return None, {"backend": "none", "build_s": 0.0}, lambda run_id: {}
-    if chosen_backend(len(fs.x), cfg) != "ivf":
-        index = build_index(fs.x, cfg)
-        return index, {"backend": index.backend, "build_s": round(t + time.perf_counter(), 3)}, lambda run_id: {}
-    n = len(fs.x)
-    want = ivf_store.Trained(fs.embedder, ivf_cells(n, cfg), cfg.nprobe, cfg.seed, cfg.niter, cfg.train_per_cell, n, 0)
-    kept = ivf_store.load(output, fs.face_ids, want)
-    index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
-    if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
-        kept, index = None, build_index(fs.x, cfg)
-    index.radius = radius
-    info = {
-        "backend": index.backend,
-        "build_s": round(t + time.perf_counter(), 3),
-        "kept": kept is not None,
-        "assigned": index.assigned,
-    }
-    if kept is None:
-        want = dataclasses.replace(want, imbalance=ivf_store.imbalance(index.probes[:, 0].cpu().numpy(), index.nlist))
-    probes = index.probes.cpu().numpy()
-
-    def publish(run_id: str) -> dict:
-        return ivf_store.save(
-            output, run_id, fs.face_ids, index.cent.cpu().numpy(), probes, kept, kept.trained if kept else want
-        )
-
-    return index, info, publish
-
-
 def _cluster(
     fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, link: LinkThreshold, incremental: bool, index
 ) -> tuple:
@@ -264,7 +227,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
     radius = max(link.value, link.linkage or 0, LINKAGE_BOUND)  # no cut, first or second, links farther
-    index, index_info, keep_index = _neighbour_index(output, fs, cfg.index, radius)
+    index, index_info, keep_index = neighbour_index(output, fs, cfg.index, radius, cfg.k, cfg.reach, incremental)
     labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index)
     fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
     labels = fixed.labels

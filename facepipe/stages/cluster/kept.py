@@ -1,0 +1,80 @@
+"""The cluster stage's neighbour index, kept in the output from night to night: the inverted
+file's cells (:mod:`facepipe.storage.ivf_store`) and each face's neighbour list
+(:mod:`facepipe.stages.cluster.listed`, stored by :mod:`facepipe.storage.list_store`).
+
+An incremental night opens both: tonight's faces are assigned to the kept cells and searched;
+the identities they touch are looked at through their faces' kept lists instead of searched
+again. After the snapshot it publishes what changed, in one publish. A full run (the first
+night, ``--full``) searches every face afresh and writes the lists whole. Small archives (the
+exact backend) keep nothing: searching them is cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend
+from facepipe.stages.cluster.ivf import ivf_cells
+from facepipe.stages.cluster.listed import ListedIndex, Lists
+from facepipe.storage import ivf_store, list_store
+from facepipe.storage.output import Output
+
+
+def _nothing(run_id: str) -> dict:
+    return {}
+
+
+def neighbour_index(
+    output: Output, fs, cfg: IndexConfig, radius: float, k: int, reach: int, incremental: bool
+) -> tuple[NeighbourIndex | None, dict, Callable[[str], dict]]:
+    """The faces' neighbour index, its summary, and what publishes it after the snapshot. The
+    ivf backend starts from the cells kept in the output, adds tonight's faces to them, and finds
+    the neighbours under ``radius`` only (no cut links beyond); an ``incremental`` night answers
+    from the faces' kept lists (``k`` deep; tonight's faces searched ``reach`` deep)."""
+    t = -time.perf_counter()
+    if len(fs.x) < 2:
+        return None, {"backend": "none", "build_s": 0.0}, _nothing
+    if chosen_backend(len(fs.x), cfg) != "ivf":
+        index = build_index(fs.x, cfg)
+        return index, {"backend": index.backend, "build_s": round(t + time.perf_counter(), 3)}, _nothing
+    n = len(fs.x)
+    want = ivf_store.Trained(
+        fs.embedder, ivf_cells(n, cfg), cfg.nprobe, cfg.seed, cfg.niter, cfg.train_per_cell, n, 0, ivf_store.FORMAT
+    )
+    kept = ivf_store.load(output, fs.face_ids, want)
+    index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
+    if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
+        kept, index = None, build_index(fs.x, cfg)
+    index.radius = radius
+    stored = list_store.load(output, kept.slots, k, radius) if kept is not None and incremental else None
+    lists = Lists.empty(n, k) if stored is None else Lists(stored.nbr, stored.dist, stored.valid, np.zeros(n, bool))
+    listed = ListedIndex(index, lists, kept.missing if stored is not None else [], reach)
+    info = {
+        "backend": index.backend,
+        "build_s": round(t + time.perf_counter(), 3),
+        "kept": kept is not None,
+        "assigned": index.assigned,
+        "lists_kept": int(lists.valid.sum()),
+    }
+    if kept is None:
+        want = dataclasses.replace(want, imbalance=ivf_store.imbalance(index.probes[:, 0].cpu().numpy(), index.nlist))
+    centroids, probes = index.cent.cpu().numpy(), index.probes.cpu().numpy()
+    generation = (stored.generation if stored is not None else 0) + 1
+
+    def publish(run_id: str) -> dict:
+        def lists_to(slots: np.ndarray, whole: bool) -> list[str]:
+            rows = np.flatnonzero(lists.valid & (whole | lists.changed))
+            return list_store.stage(output, run_id, rows, lists.nbr[rows], lists.dist[rows], slots, radius, generation)
+
+        listed.settle()
+        trained = kept.trained if kept is not None else want
+        done = ivf_store.save(
+            output, run_id, fs.face_ids, centroids, probes, kept, trained, lists_to, whole=stored is None
+        )
+        return {**done, "searched": listed.searched, "lists_changed": int(lists.changed.sum())}
+
+    return listed, info, publish
