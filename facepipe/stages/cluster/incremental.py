@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
+from facepipe.stages.cluster.arrays import unique
+from facepipe.stages.cluster.constraints import (
+    Permuted,
+    Reordered,
+    cannot_link,
+    canonical_order,
+    drop_small,
+    split_same_image,
+)
 from facepipe.stages.cluster.graph import NeighbourIndex, build_index
 from facepipe.stages.cluster.linkage import merge_by_linkage
 from facepipe.stages.cluster.methods import propagate_labels, symmetric_graph, threshold_edges
@@ -56,7 +64,7 @@ def cluster_incremental(
     rank[np.setdiff1d(np.arange(n_old), present)] = np.arange(len(present), n_old)
     ranked = code.copy()
     ranked[code >= 0] = rank[code[code >= 0]]  # (a snapshot of no identity has no rank to look up)
-    res = _place(x[order], ranked, n_old, cfg, index, ids, linkage)
+    res = _place(Reordered(x, order), ranked, n_old, cfg, index, ids, linkage)
     lab, old = res.labels, (res.labels >= 0) & (res.labels < n_old)
     lab[old] = np.argsort(rank)[lab[old]]
     labels = np.empty(len(x), np.int64)
@@ -65,7 +73,7 @@ def cluster_incremental(
 
 
 def _place(
-    x: np.ndarray,
+    x: Reordered,
     prev_code: np.ndarray,
     n_old: int,
     cfg: ClusterConfig,
@@ -85,7 +93,7 @@ def _place(
     qi, qd = index.search(q, reach)
     qd = cannot_link(qi, qd, q, ids)
     near = (qd < cfg.threshold) & (qi >= 0)
-    touched = np.unique(prev_code[qi[near]])
+    touched = unique(prev_code[qi[near]])
     qi, qd = qi[:, :k], qd[:, :k]
     in_region = prev_code < 0
     in_region |= np.isin(prev_code, touched[touched >= 0])
@@ -95,7 +103,7 @@ def _place(
     rows, nbr, dist = np.r_[q, rest], np.vstack([qi, ri]), np.vstack([qd, rd])
     src, dst = threshold_edges(nbr, dist, cfg.threshold)
     src = rows[src]
-    nodes = np.unique(np.r_[rows, dst])  # the region and the identities next to it
+    nodes = unique(np.r_[rows, dst])  # the region and the identities next to it
     frozen = ~in_region[nodes]
     init = prev_code[nodes].astype(np.int64)
     fresh = init < 0

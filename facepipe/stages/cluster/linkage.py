@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepipe.stages.cluster.arrays import unique
+
 #: an identity needs this many faces to merge in the second pass
 MIN_FACES = 3
 
@@ -39,7 +41,7 @@ def _roots(parent: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _pairs(a: np.ndarray, b: np.ndarray, span: int) -> np.ndarray:
     """Unique unordered pairs as keys lo * span + hi, self pairs dropped."""
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    return np.unique(lo[lo != hi] * span + hi[lo != hi])
+    return unique(lo[lo != hi] * span + hi[lo != hi])
 
 
 def image_conflicts(labels: np.ndarray, image_ids: np.ndarray | None, span: int) -> np.ndarray:
@@ -55,7 +57,7 @@ def image_conflicts(labels: np.ndarray, image_ids: np.ndarray | None, span: int)
     for s, m in zip(starts[sizes > 1], sizes[sizes > 1]):  # images of several identities: few
         a, b = np.triu_indices(m, 1)
         keys.append(_pairs(pairs[s + a, 1], pairs[s + b, 1], span))
-    return np.unique(np.concatenate(keys))
+    return unique(np.concatenate(keys))
 
 
 def rms_linkage(n: np.ndarray, s: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -129,7 +131,7 @@ def merge_by_linkage(
     labels = np.asarray(labels, np.int64)
     la, lb = labels[src], labels[dst]
     ok = (la >= 0) & (lb >= 0) & (la != lb)
-    involved = np.unique(np.r_[la[ok], lb[ok]])  # the identities a candidate names: stats of those only
+    involved = unique(np.r_[la[ok], lb[ok]])  # the identities a candidate names: stats of those only
     span = len(involved)
     if not span:
         return labels

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facepipe.stages.cluster.arrays import unique
 from facepipe.stages.cluster.graph import NeighbourIndex
 
 
@@ -69,7 +70,7 @@ class Lists:
         o, s, d = o[ok], s[ok], d[ok]
         if not len(o):
             return 0
-        rows = np.unique(o)
+        rows = unique(o)
         held = self.nbr[rows] >= 0
         o = np.r_[np.repeat(rows, held.sum(1)), o]
         s = np.r_[self.nbr[rows][held], s].astype(np.int64)
@@ -97,7 +98,7 @@ class ListedIndex(NeighbourIndex):
 
     def __init__(self, index: NeighbourIndex, lists: Lists, pending: np.ndarray, reach: int) -> None:
         self.index, self.lists, self.reach, self.backend = index, lists, reach, index.backend
-        self.pending = np.unique(np.asarray(pending, np.int64))
+        self.pending = unique(np.asarray(pending, np.int64))
         self.wide_rows = np.zeros(0, np.int64)
         self.wide: tuple[np.ndarray, np.ndarray] | None = None
         self.inserted = self.searched = 0  # lists a new face went into; faces searched afresh

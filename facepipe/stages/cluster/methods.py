@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepipe.stages.cluster.arrays import unique
+
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of the edges (a[i], b[i]): the smallest node of each node's
@@ -71,7 +73,7 @@ def mutual_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[n
     src, dst = threshold_edges(idx, dist, threshold)
     fwd = src * n + dst
     both = np.isin(fwd, dst * n + src)
-    key = np.unique(np.minimum(src, dst)[both] * n + np.maximum(src, dst)[both])
+    key = unique(np.minimum(src, dst)[both] * n + np.maximum(src, dst)[both])
     return key // n, key % n
 
 
@@ -97,18 +99,30 @@ def symmetric_graph(
     n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected graph as CSR ``(indptr, indices, weights)``: each unordered pair once (an edge
-    found from both ends is still one edge), self-loops dropped."""
-    w = np.ones(len(src)) if weight is None else np.asarray(weight, np.float64)
+    found from both ends is still one edge), self-loops dropped. A node's neighbours come in
+    two runs: those above it, then those below it, each ascending."""
     a, b = np.minimum(src, dst).astype(np.int64), np.maximum(src, dst).astype(np.int64)
     ok = a != b
-    key, first = np.unique(a[ok] * n + b[ok], return_index=True)
-    w = w[ok][first]
-    a, b = key // n, key % n
-    rows, cols, ww = np.r_[a, b], np.r_[b, a], np.r_[w, w]
-    order = np.argsort(rows, kind="stable")
+    if weight is None:  # no weights to carry: a plain sort, not an argsort
+        key, w = unique(a[ok] * n + b[ok]), None
+    else:
+        key, first = np.unique(a[ok] * n + b[ok], return_index=True)
+        w = np.asarray(weight, np.float64)[ok][first]
+    a, b = key // n, key % n  # by a, then b
+    up, down = np.bincount(a, minlength=n), np.bincount(b, minlength=n)
     indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return indptr, cols[order], ww[order]
+    np.cumsum(up + down, out=indptr[1:])
+    cols = np.empty(2 * len(a), np.int64)
+    ww = np.ones(2 * len(a)) if w is None else np.empty(2 * len(a))
+    at = indptr[a] + np.arange(len(a)) - (np.cumsum(up) - up)[a]  # a's neighbours above it, in order
+    cols[at] = b
+    by_b = np.argsort(b, kind="stable")  # b's neighbours below it, by a
+    bb = b[by_b]
+    below = indptr[bb] + up[bb] + np.arange(len(a)) - (np.cumsum(down) - down)[bb]
+    cols[below] = a[by_b]
+    if w is not None:
+        ww[at], ww[below] = w, w[by_b]
+    return indptr, cols, ww
 
 
 def propagate_labels(

@@ -45,7 +45,14 @@ import numpy as np
 from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
 from facepipe.stages.cluster import constraints, corrections
-from facepipe.stages.cluster.constraints import Permuted, cannot_link, canonical_order, drop_small, split_same_image
+from facepipe.stages.cluster.constraints import (
+    Permuted,
+    Reordered,
+    cannot_link,
+    canonical_order,
+    drop_small,
+    split_same_image,
+)
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
@@ -167,7 +174,7 @@ def cluster_full(
     if k == 0:
         return (np.zeros(n, np.int64) if cfg.min_faces <= 1 else np.full(n, -1, np.int64)), link
     order = canonical_order(x)
-    xc, ids = x[order], None if image_ids is None else np.asarray(image_ids)[order]
+    xc, ids = Reordered(x, order), None if image_ids is None else np.asarray(image_ids)[order]
     idx, dist = Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
     dist = cannot_link(idx, dist, np.arange(n), ids)
     if cfg.method == "chinese_whispers":
@@ -221,8 +228,9 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         return {"skipped": "no faces"}
     previous, prev_run, prev_schema = load_previous(output)
     code, old_ids = encode_previous(fs.face_ids, previous)
-    incremental = bool(previous) and not cfg.full and cfg.method == "chinese_whispers"
-    if previous and not cfg.full and not incremental:
+    had, previous = bool(previous), None  # a dict of every face: 170 MB at 10^6, coded now
+    incremental = had and not cfg.full and cfg.method == "chinese_whispers"
+    if had and not cfg.full and not incremental:
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
