@@ -55,7 +55,8 @@ def test_a_night_adds_its_faces_to_the_kept_cells_and_groups_as_a_fresh_index(tm
     assert s2["index"]["searched"] == (~night).sum() < s2["index"]["lists_changed"]
     from facepipe.summary import cluster_lines
 
-    assert f"64 cells kept from the last night, {(~night).sum()} faces added" in "".join(cluster_lines(s2))
+    line = "".join(cluster_lines(s2))
+    assert f"64 cells kept from the last night, {(~night).sum()} faces added, {(~night).sum()} faces searched" in line
     out = Output.open(str(tmp_path / "a"))
     assert len(out.part_files("_index/quantizer")) == 1 and len(out.part_files("_index/cells")) == 2
     assert len(out.part_files("_index/lists")) == 2
