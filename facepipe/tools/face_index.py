@@ -4,8 +4,10 @@ detector, embedder and align method -- what a query must be embedded with), thei
 ``source_uri`` and the ``face_identity`` snapshot's identity ids, leaving out what an erasure's
 tombstones name. Up to :data:`EXACT_MAX` faces the nearest are exact (a blocked matrix product on
 torch); beyond, FAISS's inverted file, on the cells the cluster stage keeps in the output when
-there are (``storage.ivf_store``: no training at open). The index lives in memory while it is
-open; bench/RESULTS.md ("Search by face") has its open time, latency and recall.
+there are (``storage.ivf_store``: no training at open); a batch of :data:`BATCH` query faces or
+more is scanned cell by cell (:mod:`facepipe.tools.batch_scan`), fewer query by query. The index
+lives in memory while it is open; bench/RESULTS.md ("Search by face") has its open time, latency
+and recall.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from facepipe.errors import UserError
 from facepipe.storage import ivf_store
 from facepipe.storage.output import Output, as_output
 from facepipe.storage.tombstones import Tombstones, load_tombstones
+from facepipe.tools.batch_scan import CellScan
 
 #: exact search up to this many faces (single-query p50 7 ms at 10^5 faces on 2 cores; 70 ms at 10^6)
 EXACT_MAX = 200_000
 #: the share of the inverted file's cells a query scans: at 10^6 synthetic faces (1,000 cells)
 #: 32 cells gave recall@10 0.902, 128 0.979, 256 0.997 (p50 2 / 9 / 17 ms; bench/RESULTS.md)
 PROBE_SHARE = 0.25
+#: from this many query faces at once, the inverted file is scanned cell by cell
+#: (:mod:`facepipe.tools.batch_scan`); fewer go to FAISS's own search, query by query
+BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -231,7 +237,12 @@ class _IVF:
             add_preassigned(self.index, x, own)
         self.index.nprobe = max(1, int(nlist * PROBE_SHARE))
         self.quantizer = quantizer  # FAISS holds it by pointer: keep it alive
+        self.scan: CellScan | None = None
 
     def nearest(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        d2, idx = self.index.search(q, k)
+        if len(q) >= BATCH:  # the same candidates compared cell by cell: BLAS speed
+            self.scan = self.scan or CellScan(self.index)
+            idx, d2 = self.scan.nearest(q, k)
+        else:
+            d2, idx = self.index.search(q, k)
         return idx.astype(np.int64), np.sqrt(np.maximum(d2, 0)).astype(np.float32)

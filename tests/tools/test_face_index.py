@@ -42,3 +42,23 @@ def test_the_inverted_file_on_the_cluster_stages_kept_cells_finds_the_exact_near
     assert ivf.index.nlist == len(cent) and ivf.index.ntotal == len(x)
     ivf_i, _ = ivf.nearest(q, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_i, ivf_i)]) >= 0.99
+
+
+def test_many_queries_at_once_get_the_answer_faiss_gives_one_at_a_time():
+    """From BATCH query faces the inverted file is scanned cell by cell (facepipe.tools.batch_scan):
+    the same cells probed, the same faces compared, so the same nearest faces and distances as
+    FAISS's own query-by-query search."""
+    from facepipe.tools.face_index import BATCH
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(1500, 128)).astype(np.float32) * 0.1
+    x = (centres[rng.integers(0, 1500, 30_000)] + rng.normal(0, 0.03, (30_000, 128))).astype(np.float32)
+    q = (x[rng.choice(len(x), 300, replace=False)] + rng.normal(0, 0.01, (300, 128))).astype(np.float32)
+    ivf = _IVF(x)
+    want_d2, want_i = ivf.index.search(q, 10)
+    got_i, got_d = ivf.nearest(q, 10)
+    assert len(q) >= BATCH and ivf.scan is not None
+    assert (got_i == want_i).mean() > 0.999  # exact ties may come in another order
+    np.testing.assert_allclose(got_d**2, want_d2, rtol=1e-4, atol=1e-4)
+    few_i, _ = ivf.nearest(q[:5], 10)  # fewer than BATCH: FAISS's own search
+    assert (few_i == want_i[:5]).all()
