@@ -179,7 +179,7 @@ def save(
                 ),
             }
         ).replace_schema_metadata({_META: json.dumps(asdict(trained)).encode()})
-        staged.append(_stage(output, run_id, "quantizer", q))
+        staged.append(stage_part(output, run_id, "quantizer", q))
     if len(rows):
         cells = pa.table(
             {
@@ -190,7 +190,7 @@ def save(
                 ),
             }
         )
-        staged.append(_stage(output, run_id, "cells", cells))
+        staged.append(stage_part(output, run_id, "cells", cells))
     staged += lists(slots, whole) if lists else []
     if staged:
         output.publish(run_id, staged, tables=(INDEX,), snapshot=whole, replace=whole)
@@ -199,7 +199,8 @@ def save(
     return {"trained": stored is None, "added": added, "compacted": compacted, "nlist": trained.nlist}
 
 
-def _stage(output: Output, run_id: str, kind: str, table: pa.Table) -> str:
+def stage_part(output: Output, run_id: str, kind: str, table: pa.Table) -> str:
+    """Stage one file of the index (``kind``: quantizer, cells, lists) for its publish; its path."""
     rel = f"{INDEX}/{kind}/{part_name(run_id)}"
     output.write_table(table, output.staging_path(run_id, rel))
     return rel

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from facepipe.storage.output import Output, part_name
+from facepipe.storage.ivf_store import INDEX, stage_part
+from facepipe.storage.output import Output
 
 log = logging.getLogger(__name__)
 
-LISTS = "_index/lists"
+LISTS = f"{INDEX}/lists"
 _META = b"facepipe.lists"
 
 
@@ -104,6 +105,4 @@ def stage(
             "dist": pa.FixedSizeListArray.from_arrays(pa.array(dist.reshape(-1), pa.float32()), k),
         }
     ).replace_schema_metadata({_META: json.dumps({"k": k, "radius": radius, "generation": generation}).encode()})
-    rel = f"{LISTS}/{part_name(run_id)}"
-    output.write_table(table, output.staging_path(run_id, rel))
-    return [rel]
+    return [stage_part(output, run_id, "lists", table)]

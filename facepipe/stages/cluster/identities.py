@@ -167,7 +167,7 @@ def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, day
     starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
     group = np.full(len(labels), m, np.int64)  # every face's identity; m: none
     group[ok] = inv
-    cent = (_sums(x, group, m) / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    cent = (_sums(x, group, m) / counts[:, None]).astype(np.float32)
     best = np.lexsort((-det_score[ok], inv))
     rep = ok[best[starts]] if m else np.zeros(0, np.int64)
     day = days[ok].astype(np.int64)
