@@ -54,11 +54,10 @@ def _relabel(roots: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
 
 
 def threshold_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """kNN rows -> (src, dst) of the neighbour links shorter than ``threshold`` (missing: -1, skipped)."""
-    src = np.repeat(np.arange(len(idx)), idx.shape[1])
-    dst, d = idx.ravel(), dist.ravel()
-    ok = (d < threshold) & (dst >= 0)
-    return src[ok], dst[ok]
+    """kNN rows -> (src, dst) of the neighbour links shorter than ``threshold`` (missing: -1, skipped),
+    row by row."""
+    src, col = np.nonzero((dist < threshold) & (idx >= 0))
+    return src, idx[src, col]
 
 
 def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float, min_faces: int = 1) -> np.ndarray:
@@ -97,38 +96,47 @@ def mutual_density(
 
 def symmetric_graph(
     n: int, src: np.ndarray, dst: np.ndarray, weight: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Undirected graph as CSR ``(indptr, indices, weights)``: each unordered pair once (an edge
     found from both ends is still one edge), self-loops dropped. A node's neighbours come in
-    two runs: those above it, then those below it, each ascending."""
-    a, b = np.minimum(src, dst).astype(np.int64), np.maximum(src, dst).astype(np.int64)
-    ok = a != b
+    two runs: those above it, then those below it, each ascending. ``weights`` None: every edge
+    weighs 1 (no array: 16 bytes an edge). ``indices`` are int32 below 2^31 nodes; the
+    temporaries are let go as soon as used (the graph is the first pass's peak of memory)."""
+    small = np.int32 if n < 2**31 else np.int64
+    ok = src != dst
+    key = np.minimum(src, dst)[ok].astype(np.int64) * n + np.maximum(src, dst)[ok]
     if weight is None:  # no weights to carry: a plain sort, not an argsort
-        key, w = unique(a[ok] * n + b[ok]), None
+        key, w = unique(key), None
     else:
-        key, first = np.unique(a[ok] * n + b[ok], return_index=True)
+        key, first = np.unique(key, return_index=True)
         w = np.asarray(weight, np.float64)[ok][first]
-    a, b = key // n, key % n  # by a, then b
+    a, b = (key // n).astype(small), (key % n).astype(small)  # by a, then b
+    del key
     up, down = np.bincount(a, minlength=n), np.bincount(b, minlength=n)
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(up + down, out=indptr[1:])
-    cols = np.empty(2 * len(a), np.int64)
-    ww = np.ones(2 * len(a)) if w is None else np.empty(2 * len(a))
-    at = indptr[a] + np.arange(len(a)) - (np.cumsum(up) - up)[a]  # a's neighbours above it, in order
+    e = len(a)
+    cols = np.empty(2 * e, small)
+    ww = None if w is None else np.empty(2 * e)
+    at = (indptr[:-1] - (np.cumsum(up) - up))[a]  # a's neighbours above it, in order
+    at += np.arange(e)
     cols[at] = b
+    if w is not None:
+        ww[at] = w
+    del at
     by_b = np.argsort(b, kind="stable")  # b's neighbours below it, by a
-    bb = b[by_b]
-    below = indptr[bb] + up[bb] + np.arange(len(a)) - (np.cumsum(down) - down)[bb]
+    below = (indptr[:-1] + up - (np.cumsum(down) - down))[b[by_b]]
+    below += np.arange(e)
     cols[below] = a[by_b]
     if w is not None:
-        ww[at], ww[below] = w, w[by_b]
+        ww[below] = w[by_b]
     return indptr, cols, ww
 
 
 def propagate_labels(
     indptr: np.ndarray,
     indices: np.ndarray,
-    weights: np.ndarray,
+    weights: np.ndarray | None,
     labels: np.ndarray,
     frozen: np.ndarray | None = None,
     iterations: int = 20,
@@ -136,9 +144,10 @@ def propagate_labels(
     chunks: int = 64,
 ) -> np.ndarray:
     """Chinese Whispers label propagation: every node, in a seeded random order, takes the label
-    with the largest total edge weight among its neighbours (ties: the smallest label). Nodes are
-    updated in ``chunks`` groups per pass, each group at once from the labels of the groups before
-    it -- nearly the one-at-a-time order of the original, vectorised. ``labels``: the start (each
+    with the largest total edge weight among its neighbours (ties: the smallest label; ``weights``
+    None: every edge weighs 1). Nodes are updated in ``chunks`` groups per pass, each group at
+    once from the labels of the groups before it -- nearly the one-at-a-time order of the
+    original, vectorised. ``labels``: the start (each
     node its own for a fresh clustering; the known identities for a warm start); ``frozen`` nodes
     keep theirs and only lend it. Returns the final labels (values taken from ``labels``)."""
     n = len(labels)
@@ -160,9 +169,11 @@ def propagate_labels(
             pos = np.repeat(indptr[nodes] - np.cumsum(d) + d, d) + np.arange(int(d.sum()))
             key = owner * span + label[indices[pos]]
             srt = np.argsort(key, kind="stable")
-            key, w = key[srt], weights[pos][srt]
+            key = key[srt]
             bound = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
-            score, ukey = np.add.reduceat(w, bound), key[bound]
+            ukey = key[bound]
+            # the weight of each label among the neighbours (unweighted: how many carry it)
+            score = np.diff(np.r_[bound, len(key)]) if weights is None else np.add.reduceat(weights[pos][srt], bound)
             uown, ulab = ukey // span, ukey % span
             pick = np.lexsort((ulab, -score, uown))
             first = pick[np.r_[True, uown[pick][1:] != uown[pick][:-1]]]

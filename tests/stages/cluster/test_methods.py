@@ -107,4 +107,21 @@ def test_the_symmetric_graph_holds_each_pair_once_in_a_fixed_order():
         assert cols[indptr[v] : indptr[v + 1]].tolist() == above + below
         want = [first[(v, b)] for b in above] + [first[(a, v)] for a in below]
         assert ww[indptr[v] : indptr[v + 1]].tolist() == want
-    assert (symmetric_graph(n, src, dst)[2] == 1).all()
+    plain = symmetric_graph(n, src, dst)
+    assert plain[2] is None and np.array_equal(plain[0], indptr) and np.array_equal(plain[1], cols)
+
+
+def test_an_unweighted_graph_propagates_as_one_of_unit_weights():
+    """Chinese Whispers on a graph without a weights array (every edge weighs 1: no 16 bytes an
+    edge at 10^7 faces) gives the labels it gives with explicit weights of 1."""
+    from facepipe.stages.cluster.methods import propagate_labels, symmetric_graph
+
+    rng = np.random.default_rng(1)
+    n, e = 2000, 6000
+    indptr, cols, none = symmetric_graph(n, rng.integers(0, n, e), rng.integers(0, n, e))
+    assert none is None and cols.dtype == np.int32
+    start, frozen = rng.integers(0, 50, n), rng.random(n) < 0.2
+    ones = np.ones(len(cols))
+    for seed in range(3):
+        want = propagate_labels(indptr, cols, ones, start, frozen, seed=seed)
+        assert np.array_equal(propagate_labels(indptr, cols, None, start, frozen, seed=seed), want)
