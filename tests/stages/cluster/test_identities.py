@@ -33,3 +33,39 @@ def test_faces_are_read_sorted_by_face_id_with_their_own_embeddings(tmp_path):
     fs = load_faces(str(tmp_path))
     assert fs.face_ids == sorted(fids)
     assert np.array_equal(fs.x, x[[fids.index(f) for f in fs.face_ids]])
+
+
+def test_faces_of_another_embedder_are_left_out_and_every_column_follows_its_face(tmp_path):
+    """The faces are read in two passes (ids, then the rest batch by batch into place): each face
+    keeps its own embedding, image, width, score and day, and a minority embedder's faces (an
+    older model's, in small row groups between the others) are not read as clustered."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x, _ = people(60, 5, seed=3)
+    fids = face_ids(len(x))
+    perm = np.random.default_rng(1).permutation(len(x))
+    write_faces(tmp_path, "2026-11-01", [fids[i] for i in perm[:100]], x[perm[:100]])
+    other = pa.table(
+        {
+            "face_id": pa.array([f"zz-{i:03d}" for i in range(40)], pa.string()),
+            "image_id": pa.array(["img-other"] * 40, pa.string()),
+            "x1": pa.array(np.zeros(40), pa.float32()),
+            "x2": pa.array(np.full(40, 7.0), pa.float32()),
+            "det_score": pa.array(np.zeros(40), pa.float32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(40 * 128), pa.float32()), 128),
+            "embedder": pa.array(["other@1"] * 40, pa.string()),
+        }
+    )
+    (tmp_path / "faces" / "dt=2026-11-02").mkdir(parents=True)
+    pq.write_table(other, tmp_path / "faces" / "dt=2026-11-02" / "part-a.parquet", row_group_size=7)
+    write_faces(tmp_path, "2026-11-03", [fids[i] for i in perm[100:]], x[perm[100:]])
+    fs = load_faces(str(tmp_path))
+    assert fs.embedder == "dlib_resnet@test" and fs.face_ids == sorted(fids)
+    row = {f: i for i, f in enumerate(fids)}
+    assert np.array_equal(fs.x, x[[row[f] for f in fs.face_ids]])
+    assert fs.image_ids.tolist() == [f"img-{f}" for f in fs.face_ids] and (fs.width == 100).all()
+    day = {fids[i]: "2026-11-01" if k < 100 else "2026-11-03" for k, i in enumerate(perm)}
+    assert fs.dt.tolist() == [np.datetime64(day[f], "D").item() for f in fs.face_ids]
+    score = dict(zip([fids[i] for i in perm[:100]], np.linspace(0.9, 0.99, 100, dtype=np.float32)))
+    assert all(fs.det_score[i] == score[f] for i, f in enumerate(fs.face_ids) if f in score)
