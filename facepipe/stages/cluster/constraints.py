@@ -61,15 +61,26 @@ class Permuted(NeighbourIndex):
 
     def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         idx, dist = self.index.search(self.order[rows], k)
-        return np.where(idx >= 0, self.inverse[np.maximum(idx, 0)], -1), dist
+        for s in range(0, len(idx), CHUNK):  # in place, in chunks: no temporaries of every face's k
+            part = idx[s : s + CHUNK]
+            part[...] = np.where(part >= 0, self.inverse[np.maximum(part, 0)], -1)
+        return idx, dist
+
+
+#: rows at a time where a step over every face's neighbours would make (N, k) temporaries
+CHUNK = 2**16
 
 
 def cannot_link(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, image_ids: np.ndarray | None) -> np.ndarray:
     """``dist`` with the links between two faces of one image cut (infinite): they are never one person."""
     if image_ids is None:
         return dist
-    same = (idx >= 0) & (image_ids[np.maximum(idx, 0)] == image_ids[rows][:, None])
-    return np.where(same, np.inf, dist)
+    out = dist.copy()
+    for s in range(0, len(idx), CHUNK):
+        i = idx[s : s + CHUNK]
+        same = (i >= 0) & (image_ids[np.maximum(i, 0)] == image_ids[rows[s : s + CHUNK]][:, None])
+        out[s : s + CHUNK][same] = np.inf
+    return out
 
 
 def split_same_image(

@@ -78,8 +78,10 @@ def looks(xf: np.ndarray, starts: np.ndarray, radius: float, cap: int) -> np.nda
     for _ in range(cap - 1):
         far = np.ones(len(xf), bool)
         for p in picked:
-            ok = p[g] >= 0
-            far &= ~ok | (np.linalg.norm(xf - xf[np.maximum(p[g], 0)], axis=1) >= radius)
+            for c in range(0, len(xf), 2**16):  # in chunks: no (faces, D) temporaries
+                pg = p[g[c : c + 2**16]]
+                near = np.linalg.norm(xf[c : c + 2**16] - xf[np.maximum(pg, 0)], axis=1) < radius
+                far[c : c + 2**16] &= (pg < 0) | ~near
         rows = np.flatnonzero(far)
         nxt = np.full(len(starts), -1)
         first = np.r_[True, g[rows][1:] != g[rows][:-1]] if len(rows) else np.zeros(0, bool)
@@ -89,12 +91,16 @@ def looks(xf: np.ndarray, starts: np.ndarray, radius: float, cap: int) -> np.nda
     return count
 
 
-def _stats(xf: np.ndarray, code: np.ndarray, distinct: float, min_faces: int) -> tuple[np.ndarray, ...]:
-    """Per identity code 0..L-1 (each present): faces, sum, sum of squared norms (float64) and
-    looks (up to ``min_faces``), the faces taken in their order."""
+def _stats(
+    x: np.ndarray, faces: np.ndarray, code: np.ndarray, distinct: float, min_faces: int
+) -> tuple[np.ndarray, ...]:
+    """Per identity code 0..L-1 (each present) of the rows ``faces`` of ``x``: faces, sum, sum of
+    squared norms (float64) and looks (up to ``min_faces``), the faces taken in their order."""
     by = np.argsort(code, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(code[by]) != 0])
-    xf = xf[by].astype(np.float64)
+    xf = np.empty((len(by), x.shape[1]), np.float64)
+    for c in range(0, len(by), 2**16):  # gathered chunk by chunk: no float32 copy beside it
+        xf[c : c + 2**16] = x[faces[by[c : c + 2**16]]]
     n = np.diff(np.r_[starts, len(by)]).astype(np.float64)
     s = np.add.reduceat(xf, starts, axis=0)
     q = np.add.reduceat(np.einsum("ij,ij->i", xf, xf), starts)
@@ -138,7 +144,7 @@ def merge_by_linkage(
     cand = _pairs(np.searchsorted(involved, la[ok]), np.searchsorted(involved, lb[ok]), span)
     faces = np.flatnonzero(np.isin(labels, involved))
     code = np.searchsorted(involved, labels[faces])
-    n, s, q, seen = _stats(x[faces], code, distinct, min_faces)
+    n, s, q, seen = _stats(x, faces, code, distinct, min_faces)
     image_ids = None if image_ids is None else np.asarray(image_ids)[faces]
     conflicts = image_conflicts(code, image_ids, span)
     parent = np.arange(span)

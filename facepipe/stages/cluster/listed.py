@@ -133,9 +133,10 @@ class ListedIndex(NeighbourIndex):
         if listed.any():
             ids[listed], dist[listed] = self.lists.nbr[rows[listed], :k], self.lists.dist[rows[listed], :k]
         rest = np.flatnonzero(~wide & ~listed)
-        if len(rest):
-            fi, fd = self.index.search(rows[rest], max(k, self.lists.k))
-            self.searched += len(rest)
-            self.lists.record(rows[rest], fi, fd)
-            ids[rest], dist[rest] = fi[:, :k], fd[:, :k]
+        for s in range(0, len(rest), 2**20):  # a first night searches every face: a million at a time
+            part = rest[s : s + 2**20]
+            fi, fd = self.index.search(rows[part], max(k, self.lists.k))
+            self.searched += len(part)
+            self.lists.record(rows[part], fi, fd)
+            ids[part], dist[part] = fi[:, :k], fd[:, :k]
         return ids, dist
