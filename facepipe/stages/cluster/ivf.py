@@ -95,7 +95,7 @@ class IVFIndex(NeighbourIndex):
         self.order = torch.argsort(cell, stable=True)  # face ids, cell by cell: a cell is one contiguous slice
         # the faces are not copied cell by cell (half a gigabyte at 10^6): a cell's rows are gathered
         # when it is scanned, once per chunk of queries; their squared norms are kept in cell order
-        self.sqs = torch.cat([_squared_norms(xt[o]) for o in self.order.split(2**20)]) if n else xt[:0, 0]
+        self.sqs = torch.cat([_squared_norms(xt[o]) for o in self.order.split(2**16)]) if n else xt[:0, 0]
         counts = torch.bincount(cell, minlength=self.nlist)
         self.starts = (torch.cumsum(counts, 0) - counts).tolist()
         self.ends = torch.cumsum(counts, 0).tolist()
