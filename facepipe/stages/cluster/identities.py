@@ -122,27 +122,26 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
         fs.dt[to] = pc.cast(batch.column("dt"), pa.date32()).to_numpy(zero_copy_only=False)[ok]
         fs.image_ids[to] = np.array(batch.column("image_id").to_pylist(), object)[ok]
         del batch
-        pa.default_memory_pool().release_unused()  # arrow's pool keeps what it freed (0.8 GB at 10^6)
+        pa.default_memory_pool().release_unused()  # what each batch took, given back at once
+    if start != len(at):
+        raise RuntimeError("the faces table changed while it was read: run the stage again")
     return fs
 
 
-def load_previous(output: str | Output) -> tuple[dict[str, str | None], str | None, pa.Schema | None]:
-    """The published face_identity snapshot as face_id -> identity_id (None: unassigned), the
-    run id that wrote it, and the schema of one of its files (its metadata keeps the link
-    threshold, ``facepipe.stages.cluster.threshold``)."""
+def read_previous(output: str | Output) -> tuple[pa.Table | None, str | None, pa.Schema | None]:
+    """The published face_identity snapshot as a (face_id, identity_id) table (identity_id null:
+    unassigned; :func:`facepipe.stages.cluster.naming.encode_table` codes it, no dict of every
+    face: gigabytes at 10^7), the run id that wrote it, and the schema of one of its files (its
+    metadata keeps the link threshold, ``facepipe.stages.cluster.threshold``)."""
     out = as_output(output)
     ds = out.dataset("face_identity")
     if ds is None:
-        return {}, None, None
+        return None, None, None
     t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
     runs = set(t.column("run_id").unique().to_pylist())
     files = out.part_files("face_identity")
     schema = out.read_table(files[0], columns=["run_id"]).schema if files else None  # one small column: the metadata
-    return (
-        dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist())),
-        runs.pop() if len(runs) == 1 else None,
-        schema,
-    )
+    return t.drop_columns(["run_id"]), runs.pop() if len(runs) == 1 else None, schema
 
 
 @dataclass

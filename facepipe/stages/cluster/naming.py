@@ -8,6 +8,8 @@ import hashlib
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 NEW, POOL = -2, -1  # previous codes of a face the snapshot has not seen / left unassigned
 
@@ -56,6 +58,20 @@ def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tup
     code = np.array(
         [NEW if f not in previous else (POOL if previous[f] is None else pos[previous[f]]) for f in face_ids], np.int64
     )
+    return code, old_ids
+
+
+def encode_table(face_ids: list[str], previous: pa.Table | None) -> tuple[np.ndarray, list[str]]:
+    """:func:`encode_previous` from the snapshot's (face_id, identity_id) table, which holds each
+    face once: looked up in Arrow, no dict of every face."""
+    if previous is None or not previous.num_rows:
+        return np.full(len(face_ids), NEW, np.int64), []
+    ident = previous.column("identity_id").combine_chunks()
+    old_ids = sorted(pc.unique(ident).drop_null().to_pylist())
+    known = pc.index_in(ident, value_set=pa.array(old_ids, pa.string())).fill_null(POOL).to_numpy()
+    at = pc.index_in(pa.array(face_ids, pa.string()), value_set=previous.column("face_id").combine_chunks())
+    rows = at.fill_null(-1).to_numpy().astype(np.int64)
+    code = np.where(rows >= 0, known.astype(np.int64)[np.maximum(rows, 0)], NEW)
     return code, old_ids
 
 

@@ -54,7 +54,7 @@ from facepipe.stages.cluster.constraints import (
     split_same_image,
 )
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, load_previous
+from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, read_previous
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
 from facepipe.stages.cluster.kept import neighbour_index
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
@@ -64,7 +64,7 @@ from facepipe.stages.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
-from facepipe.stages.cluster.naming import encode_previous, identity_events, name_clusters
+from facepipe.stages.cluster.naming import encode_table, identity_events, name_clusters
 from facepipe.stages.cluster.threshold import (
     AUTO,
     LINKAGE_BOUND,
@@ -226,9 +226,9 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     fs = load_faces(output, {} if cfg.include_outliers else flagged_faces(output), cfg.min_face)
     if fs is None:
         return {"skipped": "no faces"}
-    previous, prev_run, prev_schema = load_previous(output)
-    code, old_ids = encode_previous(fs.face_ids, previous)
-    had, previous = bool(previous), None  # a dict of every face: 170 MB at 10^6, coded now
+    previous, prev_run, prev_schema = read_previous(output)
+    code, old_ids = encode_table(fs.face_ids, previous)
+    had, previous = previous is not None and previous.num_rows > 0, None
     incremental = had and not cfg.full and cfg.method == "chinese_whispers"
     if had and not cfg.full and not incremental:
         log.info("method %s has no incremental mode: re-clustering all", cfg.method)
