@@ -49,30 +49,38 @@ class Kept:
 def load(output: Output, slots: np.ndarray, k: int, radius: float) -> Kept | None:
     """The kept lists of the faces whose slots are ``slots`` (N,), -1 where a face has none;
     None when there are none to use (the reason logged)."""
-    n, paths = len(slots), output.part_files(LISTS)
+    paths = output.part_files(LISTS)
     if not paths:
         return None
     try:
-        tables = [output.read_table(p) for p in paths]
-        meta = [json.loads(t.schema.metadata[_META]) for t in tables]
+        return _read(output, paths, slots, k, radius)
     except (OSError, ValueError, KeyError, TypeError) as e:  # a cache: searched afresh, written whole
         log.warning("the kept neighbour lists cannot be read (%s: %s): searching afresh", type(e).__name__, e)
         return None
+
+
+def _read(output: Output, paths: list[str], slots: np.ndarray, k: int, radius: float) -> Kept | None:
+    """The metadata and slots first (small); then file by file, the latest generation last."""
+    heads = [output.read_table(p, columns=["slot"]) for p in paths]
+    meta = [json.loads(t.schema.metadata[_META]) for t in heads]
     if any(m["k"] != k or m["radius"] != radius for m in meta):
         log.info("the kept neighbour lists are for k / radius %s, not %s: searching afresh", meta[0], (k, radius))
         return None
+    n = len(slots)
     kept = Kept(np.full((n, k), -1, np.int32), np.full((n, k), np.inf, np.float32), np.zeros(n, bool), 0)
-    cols = [(_column(t, "slot"), _column(t, "nbr", k), _column(t, "dist", k)) for t in tables]
-    top = max([int(slots.max(initial=-1))] + [int(max(s.max(initial=-1), b.max(initial=-1))) for s, b, _ in cols])
-    row = np.full(top + 2, -1, np.int64)  # slot -> row; the last entry answers the padding's -1
+    top = max([int(slots.max(initial=-1))] + [int(_column(t, "slot").max(initial=-1)) for t in heads])
+    row = np.full(top + 2, -1, np.int64)  # slot -> row; the last entry answers -1 and unknown slots
     row[slots[slots >= 0]] = np.flatnonzero(slots >= 0)
     for i in np.argsort([m["generation"] for m in meta], kind="stable"):
-        s, b, d = cols[i]
-        r, held = row[s], row[s] >= 0
-        nb = row[b]
-        ok = ~((b >= 0) & (nb < 0)).any(1)  # a neighbour left the archive: searched again when needed
-        kept.nbr[r[held]], kept.dist[r[held]] = nb[held], d[held]
-        kept.valid[r[held]] = ok[held]
+        t = output.read_table(paths[i])
+        s, b, d = _column(t, "slot"), _column(t, "nbr", k), _column(t, "dist", k)
+        for c in range(0, len(s), 2**16):  # in chunks: no (rows, k) int64 temporaries of a whole file
+            r, bc = row[s[c : c + 2**16]], b[c : c + 2**16]
+            nb = row[np.where(bc < len(row) - 1, bc, -1)]  # a slot past every known one: unknown
+            ok = ~((bc >= 0) & (nb < 0)).any(1)  # a neighbour left the archive: searched again when needed
+            held = r >= 0
+            kept.nbr[r[held]], kept.dist[r[held]], kept.valid[r[held]] = nb[held], d[c : c + 2**16][held], ok[held]
+        del t, s, b, d
     kept.generation = max(m["generation"] for m in meta)
     return kept
 
