@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facepipe.stages.cluster.ivf import by_cells
+
 
 class CellScan:
     """A built ``faiss.IndexIVFFlat``'s cells as torch views, searched many queries at a time."""
@@ -46,15 +48,13 @@ class CellScan:
         p = self.index.nprobe
         _, probes = self.index.quantizer.search(q, p)  # (b, p): the cells FAISS would scan
         flat = torch.from_numpy(probes.reshape(-1))
-        by_cell = torch.argsort(flat, stable=True)
-        cells, per = torch.unique_consecutive(flat[by_cell], return_counts=True)
+        by_cell, groups = by_cells(flat)
         qt = torch.from_numpy(q)
         qsq = (qt * qt).sum(1)
         best_d = torch.full((len(flat), k), float("inf"))
         best_i = torch.full((len(flat), k), -1, dtype=torch.int64)
-        at = 0
-        for c, m in zip(cells.tolist(), per.tolist()):
-            slots, at = by_cell[at : at + m], at + m
+        for c, at, m in groups:
+            slots = by_cell[at : at + m]
             if c < 0 or self.cells[c] is None:
                 continue
             xc, sq, cell_ids = self.cells[c]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from facepipe.stages.cluster.arrays import unique
+from facepipe.stages.cluster.arrays import CHUNK, unique
 from facepipe.stages.cluster.graph import NeighbourIndex
 
 
@@ -65,10 +65,6 @@ class Permuted(NeighbourIndex):
             part = idx[s : s + CHUNK]
             part[...] = np.where(part >= 0, self.inverse[np.maximum(part, 0)], -1)
         return idx, dist
-
-
-#: rows at a time where a step over every face's neighbours would make (N, k) temporaries
-CHUNK = 2**16
 
 
 def cannot_link(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, image_ids: np.ndarray | None) -> np.ndarray:

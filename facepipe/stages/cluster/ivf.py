@@ -53,6 +53,15 @@ def train_cells(x: np.ndarray, cfg: IndexConfig) -> np.ndarray:
     return np.ascontiguousarray(km.centroids, np.float32)
 
 
+def by_cells(probes: torch.Tensor):
+    """Flat query-probe slots grouped by cell: (the slots in cell order, (cell, first, count) per
+    cell). The cell-by-cell scans -- this module's and :mod:`facepipe.tools.batch_scan` -- walk these."""
+    by_cell = torch.argsort(probes, stable=True)
+    cells, per = torch.unique_consecutive(probes[by_cell], return_counts=True)
+    at = torch.cumsum(per, 0) - per
+    return by_cell, zip(cells.tolist(), at.tolist(), per.tolist())
+
+
 def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(1)
 
@@ -116,17 +125,9 @@ class IVFIndex(NeighbourIndex):
             ids[s : s + len(r)], d2[s : s + len(r)] = found
         return _drop_self(rows, ids, d2, k)
 
-    def _cells_of(self, r: torch.Tensor):
-        """The queries' probes grouped by cell: (query-probe slots in cell order, cells, slots per cell)."""
-        probes = self.probes[r].reshape(-1)  # (b * p,): query i's j-th cell at i * p + j
-        by_cell = torch.argsort(probes, stable=True)
-        cells, per = torch.unique_consecutive(probes[by_cell], return_counts=True)
-        at = torch.cumsum(per, 0) - per
-        return by_cell, zip(cells.tolist(), at.tolist(), per.tolist())
-
     def _blocks(self, r: torch.Tensor):
         """(slots, first face of the cell, squared distances) for every block of queries against a cell."""
-        by_cell, groups = self._cells_of(r)
+        by_cell, groups = by_cells(self.probes[r].reshape(-1))  # query i's j-th cell at i * p + j
         for c, at, m in groups:
             lo, hi = self.starts[c], self.ends[c]
             if hi == lo:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.stages.cluster.arrays import unique
+from facepipe.stages.cluster.arrays import CHUNK, unique
 
 #: an identity needs this many faces to merge in the second pass
 MIN_FACES = 3
@@ -78,10 +78,10 @@ def looks(xf: np.ndarray, starts: np.ndarray, radius: float, cap: int) -> np.nda
     for _ in range(cap - 1):
         far = np.ones(len(xf), bool)
         for p in picked:
-            for c in range(0, len(xf), 2**16):  # in chunks: no (faces, D) temporaries
-                pg = p[g[c : c + 2**16]]
-                near = np.linalg.norm(xf[c : c + 2**16] - xf[np.maximum(pg, 0)], axis=1) < radius
-                far[c : c + 2**16] &= (pg < 0) | ~near
+            for c in range(0, len(xf), CHUNK):  # in chunks: no (faces, D) temporaries
+                pg = p[g[c : c + CHUNK]]
+                near = np.linalg.norm(xf[c : c + CHUNK] - xf[np.maximum(pg, 0)], axis=1) < radius
+                far[c : c + CHUNK] &= (pg < 0) | ~near
         rows = np.flatnonzero(far)
         nxt = np.full(len(starts), -1)
         first = np.r_[True, g[rows][1:] != g[rows][:-1]] if len(rows) else np.zeros(0, bool)
@@ -99,8 +99,8 @@ def _stats(
     by = np.argsort(code, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(code[by]) != 0])
     xf = np.empty((len(by), x.shape[1]), np.float64)
-    for c in range(0, len(by), 2**16):  # gathered chunk by chunk: no float32 copy beside it
-        xf[c : c + 2**16] = x[faces[by[c : c + 2**16]]]
+    for c in range(0, len(by), CHUNK):  # gathered chunk by chunk: no float32 copy beside it
+        xf[c : c + CHUNK] = x[faces[by[c : c + CHUNK]]]
     n = np.diff(np.r_[starts, len(by)]).astype(np.float64)
     s = np.add.reduceat(xf, starts, axis=0)
     q = np.add.reduceat(np.einsum("ij,ij->i", xf, xf), starts)

@@ -147,9 +147,9 @@ def propagate_labels(
     with the largest total edge weight among its neighbours (ties: the smallest label; ``weights``
     None: every edge weighs 1). Nodes are updated in ``chunks`` groups per pass, each group at
     once from the labels of the groups before it -- nearly the one-at-a-time order of the
-    original, vectorised. ``labels``: the start (each
-    node its own for a fresh clustering; the known identities for a warm start); ``frozen`` nodes
-    keep theirs and only lend it. Returns the final labels (values taken from ``labels``)."""
+    original, vectorised. ``labels``: the start (each node its own for a fresh clustering; the
+    known identities for a warm start); ``frozen`` nodes keep theirs and only lend it. Returns
+    the final labels (values taken from ``labels``)."""
     n = len(labels)
     label = np.asarray(labels, np.int64).copy()
     deg = np.diff(indptr)
