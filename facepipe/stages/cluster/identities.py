@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe import schema
+from facepipe.errors import StorageError
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,10 @@ def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_
     return fs.without({**fs.narrower_than(min_width), **(exclude or {})})
 
 
+#: a writer changed the faces between the two passes of :func:`load_faces` (exit 3: run it again)
+_CHANGED = "the faces table changed while it was read: run the stage again"
+
+
 def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> FaceSet:
     """The faces' columns read batch by batch (the rows in the order ``face_ids`` was read in, which
     each batch is checked against), row ``i`` placed at ``at[i]`` (-1: skipped). ``face_ids`` and
@@ -108,7 +113,7 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
     ):
         rows = at[start : start + batch.num_rows]
         if not batch.column("face_id").equals(face_ids.slice(start, batch.num_rows).combine_chunks()):
-            raise RuntimeError("the faces table changed while it was read: run the stage again")
+            raise StorageError(_CHANGED)
         start += batch.num_rows
         ok, to = rows >= 0, rows[rows >= 0]
         if not len(to):
@@ -124,7 +129,7 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
         del batch
         pa.default_memory_pool().release_unused()  # what each batch took, given back at once
     if start != len(at):
-        raise RuntimeError("the faces table changed while it was read: run the stage again")
+        raise StorageError(_CHANGED)
     return fs
 
 
