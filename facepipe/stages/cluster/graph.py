@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from facepipe.flags import flag
+from facepipe.flags import flag, non_negative_int
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ BACKENDS = ("auto", "exact", "ivf", "faiss")
 class IndexConfig:
     """backend: ``auto`` = exact up to ``exact_max`` faces (``exact_max_gpu`` on a GPU), else ``ivf``. nlist: IVF
     cells (0: about 4 sqrt(N)); nprobe: cells scanned per query; train_per_cell / niter: the
-    k-means sample per cell and its iterations."""
+    k-means sample per cell and its iterations. shards / shard_min: the ivf search spread over Ray
+    actors (:mod:`facepipe.stages.cluster.shards`; 0 = automatic from ``shard_min`` faces)."""
 
     backend: str = flag(
         "auto",
@@ -54,6 +55,14 @@ class IndexConfig:
     niter: int = 10
     block: int = 2048
     seed: int = 0
+    shards: int = flag(
+        0,
+        "--cluster-shards",
+        "spread the neighbour search over this many Ray actors (facepipe.stages.cluster.shards); 1: on the driver; "
+        "0: one per node of a multi-node cluster from 4,000,000 faces",
+        type=non_negative_int,
+    )
+    shard_min: int = 4_000_000
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -64,9 +73,13 @@ class NeighbourIndex:
     """The faces of one clustering run; ``search`` finds neighbours of some of them."""
 
     backend: str
+    shards = 1  # Ray actors it searches on (facepipe.stages.cluster.shards)
 
     def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of what the index holds outside this process (a sharded index's actors)."""
 
 
 def _drop_self(rows: np.ndarray, ids: np.ndarray, d2: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

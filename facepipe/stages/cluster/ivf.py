@@ -66,6 +66,96 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(1)
 
 
+class CellLayout:
+    """Faces laid out cell by cell, scanned against queries that probe their cells: a whole
+    index's faces, or one shard's (:mod:`facepipe.stages.cluster.shards`). ``x`` (M, D) is not
+    copied: a cell's rows are gathered when it is scanned, once per chunk of queries (a copy was
+    half a gigabyte at 10^6 faces). ``names`` (M,): what a face is called in the answers (default:
+    its row of ``x``)."""
+
+    def __init__(
+        self, x: torch.Tensor, cells: torch.Tensor, nlist: int, block: int, names: torch.Tensor | None = None
+    ) -> None:
+        self.x, self.block, self.names = x, block, names
+        self.order = torch.argsort(cells, stable=True)  # rows of x, cell by cell: a cell is one slice
+        self.sqs = torch.cat([_squared_norms(x[o]) for o in self.order.split(2**16)]) if len(x) else x[:0, 0]
+        counts = torch.bincount(cells.long(), minlength=nlist)
+        self.starts = (torch.cumsum(counts, 0) - counts).tolist()
+        self.ends = torch.cumsum(counts, 0).tolist()
+
+    def _blocks(self, q: torch.Tensor, probes: torch.Tensor):
+        """(slots, names of the cell's faces, squared distances) for every block of queries
+        against a cell; query i's j-th probe is slot i * p + j. Cells outside the layout are empty."""
+        p = probes.shape[1]
+        by_cell, groups = by_cells(probes.reshape(-1))
+        for c, at, m in groups:
+            lo, hi = self.starts[c], self.ends[c]
+            if hi == lo:
+                continue
+            rows = self.order[lo:hi]
+            xc, sqc = self.x[rows], self.sqs[lo:hi]
+            names = rows if self.names is None else self.names[rows]
+            for t in range(at, at + m, self.block):
+                sl = by_cell[t : min(t + self.block, at + m)]
+                qq = q[sl // p]
+                yield sl, names, ((qq * qq).sum(1, keepdim=True) + sqc[None] - 2 * qq @ xc.T).clamp_min_(0)
+
+    def best(self, q: torch.Tensor, probes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each (query, probe) slot's k + 1 nearest faces of that cell: (b * p, k + 1) names and
+        squared distances, -1 / inf where the cell holds fewer (or lies outside the layout)."""
+        best_i = torch.full((probes.numel(), k + 1), -1, dtype=torch.int64, device=q.device)
+        best_d = torch.full((probes.numel(), k + 1), float("inf"), device=q.device)
+        for sl, names, dd in self._blocks(q, probes):
+            kk = min(k + 1, dd.shape[1])
+            vals, nn = torch.topk(dd, kk, dim=1, largest=False)
+            best_i[sl, :kk] = names[nn]
+            best_d[sl, :kk] = vals
+        return best_i, best_d
+
+    def within(
+        self, q: torch.Tensor, probes: torch.Tensor, r2: float, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query, name, squared distance) of the faces under ``r2`` of each query in its cells: a
+        comparison instead of a top-k per cell (a cell crowded under the radius -- copies of one
+        face -- gives each query its k + 1 nearest of it, so memory stays that of :meth:`best`)."""
+        p = probes.shape[1]
+        qs, fs, ds = [], [], []
+        for sl, names, dd in self._blocks(q, probes):
+            under = dd < r2
+            if int(under.sum()) > (k + 1) * len(sl):  # a crowded cell: each query's k + 1 nearest of it
+                vals, nn = torch.topk(dd, min(k + 1, dd.shape[1]), dim=1, largest=False)
+                i, at = torch.nonzero(vals < r2, as_tuple=True)
+                j = nn[i, at]
+            else:
+                i, j = torch.nonzero(under, as_tuple=True)
+            qs.append(sl[i] // p)
+            fs.append(names[j])
+            ds.append(dd[i, j])
+        if not qs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return tuple(torch.cat(v).cpu().numpy() for v in (qs, fs, ds))
+
+
+def nearest_of_cells(best_i: torch.Tensor, best_d: torch.Tensor, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`CellLayout.best` of b queries -> each query's k + 1 nearest over its cells."""
+    p = len(best_i) // max(b, 1)
+    vals, pick = torch.topk(best_d.reshape(b, -1), min(k + 1, p * (k + 1)), dim=1, largest=False)
+    return torch.gather(best_i.reshape(b, -1), 1, pick).cpu().numpy()[:, : k + 1], vals.cpu().numpy()[:, : k + 1]
+
+
+def nearest_within(q: np.ndarray, f: np.ndarray, d: np.ndarray, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`CellLayout.within` of b queries -> each query's k + 1 nearest of them (ties: by name),
+    -1 / inf after the last."""
+    ids = np.full((b, k + 1), -1, np.int64)
+    d2 = np.full((b, k + 1), np.inf, np.float32)
+    o = np.lexsort((f, d, q))  # by query, then distance (ties: by face)
+    q, f, d = q[o], f[o], d[o]
+    rank = np.arange(len(q)) - np.searchsorted(q, q)  # place within its query
+    keep = rank <= k
+    ids[q[keep], rank[keep]], d2[q[keep], rank[keep]] = f[keep], d[keep]
+    return ids, d2
+
+
 class IVFIndex(NeighbourIndex):
     """Inverted-file kNN, computed cell by cell: FAISS k-means cuts the faces into ``nlist``
     cells; each query probes the ``nprobe`` cells whose centroids are nearest to it -- the same
@@ -98,88 +188,33 @@ class IVFIndex(NeighbourIndex):
         for s in range(0, len(todo), step):
             self.probes[todo[s : s + step]] = self._nearest_cells(xt[todo[s : s + step]]).to(self.probes.dtype)
         self.assigned = len(todo)
-        #: None: the k nearest; a distance: only the neighbours under it (see :meth:`_scan_within`)
+        #: None: the k nearest; a distance: only the neighbours under it (see :meth:`scan`)
         self.radius: float | None = None
-        cell = self.probes[:, 0]
-        self.order = torch.argsort(cell, stable=True)  # face ids, cell by cell: a cell is one contiguous slice
-        # the faces are not copied cell by cell (half a gigabyte at 10^6): a cell's rows are gathered
-        # when it is scanned, once per chunk of queries; their squared norms are kept in cell order
-        self.sqs = torch.cat([_squared_norms(xt[o]) for o in self.order.split(2**16)]) if n else xt[:0, 0]
-        counts = torch.bincount(cell, minlength=self.nlist)
-        self.starts = (torch.cumsum(counts, 0) - counts).tolist()
-        self.ends = torch.cumsum(counts, 0).tolist()
         self.x = xt
+        self.cells = CellLayout(xt, self.probes[:, 0], self.nlist, self.block)
 
     def _nearest_cells(self, q: torch.Tensor) -> torch.Tensor:
         d2 = (q * q).sum(1, keepdim=True) + (self.cent * self.cent).sum(1)[None] - 2 * q @ self.cent.T
         return torch.topk(d2, self.nprobe, dim=1, largest=False)[1]
 
-    def search(self, rows: np.ndarray, k: int, chunk: int = 131072) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.asarray(rows, np.int64)
+    def search(self, rows: np.ndarray, k: int, chunk: int = 131072, scan=None) -> tuple[np.ndarray, np.ndarray]:
+        """``scan``: what compares a chunk of queries with the faces of their cells (default
+        :meth:`scan`; a sharded index's sends them to its shards)."""
+        rows, scan = np.asarray(rows, np.int64), scan or self.scan
         ids = np.full((len(rows), k + 1), -1, np.int64)
         d2 = np.full((len(rows), k + 1), np.inf, np.float32)
         chunk = chunk if self.radius is None else chunk // 2  # ~45 faces under the radius per query at 10^6
         for s in range(0, len(rows), chunk):
             r = torch.from_numpy(rows[s : s + chunk]).to(self.device)
-            found = self._scan_within(r, k) if self.radius is not None else self._scan(r, k)
-            ids[s : s + len(r)], d2[s : s + len(r)] = found
+            ids[s : s + len(r)], d2[s : s + len(r)] = scan(self.x[r], self.probes[r], k)
         return _drop_self(rows, ids, d2, k)
 
-    def _blocks(self, r: torch.Tensor):
-        """(slots, first face of the cell, squared distances) for every block of queries against a cell."""
-        by_cell, groups = by_cells(self.probes[r].reshape(-1))  # query i's j-th cell at i * p + j
-        for c, at, m in groups:
-            lo, hi = self.starts[c], self.ends[c]
-            if hi == lo:
-                continue
-            xc, sqc = self.x[self.order[lo:hi]], self.sqs[lo:hi]
-            for t in range(at, at + m, self.block):
-                sl = by_cell[t : min(t + self.block, at + m)]
-                q = self.x[r[sl // self.nprobe]]
-                yield sl, lo, ((q * q).sum(1, keepdim=True) + sqc[None] - 2 * q @ xc.T).clamp_min_(0)
-
-    def _scan(self, r: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's k + 1 nearest over its cells: the best of each cell, then the best of those."""
-        b, p = len(r), self.nprobe
-        best_i = torch.full((b * p, k + 1), -1, dtype=torch.int64, device=self.device)
-        best_d = torch.full((b * p, k + 1), float("inf"), device=self.device)
-        for sl, lo, dd in self._blocks(r):
-            kk = min(k + 1, dd.shape[1])
-            vals, nn = torch.topk(dd, kk, dim=1, largest=False)
-            best_i[sl, :kk] = self.order[lo + nn]
-            best_d[sl, :kk] = vals
-        vals, pick = torch.topk(best_d.reshape(b, -1), min(k + 1, p * (k + 1)), dim=1, largest=False)
-        return torch.gather(best_i.reshape(b, -1), 1, pick).cpu().numpy()[:, : k + 1], vals.cpu().numpy()[:, : k + 1]
-
-    def _scan_within(self, r: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_scan` for the neighbours under :attr:`radius` only (the rest are never linked):
-        a comparison instead of a top-k per cell, the few faces found sorted per query at the end
-        (a cell crowded under the radius -- copies of one face -- gives each query its k + 1
-        nearest, so memory stays that of :meth:`_scan`)."""
-        r2 = self.radius**2
-        qs, fs, ds = [], [], []
-        for sl, lo, dd in self._blocks(r):
-            under = dd < r2
-            if int(under.sum()) > (k + 1) * len(sl):  # a crowded cell: each query's k + 1 nearest of it
-                vals, nn = torch.topk(dd, min(k + 1, dd.shape[1]), dim=1, largest=False)
-                i, at = torch.nonzero(vals < r2, as_tuple=True)
-                j = nn[i, at]
-            else:
-                i, j = torch.nonzero(under, as_tuple=True)
-            qs.append(sl[i] // self.nprobe)
-            fs.append(self.order[lo + j])
-            ds.append(dd[i, j])
-        ids = np.full((len(r), k + 1), -1, np.int64)
-        d2 = np.full((len(r), k + 1), np.inf, np.float32)
-        if not qs:
-            return ids, d2
-        q, f, d = (torch.cat(v).cpu().numpy() for v in (qs, fs, ds))
-        o = np.lexsort((f, d, q))  # by query, then distance (ties: by face)
-        q, f, d = q[o], f[o], d[o]
-        rank = np.arange(len(q)) - np.searchsorted(q, q)  # place within its query
-        keep = rank <= k
-        ids[q[keep], rank[keep]], d2[q[keep], rank[keep]] = f[keep], d[keep]
-        return ids, d2
+    def scan(self, q: torch.Tensor, probes: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's k + 1 nearest over its cells (``probes``); with :attr:`radius`, only
+        those under it (the rest are never linked): a comparison per cell, not a top-k."""
+        if self.radius is None:
+            return nearest_of_cells(*self.cells.best(q, probes, k), len(q), k)
+        return nearest_within(*self.cells.within(q, probes, self.radius**2, k), len(q), k)
 
 
 class FaissIVFIndex(NeighbourIndex):

@@ -20,6 +20,7 @@ import numpy as np
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend
 from facepipe.stages.cluster.ivf import ivf_cells
 from facepipe.stages.cluster.listed import ListedIndex, Lists
+from facepipe.stages.cluster.shards import sharded
 from facepipe.storage import ivf_store, list_store
 from facepipe.storage.output import Output
 
@@ -28,19 +29,10 @@ def _nothing(run_id: str) -> dict:
     return {}
 
 
-def neighbour_index(
-    output: Output, fs, cfg: IndexConfig, radius: float, k: int, reach: int, incremental: bool
-) -> tuple[NeighbourIndex | None, dict, Callable[[str], dict]]:
-    """The faces' neighbour index, its summary, and what publishes it after the snapshot. The
-    ivf backend starts from the cells kept in the output, adds tonight's faces to them, and finds
-    the neighbours under ``radius`` only (no cut links beyond); an ``incremental`` night answers
-    from the faces' kept lists (``k`` deep; tonight's faces searched ``reach`` deep)."""
-    t = -time.perf_counter()
-    if len(fs.x) < 2:
-        return None, {"backend": "none", "build_s": 0.0}, _nothing
-    if chosen_backend(len(fs.x), cfg) != "ivf":
-        index = build_index(fs.x, cfg)
-        return index, {"backend": index.backend, "build_s": round(t + time.perf_counter(), 3)}, _nothing
+def _cells(
+    output: Output, fs, cfg: IndexConfig
+) -> tuple[ivf_store.StoredCells | None, NeighbourIndex, ivf_store.Trained]:
+    """(the kept cells, or None: trained now; the ivf index over them; the training the archive calls for)."""
     n = len(fs.x)
     want = ivf_store.Trained(
         fs.embedder, ivf_cells(n, cfg), cfg.nprobe, cfg.seed, cfg.niter, cfg.train_per_cell, n, 0, ivf_store.FORMAT
@@ -49,12 +41,34 @@ def neighbour_index(
     index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
     if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
         kept, index = None, build_index(fs.x, cfg)
+    return kept, index, want
+
+
+def neighbour_index(
+    output: Output, run_id: str, fs, cfg: IndexConfig, radius: float, k: int, reach: int, incremental: bool
+) -> tuple[NeighbourIndex | None, dict, Callable[[str], dict]]:
+    """The faces' neighbour index, its summary, and what publishes it after the snapshot (the
+    caller closes the index after that). The ivf backend starts from the cells kept in the
+    output, adds tonight's faces to them, and finds the neighbours under ``radius`` only (no cut
+    links beyond), on shards when the archive calls for them (:mod:`facepipe.stages.cluster.shards`);
+    an ``incremental`` night answers from the faces' kept lists (``k`` deep; tonight's faces
+    searched ``reach`` deep)."""
+    t = -time.perf_counter()
+    if len(fs.x) < 2:
+        return None, {"backend": "none", "build_s": 0.0}, _nothing
+    if chosen_backend(len(fs.x), cfg) != "ivf":
+        index = build_index(fs.x, cfg)
+        return index, {"backend": index.backend, "build_s": round(t + time.perf_counter(), 3)}, _nothing
+    n = len(fs.x)
+    kept, index, want = _cells(output, fs, cfg)
     index.radius = radius
     stored = list_store.load(output, kept.slots, k, radius) if kept is not None and incremental else None
     lists = Lists.empty(n, k) if stored is None else Lists(stored.nbr, stored.dist, stored.valid, np.zeros(n, bool))
-    listed = ListedIndex(index, lists, kept.missing if stored is not None else [], reach)
+    scanner = sharded(index, output, run_id, cfg)
+    listed = ListedIndex(scanner, lists, kept.missing if stored is not None else [], reach)
     info = {
         "backend": index.backend,
+        "shards": scanner.shards,
         "build_s": round(t + time.perf_counter(), 3),
         "kept": kept is not None,
         "assigned": index.assigned,

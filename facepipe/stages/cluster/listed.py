@@ -98,6 +98,7 @@ class ListedIndex(NeighbourIndex):
 
     def __init__(self, index: NeighbourIndex, lists: Lists, pending: np.ndarray, reach: int) -> None:
         self.index, self.lists, self.reach, self.backend = index, lists, reach, index.backend
+        self.shards = index.shards
         self.pending = unique(np.asarray(pending, np.int64))
         self.wide_rows = np.zeros(0, np.int64)
         self.wide: tuple[np.ndarray, np.ndarray] | None = None
@@ -112,6 +113,9 @@ class ListedIndex(NeighbourIndex):
         self.wide_rows, self.wide = rows, (idx, dist)
         self.lists.record(rows, idx, dist)
         self.inserted = self.lists.insert(rows, idx, dist)
+
+    def close(self) -> None:
+        self.index.close()
 
     def settle(self) -> None:
         """Put the pending faces into the lists even when nothing was searched (a rerun whose

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,6 +218,13 @@ def _cluster(
     return labels, link, len(labels), len(labels)
 
 
+def _incremental(had: bool, cfg: ClusterConfig) -> bool:
+    """Whether the night places the faces the snapshot it ``had`` lacks, or re-clusters all."""
+    if had and not cfg.full and cfg.method != "chinese_whispers":
+        log.info("method %s has no incremental mode: re-clustering all", cfg.method)
+    return had and not cfg.full and cfg.method == "chinese_whispers"
+
+
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
     snapshot yet); publish events and the snapshot; return a summary. A snapshot a crashed writer
@@ -229,23 +237,24 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     previous, prev_run, prev_schema = read_previous(output)
     code, old_ids = encode_table(fs.face_ids, previous)
     had, previous = previous is not None and previous.num_rows > 0, None
-    incremental = had and not cfg.full and cfg.method == "chinese_whispers"
-    if had and not cfg.full and not incremental:
-        log.info("method %s has no incremental mode: re-clustering all", cfg.method)
+    incremental = _incremental(had, cfg)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
     radius = max(link.value, link.linkage or 0, LINKAGE_BOUND)  # no cut, first or second, links farther
-    index, index_info, keep_index = neighbour_index(output, fs, cfg.index, radius, cfg.k, cfg.reach, incremental)
-    labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index)
-    fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
-    labels = fixed.labels
-    name = name_clusters(fs.face_ids, labels, code, old_ids)
-    events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
-    events = corrections.annotate_events(events, fixed, name, code, old_ids, fs.face_ids, output)
-    identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given())
-    face_identity = attach(face_identity, link)
-    files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
-    index_info.update(keep_index(run_id))  # after the snapshot: the index is a cache of the faces
+    index, index_info, keep_index = neighbour_index(
+        output, run_id, fs, cfg.index, radius, cfg.k, cfg.reach, incremental
+    )
+    with closing(index or NeighbourIndex()):  # a sharded index's actors end with the night, however it ends
+        labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index)
+        fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
+        labels = fixed.labels
+        name = name_clusters(fs.face_ids, labels, code, old_ids)
+        events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
+        events = corrections.annotate_events(events, fixed, name, code, old_ids, fs.face_ids, output)
+        identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given())
+        face_identity = attach(face_identity, link)
+        files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
+        index_info.update(keep_index(run_id))  # after the snapshot: the index is a cache of the faces
     return {
         "mode": "incremental" if incremental else "full",
         "faces": len(fs.face_ids),

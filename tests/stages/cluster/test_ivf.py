@@ -50,7 +50,8 @@ def test_the_index_holds_no_copy_of_the_embeddings():
     x, _ = cluster_methods.synthetic(1500)
     x = np.ascontiguousarray(x, np.float32)
     index = IVFIndex(x, IndexConfig(nlist=64, nprobe=8), device="cpu")
-    held = [v for v in vars(index).values() if isinstance(v, torch.Tensor) and v.data_ptr() != index.x.data_ptr()]
+    owned = [*vars(index).values(), *vars(index.cells).values()]
+    held = [v for v in owned if isinstance(v, torch.Tensor) and v.data_ptr() != index.x.data_ptr()]
     assert index.x.data_ptr() == torch.from_numpy(x).data_ptr()  # x itself, shared
     assert index.probes.dtype == torch.int32
     assert sum(t.nelement() * t.element_size() for t in held) < x.nbytes / 4
