@@ -81,6 +81,7 @@ def cluster_lines(c: dict | None) -> list[str]:
             + ("trained now" if ix["trained"] else f"kept from the last night, {ix['added']} faces added")
             + (f", {ix['searched']} faces searched" if "searched" in ix else "")
             + (f", {ix['lists_changed']} neighbour lists written" if "lists_changed" in ix else "")
+            + (f", searched on {ix['shards']} Ray actors" if ix.get("shards", 1) > 1 else "")
             + f" ({ix['build_s']:.1f} s) -> _index/"
         )
     fixes = c.get("corrections") or {}

@@ -24,12 +24,10 @@ def face_ids(n: int) -> list[str]:
     return [f"face{i:05d}" for i in range(n)]
 
 
-def write_faces(out: Path, dt: str, face_ids: list[str], x: np.ndarray) -> None:
-    """A faces partition with the columns the cluster stage reads (the extract job writes more)."""
-    part = out / "faces" / f"dt={dt}"
-    part.mkdir(parents=True, exist_ok=True)
+def faces_table(face_ids: list[str], x: np.ndarray) -> pa.Table:
+    """A faces partition's rows with the columns the cluster stage reads (the extract job writes more)."""
     n = len(face_ids)
-    t = pa.table(
+    return pa.table(
         {
             "face_id": pa.array(face_ids, pa.string()),
             "image_id": pa.array([f"img-{f}" for f in face_ids], pa.string()),  # one face per image
@@ -40,4 +38,10 @@ def write_faces(out: Path, dt: str, face_ids: list[str], x: np.ndarray) -> None:
             "embedder": pa.array(["dlib_resnet@test"] * n, pa.string()),
         }
     )
-    pq.write_table(t, part / f"part-{dt}.parquet")
+
+
+def write_faces(out: Path | str, dt: str, face_ids: list[str], x: np.ndarray, filesystem=None) -> None:
+    """A faces partition (``filesystem``: e.g. an S3 one, ``out`` then ``bucket/prefix``)."""
+    if filesystem is None:
+        (Path(out) / "faces" / f"dt={dt}").mkdir(parents=True, exist_ok=True)
+    pq.write_table(faces_table(face_ids, x), f"{out}/faces/dt={dt}/part-{dt}.parquet", filesystem=filesystem)

@@ -10,12 +10,18 @@ session's S3 server (SeaweedFS on 127.0.0.1), and the job runs as a process of i
 - A local path is refused before any work, with one line that says why and what to do.
 - A node lost while a model actor on it holds a batch: the run finishes with output equal to a
   clean run's, or fails with exit 3 ("cluster error") and the rerun of the same run id does.
+- The identity stage's neighbour search on shards over the three nodes (``facepipe cluster
+  --cluster-shards 3``, faces on S3) gives the identities the driver alone gives, with a shard's
+  process killed while the night holds them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,8 +37,10 @@ import pytest
 
 from facepipe.storage import fs as fsio
 from testbed import archive
+from testbed.cluster_faces import face_ids, people, write_faces
 from testbed.procs import (
     REPO,
+    STARTED,
     cli_run,
     end,
     free_ports,
@@ -227,6 +235,63 @@ def test_a_local_path_is_refused_before_any_work(cluster, photos, tmp_path):
     assert "3 nodes" in line and "--shared-paths" in line and "s3://" in line, line
     assert "Traceback" not in log
     assert not (tmp_path / "out" / "images").exists(), "work was done before the refusal"
+
+
+def _cluster_night(env: dict, out: str, *extra: str) -> subprocess.Popen:
+    """``facepipe cluster`` over ``out`` (its faces only: no extraction), the kept ivf index forced."""
+    cmd = [sys.executable, "-m", "facepipe.cli", "cluster", "--output", out, "--run-id", "night1", "--dt", "2026-11-09"]
+    p = subprocess.Popen(
+        [*cmd, "--knn", "ivf", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    STARTED.append(p)  # ended by conftest if the test fails first
+    return p
+
+
+def _shards(state_url: str, detail: bool = False) -> list:
+    from ray.util.state import list_actors
+
+    return list_actors(
+        address=state_address(state_url), filters=[("class_name", "=", "IndexShard")], detail=detail,
+        limit=10_000, raise_on_missing_output=False,
+    )  # fmt: skip
+
+
+def test_identities_searched_on_shards_over_three_nodes_are_the_drivers_with_a_shard_killed(cluster, seaweedfs):
+    """32,000 synthetic faces on S3, clustered twice: the search on the driver, then on 3 index
+    shards, one a node (Ray actors loading their faces from files in the output). One shard's
+    process is killed (SIGKILL) as soon as the three are up: Ray restarts it, it reloads its file,
+    and the identities are the driver's, face by face. (tests/stages/cluster/test_shards.py
+    places a kill inside the search itself.)"""
+    c = seaweedfs.client
+    with contextlib.suppress(c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
+        c.create_bucket(Bucket=OUT)  # (made by the tests before; this one may run alone)
+    x, _ = people(4000, 8, seed=7)
+    ids, s3 = face_ids(len(x)), fsio.s3_filesystem()
+    for name in ("shards-driver", "shards-three"):
+        write_faces(f"{OUT}/{name}", "2026-11-09", ids, x, filesystem=s3)
+    _finish(_cluster_night(cluster.env, f"s3://{OUT}/shards-driver", "--cluster-shards", "1"))
+    p = _cluster_night(
+        {**cluster.env, "RAY_ADDRESS": cluster.address}, f"s3://{OUT}/shards-three", "--cluster-shards", "3"
+    )
+    deadline, alive = time.monotonic() + 300, []
+    while p.poll() is None and len(alive) < 3 and time.monotonic() < deadline:
+        alive = [a for a in _shards(cluster.dashboard_url) if a.state == "ALIVE"]
+        time.sleep(0.05)
+    assert len(alive) == 3, f"the shards never came up: {alive}"
+    os.kill(alive[0].pid, signal.SIGKILL)
+    log = _finish(p)
+    assert "searched on 3 Ray actors" in log, log[-3000:]
+    assert {a.node_id for a in alive} == set(cluster.nodes.values()), "the shards were not one a node"
+    restarts = {a.actor_id: a.num_restarts for a in _shards(cluster.dashboard_url, detail=True)}
+    assert restarts[alive[0].actor_id] >= 1, "the killed shard was not restarted"
+
+    def identities(name: str) -> dict:
+        t = pads.dataset(f"{OUT}/{name}/face_identity", filesystem=s3, format="parquet").to_table()
+        return dict(zip(t.column("face_id").to_pylist(), t.column("identity_id").to_pylist()))
+
+    want = identities("shards-driver")
+    assert len(set(want.values())) > 3000 and identities("shards-three") == want
 
 
 def test_losing_a_node_that_holds_model_batches_loses_and_duplicates_nothing(cluster, clean):
