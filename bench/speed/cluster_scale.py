@@ -73,14 +73,15 @@ def build(n_faces: int, root: Path, seed: int = 0) -> None:
         pq.write_table(t, d / f"part-synthetic-{k}.parquet", row_group_size=100_000)
 
 
-def step(root: Path, name: str, threshold: str) -> None:
+def step(root: Path, name: str, threshold: str, shards: int = 0) -> None:
     """One run_cluster call, in this process; prints a JSON line."""
+    from facepipe.stages.cluster.graph import IndexConfig
     from facepipe.stages.cluster.stage import ClusterConfig as Config
     from facepipe.stages.cluster.stage import run_cluster
     from facepipe.stages.cluster.threshold import threshold_setting
 
-    def ClusterConfig(**kw):  # noqa: N802 -- the stage's config with this run's --threshold
-        return Config(threshold=threshold_setting(threshold), **kw)
+    def ClusterConfig(**kw):  # noqa: N802 -- the stage's config with this run's --threshold and --shards
+        return Config(threshold=threshold_setting(threshold), index=IndexConfig(shards=shards), **kw)
 
     out = root / "out"
     faces = out / "faces"
@@ -98,7 +99,7 @@ def step(root: Path, name: str, threshold: str) -> None:
     print("RESULT " + json.dumps(summary))
 
 
-def run_step(root: Path, name: str, threshold: str) -> tuple[dict, float, float]:
+def run_step(root: Path, name: str, threshold: str, shards: int = 0) -> tuple[dict, float, float]:
     t = time.perf_counter()
     p = subprocess.Popen(
         [
@@ -111,6 +112,8 @@ def run_step(root: Path, name: str, threshold: str) -> tuple[dict, float, float]
             str(root),
             "--threshold",
             threshold,
+            "--shards",
+            str(shards),
         ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
@@ -220,9 +223,10 @@ def main() -> None:
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-recall", action="store_true", help="skip the IVF-vs-exact edge recall (slow on a CPU at 1M)")
     ap.add_argument("--threshold", default=str(_default_threshold()), help="--cluster-threshold: a distance or auto")
+    ap.add_argument("--shards", type=int, default=0, help="--cluster-shards (a local Ray cluster when > 1)")
     a = ap.parse_args()
     if a.step:
-        step(Path(a.workdir), a.step, a.threshold)
+        step(Path(a.workdir), a.step, a.threshold, a.shards)
         return
     import shutil
 
@@ -236,7 +240,7 @@ def main() -> None:
         print(f"\n== {n} faces (table written in {time.perf_counter() - t:.0f}s)")
         night1 = night2 = None
         for name in ("night1", "night2", "full"):
-            s, wall, rss = run_step(root, name, a.threshold)
+            s, wall, rss = run_step(root, name, a.threshold, a.shards)
             q, ids = quality(root)
             extra = ""
             if name == "night1":
@@ -252,6 +256,11 @@ def main() -> None:
                 f"faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
                 f"wall {wall:6.1f}s (stage {s['wall_s']:.1f}s, index {s['index']['backend']} "
                 f"{s['index']['build_s']:.1f}s)  peak RSS {rss:.2f} GiB"
+                + (
+                    f" (+ {s['index']['shards']} shards: {s['index'].get('shard_peak_gib')} GiB)"
+                    if a.shards > 1
+                    else ""
+                )
             )
             distinct = len({i for i in ids.values() if i is not None})
             assert distinct == s["identities"], (

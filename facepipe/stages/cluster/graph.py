@@ -59,7 +59,7 @@ class IndexConfig:
         0,
         "--cluster-shards",
         "spread the neighbour search over this many Ray actors (facepipe.stages.cluster.shards); 1: on the driver; "
-        "0: one per node of a multi-node cluster from 4,000,000 faces",
+        "0: one per node of a multi-node cluster for a night that searches 4,000,000 faces or more",
         type=non_negative_int,
     )
     shard_min: int = 4_000_000

@@ -64,7 +64,7 @@ def neighbour_index(
     index.radius = radius
     stored = list_store.load(output, kept.slots, k, radius) if kept is not None and incremental else None
     lists = Lists.empty(n, k) if stored is None else Lists(stored.nbr, stored.dist, stored.valid, np.zeros(n, bool))
-    scanner = sharded(index, output, run_id, cfg)
+    scanner = sharded(index, output, run_id, cfg, int((~lists.valid).sum()))  # faces with no list are searched
     listed = ListedIndex(scanner, lists, kept.missing if stored is not None else [], reach)
     info = {
         "backend": index.backend,
@@ -89,6 +89,7 @@ def neighbour_index(
         done = ivf_store.save(
             output, run_id, fs.face_ids, centroids, probes, kept, trained, lists_to, whole=stored is None
         )
-        return {**done, "searched": listed.searched, "lists_changed": int(lists.changed.sum())}
+        peaks = {"shard_peak_gib": scanner.peaks()} if scanner.shards > 1 else {}
+        return {**done, "searched": listed.searched, "lists_changed": int(lists.changed.sum()), **peaks}
 
     return listed, info, publish

@@ -15,15 +15,18 @@ by the driver before the actors start and deleted when the night ends: an actor 
 dies (a killed worker, an out-of-memory kill) is restarted by Ray, reloads its shard from that
 file, and the call it was answering runs again (``max_restarts`` / ``max_task_retries`` -1).
 
-When: ``IndexConfig.shards`` -- 0 (the default) shards an archive of at least
-``IndexConfig.shard_min`` faces over the nodes of a multi-node Ray cluster, one shard a node;
-1 keeps the search on the driver; S > 1 asks for S shards (Ray is started if it is not).
+When: ``IndexConfig.shards`` -- 0 (the default) shards a night that searches at least
+``IndexConfig.shard_min`` faces (a first night, ``--full``, a retrained index; not an incremental
+night, which searches tonight's faces and reads the rest from the kept lists) over the nodes of a
+multi-node Ray cluster, one shard a node; 1 keeps the search on the driver; S > 1 asks for S
+shards every night (Ray is started if it is not).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import time
 
 import numpy as np
@@ -50,7 +53,8 @@ def _cpu_nodes() -> list[float]:
 
 
 def shard_count(n: int, cfg: IndexConfig) -> int:
-    """How many shards ``n`` faces get (see the module text); 1: none, the driver searches."""
+    """How many shards a night that searches ``n`` faces gets (see the module text); 1: none,
+    the driver searches."""
     if cfg.shards == 1 or (cfg.shards == 0 and n < cfg.shard_min):
         return 1
     import ray
@@ -113,16 +117,24 @@ class IndexShard:
         self.faces = t.num_rows
 
     def info(self) -> dict:
+        """Its faces, process, node and peak memory (GiB) so far."""
         import ray
 
-        return {"faces": self.faces, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        return {
+            "faces": self.faces,
+            "pid": os.getpid(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "peak_gib": peak,
+        }
 
     def within(self, q: np.ndarray, probes: np.ndarray, r2: float, k: int):
-        return self.layout.within(torch.from_numpy(q), torch.from_numpy(probes), r2, k)
+        q, probes = torch.tensor(q), torch.tensor(probes)  # Ray hands them over read-only
+        return self.layout.within(q, probes, r2, k)
 
     def best(self, q: np.ndarray, probes: np.ndarray, k: int, lo: int, hi: int):
         """The (query, probe) slots of this shard's cells and their best k + 1 (names, squared distances)."""
-        best_i, best_d = self.layout.best(torch.from_numpy(q), torch.from_numpy(probes), k)
+        best_i, best_d = self.layout.best(torch.tensor(q), torch.tensor(probes), k)
         flat = probes.reshape(-1)
         mine = np.flatnonzero((flat >= lo) & (flat < hi))
         return mine, best_i.numpy()[mine], best_d.numpy()[mine]
@@ -165,6 +177,12 @@ class ShardedIVF(NeighbourIndex):
     @property
     def shards(self) -> int:
         return len(self.actors)
+
+    def peaks(self) -> list[float]:
+        """Each shard's peak memory so far (GiB; its own process, not the driver's)."""
+        import ray
+
+        return [round(i["peak_gib"], 2) for i in ray.get([a.info.remote() for a in self.actors])]
 
     @property
     def radius(self) -> float | None:
@@ -211,7 +229,8 @@ class ShardedIVF(NeighbourIndex):
         self.output.clear_staging(self.run_id, (STAGED,))
 
 
-def sharded(index: NeighbourIndex, output: Output, run_id: str, cfg: IndexConfig) -> NeighbourIndex:
-    """``index`` searched over shards when :func:`shard_count` says so, else itself."""
-    s = shard_count(len(index.x), cfg) if isinstance(index, IVFIndex) else 1
+def sharded(index: NeighbourIndex, output: Output, run_id: str, cfg: IndexConfig, searched: int) -> NeighbourIndex:
+    """``index`` searched over shards when :func:`shard_count` says so for a night that searches
+    about ``searched`` of its faces, else itself."""
+    s = shard_count(searched, cfg) if isinstance(index, IVFIndex) else 1
     return ShardedIVF(index, output, run_id, s) if s > 1 else index
