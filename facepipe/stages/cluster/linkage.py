@@ -119,6 +119,18 @@ def _mutual_nearest(a: np.ndarray, b: np.ndarray, d: np.ndarray, span: int) -> t
     return a[mutual], b[mutual]
 
 
+def _between(labels: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The labels at both ends of the links that join two identities (a few in a hundred of the
+    links: taken :data:`CHUNK` * 16 at a time, no label pair of every link)."""
+    la, lb = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in range(0, len(src), CHUNK * 16):
+        a, b = labels[src[c : c + CHUNK * 16]], labels[dst[c : c + CHUNK * 16]]
+        ok = (a >= 0) & (b >= 0) & (a != b)
+        la.append(a[ok])
+        lb.append(b[ok])
+    return np.concatenate(la), np.concatenate(lb)
+
+
 def merge_by_linkage(
     x: np.ndarray,
     labels: np.ndarray,
@@ -135,13 +147,12 @@ def merge_by_linkage(
     photo are the evidence of one photo, not ten. A merged identity takes the smaller label of
     the two and the looks of both; -1 (unassigned) never moves."""
     labels = np.asarray(labels, np.int64)
-    la, lb = labels[src], labels[dst]
-    ok = (la >= 0) & (lb >= 0) & (la != lb)
-    involved = unique(np.r_[la[ok], lb[ok]])  # the identities a candidate names: stats of those only
+    la, lb = _between(labels, src, dst)
+    involved = unique(np.r_[la, lb])  # the identities a candidate names: stats of those only
     span = len(involved)
     if not span:
         return labels
-    cand = _pairs(np.searchsorted(involved, la[ok]), np.searchsorted(involved, lb[ok]), span)
+    cand = _pairs(np.searchsorted(involved, la), np.searchsorted(involved, lb), span)
     faces = np.flatnonzero(np.isin(labels, involved))
     code = np.searchsorted(involved, labels[faces])
     n, s, q, seen = _stats(x, faces, code, distinct, min_faces)

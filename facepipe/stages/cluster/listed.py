@@ -137,8 +137,8 @@ class ListedIndex(NeighbourIndex):
         if listed.any():
             ids[listed], dist[listed] = self.lists.nbr[rows[listed], :k], self.lists.dist[rows[listed], :k]
         rest = np.flatnonzero(~wide & ~listed)
-        for s in range(0, len(rest), 2**20):  # a first night searches every face: a million at a time
-            part = rest[s : s + 2**20]
+        for s in range(0, len(rest), 2**18):  # a first night searches every face: 262,144 at a time (150 MB)
+            part = rest[s : s + 2**18]
             fi, fd = self.index.search(rows[part], max(k, self.lists.k))
             self.searched += len(part)
             self.lists.record(rows[part], fi, fd)

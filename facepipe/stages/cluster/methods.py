@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facepipe.stages.cluster.arrays import unique
+from facepipe.stages.cluster.arrays import CHUNK, unique
 
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,9 +55,16 @@ def _relabel(roots: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
 
 def threshold_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """kNN rows -> (src, dst) of the neighbour links shorter than ``threshold`` (missing: -1, skipped),
-    row by row."""
-    src, col = np.nonzero((dist < threshold) & (idx >= 0))
-    return src, idx[src, col]
+    row by row; int32 below 2^31 rows (the edges are held through the first night's peak: at 10^7
+    faces int64 pairs, with the buffer ``np.nonzero`` returns them in, took 3 GB more), found
+    :data:`CHUNK` rows at a time."""
+    small = np.int32 if len(idx) < 2**31 else np.int64
+    src, dst = [np.zeros(0, small)], [np.zeros(0, small)]
+    for s in range(0, len(idx), CHUNK):
+        r, c = np.nonzero((dist[s : s + CHUNK] < threshold) & (idx[s : s + CHUNK] >= 0))
+        dst.append(idx[s : s + CHUNK][r, c].astype(small))
+        src.append((r + s).astype(small))
+    return np.concatenate(src), np.concatenate(dst)
 
 
 def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float, min_faces: int = 1) -> np.ndarray:
@@ -69,7 +76,7 @@ def threshold_components(idx: np.ndarray, dist: np.ndarray, threshold: float, mi
 def mutual_edges(idx: np.ndarray, dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) pairs, a < b, with b in a's neighbours and a in b's, both shorter than threshold."""
     n = len(idx)
-    src, dst = threshold_edges(idx, dist, threshold)
+    src, dst = (e.astype(np.int64) for e in threshold_edges(idx, dist, threshold))
     fwd = src * n + dst
     both = np.isin(fwd, dst * n + src)
     key = unique(np.minimum(src, dst)[both] * n + np.maximum(src, dst)[both])

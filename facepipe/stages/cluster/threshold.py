@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from facepipe.flags import positive_float
+from facepipe.stages.cluster.arrays import CHUNK
 from facepipe.stages.cluster.constraints import canonical_order
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ def content_order(x: np.ndarray) -> np.ndarray:
     rows project alike."""
     x = np.asarray(x, np.float32)
     direction = np.random.default_rng(12345).normal(size=x.shape[1])
-    proj = x @ direction  # float64: distinct rows of 10^6 meet only by chance (~1e-4)
+    # float64: distinct rows of 10^6 meet only by chance (~1e-4); in chunks, as x @ direction makes
+    # a float64 copy of x (1 GB at 10^6) -- the same products, row by row
+    proj = np.concatenate([np.zeros(0), *(x[c : c + CHUNK] @ direction for c in range(0, len(x), CHUNK))])
     order = np.argsort(proj, kind="stable")
     p = proj[order]
     tied = np.flatnonzero(p[1:] == p[:-1])
@@ -144,14 +147,26 @@ def bulk_law(d: np.ndarray, clip: float = CLIP) -> tuple[float, float]:
     return mu, float(sigma)
 
 
+def _distinct_rows(x: np.ndarray, order: np.ndarray, m: int) -> bool:
+    """Whether the rows of ``x`` hold ``m`` distinct ones: copies lie side by side in content
+    order (compared :data:`CHUNK` rows at a time, stopping once ``m`` are seen)."""
+    seen = 1
+    for c in range(1, len(order), CHUNK):
+        now, before = order[c : c + CHUNK], order[c - 1 : c - 1 + CHUNK]
+        seen += int(np.any(x[now] != x[before[: len(now)]], axis=1).sum())
+        if seen >= m:
+            return True
+    return seen >= m
+
+
 def auto_threshold(
     x: np.ndarray, false_links: float = FALSE_LINKS, bounds: tuple[float, float] = BOUNDS, pairs: int = PAIRS
 ) -> LinkThreshold:
     """The cut for the (N, D) embeddings ``x`` (see the module text)."""
-    n = len(x)
-    xc = np.asarray(x, np.float32)[content_order(x)] if n else np.asarray(x, np.float32)
-    if n < LAW_MIN_FACES or 1 + np.any(xc[1:] != xc[:-1], axis=1).sum() < LAW_MIN_FACES:
-        return LinkThreshold(bounds[1], AUTO, n)  # copies lie side by side in content order
+    n, x = len(x), np.asarray(x, np.float32)
+    order = content_order(x) if n else np.zeros(0, np.int64)  # rows are named in it: no copy of x (5 GB at 10^7)
+    if n < LAW_MIN_FACES or not _distinct_rows(x, order, LAW_MIN_FACES):
+        return LinkThreshold(bounds[1], AUTO, n)
     if n * (n - 1) // 2 <= pairs:
         a, b = np.triu_indices(n, 1)
     else:
@@ -159,7 +174,7 @@ def auto_threshold(
         a = rng.integers(0, n, pairs)
         b = rng.integers(0, n - 1, pairs)
         b = b + (b >= a)
-    mu, sigma = bulk_law(np.linalg.norm(xc[a] - xc[b], axis=1))
+    mu, sigma = bulk_law(np.linalg.norm(x[order[a]] - x[order[b]], axis=1))
     cut = mu + sigma * NormalDist().inv_cdf(min(0.5, false_links / n))
     return LinkThreshold(round(float(np.clip(cut, *bounds)), 4), AUTO, n, round(mu, 4), round(sigma, 4))
 
