@@ -171,6 +171,9 @@ class ShardedIVF(NeighbourIndex):
             raise ClusterStalled(
                 f"the {len(self.actors)} index shards did not start in {START_S:.0f} s (no node had their CPUs free)"
             ) from None
+        except BaseException:  # a shard that could not load its file: the others and the files go too
+            self.close()
+            raise
         log.info("index shards: %d over %d nodes, started in %.1f s", len(self.actors),
                  len({i["node"] for i in self.started}), time.perf_counter() - t0)  # fmt: skip
 

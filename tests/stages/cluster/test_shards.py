@@ -136,3 +136,25 @@ def test_a_sharded_night_gives_one_nodes_identities(ray_cluster, tmp_path):
         assert not (out / "_staging" / "night2" / STAGED).exists()
         got[shards] = (_identities(out), s1["merges"], s2["merges"], s2["index"]["lists_changed"])
     assert got[2] == got[1]
+
+
+def test_a_shard_that_cannot_load_its_file_fails_the_night_and_ends_the_others(ray_cluster, tmp_path, monkeypatch):
+    """A shard whose file is gone fails the night with the error that says so (it is not
+    restarted forever), and the shards already up and the files are ended with it."""
+    from ray.util.state import list_actors
+
+    import facepipe.stages.cluster.shards as shards
+
+    real = shards.stage_shards
+
+    def one_lost(output, run_id, index, ranges):  # the test's fault: a shard's file deleted once written
+        paths = real(output, run_id, index, ranges)
+        os.remove(paths[1])
+        return paths
+
+    monkeypatch.setattr(shards, "stage_shards", one_lost)
+    with pytest.raises(Exception, match="shard-00001.parquet"):
+        ShardedIVF(_index(), Output(str(tmp_path)), "night", 2)
+    actors = list_actors(address=ray_cluster.dashboard_url, filters=[("class_name", "=", "IndexShard")], limit=1000)
+    assert not [a for a in actors if a.state != "DEAD"]
+    assert not (tmp_path / "_staging" / "night" / STAGED).exists()
