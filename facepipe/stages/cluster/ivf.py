@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from facepipe.stages.cluster.arrays import CHUNK
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, _drop_self
 
 
@@ -78,7 +79,7 @@ class CellLayout:
     ) -> None:
         self.x, self.block, self.names = x, block, names
         self.order = torch.argsort(cells, stable=True)  # rows of x, cell by cell: a cell is one slice
-        self.sqs = torch.cat([_squared_norms(x[o]) for o in self.order.split(2**16)]) if len(x) else x[:0, 0]
+        self.sqs = torch.cat([_squared_norms(x[o]) for o in self.order.split(CHUNK)]) if len(x) else x[:0, 0]
         counts = torch.bincount(cells.long(), minlength=nlist)
         self.starts = (torch.cumsum(counts, 0) - counts).tolist()
         self.ends = torch.cumsum(counts, 0).tolist()

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 STAGED = "_shards"
 #: how long the shards may take to start (placed and loaded) before the night says the cluster stalled
 START_S = 600.0
+#: how long the shards may take to answer one chunk of queries (seconds of work; a shard that cannot
+#: be restarted -- its node lost, no CPU free elsewhere -- would otherwise be waited for forever)
+CALL_S = 3600.0
 
 
 def _cpu_nodes() -> list[float]:
@@ -78,10 +81,11 @@ def cell_ranges(counts: np.ndarray, s: int) -> list[tuple[int, int]]:
     nlist = len(counts)
     s = max(1, min(s, nlist))
     cum = np.cumsum(counts)
-    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, s) / s, side="right") if nlist else np.zeros(0, int)
-    cuts = np.clip(np.maximum(cuts, np.arange(1, s)), None, nlist - s + np.arange(1, s))  # each range >= 1 cell
-    bounds = [0, *np.maximum.accumulate(cuts).tolist(), nlist]
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    bounds = [0]
+    for i, cut in enumerate(np.searchsorted(cum, cum[-1] * np.arange(1, s) / s, side="right"), 1):
+        bounds.append(int(min(max(cut, bounds[-1] + 1), nlist - s + i)))  # >= 1 cell here, room for the rest
+    bounds.append(nlist)
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def stage_shards(output: Output, run_id: str, index: IVFIndex, ranges: list[tuple[int, int]]) -> list[str]:
@@ -209,7 +213,12 @@ class ShardedIVF(NeighbourIndex):
                 calls.append(actor.best.remote(qn[sel], pn[sel], k, lo, hi))
             else:
                 calls.append(actor.within.remote(qn[sel], pn[sel], self.radius**2, k))
-        answers = ray.get(calls)
+        try:
+            answers = ray.get(calls, timeout=CALL_S)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterStalled(
+                f"the index shards did not answer in {CALL_S:.0f} s (a shard lost, not restarted)"
+            ) from None
         if self.radius is not None:
             qi = np.concatenate([np.zeros(0, np.int64), *(sel[a[0]] for sel, a in zip(sent, answers))])
             f = np.concatenate([np.zeros(0, np.int64), *(a[1] for a in answers)])

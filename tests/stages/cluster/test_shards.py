@@ -96,6 +96,24 @@ def test_cell_ranges_hold_about_as_many_faces_each():
     assert max(faces) - min(faces) <= 2 * counts.max()
     assert cell_ranges(np.array([0, 0, 5]), 3) == [(0, 1), (1, 2), (2, 3)]
     assert cell_ranges(np.array([7, 1]), 5) == [(0, 1), (1, 2)]
+    assert cell_ranges(np.array([1, 1, 1, 10, 0]), 3) == [(0, 3), (3, 4), (4, 5)]  # a big cell: still 3 ranges
+
+
+def test_shards_that_do_not_answer_fail_the_night_as_stalled_not_hang(ray_cluster, tmp_path, monkeypatch):
+    """Every wait on the shards is bounded: a chunk not answered in time (here the bound is made
+    tiny) is a ClusterStalled (exit 3), not a night that waits forever."""
+    import facepipe.stages.cluster.shards as shards
+    from facepipe.errors import ClusterStalled
+
+    index = _index()
+    index.radius = 0.5
+    sharded = ShardedIVF(index, Output(str(tmp_path)), "night", 2)
+    monkeypatch.setattr(shards, "CALL_S", 1e-6)
+    try:
+        with pytest.raises(ClusterStalled, match="did not answer"):
+            index.search(np.arange(len(index.x)), 20, scan=sharded.scan)
+    finally:
+        sharded.close()
 
 
 def test_small_archives_and_one_node_stay_on_the_driver(ray_cluster):
