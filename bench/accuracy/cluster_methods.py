@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Iterator
 
 import numpy as np
 
@@ -22,6 +23,16 @@ from bench import record
 
 
 def synthetic(n_id: int, seed: int = 0, dim: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    sizes, parts = synthetic_parts(n_id, seed, dim)
+    return np.concatenate([x for x, _ in parts]), np.repeat(np.arange(n_id), sizes)
+
+
+def synthetic_parts(
+    n_id: int, seed: int = 0, dim: int = 128, per_part: int = 20_000
+) -> tuple[np.ndarray, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """``synthetic``'s faces, ``per_part`` identities at a time: the identity sizes, and an
+    iterator of (faces float32, identity) -- the same numbers as ``synthetic`` without holding
+    them all (10^7 faces are 5 GB as float32, and were 20 GB of float64 pieces at once)."""
     rng = np.random.default_rng(seed)
     sizes = np.clip(rng.zipf(1.7, n_id), 1, 80)
     centres = rng.normal(size=(n_id, dim)) * (0.9 / np.sqrt(2 * dim))
@@ -33,13 +44,19 @@ def synthetic(n_id: int, seed: int = 0, dim: int = 128) -> tuple[np.ndarray, np.
     # spread like real photos: some people vary more than others (pairwise 0.25-0.5 typical), and
     # single faces stray further (a bad angle or light: x lognormal scale)
     person = rng.uniform(0.25, 0.5, n_id)
-    x = np.concatenate(
-        [
-            c + rng.normal(size=(s, dim)) * (p / np.sqrt(2 * dim)) * rng.lognormal(0, 0.25, (s, 1))
-            for c, s, p in zip(centres, sizes, person)
-        ]
-    )
-    return x.astype(np.float32), np.repeat(np.arange(n_id), sizes)
+
+    def parts() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for a in range(0, n_id, per_part):
+            b = min(a + per_part, n_id)
+            x = np.concatenate(
+                [
+                    c + rng.normal(size=(s, dim)) * (p / np.sqrt(2 * dim)) * rng.lognormal(0, 0.25, (s, 1))
+                    for c, s, p in zip(centres[a:b], sizes[a:b], person[a:b])
+                ]
+            )
+            yield x.astype(np.float32), np.repeat(np.arange(a, b), sizes[a:b])
+
+    return sizes, parts()
 
 
 def chain(seed: int = 0, dim: int = 128) -> np.ndarray:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from bench import record
 
@@ -41,36 +42,73 @@ def faces_per_identity() -> float:
 
 
 def build(n_faces: int, root: Path, seed: int = 0) -> None:
-    import pyarrow as pa
+    """The two nights' faces tables, written a part at a time (10^7 faces would not fit whole)."""
     import pyarrow.parquet as pq
 
-    from bench.accuracy.cluster_methods import synthetic
+    from bench.accuracy.cluster_methods import synthetic_parts
 
-    x, y = synthetic(int(round(n_faces / faces_per_identity())), seed=seed)
+    sizes, parts = synthetic_parts(int(round(n_faces / faces_per_identity())), seed=seed)
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(x), min(n_faces, len(x)), replace=False))
-    x, y = x[pick], y[pick]
-    n = len(x)
-    face_id = np.array([hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in range(n)], dtype=object)
+    pick = np.sort(rng.choice(int(sizes.sum()), min(n_faces, int(sizes.sum())), replace=False))
+    n = len(pick)
     night = np.where(rng.random(n) < 0.99, 0, 1)
-    np.save(root / "truth.npy", y)
-    pq.write_table(pa.table({"face_id": face_id}), root / "face_ids.parquet")
-    for k, dt in enumerate(["2026-11-01", "2026-11-02"]):
-        sel = np.flatnonzero(night == k)
-        t = pa.table(
-            {
-                "face_id": pa.array(face_id[sel], pa.string()),
-                "image_id": pa.array(["img-" + f for f in face_id[sel]], pa.string()),  # one face per image
-                "x1": pa.array(np.zeros(len(sel)), pa.float32()),
-                "x2": pa.array(np.full(len(sel), 100.0), pa.float32()),
-                "det_score": pa.array(rng.uniform(0.5, 1.0, len(sel)), pa.float32()),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x[sel].reshape(-1), pa.float32()), x.shape[1]),
-                "embedder": pa.array(["dlib_resnet@synthetic"] * len(sel), pa.string()),
-            }
-        )
-        d = root / f"stage{k}" / f"dt={dt}"
-        d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(t, d / f"part-synthetic-{k}.parquet", row_group_size=100_000)
+    det = [rng.uniform(0.5, 1.0, int((night == k).sum())) for k in (0, 1)]
+    rank = [np.cumsum(night == k) - 1 for k in (0, 1)]  # a face's row in its night's table
+    np.save(root / "truth.npy", np.repeat(np.arange(len(sizes)), sizes)[pick])
+    files = [root / f"stage{k}" / f"dt={dt}" / f"part-synthetic-{k}.parquet" for k, dt in enumerate(DAYS)]
+    writers = []
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        writers.append(pq.ParquetWriter(f, FACES))
+    ids = pq.ParquetWriter(root / "face_ids.parquet", pa.schema([("face_id", pa.string())]))
+    start = 0
+    for x, _ in parts:
+        a, b = np.searchsorted(pick, [start, start + len(x)])
+        rows, start = np.arange(a, b), start + len(x)
+        face_id = np.array([hashlib.blake2b(str(i).encode(), digest_size=16).hexdigest() for i in rows], object)
+        ids.write_table(pa.table({"face_id": pa.array(face_id, pa.string())}))
+        for k, w in enumerate(writers):
+            m = night[rows] == k
+            w.write_table(
+                faces_part(face_id[m], x[pick[rows[m]] - (start - len(x))], det[k][rank[k][rows[m]]]),
+                row_group_size=100_000,
+            )
+    for w in [*writers, ids]:
+        w.close()
+
+
+DAYS = ["2026-11-01", "2026-11-02"]
+
+
+FACES = pa.schema(
+    [
+        ("face_id", pa.string()),
+        ("image_id", pa.string()),
+        ("x1", pa.float32()),
+        ("x2", pa.float32()),
+        ("det_score", pa.float32()),
+        ("embedding", pa.list_(pa.float32(), 128)),
+        ("embedder", pa.string()),
+    ]
+)
+
+
+def faces_part(face_id: np.ndarray, x: np.ndarray, det_score: np.ndarray):
+    """Rows of a synthetic faces table (one face per image, like the extract job's columns the
+    cluster stage reads)."""
+    n = len(face_id)
+    return pa.table(
+        {
+            "face_id": pa.array(face_id, pa.string()),
+            "image_id": pa.array(["img-" + f for f in face_id], pa.string()),
+            "x1": pa.array(np.zeros(n), pa.float32()),
+            "x2": pa.array(np.full(n, 100.0), pa.float32()),
+            "det_score": pa.array(det_score, pa.float32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1]),
+            "embedder": pa.array(["dlib_resnet@synthetic"] * n, pa.string()),
+        },
+        schema=FACES,
+    )
 
 
 def step(root: Path, name: str, threshold: str, shards: int = 0) -> None:
@@ -139,49 +177,83 @@ def run_step(root: Path, name: str, threshold: str, shards: int = 0) -> tuple[di
     return result, wall, result["peak_gib"]
 
 
-def quality(root: Path) -> tuple[str, dict[str, str | None]]:
-    import duckdb
+class Snapshot:
+    """A night's ``face_identity`` as arrays in the bench's face order (``face_ids.parquet``):
+    ``codes`` per face (-2: not in the snapshot, -1: in it without an identity, else an index of
+    ``names``). Arrays, not a dict of 10^7 strings: the bench's parent stays small while a step runs."""
+
+    def __init__(self, root: Path) -> None:
+        import duckdb
+
+        sql = (
+            f"select f.file_row_number as row, i.identity_id from read_parquet('{root}/face_ids.parquet', "
+            f"file_row_number=true) f join read_parquet('{root}/out/face_identity/*/*.parquet') i using (face_id)"
+        )
+        t = duckdb.sql(sql).to_arrow_table()
+        ids = t.column("identity_id").combine_chunks().dictionary_encode()
+        self.names = np.array(ids.dictionary.to_pylist(), dtype=object)
+        self.codes = np.full(_rows(root), -2, np.int64)
+        self.codes[t.column("row").to_numpy()] = ids.indices.fill_null(-1).to_numpy()
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.codes > -2
+
+    def ids(self, where: np.ndarray) -> np.ndarray:
+        """The identity ids of the faces ``where`` selects (None: unassigned)."""
+        c = self.codes[where]
+        if not len(self.names):
+            return np.full(len(c), None, dtype=object)
+        return np.where(c >= 0, self.names[np.maximum(c, 0)], None)
+
+
+def _rows(root: Path) -> int:
     import pyarrow.parquet as pq
 
+    return pq.ParquetFile(root / "face_ids.parquet").metadata.num_rows
+
+
+def quality(root: Path) -> tuple[str, Snapshot]:
     from facepipe.stages.cluster.metrics import evaluate_clusters
 
-    fids = pq.read_table(root / "face_ids.parquet").column("face_id").to_pylist()
-    y = np.load(root / "truth.npy")
-    got = dict(
-        duckdb.sql(f"select face_id, identity_id from read_parquet('{root}/out/face_identity/*/*.parquet')").fetchall()
-    )
-    have = [i for i, f in enumerate(fids) if f in got]  # night 1 has 99% of them
-    return str(evaluate_clusters([got[fids[i]] for i in have], y[have].tolist())), got
+    snap = Snapshot(root)
+    have = snap.present  # night 1 has 99% of the faces
+    return str(evaluate_clusters(snap.ids(have), np.load(root / "truth.npy")[have])), snap
 
 
-def against_full(night: dict[str, str | None], full: dict[str, str | None]) -> str:
+def changed(night1: Snapshot, night2: Snapshot) -> int:
+    """Night-1 faces whose identity id night 2 changed."""
+    have = night1.present
+    return int((night1.ids(have) != night2.ids(have)).sum())
+
+
+def against_full(night: Snapshot, full: Snapshot) -> str:
     """The incremental night's identities scored against the full run's of the same faces (the
     issue's bar: BCubed F >= 0.999; pair precision 1: no merge the full run does not make). An
     unassigned face is a group of its own."""
     from facepipe.stages.cluster.metrics import evaluate_clusters
 
-    faces = sorted(full)
-    r = evaluate_clusters([night[f] or f"-{f}" for f in faces], [full[f] or f"-{f}" for f in faces])
+    have = full.present
+    truth = full.ids(have)
+    alone = np.flatnonzero(truth == None)  # noqa: E711 -- elementwise on an object array
+    truth[alone] = -1 - alone  # a group of its own (negative ints are no identity's id)
+    r = evaluate_clusters(night.ids(have), truth)
     bcubed = f"BCubed P {r.bcubed_precision:.4f} R {r.bcubed_recall:.4f} F {r.bcubed_f:.4f}"
     return f"{bcubed}, pair precision {r.pairwise_precision:.5f}"
 
 
-def merges_against_full(root: Path, night1: dict[str, str | None], full: dict[str, str | None]) -> str:
+def merges_against_full(root: Path, night1: Snapshot, full: Snapshot) -> str:
     """Night 2's merge events: how many the full run makes too (the identities they join end in
     one of its identities), and of those it does not, how many join faces of one true person."""
     import duckdb
-    import pyarrow.parquet as pq
 
-    fids = pq.read_table(root / "face_ids.parquet").column("face_id").to_pylist()
-    truth = dict(zip(fids, np.load(root / "truth.npy").tolist()))
+    truth = np.load(root / "truth.npy")
     events = f"read_parquet('{root}/out/identity_events/*/*.parquet')"
     sql = f"select old_ids from {events} where event = 'merge' and run_id = 'night2'"
-    faces: dict[str, list[str]] = {}
-    for f, i in night1.items():
-        faces.setdefault(i, []).append(f)
-    merges = [old for (old,) in duckdb.sql(sql).fetchall()]
-    apart = [old for old in merges if len({full[f] for o in old for f in faces[o]}) > 1]
-    right = sum(len({truth[f] for o in old for f in faces[o]}) == 1 for old in apart)
+    code = {name: c for c, name in enumerate(night1.names)}
+    merges = [np.isin(night1.codes, [code[o] for o in old]) for (old,) in duckdb.sql(sql).fetchall()]
+    apart = [m for m in merges if len(set(full.ids(m))) > 1]
+    right = sum(len(set(truth[m])) == 1 for m in apart)
     made = f"{len(merges) - len(apart)} of night 2's {len(merges)} merges made by the full run too"
     return f"{made}; of the other {len(apart)}, {right} join one true person"
 
@@ -259,8 +331,8 @@ def main() -> None:
             if name == "night1":
                 night1 = ids
             elif name == "night2":
-                night2, changed = ids, sum(1 for f, i in night1.items() if ids[f] != i)
-                extra = f"; night-1 faces whose id changed: {changed} of {len(night1)}"
+                night2 = ids
+                extra = f"; night-1 faces whose id changed: {changed(night1, ids)} of {int(night1.present.sum())}"
             else:
                 extra = "; night 2 against a full run: " + against_full(night2, ids)
                 extra += "\n        " + merges_against_full(root, night1, ids)
@@ -275,7 +347,7 @@ def main() -> None:
                     else ""
                 )
             )
-            distinct = len({i for i in ids.values() if i is not None})
+            distinct = len(np.unique(ids.codes[ids.codes >= 0]))
             assert distinct == s["identities"], (
                 f"{distinct} distinct ids in face_identity for {s['identities']} identities"
             )
