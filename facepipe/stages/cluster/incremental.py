@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facepipe.stages.cluster.arrays import unique
+from facepipe.stages.cluster.by_component import propagator
 from facepipe.stages.cluster.constraints import (
     Permuted,
     Reordered,
@@ -22,7 +23,7 @@ from facepipe.stages.cluster.constraints import (
 )
 from facepipe.stages.cluster.graph import NeighbourIndex, build_index
 from facepipe.stages.cluster.linkage import merge_by_linkage
-from facepipe.stages.cluster.methods import propagate_labels, symmetric_graph, threshold_edges
+from facepipe.stages.cluster.methods import symmetric_graph, threshold_edges
 from facepipe.stages.cluster.threshold import resolve
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def _place(
     fresh = init < 0
     init[fresh] = n_old + q.searchsorted(nodes[fresh])
     graph = symmetric_graph(len(nodes), np.searchsorted(nodes, src), np.searchsorted(nodes, dst))
-    lab = propagate_labels(*graph, init, frozen, seed=cfg.seed)
+    lab = propagator(len(nodes), cfg)(*graph, init, frozen, seed=cfg.seed)
     labels[nodes[~frozen]] = lab[~frozen]
     if cfg.second_pass:  # the region's identities against those its faces come near
         src, dst = threshold_edges(nbr, dist, linkage)

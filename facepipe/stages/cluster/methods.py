@@ -15,6 +15,8 @@ output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from facepipe.stages.cluster.arrays import CHUNK, unique
@@ -156,47 +158,78 @@ def propagate_labels(
     once from the labels of the groups before it -- nearly the one-at-a-time order of the
     original, vectorised. ``labels``: the start (each node its own for a fresh clustering; the
     known identities for a warm start); ``frozen`` nodes keep theirs and only lend it. Returns
-    the final labels (values taken from ``labels``)."""
-    n = len(labels)
-    label = np.asarray(labels, np.int64).copy()
-    deg = np.diff(indptr)
-    movable = np.flatnonzero((deg > 0) & (np.ones(n, bool) if frozen is None else ~frozen))
-    if len(movable) == 0:
-        return label
-    span = int(label.max()) + 1
+    the final labels (values taken from ``labels``). The same labels, one connected component at
+    a time on Ray tasks: :mod:`facepipe.stages.cluster.by_component`."""
+    movable = movable_nodes(indptr, frozen)
     size = max(1, -(-len(movable) // chunks))
     rng = np.random.default_rng(seed)
-    for _ in range(iterations):
-        order = rng.permutation(movable)
+    passes = (
+        (o[s : s + size] for s in range(0, len(o), size)) for o in (rng.permutation(movable) for _ in range(iterations))
+    )
+    return propagate_passes(indptr, indices, weights, labels, passes)
+
+
+def movable_nodes(indptr: np.ndarray, frozen: np.ndarray | None) -> np.ndarray:
+    """The nodes propagation updates: those with an edge, not frozen."""
+    deg = np.diff(indptr)
+    return np.flatnonzero((deg > 0) if frozen is None else (deg > 0) & ~frozen)
+
+
+def propagate_passes(
+    indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray | None, labels: np.ndarray, passes
+) -> np.ndarray:
+    """:func:`propagate_labels` over the given ``passes``, each an iterable of node groups in
+    update order; stops after a pass that changes no label (the labels are then a fixed point:
+    no order of updates changes them)."""
+    label = np.asarray(labels, np.int64).copy()
+    if not len(label):
+        return label
+    deg, span = np.diff(indptr), int(label.max()) + 1
+    for groups in passes:
         changed = 0
-        for s in range(0, len(order), size):
-            nodes = order[s : s + size]
-            d = deg[nodes]
-            owner = np.repeat(np.arange(len(nodes)), d)
-            pos = np.repeat(indptr[nodes] - np.cumsum(d) + d, d) + np.arange(int(d.sum()))
-            key = owner * span + label[indices[pos]]
-            srt = np.argsort(key, kind="stable")
-            key = key[srt]
-            bound = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
-            ukey = key[bound]
-            # the weight of each label among the neighbours (unweighted: how many carry it)
-            score = np.diff(np.r_[bound, len(key)]) if weights is None else np.add.reduceat(weights[pos][srt], bound)
-            uown, ulab = ukey // span, ukey % span
-            pick = np.lexsort((ulab, -score, uown))
-            first = pick[np.r_[True, uown[pick][1:] != uown[pick][:-1]]]
-            who, best = nodes[uown[first]], ulab[first]
-            changed += int((label[who] != best).sum())
-            label[who] = best
+        for nodes in groups:
+            changed += _update(indptr, indices, weights, deg, span, label, nodes)
         if not changed:
             break
     return label
 
 
+def _update(indptr, indices, weights, deg, span: int, label: np.ndarray, nodes: np.ndarray) -> int:
+    """One group's nodes take their neighbours' heaviest label at once; returns how many changed."""
+    d = deg[nodes]
+    owner = np.repeat(np.arange(len(nodes)), d)
+    pos = np.repeat(indptr[nodes] - np.cumsum(d) + d, d) + np.arange(int(d.sum()))
+    key = owner * span + label[indices[pos]]
+    srt = np.argsort(key, kind="stable")
+    key = key[srt]
+    bound = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
+    ukey = key[bound]
+    # the weight of each label among the neighbours (unweighted: how many carry it)
+    score = np.diff(np.r_[bound, len(key)]) if weights is None else np.add.reduceat(weights[pos][srt], bound)
+    uown, ulab = ukey // span, ukey % span
+    pick = np.lexsort((ulab, -score, uown))
+    first = pick[np.r_[True, uown[pick][1:] != uown[pick][:-1]]]
+    who, best = nodes[uown[first]], ulab[first]
+    changed = int((label[who] != best).sum())
+    label[who] = best
+    return changed
+
+
 def chinese_whispers(
-    idx: np.ndarray, dist: np.ndarray, threshold: float, iterations: int = 20, seed: int = 0, min_faces: int = 1
+    idx: np.ndarray,
+    dist: np.ndarray,
+    threshold: float,
+    iterations: int = 20,
+    seed: int = 0,
+    min_faces: int = 1,
+    propagate: Callable[..., np.ndarray] | None = None,
 ) -> np.ndarray:
+    """``propagate``: :func:`propagate_labels` or a stand-in giving the same labels (its
+    components on Ray tasks: :func:`facepipe.stages.cluster.by_component.propagator`)."""
     n = len(idx)
     src, dst = threshold_edges(idx, dist, threshold)
-    label = propagate_labels(*symmetric_graph(n, src, dst), np.arange(n), iterations=iterations, seed=seed)
+    graph = symmetric_graph(n, src, dst)
+    del src, dst
+    label = (propagate or propagate_labels)(*graph, np.arange(n), iterations=iterations, seed=seed)
     sizes = np.bincount(label, minlength=n)
     return _relabel(label, sizes[label] >= min_faces)

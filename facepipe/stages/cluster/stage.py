@@ -46,6 +46,7 @@ import numpy as np
 from facepipe.flags import flag, non_negative_int
 from facepipe.stages import write as writer
 from facepipe.stages.cluster import constraints, corrections
+from facepipe.stages.cluster.by_component import propagator
 from facepipe.stages.cluster.constraints import (
     Permuted,
     Reordered,
@@ -135,6 +136,15 @@ class ClusterConfig:
         "do not merge identities whose faces are close as groups (the second pass: facepipe.stages.cluster.linkage)",
         action="store_false",
     )
+    propagation_tasks: int = flag(
+        0,
+        "--cluster-tasks",
+        "propagate the identities in this many Ray tasks, whole connected components each "
+        "(facepipe.stages.cluster.by_component); 1: on the driver; 0: a task per CPU of a Ray cluster the run "
+        "started, for a graph of 1,000,000 faces or more",
+        type=non_negative_int,
+    )
+    propagation_min: int = 1_000_000
     include_outliers: bool = flag(
         False,
         "--cluster-outliers",
@@ -179,7 +189,7 @@ def cluster_full(
     idx, dist = Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
     dist = cannot_link(idx, dist, np.arange(n), ids)
     if cfg.method == "chinese_whispers":
-        lab = chinese_whispers(idx, dist, link.value, seed=cfg.seed)
+        lab = chinese_whispers(idx, dist, link.value, seed=cfg.seed, propagate=propagator(n, cfg))
     elif cfg.method == "mutual_density":
         lab = mutual_density(idx, dist, link.value, min_core=2, min_faces=1)
     else:
