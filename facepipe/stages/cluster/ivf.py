@@ -89,6 +89,7 @@ class CellLayout:
         against a cell; query i's j-th probe is slot i * p + j. Cells outside the layout are empty."""
         p = probes.shape[1]
         by_cell, groups = by_cells(probes.reshape(-1))
+        qn, q2 = _squared_norms(q)[:, None], q * -2  # -2 q . x is (-2 q) . x exactly: one temporary less
         for c, at, m in groups:
             lo, hi = self.starts[c], self.ends[c]
             if hi == lo:
@@ -98,8 +99,8 @@ class CellLayout:
             names = rows if self.names is None else self.names[rows]
             for t in range(at, at + m, self.block):
                 sl = by_cell[t : min(t + self.block, at + m)]
-                qq = q[sl // p]
-                yield sl, names, ((qq * qq).sum(1, keepdim=True) + sqc[None] - 2 * qq @ xc.T).clamp_min_(0)
+                d2 = q2[sl // p] @ xc.T
+                yield sl, names, d2.add_(qn[sl // p] + sqc[None]).clamp_min_(0)  # (|q|^2 + |x|^2) - 2 q.x
 
     def best(self, q: torch.Tensor, probes: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each (query, probe) slot's k + 1 nearest faces of that cell: (b * p, k + 1) names and
@@ -195,7 +196,8 @@ class IVFIndex(NeighbourIndex):
         self.cells = CellLayout(xt, self.probes[:, 0], self.nlist, self.block)
 
     def _nearest_cells(self, q: torch.Tensor) -> torch.Tensor:
-        d2 = (q * q).sum(1, keepdim=True) + (self.cent * self.cent).sum(1)[None] - 2 * q @ self.cent.T
+        d2 = (q * -2) @ self.cent.T  # as in CellLayout._blocks: the same distances, fewer temporaries
+        d2.add_(_squared_norms(q)[:, None] + _squared_norms(self.cent)[None])
         return torch.topk(d2, self.nprobe, dim=1, largest=False)[1]
 
     def search(self, rows: np.ndarray, k: int, chunk: int = 131072, scan=None) -> tuple[np.ndarray, np.ndarray]:
@@ -205,10 +207,19 @@ class IVFIndex(NeighbourIndex):
         ids = np.full((len(rows), k + 1), -1, np.int64)
         d2 = np.full((len(rows), k + 1), np.inf, np.float32)
         chunk = chunk if self.radius is None else chunk // 2  # ~45 faces under the radius per query at 10^6
+        order = self.search_order(rows)
         for s in range(0, len(rows), chunk):
-            r = torch.from_numpy(rows[s : s + chunk]).to(self.device)
-            ids[s : s + len(r)], d2[s : s + len(r)] = scan(self.x[r], self.probes[r], k)
+            at = order[s : s + chunk]
+            r = torch.from_numpy(rows[at]).to(self.device)
+            ids[at], d2[at] = scan(self.x[r], self.probes[r], k)
         return _drop_self(rows, ids, d2, k)
+
+    def search_order(self, rows: np.ndarray) -> np.ndarray:
+        """Queries by their own cell: a chunk of them then probes a few hundred cells, not all of
+        them -- each cell's faces gathered once a chunk and compared with many queries at once
+        (at 10^7 faces, queries in face order made each chunk gather every cell: a fifth of the scan)."""
+        own = self.probes[torch.from_numpy(np.asarray(rows, np.int64)).to(self.device), 0]
+        return np.argsort(own.cpu().numpy(), kind="stable")
 
     def scan(self, q: torch.Tensor, probes: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query's k + 1 nearest over its cells (``probes``); with :attr:`radius`, only

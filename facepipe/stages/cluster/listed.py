@@ -137,6 +137,7 @@ class ListedIndex(NeighbourIndex):
         if listed.any():
             ids[listed], dist[listed] = self.lists.nbr[rows[listed], :k], self.lists.dist[rows[listed], :k]
         rest = np.flatnonzero(~wide & ~listed)
+        rest = rest[self.index.search_order(rows[rest])]
         for s in range(0, len(rest), 2**18):  # a first night searches every face: 262,144 at a time (150 MB)
             part = rest[s : s + 2**18]
             fi, fd = self.index.search(rows[part], max(k, self.lists.k))

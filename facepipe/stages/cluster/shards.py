@@ -198,6 +198,9 @@ class ShardedIVF(NeighbourIndex):
     def search(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(rows, k, scan=self.scan)
 
+    def search_order(self, rows: np.ndarray) -> np.ndarray:
+        return self.index.search_order(rows)
+
     def scan(self, q: torch.Tensor, probes: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`IVFIndex.scan`, each shard scanning its cells for the queries that probe one."""
         import ray
