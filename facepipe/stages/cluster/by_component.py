@@ -170,9 +170,13 @@ def task_count(nodes: int, tasks: int, least: int) -> int:
     if tasks == 0 and not (ray.is_initialized() or os.environ.get("RAY_ADDRESS")):
         return 1  # no cluster: the run did not start Ray
     from facepipe.run.startup import ensure_ray
+    from facepipe.stages.cluster.shards import _cpu_nodes
 
     ensure_ray()
-    return tasks or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if tasks:
+        return tasks
+    nodes = _cpu_nodes()  # one node: the driver (tasks cost more than they save on its own cores, RESULTS)
+    return int(sum(nodes)) if len(nodes) > 1 else 1
 
 
 def propagator(nodes: int, cfg: ClusterConfig) -> Callable[..., np.ndarray]:

@@ -140,8 +140,8 @@ class ClusterConfig:
         0,
         "--cluster-tasks",
         "propagate the identities in this many Ray tasks, whole connected components each "
-        "(facepipe.stages.cluster.by_component); 1: on the driver; 0: a task per CPU of a Ray cluster the run "
-        "started, for a graph of 1,000,000 faces or more",
+        "(facepipe.stages.cluster.by_component); 1: on the driver; 0: a task per CPU of a multi-node Ray cluster "
+        "the run started, for a graph of 1,000,000 faces or more",
         type=non_negative_int,
     )
     propagation_min: int = 1_000_000
