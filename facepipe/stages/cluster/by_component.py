@@ -170,13 +170,13 @@ def task_count(nodes: int, tasks: int, least: int) -> int:
     if tasks == 0 and not (ray.is_initialized() or os.environ.get("RAY_ADDRESS")):
         return 1  # no cluster: the run did not start Ray
     from facepipe.run.startup import ensure_ray
-    from facepipe.stages.cluster.shards import _cpu_nodes
+    from facepipe.stages.cluster.shards import cpu_nodes
 
     ensure_ray()
     if tasks:
         return tasks
-    nodes = _cpu_nodes()  # one node: the driver (tasks cost more than they save on its own cores, RESULTS)
-    return int(sum(nodes)) if len(nodes) > 1 else 1
+    cpus = cpu_nodes()  # one node: the driver (tasks cost more than they save on its own cores, RESULTS)
+    return int(sum(cpus)) if len(cpus) > 1 else 1
 
 
 def propagator(nodes: int, cfg: ClusterConfig) -> Callable[..., np.ndarray]:

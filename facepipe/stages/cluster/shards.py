@@ -49,7 +49,8 @@ START_S = 600.0
 CALL_S = 3600.0
 
 
-def _cpu_nodes() -> list[float]:
+def cpu_nodes() -> list[float]:
+    """The CPUs of each live node of the Ray cluster that has any."""
     import ray
 
     return [n["Resources"]["CPU"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
@@ -67,7 +68,7 @@ def shard_count(n: int, cfg: IndexConfig) -> int:
     from facepipe.run.startup import ensure_ray
 
     ensure_ray()
-    nodes = _cpu_nodes()
+    nodes = cpu_nodes()
     if cfg.shards == 0:
         return len(nodes) if len(nodes) > 1 else 1
     if cfg.shards > sum(nodes):
@@ -163,7 +164,7 @@ class ShardedIVF(NeighbourIndex):
         self.index, self.output, self.run_id = index, output, run_id
         self.ranges = cell_ranges(counts, s)
         self.paths = stage_shards(output, run_id, index, self.ranges)
-        nodes = _cpu_nodes()
+        nodes = cpu_nodes()
         cpus = max(1, min(int(sum(nodes) // len(self.ranges)), int(min(nodes))))  # a shard's cores, on any node
         cls = _actor_class(cpus)
         self.actors = [cls.remote(output, p, index.nlist, index.block, cpus) for p in self.paths]
