@@ -31,7 +31,7 @@ import numpy as np
 
 from facepipe.errors import ClusterStalled
 from facepipe.stages.cluster.arrays import CHUNK
-from facepipe.stages.cluster.methods import movable_nodes, propagate_labels, propagate_passes
+from facepipe.stages.cluster.methods import hook, movable_nodes, pass_orders, propagate_labels, propagate_passes
 
 if TYPE_CHECKING:
     from facepipe.stages.cluster.stage import ClusterConfig
@@ -44,41 +44,31 @@ CALL_S = 3600.0
 
 def pass_groups(m: int, iterations: int, seed: int, chunks: int) -> np.ndarray:
     """(iterations, m) uint8: the group of each of ``m`` movable nodes (in ascending order) in
-    each pass, as :func:`propagate_labels` draws them (``rng.permutation`` of the nodes shuffles
-    them as it shuffles their positions)."""
+    each pass, from :func:`pass_orders` as :func:`propagate_labels` cuts them."""
     if chunks > 256:
         raise ValueError(f"{chunks} groups a pass do not fit uint8")
     size = max(1, -(-m // chunks))
-    rng = np.random.default_rng(seed)
     groups = np.empty((iterations, m), np.uint8)
     rank = (np.arange(m) // size).astype(np.uint8)
-    for t in range(iterations):
-        groups[t, rng.permutation(m)] = rank
+    for t, order in enumerate(pass_orders(m, iterations, seed)):
+        groups[t, order] = rank
     return groups
 
 
 def components_csr(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Each node's component, named by its smallest node: union-find over the graph's edges
-    :data:`CHUNK` rows at a time (hook each root under the smallest root it touches, jump pointers),
-    swept until a sweep changes nothing -- never every edge as int64 pairs at once."""
+    """Each node's component, named by its smallest node: union-find (:func:`hook`) over the
+    graph's edges :data:`CHUNK` rows at a time, swept until a sweep hooks nothing -- never every
+    edge as int64 pairs at once."""
     n = len(indptr) - 1
     parent = np.arange(n)
     deg = np.diff(indptr)
-    changed = True
-    while changed:
-        changed = False
+    hooked = True
+    while hooked:
+        hooked = False
         for s in range(0, n, CHUNK):
             e = min(s + CHUNK, n)
-            a = np.repeat(np.arange(s, e), deg[s:e])
-            b = indices[indptr[s] : indptr[e]]
-            ra, rb = parent[a], parent[b]
-            lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
-            differ = lo != hi
-            if differ.any():
-                changed = True
-                np.minimum.at(parent, hi[differ], lo[differ])
-                while not np.array_equal(jumped := parent[parent], parent):
-                    parent = jumped
+            parent, any_ = hook(parent, np.repeat(np.arange(s, e), deg[s:e]), indices[indptr[s] : indptr[e]])
+            hooked |= any_
     return parent
 
 

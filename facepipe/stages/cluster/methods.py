@@ -15,7 +15,7 @@ output.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -24,22 +24,29 @@ from facepipe.stages.cluster.arrays import CHUNK, unique
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of the edges (a[i], b[i]): the smallest node of each node's
-    component. Vectorised union-find: hook each root under the smallest root it touches, then
-    jump pointers to the roots; a few rounds for any graph."""
+    component. Vectorised union-find (:func:`hook`) until no edge joins two roots: a few rounds
+    for any graph."""
     parent = np.arange(n)
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    while True:
-        ra, rb = parent[a], parent[b]
-        lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
-        differ = lo != hi
-        if not differ.any():
-            return parent
-        np.minimum.at(parent, hi[differ], lo[differ])
-        while True:
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
+    hooked = True
+    while hooked:
+        parent, hooked = hook(parent, a, b)
+    return parent
+
+
+def hook(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
+    """One round of union-find over the edges (a[i], b[i]): each root hooked under the smallest
+    root it touches, then pointers jumped to the roots. Returns the parents and whether any
+    edge still joined two roots."""
+    ra, rb = parent[a], parent[b]
+    lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+    differ = lo != hi
+    if not differ.any():
+        return parent, False
+    np.minimum.at(parent, hi[differ], lo[differ])
+    while not np.array_equal(jumped := parent[parent], parent):
+        parent = jumped
+    return parent, True
 
 
 def _relabel(roots: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
@@ -162,11 +169,17 @@ def propagate_labels(
     a time on Ray tasks: :mod:`facepipe.stages.cluster.by_component`."""
     movable = movable_nodes(indptr, frozen)
     size = max(1, -(-len(movable) // chunks))
-    rng = np.random.default_rng(seed)
-    passes = (
-        (o[s : s + size] for s in range(0, len(o), size)) for o in (rng.permutation(movable) for _ in range(iterations))
-    )
+    orders = (movable[p] for p in pass_orders(len(movable), iterations, seed))
+    passes = ((o[s : s + size] for s in range(0, len(o), size)) for o in orders)
     return propagate_passes(indptr, indices, weights, labels, passes)
+
+
+def pass_orders(m: int, iterations: int, seed: int) -> Iterator[np.ndarray]:
+    """The update order of each pass: a seeded permutation of the ``m`` movable nodes' positions
+    (the one draw :func:`propagate_labels` and its per-component form both use)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(iterations):
+        yield rng.permutation(m)
 
 
 def movable_nodes(indptr: np.ndarray, frozen: np.ndarray | None) -> np.ndarray:
