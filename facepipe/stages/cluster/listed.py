@@ -62,7 +62,9 @@ class Lists:
 
     def insert(self, src: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> int:
         """Each face ``src[i]`` into the lists of the valid faces ``idx[i]`` it found, at
-        ``dist[i]``, where it is nearer than their farthest; returns the lists changed."""
+        ``dist[i]``, where it is nearer than their farthest; returns the lists changed. A list
+        takes its entries by (distance, face); a list one face comes into goes in place
+        (:meth:`_shift_in`), the others are merged whole (:meth:`_merge`), with the same result."""
         o, s, d = idx.ravel(), np.repeat(src, idx.shape[1]), dist.ravel()
         ok = (o >= 0) & np.isfinite(d)
         o, s, d = o[ok], s[ok], d[ok]
@@ -70,6 +72,32 @@ class Lists:
         o, s, d = o[ok], s[ok], d[ok]
         if not len(o):
             return 0
+        by = np.argsort(o, kind="stable")
+        o, s, d = o[by], s[by], d[by]
+        alone = np.r_[True, o[1:] != o[:-1]] & np.r_[o[1:] != o[:-1], True]  # the one face coming into its list
+        held_d, held_s = self.dist[o[alone]], self.nbr[o[alone]]
+        plain = ~(held_s == s[alone, None]).any(1)  # not there already (a lost publish's face: merged)
+        plain &= ~((held_d[:, 1:] == held_d[:, :-1]) & np.isfinite(held_d[:, 1:])).any(1)  # no tie to re-sort
+        one = np.flatnonzero(alone)[plain]
+        self._shift_in(o[one], s[one], d[one])
+        many = np.ones(len(o), bool)
+        many[one] = False
+        return len(one) + (self._merge(o[many], s[many], d[many]) if many.any() else 0)
+
+    def _shift_in(self, rows: np.ndarray, s: np.ndarray, d: np.ndarray) -> None:
+        """Face ``s[i]`` into the list of ``rows[i]`` (distinct rows, lists sorted, ``s`` not in
+        them, nearer than their farthest) at its place by (distance, face); the farthest drops out."""
+        held_d, held_s = self.dist[rows], self.nbr[rows]
+        at = ((held_d < d[:, None]) | ((held_d == d[:, None]) & (held_s < s[:, None]) & (held_s >= 0))).sum(1)
+        j = np.arange(self.k)[None]
+        before = np.concatenate([held_s[:, :1], held_s[:, :-1]], 1), np.concatenate([held_d[:, :1], held_d[:, :-1]], 1)
+        self.nbr[rows] = np.where(j < at[:, None], held_s, np.where(j == at[:, None], s[:, None], before[0]))
+        self.dist[rows] = np.where(j < at[:, None], held_d, np.where(j == at[:, None], d[:, None], before[1]))
+        self.changed[rows] = True
+
+    def _merge(self, o: np.ndarray, s: np.ndarray, d: np.ndarray) -> int:
+        """Entries (list ``o``, face ``s``, distance ``d``) merged with the lists they go into,
+        each list's K nearest kept; returns the lists changed."""
         rows = unique(o)
         held = self.nbr[rows] >= 0
         o = np.r_[np.repeat(rows, held.sum(1)), o]

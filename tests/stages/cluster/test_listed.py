@@ -96,3 +96,45 @@ def test_a_face_without_a_valid_list_is_searched_and_its_answer_kept():
     assert (i == want_i).all() and lists.valid[7] and lists.changed.tolist().count(True) == 1
     deeper, _ = listed.search(np.array([8]), 8)  # deeper than the lists: searched
     assert (deeper == ExactIndex(x).search(np.array([8]), 8)[0]).all()
+
+
+def _insert_by_hand(lists, src, idx, dist):
+    """What :meth:`Lists.insert` must give, list by list: the held entries and the faces that
+    found it nearer than its farthest, each face once at its least distance, by (distance, face)."""
+    nbr, dd = lists.nbr.copy(), lists.dist.copy()
+    came = {}
+    for f, row_i, row_d in zip(src, idx, dist):
+        for o, d in zip(row_i, row_d):
+            if o >= 0 and np.isfinite(d) and lists.valid[o] and d < lists.dist[o, -1] and o not in set(src):
+                came.setdefault(int(o), []).append((float(d), int(f)))
+    for o, new in came.items():
+        best = {}
+        for d, f in [(float(d), int(f)) for f, d in zip(lists.nbr[o], lists.dist[o]) if f >= 0] + new:
+            best[f] = min(best.get(f, np.inf), d)
+        top = sorted((d, f) for f, d in best.items())[: lists.k]
+        nbr[o], dd[o] = -1, np.inf
+        nbr[o, : len(top)] = [f for _, f in top]
+        dd[o, : len(top)] = [d for d, _ in top]
+    return nbr, dd
+
+
+def test_an_insert_gives_each_list_its_nearest_by_distance_then_face_however_many_come_in():
+    """One face into a list goes in place, several (or one it already holds, or a list with a tie)
+    by a merge: either way the list a merge by hand gives -- ties by face, a face held once."""
+    rng = np.random.default_rng(4)
+    n, k = 400, 6
+    lists = Lists.empty(n, k)
+    old = np.arange(300)
+    idx = np.stack([rng.choice(n, k, replace=False) for _ in old])
+    d = np.sort(rng.integers(1, 40, (len(old), k)) / 40, axis=1).astype(np.float32)  # coarse: ties
+    short = np.arange(k)[None] >= rng.integers(k // 2, k + 1, (len(old), 1))  # some lists not full
+    lists.record(old, np.where(short, -1, idx), np.where(short, np.inf, d))
+    lists.changed[:] = False
+    src = np.arange(300, 400)
+    found = rng.integers(0, 300, (len(src), 8))
+    found[:10, 0] = lists.nbr[found[:10, 0], 0]  # some found again: a face they hold already
+    fd = (rng.integers(1, 40, found.shape) / 40).astype(np.float32)
+    want = _insert_by_hand(lists, src, found, fd)
+    changed = lists.insert(src, found, fd)
+    assert (lists.nbr == want[0]).all() and (lists.dist == want[1]).all()
+    assert changed == lists.changed.sum() > 50
