@@ -139,13 +139,11 @@ def step(root: Path, name: str, threshold: str, shards: int = 0) -> None:
 
 
 def own_peak_gib() -> float:
-    """This process's own peak RSS (VmHWM, of its memory since exec). Not ``ru_maxrss``: Linux
-    carries the parent's high-water mark into a child across fork and exec, so a step started by
-    a parent that held 6.7 GiB (this bench's, after building 3x10^6 faces) reported 6.7 GiB
-    whatever it held itself."""
-    with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return kib / 2**20
+    """This process's own peak RSS (VmHWM, of its memory since exec: ``ru_maxrss`` would carry the
+    bench parent's into the step, :func:`facepipe.stages.cluster.phases.peak_gib`)."""
+    from facepipe.stages.cluster.phases import peak_gib
+
+    return peak_gib()
 
 
 def run_step(root: Path, name: str, threshold: str, shards: int = 0) -> tuple[dict, float, float]:
@@ -205,6 +203,16 @@ class Snapshot:
         if not len(self.names):
             return np.full(len(c), None, dtype=object)
         return np.where(c >= 0, self.names[np.maximum(c, 0)], None)
+
+
+def parts(phases: dict) -> str:
+    """A step's parts (the stage's ``phases``): seconds each, and the peak memory where it rose."""
+    out, peak = [], 0.0
+    for name, p in phases.items():
+        rose = p["peak_gib"] is not None and p["peak_gib"] > peak + 0.05
+        out.append(f"{name} {p['s']:.1f}s" + (f" ({p['peak_gib']:.2f} GiB)" if rose else ""))
+        peak = max(peak, p["peak_gib"] or 0.0)
+    return ", ".join(out)
 
 
 def _rows(root: Path) -> int:
@@ -356,6 +364,7 @@ def main() -> None:
                 f"{s['reused_ids']}{extra}"
             )
             print(f"        vs truth: {q}")
+            print("        parts: " + parts(s.get("phases", {})))
         if not a.no_recall:
             for line in edge_recall(root):
                 print("        " + line)

@@ -200,3 +200,25 @@ def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks:
     return items.map_batches(
         read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow"
     )
+
+
+def publish_identities(
+    output: Output,
+    run_id: str,
+    dt: str,
+    prev_run: str | None,
+    events: pa.Table,
+    identities: pa.Table,
+    face_identity: pa.Table,
+) -> list[str]:
+    """The cluster stage's tables, published: events first, the snapshot last, each publish atomic
+    (``Output.publish``): a crash between them is repaired by the rerun, which finds the old
+    snapshot, recomputes the same events and replaces them. A rerun after the snapshot landed
+    (``prev_run`` is this run) sees no change and must not wipe the first attempt's events: it
+    appends. Returns the files published."""
+    output.clear_staging(run_id, ("identity_events", "identities", "face_identity"))
+    staged_events = stage_tables({"identity_events": events}, output, run_id, dt)
+    output.publish(run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
+    staged = stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
+    output.publish(run_id, staged, tables=("identities", "face_identity"), snapshot=True)
+    return sorted(staged_events + staged)

@@ -1,4 +1,4 @@
-"""The identity tables: the archive's faces and the last snapshot read back, every identity's
+"""The identity tables: the archive's faces read back, every identity's
 statistics computed one way (:func:`identity_stats`, also for an erasure's recomputation), and
 the ``identities`` / ``face_identity`` / ``identity_events`` tables built from a clustering."""
 
@@ -25,7 +25,9 @@ class FaceSet:
     det_score: np.ndarray
     dt: np.ndarray  # datetime64[D]
     embedder: str
-    image_ids: np.ndarray | None = None  # (N,) the image of each face: two faces of one image are two people
+    #: (N,) the image of each face: two faces of one image are two people (the stage's: int64, a
+    #: number per image, equal for equal image ids -- not 10^7 strings)
+    image_ids: np.ndarray | None = None
     width: np.ndarray | None = None  # (N,) box width in pixels
     #: faces of the archive left out of clustering -> why (a ``face_identity`` status)
     left_out: dict[str, str] = field(default_factory=dict)
@@ -103,7 +105,7 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
     each batch is checked against), row ``i`` placed at ``at[i]`` (-1: skipped). ``face_ids`` and
     ``embedder`` of the result are left for the caller."""
     fs = FaceSet([], np.empty((n, 0), np.float32), np.empty(n, np.float32), np.empty(n, "datetime64[D]"), "")
-    fs.image_ids, fs.width = np.empty(n, object), np.empty(n, np.float32)
+    fs.width, images, placed = np.empty(n, np.float32), [], []
     start, cols = 0, ["face_id", "image_id", "embedding", "det_score", "x1", "x2", "dt"]
     # row group by row group: pre-buffered (the default), every row group of a file is read at once
     opts = ds.format.default_fragment_scan_options  # the output's own (its decryption, if any)
@@ -125,28 +127,25 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
         fs.det_score[to] = batch.column("det_score").to_numpy(zero_copy_only=False)[ok]
         fs.width[to] = pc.subtract(batch.column("x2"), batch.column("x1")).to_numpy(zero_copy_only=False)[ok]
         fs.dt[to] = pc.cast(batch.column("dt"), pa.date32()).to_numpy(zero_copy_only=False)[ok]
-        fs.image_ids[to] = np.array(batch.column("image_id").to_pylist(), object)[ok]
+        images.append(batch.column("image_id").filter(ok))
+        placed.append(to)
         del batch
         pa.default_memory_pool().release_unused()  # what each batch took, given back at once
     if start != len(at):
         raise StorageError(_CHANGED)
+    fs.image_ids = _numbered(images, placed, n)
     return fs
 
 
-def read_previous(output: str | Output) -> tuple[pa.Table | None, str | None, pa.Schema | None]:
-    """The published face_identity snapshot as a (face_id, identity_id) table (identity_id null:
-    unassigned; :func:`facepipe.stages.cluster.naming.encode_table` codes it, no dict of every
-    face: gigabytes at 10^7), the run id that wrote it, and the schema of one of its files (its
-    metadata keeps the link threshold, ``facepipe.stages.cluster.threshold``)."""
-    out = as_output(output)
-    ds = out.dataset("face_identity")
-    if ds is None:
-        return None, None, None
-    t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
-    runs = set(t.column("run_id").unique().to_pylist())
-    files = out.part_files("face_identity")
-    schema = out.read_table(files[0], columns=["run_id"]).schema if files else None  # one small column: the metadata
-    return t.drop_columns(["run_id"]), runs.pop() if len(runs) == 1 else None, schema
+def _numbered(images: list[pa.Array], placed: list[np.ndarray], n: int) -> np.ndarray:
+    """(n,) int64: the image ids of the batches (``images``, their rows at ``placed``) as numbers,
+    one per distinct id (no id: -1, one image as before)."""
+    out = np.full(n, -1, np.int64)
+    if images:
+        coded = pa.chunked_array(images, pa.string()).dictionary_encode()
+        for chunk, to in zip(coded.chunks, placed):
+            out[to] = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return out
 
 
 @dataclass
@@ -230,24 +229,35 @@ def identity_tables(
         },
         schema=schema.identities_schema(dim),
     )
-    per_face = np.full(n, None, object)
-    per_face[ok] = np.array(ids, object)[inv]
+    return identities, _face_identity(fs, labels, st, pa.array(ids, pa.string()), dist, run_id)
+
+
+def _face_identity(
+    fs: FaceSet, labels: np.ndarray, st: IdentityStats, ids: pa.Array, dist: np.ndarray, run_id: str
+) -> pa.Table:
+    """The ``face_identity`` rows: the clustered faces (their identity's id ``ids[st.inverse]``),
+    then those ``fs.left_out``, by face id -- built in Arrow (Python lists of every face took
+    seconds at 3x10^6)."""
     out_ids = sorted(fs.left_out)
-    status = np.where(labels >= 0, "assigned", "unassigned").tolist() + [fs.left_out[f] for f in out_ids]
-    k = len(out_ids)
+    n, k = len(labels), len(out_ids)
+    ident = np.full(n + k, -1, np.int64)
+    ident[st.assigned] = st.inverse
+    statuses = ["assigned", "unassigned", *sorted(set(fs.left_out.values()))]
+    status = np.r_[np.where(labels >= 0, 0, 1), [statuses.index(fs.left_out[f]) for f in out_ids]].astype(np.int32)
+    coded = lambda codes, values: pa.DictionaryArray.from_arrays(  # noqa: E731
+        pa.array(codes, mask=codes < 0), values
+    ).cast(pa.string())
     face_identity = pa.table(
         {
-            "face_id": pa.array(fs.face_ids + out_ids, pa.string()),
-            "identity_id": pa.array(list(per_face) + [None] * k, pa.string()),
-            "distance": pa.array(
-                np.concatenate([dist, np.full(k, np.nan, np.float32)]), pa.float32(), from_pandas=True
-            ),
-            "status": pa.array(status, pa.string()),
-            "run_id": pa.array([run_id] * (n + k), pa.string()),
+            "face_id": pa.concat_arrays([pa.array(fs.face_ids, pa.string()), pa.array(out_ids, pa.string())]),
+            "identity_id": coded(ident, ids),
+            "distance": pa.array(np.r_[dist, np.full(k, np.nan, np.float32)], pa.float32(), from_pandas=True),
+            "status": coded(status, pa.array(statuses, pa.string())),
+            "run_id": pa.repeat(pa.scalar(run_id, pa.string()), n + k),
         },
         schema=schema.FACE_IDENTITY,
-    ).sort_by("face_id")
-    return identities, face_identity
+    )
+    return face_identity.sort_by("face_id") if k else face_identity  # the clustered faces come sorted
 
 
 def events_table(events: list[dict], run_id: str) -> pa.Table:

@@ -14,15 +14,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index, chosen_backend
 from facepipe.stages.cluster.ivf import ivf_cells
 from facepipe.stages.cluster.listed import ListedIndex, Lists
+from facepipe.stages.cluster.phases import Phases
 from facepipe.stages.cluster.shards import sharded
 from facepipe.storage import ivf_store, list_store
 from facepipe.storage.output import Output
+
+if TYPE_CHECKING:
+    from facepipe.stages.cluster.stage import ClusterConfig
+
+
+#: an opened index: the index (None: too few faces), its summary, what publishes it after the snapshot
+Opened = tuple[NeighbourIndex | None, dict, Callable[[str], dict]]
 
 
 def _nothing(run_id: str) -> dict:
@@ -30,7 +39,7 @@ def _nothing(run_id: str) -> dict:
 
 
 def _cells(
-    output: Output, fs, cfg: IndexConfig
+    output: Output, fs, cfg: IndexConfig, ph: Phases
 ) -> tuple[ivf_store.StoredCells | None, NeighbourIndex, ivf_store.Trained]:
     """(the kept cells, or None: trained now; the ivf index over them; the training the archive calls for)."""
     n = len(fs.x)
@@ -38,31 +47,34 @@ def _cells(
         fs.embedder, ivf_cells(n, cfg), cfg.nprobe, cfg.seed, cfg.niter, cfg.train_per_cell, n, 0, ivf_store.FORMAT
     )
     kept = ivf_store.load(output, fs.face_ids, want)
+    ph.done("index: cells read")
     index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
     if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
         kept, index = None, build_index(fs.x, cfg)
+    ph.done("index: faces in cells")
     return kept, index, want
 
 
 def neighbour_index(
-    output: Output, run_id: str, fs, cfg: IndexConfig, radius: float, k: int, reach: int, incremental: bool
-) -> tuple[NeighbourIndex | None, dict, Callable[[str], dict]]:
+    output: Output, run_id: str, fs, config: ClusterConfig, radius: float, incremental: bool, ph: Phases
+) -> Opened:
     """The faces' neighbour index, its summary, and what publishes it after the snapshot (the
     caller closes the index after that). The ivf backend starts from the cells kept in the
     output, adds tonight's faces to them, and finds the neighbours under ``radius`` only (no cut
     links beyond), on shards when the archive calls for them (:mod:`facepipe.stages.cluster.shards`);
     an ``incremental`` night answers from the faces' kept lists (``k`` deep; tonight's faces
-    searched ``reach`` deep)."""
-    t = -time.perf_counter()
-    if len(fs.x) < 2:
+    searched ``reach`` deep). ``ph``: its parts timed."""
+    cfg, k, reach = config.index, config.k, config.reach
+    t, n = -time.perf_counter(), len(fs.x)
+    if n < 2:
         return None, {"backend": "none", "build_s": 0.0}, _nothing
-    if chosen_backend(len(fs.x), cfg) != "ivf":
+    if chosen_backend(n, cfg) != "ivf":
         index = build_index(fs.x, cfg)
         return index, {"backend": index.backend, "build_s": round(t + time.perf_counter(), 3)}, _nothing
-    n = len(fs.x)
-    kept, index, want = _cells(output, fs, cfg)
+    kept, index, want = _cells(output, fs, cfg, ph)
     index.radius = radius
     stored = list_store.load(output, kept.slots, k, radius) if kept is not None and incremental else None
+    ph.done("index: lists read")
     lists = Lists.empty(n, k) if stored is None else Lists(stored.nbr, stored.dist, stored.valid, np.zeros(n, bool))
     scanner = sharded(index, output, run_id, cfg, int((~lists.valid).sum()))  # faces with no list are searched
     listed = ListedIndex(scanner, lists, kept.missing if stored is not None else [], reach)

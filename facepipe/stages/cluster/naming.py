@@ -1,15 +1,18 @@
 """Identity ids that stay put from night to night: a cluster takes the previous id it overlaps
 most, a new one a hash of its smallest face id; merges and splits between two assignments are
-recorded as ``identity_events`` (see the cluster stage's docstring)."""
+recorded as ``identity_events`` (see the cluster stage's docstring). The last snapshot is read
+back here (:func:`read_previous`) and coded per face (:func:`encode_table`)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from facepipe.stages.cluster.arrays import unique
+from facepipe.storage.output import Output, as_output
 
 NEW, POOL = -2, -1  # previous codes of a face the snapshot has not seen / left unassigned
 
@@ -21,32 +24,33 @@ def new_identity_id(face_ids: list[str]) -> str:
 def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray, old_ids: list[str]) -> dict[int, str]:
     """label -> identity id. (cluster, old id) pairs are taken by decreasing shared faces (ties:
     the cluster with the smaller first face, then the smaller id), each cluster and each old id
-    once; a cluster left over gets a new deterministic id."""
+    once; a cluster left over gets a new deterministic id. ``face_ids`` and ``old_ids`` come
+    sorted, so rows and codes order them as their strings do."""
     ok = labels >= 0
     ulab, first = np.unique(labels[ok], return_index=True)
-    first_face = {int(lab): face_ids[i] for lab, i in zip(ulab, np.flatnonzero(ok)[first])} if len(ulab) else {}
+    first_row = np.flatnonzero(ok)[first]  # each cluster's smallest face
     both = ok & (prev_code >= 0)
     n_old = max(len(old_ids), 1)
     key, count = np.unique(labels[both] * n_old + prev_code[both], return_counts=True)
-    pairs = sorted(
-        zip((-count).tolist(), (key // n_old).tolist(), (key % n_old).tolist()),
-        key=lambda p: (p[0], first_face[p[1]], old_ids[p[2]]),
-    )
+    lab, old = key // n_old, key % n_old
+    by = np.lexsort((old, first_row[np.searchsorted(ulab, lab)], -count))
     name: dict[int, str] = {}
-    taken: set[int] = set()
-    for _, lab, old in pairs:
-        if lab not in name and old not in taken:
-            name[lab] = old_ids[old]
-            taken.add(old)
+    taken = np.zeros(n_old, bool)
+    for la, o in zip(lab[by].tolist(), old[by].tolist()):
+        if la not in name and not taken[o]:
+            name[la] = old_ids[o]
+            taken[o] = True
     # a new id must not be an old one: an old identity's id hashes its smallest face, which may
     # now sit in another cluster than the one that kept the id
     used = set(old_ids) | set(name.values())
-    for lab in sorted(set(first_face) - set(name), key=first_face.__getitem__):
-        ident, salt = new_identity_id([first_face[lab]]), 0  # faces are sorted: the first is the smallest
+    left = np.flatnonzero(~np.isin(ulab, np.fromiter(name, np.int64, len(name))))
+    left = left[np.argsort(first_row[left], kind="stable")]  # by first face
+    for la, row in zip(ulab[left].tolist(), first_row[left].tolist()):
+        ident, salt = new_identity_id([face_ids[row]]), 0  # faces are sorted: the first is the smallest
         while ident in used:
             salt += 1
-            ident = new_identity_id([f"{first_face[lab]}#{salt}"])
-        name[lab] = ident
+            ident = new_identity_id([f"{face_ids[row]}#{salt}"])
+        name[la] = ident
         used.add(ident)
     return name
 
@@ -75,6 +79,22 @@ def encode_table(face_ids: list[str], previous: pa.Table | None) -> tuple[np.nda
     return code, old_ids
 
 
+def read_previous(output: str | Output) -> tuple[pa.Table | None, str | None, pa.Schema | None]:
+    """The published face_identity snapshot as a (face_id, identity_id) table (identity_id null:
+    unassigned; :func:`facepipe.stages.cluster.naming.encode_table` codes it, no dict of every
+    face: gigabytes at 10^7), the run id that wrote it, and the schema of one of its files (its
+    metadata keeps the link threshold, ``facepipe.stages.cluster.threshold``)."""
+    out = as_output(output)
+    ds = out.dataset("face_identity")
+    if ds is None:
+        return None, None, None
+    t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
+    runs = set(t.column("run_id").unique().to_pylist())
+    files = out.part_files("face_identity")
+    schema = out.read_table(files[0], columns=["run_id"]).schema if files else None  # one small column: the metadata
+    return t.drop_columns(["run_id"]), runs.pop() if len(runs) == 1 else None, schema
+
+
 def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str | None]) -> list[str | None]:
     """Identity id per face (``face_ids`` sorted) for cluster ``labels``, reusing ``previous``
     ids by overlap (:func:`name_clusters`)."""
@@ -83,15 +103,21 @@ def assign_ids(face_ids: list[str], labels: np.ndarray, previous: dict[str, str 
     return [name[int(lab)] if lab >= 0 else None for lab in labels]
 
 
-def _where_old_faces_went(prev_code: np.ndarray, labels: np.ndarray, name: dict[int, str]) -> dict[int, list]:
-    """Old identity code -> [(faces, identity id now)] for the faces in both assignments."""
+def _parts(prev_code: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(old code, label, faces) of each pair the faces in both assignments form, by code then label."""
     moved = (prev_code >= 0) & (labels >= 0)
     n_lab = int(labels.max()) + 1 if len(labels) else 1
     key, count = np.unique(prev_code[moved] * n_lab + labels[moved], return_counts=True)
-    parts: dict[int, list[tuple[int, str]]] = {}
-    for kk, c in zip(key.tolist(), count.tolist()):
-        parts.setdefault(kk // n_lab, []).append((c, name[kk % n_lab]))
-    return parts
+    return key // n_lab, key % n_lab, count
+
+
+def _kept(name: dict[int, str], old_ids: list[str]) -> tuple[dict[str, int], dict[int, int], np.ndarray]:
+    """(old id -> its code; label -> the code of the old id it kept; (codes + 1,) whether kept)."""
+    at = {oid: j for j, oid in enumerate(old_ids)}
+    kept = {la: at[i] for la, i in name.items() if i in at}
+    alive = np.zeros(len(old_ids) + 1, bool)
+    alive[np.fromiter(kept.values(), np.int64, len(kept))] = True
+    return at, kept, alive
 
 
 def _event(kind: str, old_ids: list[str], new_ids: list[str], n_faces: int, face_ids: list[str]) -> dict:
@@ -116,30 +142,33 @@ def identity_events(
     the faces and at least 2 -> ``old_ids`` [it], ``new_ids`` [it, the new ones]; ``face_ids``:
     the faces placed this time in the new ones. (``face_ids`` is empty without ``face_ids`` given.)"""
     label_of = {v: k for k, v in name.items()}
+    placed = np.flatnonzero(prev_code < 0)
 
     def placed_in(ids: list[str]) -> list[str]:
         if face_ids is None:
             return []
-        rows = np.flatnonzero((prev_code < 0) & np.isin(labels, [label_of[i] for i in ids]))
+        rows = placed[np.isin(labels[placed], [label_of[i] for i in ids])]
         return sorted(face_ids[i] for i in rows)
 
-    alive, old_set = set(name.values()), set(old_ids)
+    old, lab, count = _parts(prev_code, labels)
+    at, kept, alive = _kept(name, old_ids)
     total = np.bincount(prev_code[prev_code >= 0], minlength=len(old_ids))
+    into_new = np.array([la not in kept for la in lab.tolist()], bool)  # the pair's identity is a new one
+    splits = alive[old] & into_new & (count >= np.maximum(2, np.ceil(split_share * total[old])))
     merged_into: dict[str, list[tuple[str, int]]] = {}
     events = []
-    for o, ps in sorted(_where_old_faces_went(prev_code, labels, name).items()):
-        oid = old_ids[o]
-        if oid not in alive:
+    for o in unique(old[~alive[old] | splits]).tolist():  # an old id with an event: few
+        oid, at_o = old_ids[o], slice(*np.searchsorted(old, [o, o + 1]))
+        ps = [(c, name[la]) for c, la in zip(count[at_o].tolist(), lab[at_o].tolist())]
+        if not alive[o]:
             c, dest = max(ps, key=lambda p: (p[0], p[1]))
             if 2 * c > total[o]:
                 merged_into.setdefault(dest, []).append((oid, c))
             continue
-        need = max(2, math.ceil(split_share * total[o]))
-        new = sorted((d, c) for c, d in ps if d != oid and d not in old_set and c >= need)
-        if new:
-            new_ids = [d for d, _ in new]
-            events.append(_event("split", [oid], [oid, *new_ids], sum(c for _, c in new), placed_in(new_ids)))
+        new = sorted((name[la], c) for c, la, s in zip(count[at_o], lab[at_o].tolist(), splits[at_o]) if s)
+        new_ids = [d for d, _ in new]
+        events.append(_event("split", [oid], [oid, *new_ids], int(sum(c for _, c in new)), placed_in(new_ids)))
     for dest, olds in merged_into.items():
-        old_merged = sorted([o for o, _ in olds] + ([dest] if dest in old_set else []))
+        old_merged = sorted([o for o, _ in olds] + ([dest] if dest in at else []))
         events.append(_event("merge", old_merged, [dest], sum(c for _, c in olds), placed_in([dest])))
     return sorted(events, key=lambda e: (e["event"], e["old_ids"], e["new_ids"]))

@@ -56,7 +56,7 @@ from facepipe.stages.cluster.constraints import (
     split_same_image,
 )
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces, read_previous
+from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
 from facepipe.stages.cluster.kept import neighbour_index
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
@@ -66,7 +66,8 @@ from facepipe.stages.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
-from facepipe.stages.cluster.naming import encode_table, identity_events, name_clusters
+from facepipe.stages.cluster.naming import encode_table, identity_events, name_clusters, read_previous
+from facepipe.stages.cluster.phases import Phases
 from facepipe.stages.cluster.threshold import (
     AUTO,
     LINKAGE_BOUND,
@@ -204,27 +205,15 @@ def cluster_full(
     return labels, link
 
 
-def _publish(output: Output, run_id: str, dt: str, prev_run, events, identities, face_identity) -> list[str]:
-    """Events first, the snapshot last, each publish atomic (``Output.publish``): a crash between
-    them is repaired by the rerun, which finds the old snapshot, recomputes the same events and
-    replaces them. A rerun after the snapshot landed sees no change and must not wipe the first
-    attempt's events: it appends. Returns the files published."""
-    output.clear_staging(run_id, ("identity_events", "identities", "face_identity"))
-    staged_events = writer.stage_tables({"identity_events": events}, output, run_id, dt)
-    output.publish(run_id, staged_events, tables=("identity_events",), replace=prev_run != run_id)
-    staged = writer.stage_tables({"identities": identities, "face_identity": face_identity}, output, run_id, dt)
-    output.publish(run_id, staged, tables=("identities", "face_identity"), snapshot=True)
-    return sorted(staged_events + staged)
-
-
 def _cluster(
-    fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, link: LinkThreshold, incremental: bool, index
+    fs, code: np.ndarray, n_old: int, cfg: ClusterConfig, link: LinkThreshold, incremental: bool, index, ph: Phases
 ) -> tuple:
     """(labels, the cuts, faces placed, faces looked at) of one clustering."""
     if incremental:
-        res = cluster_incremental(fs.x, code, n_old, cfg, index, fs.image_ids, link.linkage)
+        res = cluster_incremental(fs.x, code, n_old, cfg, index, fs.image_ids, link.linkage, ph)
         return res.labels, link, res.queried, res.region
     labels, link = cluster_full(fs.x, cfg, index, fs.image_ids, link)
+    ph.done("clustered")
     return labels, link, len(labels), len(labels)
 
 
@@ -237,39 +226,58 @@ def _incremental(had: bool, cfg: ClusterConfig) -> bool:
 
 def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) -> dict:
     """Place the archive's faces into identities (incremental unless ``cfg.full`` or there is no
-    snapshot yet); publish events and the snapshot; return a summary. A snapshot a crashed writer
-    left half published is finished first (``Output.recover``), so the last one is read whole."""
-    t0, output = time.perf_counter(), as_output(output)
+    snapshot yet); publish events and the snapshot; return a summary (``phases``: each part's
+    seconds, peak memory by its end). A snapshot a crashed writer left half published is finished
+    first (``Output.recover``)."""
+    t0, output, ph = time.perf_counter(), as_output(output), Phases()
     output.recover()
     fs = load_faces(output, {} if cfg.include_outliers else flagged_faces(output), cfg.min_face)
     if fs is None:
         return {"skipped": "no faces"}
+    ph.done("faces read")
     previous, prev_run, prev_schema = read_previous(output)
     code, old_ids = encode_table(fs.face_ids, previous)
     had, previous = previous is not None and previous.num_rows > 0, None
     incremental = _incremental(had, cfg)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
+    ph.done("snapshot read")
     radius = max(link.value, link.linkage or 0, LINKAGE_BOUND)  # no cut, first or second, links farther
-    index, index_info, keep_index = neighbour_index(
-        output, run_id, fs, cfg.index, radius, cfg.k, cfg.reach, incremental
-    )
+    index, index_info, keep_index = neighbour_index(output, run_id, fs, cfg, radius, incremental, ph)
+    ph.done("index opened")
     with closing(index or NeighbourIndex()):  # a sharded index's actors end with the night, however it ends
-        labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index)
+        labels, link, queried, region = _cluster(fs, code, len(old_ids), cfg, link, incremental, index, ph)
         fixed = constraints.apply_corrections(fs.face_ids, labels, fs.image_ids, corrections.load(output))
         labels = fixed.labels
         name = name_clusters(fs.face_ids, labels, code, old_ids)
         events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
         events = corrections.annotate_events(events, fixed, name, code, old_ids, fs.face_ids, output)
+        ph.done("named")
         identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given())
-        face_identity = attach(face_identity, link)
-        files = _publish(output, run_id, dt, prev_run, events_table(events, run_id), identities, face_identity)
+        tables = identities, attach(face_identity, link)
+        ph.done("tables")
+        files = writer.publish_identities(output, run_id, dt, prev_run, events_table(events, run_id), *tables)
+        ph.done("published")
         index_info.update(keep_index(run_id))  # after the snapshot: the index is a cache of the faces
+        ph.done("index kept")
     return {
         "mode": "incremental" if incremental else "full",
         "faces": len(fs.face_ids),
         "placed": queried,
         "region": region,
+        **_counts(fs, labels, identities, name, old_ids, events, fixed),
+        "threshold": dataclasses.asdict(link),
+        "index": index_info,
+        "files": files,
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "phases": ph.parts,
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def _counts(fs, labels: np.ndarray, identities, name: dict[int, str], old_ids: list[str], events: list, fixed) -> dict:
+    """The summary's counts of a night's identities, faces left out, kept ids, events, corrections."""
+    return {
         "identities": identities.num_rows,
         "unassigned": int((labels < 0).sum()),
         "outliers_left_out": sum(v == "outlier" for v in fs.left_out.values()),
@@ -279,9 +287,4 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         "splits": sum(e["event"] == "split" for e in events),
         "corrections": fixed.summary(),
         "embedder": fs.embedder,
-        "threshold": dataclasses.asdict(link),
-        "index": index_info,
-        "files": files,
-        "wall_s": round(time.perf_counter() - t0, 3),
-        "config": dataclasses.asdict(cfg),
     }

@@ -37,7 +37,7 @@ def test_faces_are_read_sorted_by_face_id_with_their_own_embeddings(tmp_path):
 
 def test_faces_of_another_embedder_are_left_out_and_every_column_follows_its_face(tmp_path):
     """The faces are read in two passes (ids, then the rest batch by batch into place): each face
-    keeps its own embedding, image, width, score and day, and a minority embedder's faces (an
+    keeps its own embedding, image (numbered), width, score and day, and a minority embedder's faces (an
     older model's, in small row groups between the others) are not read as clustered."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -64,7 +64,9 @@ def test_faces_of_another_embedder_are_left_out_and_every_column_follows_its_fac
     assert fs.embedder == "dlib_resnet@test" and fs.face_ids == sorted(fids)
     row = {f: i for i, f in enumerate(fids)}
     assert np.array_equal(fs.x, x[[row[f] for f in fs.face_ids]])
-    assert fs.image_ids.tolist() == [f"img-{f}" for f in fs.face_ids] and (fs.width == 100).all()
+    images = [f"img-{f}" for f in fs.face_ids]  # as numbers: equal where the image ids are
+    numbered = set(zip(fs.image_ids.tolist(), images))
+    assert len(numbered) == len(set(images)) == len(set(fs.image_ids.tolist())) and (fs.width == 100).all()
     day = {fids[i]: "2026-11-01" if k < 100 else "2026-11-03" for k, i in enumerate(perm)}
     assert fs.dt.tolist() == [np.datetime64(day[f], "D").item() for f in fs.face_ids]
     score = dict(zip([fids[i] for i in perm[:100]], np.linspace(0.9, 0.99, 100, dtype=np.float32)))
