@@ -232,6 +232,12 @@ def embedding_matrix(column: pa.Array | pa.ChunkedArray, dtype: type = np.float3
     return values.reshape(len(arr), -1)
 
 
+def string_array(values: list[str] | pa.Array) -> pa.Array:
+    """``values`` as an Arrow string array, as they are when they are one already (10^7 Python
+    strings took 10 s and more to convert, each time a night needed its face ids in Arrow)."""
+    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+
+
 #: Table name -> schema, in the order the job writes them.
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,

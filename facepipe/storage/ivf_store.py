@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from facepipe import schema
 from facepipe.storage.output import Output, part_name
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ def imbalance(cells: np.ndarray, nlist: int) -> float:
 SETTINGS = ("embedder", "nlist", "nprobe", "seed", "niter", "train_per_cell", "format")
 
 
-def load(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ...] = SETTINGS) -> StoredCells | None:
+def load(
+    output: Output, face_ids: list[str] | pa.Array, want: Trained, keys: tuple[str, ...] = SETTINGS
+) -> StoredCells | None:
     """The stored index for ``face_ids`` (in that order), or None when there is none or it must
     be trained again: its ``keys`` differ from ``want``'s, or a file of it cannot be read (it is a
     cache: the night trains it again and replaces every file; the reason is logged)."""
@@ -110,7 +113,7 @@ def load(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ..
         return None
 
 
-def _read(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, ...]) -> StoredCells | None:
+def _read(output: Output, face_ids: list[str] | pa.Array, want: Trained, keys: tuple[str, ...]) -> StoredCells | None:
     qfiles, cfiles = output.part_files(f"{INDEX}/quantizer"), output.part_files(f"{INDEX}/cells")
     if len(qfiles) != 1:
         return None
@@ -122,7 +125,7 @@ def _read(output: Output, face_ids: list[str], want: Trained, keys: tuple[str, .
     centroids = np.stack(q.sort_by("cell").column("centroid").to_numpy(zero_copy_only=False)).astype(np.float32)
     probes = np.full((len(face_ids), trained.nprobe), -1, np.int32)
     slots, next_slot = np.full(len(face_ids), -1, np.int64), 0
-    ids = pa.array(face_ids, pa.string())
+    ids = schema.string_array(face_ids)
     for path in cfiles:
         t = output.read_table(path, columns=["face_id", "probes"] + (["slot"] if trained.format >= 2 else []))
         at = pc.index_in(ids, value_set=t.column("face_id").combine_chunks())
@@ -150,7 +153,7 @@ def drifted(trained: Trained, cells: np.ndarray) -> bool:
 def save(
     output: Output,
     run_id: str,
-    face_ids: list[str],
+    face_ids: list[str] | pa.Array,
     centroids: np.ndarray,
     probes: np.ndarray,
     stored: StoredCells | None,
@@ -183,7 +186,7 @@ def save(
     if len(rows):
         cells = pa.table(
             {
-                "face_id": pa.array([face_ids[i] for i in rows], pa.string()),
+                "face_id": schema.string_array(face_ids).take(pa.array(rows, pa.int64())),
                 "slot": pa.array(slots[rows], pa.int32()),
                 "probes": pa.FixedSizeListArray.from_arrays(
                     pa.array(probes[rows].reshape(-1), pa.int32()), probes.shape[1]

@@ -1,6 +1,7 @@
 """The identity tables: the archive's faces read back, every identity's
 statistics computed one way (:func:`identity_stats`, also for an erasure's recomputation), and
-the ``identities`` / ``face_identity`` / ``identity_events`` tables built from a clustering."""
+the ``identities`` / ``face_identity`` tables built from a clustering (``identity_events``:
+:mod:`facepipe.stages.cluster.naming`)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,14 @@ class FaceSet:
     width: np.ndarray | None = None  # (N,) box width in pixels
     #: faces of the archive left out of clustering -> why (a ``face_identity`` status)
     left_out: dict[str, str] = field(default_factory=dict)
+    ids: pa.Array | None = None  # ``face_ids`` in Arrow, when read so (see ``schema.string_array``)
+
+    def id_array(self) -> pa.Array:
+        return schema.string_array(self.ids if self.ids is not None else self.face_ids)
 
     def without(self, why: dict[str, str]) -> "FaceSet":
         """This set less the faces of ``why`` (face id -> status), recorded in ``left_out``."""
-        keep = np.array([f not in why for f in self.face_ids], bool)
+        keep = np.array([f not in why for f in self.face_ids], bool) if why else np.ones(len(self.face_ids), bool)
         if keep.all():
             return self  # no copy of the embeddings (5 GB at 10^7 faces)
         sel = lambda a: None if a is None else a[keep]  # noqa: E731
@@ -48,13 +53,14 @@ class FaceSet:
             sel(self.image_ids),
             sel(self.width),
             self.left_out | gone,
+            None if self.ids is None else self.ids.filter(pa.array(keep)),
         )
 
     def narrower_than(self, pixels: float) -> dict[str, str]:
         """Face id -> ``too_small`` for the faces narrower than ``pixels``."""
         if not pixels or self.width is None:
             return {}
-        return {f: "too_small" for f, w in zip(self.face_ids, self.width) if w < pixels}
+        return {self.face_ids[i]: "too_small" for i in np.flatnonzero(self.width < pixels).tolist()}
 
 
 def flagged_faces(output: str | Output) -> dict[str, str]:
@@ -90,7 +96,8 @@ def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_
     at = np.full(len(keep), -1, np.int64)  # each row's place in face-id order (-1: another embedder)
     at[np.flatnonzero(keep)[order]] = np.arange(len(order))
     fs = _read_in_place(faces_ds, keys.column("face_id"), at, len(order))
-    fs.face_ids, fs.embedder = kept_ids.take(order).to_pylist(), embedder
+    fs.ids = kept_ids.take(order).combine_chunks()
+    fs.face_ids, fs.embedder = fs.ids.to_pylist(), embedder
     del keys, kept_ids
     pa.default_memory_pool().release_unused()  # arrow's pool keeps what it freed (0.8 GB at 10^6)
     return fs.without({**fs.narrower_than(min_width), **(exclude or {})})
@@ -249,7 +256,7 @@ def _face_identity(
     ).cast(pa.string())
     face_identity = pa.table(
         {
-            "face_id": pa.concat_arrays([pa.array(fs.face_ids, pa.string()), pa.array(out_ids, pa.string())]),
+            "face_id": pa.concat_arrays([fs.id_array(), pa.array(out_ids, pa.string())]),
             "identity_id": coded(ident, ids),
             "distance": pa.array(np.r_[dist, np.full(k, np.nan, np.float32)], pa.float32(), from_pandas=True),
             "status": coded(status, pa.array(statuses, pa.string())),
@@ -258,12 +265,6 @@ def _face_identity(
         schema=schema.FACE_IDENTITY,
     )
     return face_identity.sort_by("face_id") if k else face_identity  # the clustered faces come sorted
-
-
-def events_table(events: list[dict], run_id: str) -> pa.Table:
-    return pa.Table.from_pylist(
-        [{"correction_ids": [], **e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS
-    )
 
 
 def identity_rows(out: Output, left: dict[str, list[str]]) -> dict[str, dict]:

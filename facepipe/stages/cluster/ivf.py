@@ -79,7 +79,8 @@ class CellLayout:
     ) -> None:
         self.x, self.block, self.names = x, block, names
         self.order = torch.argsort(cells, stable=True)  # rows of x, cell by cell: a cell is one slice
-        self.sqs = torch.cat([_squared_norms(x[o]) for o in self.order.split(CHUNK)]) if len(x) else x[:0, 0]
+        # each face's |x|^2 in row order (a pass over x), then laid out: no gather of every row
+        self.sqs = torch.cat([_squared_norms(c) for c in x.split(CHUNK)])[self.order] if len(x) else x[:0, 0]
         counts = torch.bincount(cells.long(), minlength=nlist)
         self.starts = (torch.cumsum(counts, 0) - counts).tolist()
         self.ends = torch.cumsum(counts, 0).tolist()

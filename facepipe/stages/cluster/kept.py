@@ -46,7 +46,7 @@ def _cells(
     want = ivf_store.Trained(
         fs.embedder, ivf_cells(n, cfg), cfg.nprobe, cfg.seed, cfg.niter, cfg.train_per_cell, n, 0, ivf_store.FORMAT
     )
-    kept = ivf_store.load(output, fs.face_ids, want)
+    kept = ivf_store.load(output, fs.id_array(), want)
     ph.done("index: cells read")
     index = build_index(fs.x, cfg, stored=None if kept is None else (kept.centroids, kept.probes))
     if kept is not None and ivf_store.drifted(kept.trained, index.probes[:, 0].cpu().numpy()):
@@ -99,7 +99,7 @@ def neighbour_index(
         listed.settle()
         trained = kept.trained if kept is not None else want
         done = ivf_store.save(
-            output, run_id, fs.face_ids, centroids, probes, kept, trained, lists_to, whole=stored is None
+            output, run_id, fs.id_array(), centroids, probes, kept, trained, lists_to, whole=stored is None
         )
         peaks = {"shard_peak_gib": scanner.peaks()} if scanner.shards > 1 else {}
         return {**done, "searched": listed.searched, "lists_changed": int(lists.changed.sum()), **peaks}

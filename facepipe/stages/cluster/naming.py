@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from facepipe import schema
 from facepipe.stages.cluster.arrays import unique
 from facepipe.storage.output import Output, as_output
 
@@ -65,7 +66,7 @@ def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tup
     return code, old_ids
 
 
-def encode_table(face_ids: list[str], previous: pa.Table | None) -> tuple[np.ndarray, list[str]]:
+def encode_table(face_ids: list[str] | pa.Array, previous: pa.Table | None) -> tuple[np.ndarray, list[str]]:
     """:func:`encode_previous` from the snapshot's (face_id, identity_id) table, which holds each
     face once: looked up in Arrow, no dict of every face."""
     if previous is None or not previous.num_rows:
@@ -73,7 +74,7 @@ def encode_table(face_ids: list[str], previous: pa.Table | None) -> tuple[np.nda
     ident = previous.column("identity_id").combine_chunks()
     old_ids = sorted(pc.unique(ident).drop_null().to_pylist())
     known = pc.index_in(ident, value_set=pa.array(old_ids, pa.string())).fill_null(POOL).to_numpy()
-    at = pc.index_in(pa.array(face_ids, pa.string()), value_set=previous.column("face_id").combine_chunks())
+    at = pc.index_in(schema.string_array(face_ids), value_set=previous.column("face_id").combine_chunks())
     rows = at.fill_null(-1).to_numpy().astype(np.int64)
     code = np.where(rows >= 0, known.astype(np.int64)[np.maximum(rows, 0)], NEW)
     return code, old_ids
@@ -172,3 +173,9 @@ def identity_events(
         old_merged = sorted([o for o, _ in olds] + ([dest] if dest in at else []))
         events.append(_event("merge", old_merged, [dest], sum(c for _, c in olds), placed_in([dest])))
     return sorted(events, key=lambda e: (e["event"], e["old_ids"], e["new_ids"]))
+
+
+def events_table(events: list[dict], run_id: str) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"correction_ids": [], **e, "run_id": run_id} for e in events], schema=schema.IDENTITY_EVENTS
+    )

@@ -56,7 +56,7 @@ from facepipe.stages.cluster.constraints import (
     split_same_image,
 )
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.stages.cluster.identities import events_table, flagged_faces, identity_tables, load_faces
+from facepipe.stages.cluster.identities import flagged_faces, identity_tables, load_faces
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
 from facepipe.stages.cluster.kept import neighbour_index
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
@@ -66,7 +66,7 @@ from facepipe.stages.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
-from facepipe.stages.cluster.naming import encode_table, identity_events, name_clusters, read_previous
+from facepipe.stages.cluster.naming import encode_table, events_table, identity_events, name_clusters, read_previous
 from facepipe.stages.cluster.phases import Phases
 from facepipe.stages.cluster.threshold import (
     AUTO,
@@ -236,7 +236,7 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         return {"skipped": "no faces"}
     ph.done("faces read")
     previous, prev_run, prev_schema = read_previous(output)
-    code, old_ids = encode_table(fs.face_ids, previous)
+    code, old_ids = encode_table(fs.id_array(), previous)
     had, previous = previous is not None and previous.num_rows > 0, None
     incremental = _incremental(had, cfg)
     link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
