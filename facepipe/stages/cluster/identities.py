@@ -124,17 +124,19 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
         if not batch.column("face_id").equals(face_ids.slice(start, batch.num_rows).combine_chunks()):
             raise StorageError(_CHANGED)
         start += batch.num_rows
-        ok, to = rows >= 0, rows[rows >= 0]
+        to = rows[rows >= 0]
         if not len(to):
             continue
-        emb = batch.column("embedding").filter(ok).flatten().to_numpy(zero_copy_only=False).reshape(len(to), -1)
+        if len(to) < len(rows):  # another embedder's rows among them (else no copy of the batch)
+            batch = batch.filter(pa.array(rows >= 0))
+        emb = batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(len(to), -1)
         if not fs.x.shape[1]:
             fs.x = np.empty((n, emb.shape[1]), np.float32)
         fs.x[to] = emb
-        fs.det_score[to] = batch.column("det_score").to_numpy(zero_copy_only=False)[ok]
-        fs.width[to] = pc.subtract(batch.column("x2"), batch.column("x1")).to_numpy(zero_copy_only=False)[ok]
-        fs.dt[to] = pc.cast(batch.column("dt"), pa.date32()).to_numpy(zero_copy_only=False)[ok]
-        images.append(batch.column("image_id").filter(ok))
+        fs.det_score[to] = batch.column("det_score").to_numpy(zero_copy_only=False)
+        fs.width[to] = pc.subtract(batch.column("x2"), batch.column("x1")).to_numpy(zero_copy_only=False)
+        fs.dt[to] = pc.cast(batch.column("dt"), pa.date32()).to_numpy(zero_copy_only=False)
+        images.append(batch.column("image_id"))
         placed.append(to)
         del batch
         pa.default_memory_pool().release_unused()  # what each batch took, given back at once

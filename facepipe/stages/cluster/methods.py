@@ -140,10 +140,15 @@ def symmetric_graph(
     if w is not None:
         ww[at] = w
     del at
-    by_b = np.argsort(b, kind="stable")  # b's neighbours below it, by a
-    below = (indptr[:-1] + up - (np.cumsum(down) - down))[b[by_b]]
+    if w is None:  # b's neighbours below it, by a: the pairs sorted by (b, a), a plain sort (3x a stable argsort)
+        by_b = np.sort(b.astype(np.int64) * n + a)
+        b_sorted, a_by_b = (by_b // n).astype(small), (by_b % n).astype(small)
+    else:
+        by_b = np.argsort(b, kind="stable")
+        b_sorted, a_by_b = b[by_b], a[by_b]
+    below = (indptr[:-1] + up - (np.cumsum(down) - down))[b_sorted]
     below += np.arange(e)
-    cols[below] = a[by_b]
+    cols[below] = a_by_b
     if w is not None:
         ww[below] = w[by_b]
     return indptr, cols, ww
