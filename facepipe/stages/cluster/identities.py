@@ -1,7 +1,6 @@
-"""The identity tables: the archive's faces read back, every identity's
-statistics computed one way (:func:`identity_stats`, also for an erasure's recomputation), and
-the ``identities`` / ``face_identity`` tables built from a clustering (``identity_events``:
-:mod:`facepipe.stages.cluster.naming`)."""
+"""The identity tables: the archive's faces read back, and the ``identities`` / ``face_identity``
+tables built from a clustering (each identity's statistics: :mod:`facepipe.stages.cluster.stats`;
+``identity_events``: :mod:`facepipe.stages.cluster.naming`)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.errors import StorageError
+from facepipe.stages.cluster.stats import IdentityStats, Kept, distances, identity_stats
 from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
@@ -157,71 +157,23 @@ def _numbered(images: list[pa.Array], placed: list[np.ndarray], n: int) -> np.nd
     return out
 
 
-@dataclass
-class IdentityStats:
-    """Per identity (M of them, by ascending label): what the ``identities`` table holds."""
-
-    labels: np.ndarray  # (M,) the distinct labels >= 0
-    counts: np.ndarray  # (M,) int64 faces
-    centroid: np.ndarray  # (M, D) float32 mean embedding (summed in float64)
-    representative: np.ndarray  # (M,) row of the highest det_score; ties: the earliest row
-    first_day: np.ndarray  # (M,) int64 days since 1970-01-01 of its first face's dt
-    last_day: np.ndarray  # (M,) int64, of its last
-    assigned: np.ndarray  # (K,) rows with a label >= 0
-    inverse: np.ndarray  # (K,) each assigned row's identity, an index into ``labels``
-
-
-def _sums(x: np.ndarray, group: np.ndarray, m: int) -> np.ndarray:
-    """(m, D) float64 sums of the rows of ``x`` by ``group`` (N,; ``m``: in none), each group's
-    rows added in row order -- the sums of a sequential float64 reduction, bit for bit, in a
-    third of the time of ``np.add.reduceat`` (np.bincount a column at a time, 16 columns made
-    contiguous at once: 1.5 s against 3.4 s at 10^6 faces, 160k identities)."""
-    sums, step = np.empty((m, x.shape[1]), np.float64), 16
-    for j0 in range(0, x.shape[1], step):
-        cols = np.ascontiguousarray(x[:, j0 : j0 + step].T)
-        for j, col in enumerate(cols):
-            sums[:, j0 + j] = np.bincount(group, weights=col, minlength=m + 1)[:m]
-    return sums
-
-
-def identity_stats(labels: np.ndarray, x: np.ndarray, det_score: np.ndarray, days: np.ndarray) -> IdentityStats:
-    """The one implementation of an identity's statistics, used by clustering and by erasure.
-
-    labels (N,) int, -1 = unassigned; x (N, D) embeddings; det_score (N,); days (N,) int64 days
-    since 1970-01-01. Rows come sorted by face id, so ties pick the smallest face id.
-    """
-    ok = np.flatnonzero(labels >= 0)
-    ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
-    m = len(ulab)
-    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-    group = np.full(len(labels), m, np.int64)  # every face's identity; m: none
-    group[ok] = inv
-    cent = (_sums(x, group, m) / counts[:, None]).astype(np.float32)
-    best = np.lexsort((-det_score[ok], inv))
-    rep = ok[best[starts]] if m else np.zeros(0, np.int64)
-    day = days[ok].astype(np.int64)
-    first, last = np.full(m, np.iinfo(np.int64).max), np.full(m, np.iinfo(np.int64).min)
-    np.minimum.at(first, inv, day)
-    np.maximum.at(last, inv, day)
-    return IdentityStats(ulab, counts.astype(np.int64), cent, rep, first, last, ok, inv)
-
-
 def identity_tables(
-    fs: FaceSet, labels: np.ndarray, name: dict[int, str], run_id: str, given: dict[int, str] | None = None
+    fs: FaceSet,
+    labels: np.ndarray,
+    name: dict[int, str],
+    run_id: str,
+    given: dict[int, str] | None = None,
+    kept: Kept | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """(identities, face_identity) snapshot tables: centroid, distance to it, representative
     (highest detection score), first/last seen, the name ``given`` (label -> name) by a
-    correction; ``fs.left_out`` faces get the status it gives them."""
-    n, dim = fs.x.shape
-    st = identity_stats(labels, fs.x, fs.det_score, fs.dt)
-    ok, inv, counts, cent = st.assigned, st.inverse, st.counts, st.centroid
-    rep, first, last = st.representative, st.first_day, st.last_day
+    correction; ``fs.left_out`` faces get the status it gives them. ``kept``: centroids of the
+    last snapshot an identity keeps where its faces are the same (:mod:`facepipe.stages.cluster.stats`)."""
+    dim = fs.x.shape[1]
+    st = identity_stats(labels, fs.x, fs.det_score, fs.dt, kept)
+    counts, cent, rep, first, last = st.counts, st.centroid, st.representative, st.first_day, st.last_day
     m = len(st.labels)
-    dist = np.full(n, np.nan, np.float32)
-    step = 1 << 17
-    for at in range(0, len(ok), step):  # in blocks: three copies of every embedding otherwise
-        rows, own = ok[at : at + step], inv[at : at + step]
-        dist[rows] = np.linalg.norm(fs.x[rows] - cent[own], axis=1)
+    dist = distances(fs.x, st)
     ids = [name[int(lab)] for lab in st.labels]
     order = sorted(range(m), key=ids.__getitem__)
     identities = pa.table(

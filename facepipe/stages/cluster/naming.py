@@ -6,6 +6,7 @@ back here (:func:`read_previous`) and coded per face (:func:`encode_table`)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -66,30 +67,65 @@ def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tup
     return code, old_ids
 
 
-def encode_table(face_ids: list[str] | pa.Array, previous: pa.Table | None) -> tuple[np.ndarray, list[str]]:
+def encode_table(
+    face_ids: list[str] | pa.Array, previous: pa.Table | None, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
     """:func:`encode_previous` from the snapshot's (face_id, identity_id) table, which holds each
-    face once: looked up in Arrow, no dict of every face."""
+    face once: looked up in Arrow, no dict of every face (``rows``: :func:`previous_rows`)."""
     if previous is None or not previous.num_rows:
         return np.full(len(face_ids), NEW, np.int64), []
     ident = previous.column("identity_id").combine_chunks()
     old_ids = sorted(pc.unique(ident).drop_null().to_pylist())
     known = pc.index_in(ident, value_set=pa.array(old_ids, pa.string())).fill_null(POOL).to_numpy()
-    at = pc.index_in(schema.string_array(face_ids), value_set=previous.column("face_id").combine_chunks())
-    rows = at.fill_null(-1).to_numpy().astype(np.int64)
+    rows = previous_rows(face_ids, previous) if rows is None else rows
     code = np.where(rows >= 0, known.astype(np.int64)[np.maximum(rows, 0)], NEW)
     return code, old_ids
 
 
+def previous_rows(face_ids: list[str] | pa.Array, previous: pa.Table) -> np.ndarray:
+    """(N,) each face's row in the snapshot's table, -1 where it has none."""
+    at = pc.index_in(schema.string_array(face_ids), value_set=previous.column("face_id").combine_chunks())
+    return at.fill_null(-1).to_numpy().astype(np.int64)
+
+
+@dataclass
+class Snapshot:
+    """The last snapshot as a night needs it: each face's ``code`` (NEW, POOL or an index into
+    ``old_ids``) and recorded ``distance`` to its identity's centroid (NaN: none), the ``run``
+    that wrote it, one file's ``schema`` (its metadata keeps the link threshold), whether it
+    ``held`` any face."""
+
+    code: np.ndarray
+    old_ids: list[str]
+    distance: np.ndarray
+    run: str | None
+    schema: pa.Schema | None
+    held: bool
+
+
+def read_snapshot(output: Output, face_ids: list[str] | pa.Array) -> Snapshot:
+    """The last snapshot of ``output`` for tonight's ``face_ids`` (:class:`Snapshot`)."""
+    previous, run, file_schema = read_previous(output)
+    if previous is None or not previous.num_rows:
+        code, old_ids = encode_table(face_ids, None)
+        return Snapshot(code, old_ids, np.full(len(face_ids), np.nan, np.float32), run, file_schema, False)
+    rows = previous_rows(face_ids, previous)
+    code, old_ids = encode_table(face_ids, previous, rows)
+    recorded = previous.column("distance").to_numpy().astype(np.float32)  # nulls: NaN
+    distance = np.where(rows >= 0, recorded[np.maximum(rows, 0)], np.float32(np.nan)).astype(np.float32)
+    return Snapshot(code, old_ids, distance, run, file_schema, True)
+
+
 def read_previous(output: str | Output) -> tuple[pa.Table | None, str | None, pa.Schema | None]:
-    """The published face_identity snapshot as a (face_id, identity_id) table (identity_id null:
-    unassigned; :func:`facepipe.stages.cluster.naming.encode_table` codes it, no dict of every
-    face: gigabytes at 10^7), the run id that wrote it, and the schema of one of its files (its
+    """The published face_identity snapshot as a (face_id, identity_id, distance) table
+    (identity_id null: unassigned; :func:`encode_table` codes it, no dict of every face:
+    gigabytes at 10^7), the run id that wrote it, and the schema of one of its files (its
     metadata keeps the link threshold, ``facepipe.stages.cluster.threshold``)."""
     out = as_output(output)
     ds = out.dataset("face_identity")
     if ds is None:
         return None, None, None
-    t = ds.to_table(columns=["face_id", "identity_id", "run_id"])
+    t = ds.to_table(columns=["face_id", "identity_id", "run_id", "distance"])
     runs = set(t.column("run_id").unique().to_pylist())
     files = out.part_files("face_identity")
     schema = out.read_table(files[0], columns=["run_id"]).schema if files else None  # one small column: the metadata

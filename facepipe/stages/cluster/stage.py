@@ -66,8 +66,9 @@ from facepipe.stages.cluster.methods import (
     threshold_components,
     threshold_edges,
 )
-from facepipe.stages.cluster.naming import encode_table, events_table, identity_events, name_clusters, read_previous
+from facepipe.stages.cluster.naming import events_table, identity_events, name_clusters, read_snapshot
 from facepipe.stages.cluster.phases import Phases
+from facepipe.stages.cluster.stats import kept_centroids
 from facepipe.stages.cluster.threshold import (
     AUTO,
     LINKAGE_BOUND,
@@ -235,11 +236,9 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
     if fs is None:
         return {"skipped": "no faces"}
     ph.done("faces read")
-    previous, prev_run, prev_schema = read_previous(output)
-    code, old_ids = encode_table(fs.id_array(), previous)
-    had, previous = previous is not None and previous.num_rows > 0, None
-    incremental = _incremental(had, cfg)
-    link = resolve(cfg.threshold, fs.x, stored(prev_schema), full=not incremental)
+    snap = read_snapshot(output, fs.id_array())
+    code, old_ids, incremental = snap.code, snap.old_ids, _incremental(snap.held, cfg)
+    link = resolve(cfg.threshold, fs.x, stored(snap.schema), full=not incremental)
     cfg = dataclasses.replace(cfg, threshold=link.value)
     ph.done("snapshot read")
     radius = max(link.value, link.linkage or 0, LINKAGE_BOUND)  # no cut, first or second, links farther
@@ -253,10 +252,11 @@ def run_cluster(output: str | Output, dt: str, run_id: str, cfg: ClusterConfig) 
         events = identity_events(code, old_ids, labels, name, cfg.split_share, fs.face_ids)
         events = corrections.annotate_events(events, fixed, name, code, old_ids, fs.face_ids, output)
         ph.done("named")
-        identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given())
+        kept = kept_centroids(output, labels, name, code, old_ids, snap.distance) if incremental else None
+        identities, face_identity = identity_tables(fs, labels, name, run_id, fixed.given(), kept)
         tables = identities, attach(face_identity, link)
         ph.done("tables")
-        files = writer.publish_identities(output, run_id, dt, prev_run, events_table(events, run_id), *tables)
+        files = writer.publish_identities(output, run_id, dt, snap.run, events_table(events, run_id), *tables)
         ph.done("published")
         index_info.update(keep_index(run_id))  # after the snapshot: the index is a cache of the faces
         ph.done("index kept")

@@ -5,7 +5,8 @@ output come sorted by face id whatever the files' order."""
 
 import numpy as np
 
-from facepipe.stages.cluster.identities import identity_stats, load_faces
+from facepipe.stages.cluster.identities import load_faces
+from facepipe.stages.cluster.stats import identity_stats
 from testbed.cluster_faces import face_ids, people, write_faces
 
 
