@@ -11,6 +11,7 @@ either way, bit for bit: the same faces added in the same (face id) order.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.storage.output import Output
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,14 +138,19 @@ def kept_centroids(
     """The :class:`Kept` centroids of a night's identities (``labels`` per face, ``name``d, the
     faces' previous ``code`` among ``old_ids`` and recorded ``distance``): those named by an old
     id whose faces are exactly the faces it had (all of them had it, as many as it had)."""
+    none = Kept(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), distance)
     if not old_ids:  # a snapshot of no identity: none to keep
-        return Kept(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), distance)
+        return none
+    try:
+        n_old, cent = _snapshot(output, old_ids)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # an optimisation: every centroid summed instead
+        log.warning("the last identities snapshot cannot be read (%s: %s): summing every centroid", type(e).__name__, e)
+        return none
     ok = labels >= 0
     ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
     at = {oid: j for j, oid in enumerate(old_ids)}
     was = np.array([at.get(name[la], -1) for la in ulab.tolist()], np.int64)  # the old id it has, if any
     stayed = np.bincount(inv[code[ok] != was[inv]], minlength=len(ulab)) == 0  # every face had it before
-    n_old, cent = _snapshot(output, old_ids)
     same = (was >= 0) & stayed & (counts == n_old[np.maximum(was, 0)])
     return Kept(ulab[same], cent[was[same]], distance)
 

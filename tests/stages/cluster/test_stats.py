@@ -65,3 +65,26 @@ def test_a_night_keeps_no_centroid_of_a_face_whose_embedding_changed(tmp_path):
         assert np.abs(emb[mine].astype(np.float64).mean(0) - cent[mine][0]).max() < 1e-6
     assert np.abs(np.array([r[2] for r in rows]) - np.linalg.norm(emb - cent, axis=1)).max() < 1e-5
     assert len(rows) == len(x)
+
+
+def test_an_unreadable_identities_snapshot_costs_time_not_the_night(tmp_path):
+    """The kept centroids are an optimisation: when the last ``identities`` file cannot be read (a
+    torn file: the output leaves it out of the table), the night sums every centroid and its
+    tables are those of a readable snapshot."""
+    x, _ = people(30, 4, seed=6)
+    fids = face_ids(len(x))
+    outs = {}
+    for how in ("readable", "damaged"):
+        out = tmp_path / how / "out"
+        write_faces(out, "2026-11-01", fids[::2], x[::2])
+        run_cluster(str(out), "2026-11-01", "n1", ClusterConfig())
+        if how == "damaged":
+            for f in (out / "identities").rglob("*.parquet"):
+                f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # a torn file
+        write_faces(out, "2026-11-02", fids[1::2], x[1::2])
+        assert run_cluster(str(out), "2026-11-02", "n2", ClusterConfig())["mode"] == "incremental"
+        outs[how] = {
+            t: duckdb.sql(f"select * exclude (run_id) from read_parquet('{out}/{t}/*/*.parquet') order by 1").fetchall()
+            for t in ("identities", "face_identity")
+        }
+    assert outs["readable"] == outs["damaged"]
