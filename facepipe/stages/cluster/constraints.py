@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from facepipe.stages.cluster.arrays import CHUNK
+from facepipe.stages.cluster.arrays import CHUNK, positions
 from facepipe.stages.cluster.graph import NeighbourIndex
 
 
@@ -171,7 +171,7 @@ def apply_corrections(
     res = Applied(labels)
     if corrections is None or corrections.num_rows == 0:
         return res
-    pos = {f: i for i, f in enumerate(face_ids)}
+    pos = positions(face_ids, [f for c in ("face_id", "other_face_id") for f in corrections.column(c).to_pylist() if f])
     ends = lambda r: (r["face_id"],) if r["kind"] == "name" else (r["face_id"], r["other_face_id"])  # noqa: E731
     live = [r for r in corrections.to_pylist() if all(e in pos for e in ends(r))]
     res.waiting = corrections.num_rows - len(live)

@@ -5,6 +5,7 @@ tables built from a clustering (each identity's statistics: :mod:`facepipe.stage
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +14,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.errors import StorageError
+from facepipe.stages.cluster.arrays import Names, take
 from facepipe.stages.cluster.stats import IdentityStats, Kept, distances, identity_stats
 from facepipe.storage.output import Output, as_output
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FaceSet:
-    face_ids: list[str]  # sorted
+    face_ids: Sequence[str]  # sorted (:class:`Names` when read from an output)
     x: np.ndarray  # (N, D) float32
     det_score: np.ndarray
     dt: np.ndarray  # datetime64[D]
@@ -32,35 +34,9 @@ class FaceSet:
     width: np.ndarray | None = None  # (N,) box width in pixels
     #: faces of the archive left out of clustering -> why (a ``face_identity`` status)
     left_out: dict[str, str] = field(default_factory=dict)
-    ids: pa.Array | None = None  # ``face_ids`` in Arrow, when read so (see ``schema.string_array``)
 
     def id_array(self) -> pa.Array:
-        return schema.string_array(self.ids if self.ids is not None else self.face_ids)
-
-    def without(self, why: dict[str, str]) -> "FaceSet":
-        """This set less the faces of ``why`` (face id -> status), recorded in ``left_out``."""
-        keep = np.array([f not in why for f in self.face_ids], bool) if why else np.ones(len(self.face_ids), bool)
-        if keep.all():
-            return self  # no copy of the embeddings (5 GB at 10^7 faces)
-        sel = lambda a: None if a is None else a[keep]  # noqa: E731
-        gone = {f: why[f] for f, k in zip(self.face_ids, keep) if not k}
-        return FaceSet(
-            [f for f, k in zip(self.face_ids, keep) if k],
-            self.x[keep],
-            self.det_score[keep],
-            self.dt[keep],
-            self.embedder,
-            sel(self.image_ids),
-            sel(self.width),
-            self.left_out | gone,
-            None if self.ids is None else self.ids.filter(pa.array(keep)),
-        )
-
-    def narrower_than(self, pixels: float) -> dict[str, str]:
-        """Face id -> ``too_small`` for the faces narrower than ``pixels``."""
-        if not pixels or self.width is None:
-            return {}
-        return {self.face_ids[i]: "too_small" for i in np.flatnonzero(self.width < pixels).tolist()}
+        return self.face_ids.arrow if isinstance(self.face_ids, Names) else schema.string_array(self.face_ids)
 
 
 def flagged_faces(output: str | Output) -> dict[str, str]:
@@ -76,31 +52,48 @@ def flagged_faces(output: str | Output) -> dict[str, str]:
 def load_faces(output: str | Output, exclude: dict[str, str] | None = None, min_width: float = 0) -> FaceSet | None:
     """The archive's faces of its most common embedder, sorted by face id; ``exclude``: face id ->
     why it is left out, and faces narrower than ``min_width`` pixels are left out as ``too_small``
-    (both recorded in ``FaceSet.left_out``). Read in two passes -- the face ids and embedders,
-    then the rest batch by batch into place -- so the faces table is never held whole (at 10^7
-    faces it is 12 GB beside the 5 GB of embeddings)."""
+    (both recorded in ``FaceSet.left_out``, ``exclude``'s reason first). Read in two passes -- the
+    face ids, embedders and boxes, then the rest batch by batch into place, the faces left out
+    never read -- so the faces table is never held whole (at 10^7 faces it is 12 GB beside the
+    5 GB of embeddings) and no embedding is copied to leave a face out."""
     faces_ds = as_output(output).dataset("faces")
     if faces_ds is None:
         return None
-    keys = faces_ds.to_table(columns=["face_id", "embedder"])
+    keys = faces_ds.to_table(columns=["face_id", "embedder", "x1", "x2"])
     if keys.num_rows == 0:
         return None
     counts = pc.value_counts(keys.column("embedder")).to_pylist()
     embedders = {c["values"]: c["counts"] for c in counts}
     embedder = max(embedders.items(), key=lambda kv: (kv[1], kv[0]))[0]
-    keep = pc.equal(keys.column("embedder"), embedder).to_numpy(zero_copy_only=False)
     if len(embedders) > 1:
         log.warning("faces of several embedders %s: clustering those of %s only", embedders, embedder)
+    mine = pc.equal(keys.column("embedder"), embedder).to_numpy(zero_copy_only=False)
+    width = pc.subtract(keys.column("x2"), keys.column("x1")).to_numpy(zero_copy_only=False)
+    keep, left_out = _left_out(keys.column("face_id"), mine, width, exclude or {}, min_width)
     kept_ids = keys.column("face_id").filter(keep)
     order = pc.sort_indices(kept_ids).to_numpy()
-    at = np.full(len(keep), -1, np.int64)  # each row's place in face-id order (-1: another embedder)
-    at[np.flatnonzero(keep)[order]] = np.arange(len(order))
+    at = np.full(len(keep), -1, np.int64)  # each row's place in face-id order (-1: not read)
+    rows = np.flatnonzero(keep)[order]
+    at[rows] = np.arange(len(order))
     fs = _read_in_place(faces_ds, keys.column("face_id"), at, len(order))
-    fs.ids = kept_ids.take(order).combine_chunks()
-    fs.face_ids, fs.embedder = fs.ids.to_pylist(), embedder
+    fs.face_ids, fs.embedder = Names(kept_ids.take(order)), embedder
+    fs.width, fs.left_out = width[rows].astype(np.float32), left_out
     del keys, kept_ids
     pa.default_memory_pool().release_unused()  # arrow's pool keeps what it freed (0.8 GB at 10^6)
-    return fs.without({**fs.narrower_than(min_width), **(exclude or {})})
+    return fs
+
+
+def _left_out(
+    face_ids: pa.ChunkedArray, mine: np.ndarray, width: np.ndarray, exclude: dict[str, str], min_width: float
+) -> tuple[np.ndarray, dict[str, str]]:
+    """(rows clustered, face id -> why) of the faces of the embedder (rows ``mine``): those
+    ``exclude`` names and those narrower than ``min_width`` (``too_small``) are left out."""
+    out = width < min_width if min_width else np.zeros(len(mine), bool)  # no width (NaN): kept
+    if exclude:
+        out |= pc.is_in(face_ids, value_set=pa.array(list(exclude), pa.string())).to_numpy(zero_copy_only=False)
+    out &= mine
+    gone = face_ids.filter(out).to_pylist() if out.any() else []
+    return mine & ~out, {f: exclude.get(f, "too_small") for f in gone}
 
 
 #: a writer changed the faces between the two passes of :func:`load_faces` (exit 3: run it again)
@@ -111,9 +104,11 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
     """The faces' columns read batch by batch (the rows in the order ``face_ids`` was read in, which
     each batch is checked against), row ``i`` placed at ``at[i]`` (-1: skipped). ``face_ids`` and
     ``embedder`` of the result are left for the caller."""
-    fs = FaceSet([], np.empty((n, 0), np.float32), np.empty(n, np.float32), np.empty(n, "datetime64[D]"), "")
-    fs.width, images, placed = np.empty(n, np.float32), [], []
-    start, cols = 0, ["face_id", "image_id", "embedding", "det_score", "x1", "x2", "dt"]
+    typ = ds.schema.field("embedding").type  # its size from the files' schema (else from the first batch)
+    dim = typ.list_size if pa.types.is_fixed_size_list(typ) else 0
+    fs = FaceSet([], np.empty((n, dim), np.float32), np.empty(n, np.float32), np.empty(n, "datetime64[D]"), "")
+    images, placed = [], []
+    start, cols = 0, ["face_id", "image_id", "embedding", "det_score", "dt"]
     # row group by row group: pre-buffered (the default), every row group of a file is read at once
     opts = ds.format.default_fragment_scan_options  # the output's own (its decryption, if any)
     opts.pre_buffer = False
@@ -134,7 +129,6 @@ def _read_in_place(ds, face_ids: pa.ChunkedArray, at: np.ndarray, n: int) -> Fac
             fs.x = np.empty((n, emb.shape[1]), np.float32)
         fs.x[to] = emb
         fs.det_score[to] = batch.column("det_score").to_numpy(zero_copy_only=False)
-        fs.width[to] = pc.subtract(batch.column("x2"), batch.column("x1")).to_numpy(zero_copy_only=False)
         fs.dt[to] = pc.cast(batch.column("dt"), pa.date32()).to_numpy(zero_copy_only=False)
         images.append(batch.column("image_id"))
         placed.append(to)
@@ -181,7 +175,7 @@ def identity_tables(
             "identity_id": pa.array([ids[i] for i in order], pa.string()),
             "n_faces": pa.array(counts[order], pa.int64()),
             "centroid": pa.FixedSizeListArray.from_arrays(pa.array(cent[order].reshape(-1), pa.float32()), dim),
-            "representative_face_id": pa.array([fs.face_ids[rep[i]] for i in order], pa.string()),
+            "representative_face_id": pa.array(take(fs.face_ids, rep[order]), pa.string()),
             "first_seen_dt": pa.array(first[order].astype("datetime64[D]"), pa.date32()),
             "last_seen_dt": pa.array(last[order].astype("datetime64[D]"), pa.date32()),
             "embedder": pa.array([fs.embedder] * m, pa.string()),

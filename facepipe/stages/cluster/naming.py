@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facepipe import schema
-from facepipe.stages.cluster.arrays import unique
+from facepipe.stages.cluster.arrays import take, unique
 from facepipe.storage.output import Output, as_output
 
 NEW, POOL = -2, -1  # previous codes of a face the snapshot has not seen / left unassigned
@@ -47,11 +47,11 @@ def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray
     used = set(old_ids) | set(name.values())
     left = np.flatnonzero(~np.isin(ulab, np.fromiter(name, np.int64, len(name))))
     left = left[np.argsort(first_row[left], kind="stable")]  # by first face
-    for la, row in zip(ulab[left].tolist(), first_row[left].tolist()):
-        ident, salt = new_identity_id([face_ids[row]]), 0  # faces are sorted: the first is the smallest
+    for la, first in zip(ulab[left].tolist(), take(face_ids, first_row[left])):
+        ident, salt = new_identity_id([first]), 0  # faces are sorted: the first is the smallest
         while ident in used:
             salt += 1
-            ident = new_identity_id([f"{face_ids[row]}#{salt}"])
+            ident = new_identity_id([f"{first}#{salt}"])
         name[la] = ident
         used.add(ident)
     return name
@@ -185,7 +185,7 @@ def identity_events(
         if face_ids is None:
             return []
         rows = placed[np.isin(labels[placed], [label_of[i] for i in ids])]
-        return sorted(face_ids[i] for i in rows)
+        return sorted(take(face_ids, rows))
 
     old, lab, count = _parts(prev_code, labels)
     at, kept, alive = _kept(name, old_ids)

@@ -72,3 +72,30 @@ def test_faces_of_another_embedder_are_left_out_and_every_column_follows_its_fac
     assert fs.dt.tolist() == [np.datetime64(day[f], "D").item() for f in fs.face_ids]
     score = dict(zip([fids[i] for i in perm[:100]], np.linspace(0.9, 0.99, 100, dtype=np.float32)))
     assert all(fs.det_score[i] == score[f] for i, f in enumerate(fs.face_ids) if f in score)
+
+
+def test_faces_left_out_are_recorded_with_their_reason_and_never_read(tmp_path):
+    """Faces ``exclude`` names (the outlier stage's flags) and faces narrower than the minimum are
+    left out (now when the ids are read: a copy of the embeddings to drop them was 5 GB at 10^7
+    faces), each recorded with its reason (the exclusion's first), the others read in face-id
+    order with their own embeddings; an excluded face the archive lacks is not recorded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x, _ = people(20, 4, seed=5)
+    fids = face_ids(len(x))
+    write_faces(tmp_path, "2026-11-01", fids, x)
+    path = next((tmp_path / "faces").rglob("*.parquet"))
+    t = pq.read_table(path)
+    x2 = t.column("x2").to_numpy().copy()
+    x2[[3, 4]] = 20.0  # 20 px wide: too small at 40
+    pq.write_table(t.set_column(t.schema.get_field_index("x2"), "x2", pa.array(x2, pa.float32())), path)
+    why = {fids[4]: "outlier", fids[9]: "outlier", "zz-other": "outlier"}
+    fs = load_faces(str(tmp_path), why, min_width=40)
+    gone = {3, 4, 9}
+    assert fs.left_out == {fids[3]: "too_small", fids[4]: "outlier", fids[9]: "outlier"}
+    kept = [i for i in range(len(fids)) if i not in gone]
+    assert fs.face_ids == [fids[i] for i in kept] and fs.id_array().to_pylist() == [fids[i] for i in kept]
+    assert np.array_equal(fs.x, x[kept]) and (fs.width == 100).all() and len(fs.image_ids) == len(kept)
+    everyone = load_faces(str(tmp_path), {}, min_width=0)
+    assert everyone.left_out == {} and everyone.face_ids == fids and np.array_equal(everyone.x, x)
