@@ -88,3 +88,19 @@ def test_an_unreadable_identities_snapshot_costs_time_not_the_night(tmp_path):
             for t in ("identities", "face_identity")
         }
     assert outs["readable"] == outs["damaged"]
+
+
+def test_representative_is_the_highest_score_ties_to_the_earliest_face():
+    """An identity's representative face: the highest detection score, ties (and all-NaN scores)
+    to the earliest row, a NaN never above a number -- what a lexsort by (identity, -score) picks."""
+    rng = np.random.default_rng(4)
+    n = 50_000
+    labels = rng.integers(-1, 4_000, n)
+    score = rng.choice(np.array([0.5, 0.7, 0.9, np.nan], np.float32), n)  # many ties
+    score[labels == 7] = np.nan  # one identity of NaN scores only
+    st = identity_stats(labels, rng.normal(size=(n, 4)).astype(np.float32), score, np.zeros(n, np.int64))
+    ok = np.flatnonzero(labels >= 0)
+    _, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
+    key = np.where(np.isnan(score[ok]), np.inf, -score[ok])  # NaN last
+    first = np.lexsort((ok, key, inv))[np.r_[0, np.cumsum(counts)[:-1]]]
+    assert np.array_equal(st.representative, ok[first])
