@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: how long the tasks may take to propagate (a task that cannot be placed would be waited for forever)
 CALL_S = 3600.0
+#: times a task whose worker died (OOM-killed, its node lost) is run again before the night fails
+RETRIES = 3
 
 
 def pass_groups(m: int, iterations: int, seed: int, chunks: int) -> np.ndarray:
@@ -184,7 +186,7 @@ def on_ray(fn: Callable, work: Iterable[tuple]) -> list:
     from facepipe.run.startup import ensure_ray
 
     ensure_ray()
-    run = ray.remote(num_cpus=1)(fn)
+    run = ray.remote(num_cpus=1, max_retries=RETRIES)(fn)
     calls = [run.remote(*args) for args in work]
     try:
         return ray.get(calls, timeout=CALL_S)

@@ -1,6 +1,9 @@
 """Propagation one connected component at a time (facepipe.stages.cluster.by_component): the
 labels of the whole graph, bit for bit, whatever the batches -- fresh and warm-started, weighted
-or not -- and on real Ray tasks."""
+or not -- and on real Ray tasks, a task whose worker dies run again."""
+
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from bench.accuracy import cluster_methods
 from facepipe.stages.cluster.by_component import (
     component_batches,
     components_csr,
+    on_ray,
     pass_groups,
     propagate_by_component,
 )
@@ -98,6 +102,28 @@ def test_on_ray_tasks(graph, ray_cluster):
     n, g = graph
     want = propagate_labels(*g, np.arange(n), seed=0)
     assert np.array_equal(propagate_by_component(*g, np.arange(n), seed=0, tasks=3), want)
+
+
+def test_a_task_whose_worker_dies_is_run_again_and_the_labels_are_the_same(graph, ray_cluster, tmp_path):
+    """A propagation task's worker killed mid-night: Ray runs the task again on a new worker, and
+    the labels are the whole graph's, as if nothing had happened."""
+    n, g = graph
+    want = propagate_labels(*g, np.arange(n), seed=0)
+    marker = str(tmp_path / "killed")
+
+    def mapper(fn, work):
+        def dies_once(*args):  # in the Ray worker: the first call kills its process (SIGKILL, as the OOM killer)
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return fn(*args)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return on_ray(dies_once, work)  # nested: Ray ships it by value (the test module is not on the workers)
+
+    got = propagate_by_component(*g, np.arange(n), seed=0, tasks=3, mapper=mapper)
+    assert os.path.exists(marker), "no worker was killed"
+    assert np.array_equal(got, want)
 
 
 def test_two_nights_on_tasks_give_the_drivers_identities(ray_cluster, tmp_path):
