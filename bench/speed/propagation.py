@@ -9,6 +9,9 @@ the graph (faces, links, components, the largest), then Chinese Whispers' propag
 the driver (``propagate_labels``), and with ``--tasks`` T on a local Ray cluster
 (``by_component.propagate_by_component``: components cut into T batches, a task each), each
 checked equal to the driver's labels, with wall times and the driver's peak memory.
+``--chain F`` links the first F of the faces one to the next: one giant component beside the
+others, which the tasks then propagate in synchronous rounds over T Ray actors
+(:mod:`facepipe.stages.cluster.rounds`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ def graph(out: str, threshold: float | None):
     return n, threshold, symmetric_graph(n, *threshold_edges(kept.nbr, kept.dist, threshold))
 
 
+def chained(n: int, g: tuple, m: int) -> tuple:
+    """``g`` with faces 0..m-1 linked one to the next (one component of at least m faces)."""
+    from facepipe.stages.cluster.methods import symmetric_graph
+
+    src = np.repeat(np.arange(n), np.diff(g[0]))
+    return symmetric_graph(n, np.r_[src, np.arange(m - 1)], np.r_[g[1], np.arange(1, m)])
+
+
 def main() -> None:
     from facepipe.run.startup import ensure_ray
     from facepipe.stages.cluster.by_component import components_csr, propagate_by_component
@@ -51,9 +62,13 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--tasks", type=int, nargs="+", default=[2])
     ap.add_argument("--threshold", type=float, default=None, help="default: the snapshot's")
+    ap.add_argument("--chain", type=float, default=0.0, help="the share of the faces chained into one component")
+    ap.add_argument("--giant", type=int, default=None, help="rounds from this many faces (default: the stage's)")
     a = ap.parse_args()
     t = time.perf_counter()
     n, threshold, g = graph(a.out, a.threshold)
+    if a.chain:
+        g = chained(n, g, int(n * a.chain))
     root = components_csr(g[0], g[1])
     sizes = np.bincount(root, minlength=n)
     print(
@@ -67,7 +82,7 @@ def main() -> None:
     print(f"(Ray started in {ray_s:.1f}s)")
     for tasks in a.tasks:
         t = time.perf_counter()
-        got = propagate_by_component(*g, np.arange(n), tasks=tasks)
+        got = propagate_by_component(*g, np.arange(n), tasks=tasks, **({"giant": a.giant} if a.giant else {}))
         same = "the same labels" if np.array_equal(got, want) else "DIFFERENT LABELS"
         print(f"{tasks:2d} Ray tasks  {time.perf_counter() - t:6.1f}s  {same}")
     print(f"driver peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")

@@ -14,8 +14,8 @@ each (:func:`component_batches`), one Ray task a batch (:func:`propagate_by_comp
 
 The driver still holds the graph (it built it), finds the components and cuts the batches; what
 the tasks spread over the cluster's cores is the propagation's passes. A component larger than a
-batch (a chain of look-alikes through a whole archive) is one task's alone: synchronous rounds
-over a giant component are not built.
+batch (a chain of look-alikes through a whole archive) of :data:`GIANT_MIN` nodes or more is
+propagated in synchronous rounds over as many Ray actors (:mod:`facepipe.stages.cluster.rounds`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 from facepipe.errors import ClusterStalled
 from facepipe.stages.cluster.arrays import CHUNK
 from facepipe.stages.cluster.methods import hook, movable_nodes, pass_orders, propagate_labels, propagate_passes
+from facepipe.stages.cluster.rounds import propagate_rounds
 
 if TYPE_CHECKING:
     from facepipe.stages.cluster.stage import ClusterConfig
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: how long the tasks may take to propagate (a task that cannot be placed would be waited for forever)
 CALL_S = 3600.0
+#: nodes from which a component holding more than a batch's share of the graph is propagated in
+#: synchronous rounds over every task (each round a Ray call: worth it only for a large one)
+GIANT_MIN = 2_000_000
 #: times a task whose worker died (OOM-killed, its node lost) is run again before the night fails
 RETRIES = 3
 
@@ -74,20 +78,28 @@ def components_csr(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return parent
 
 
-def component_batches(indptr: np.ndarray, indices: np.ndarray, movable: np.ndarray, b: int) -> list[np.ndarray]:
-    """Up to ``b`` sets of nodes (ascending), each a union of whole components with a movable
-    node, holding about as many edges each (components ordered by their smallest node)."""
+def component_batches(
+    indptr: np.ndarray, indices: np.ndarray, movable: np.ndarray, b: int, least: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(batches, giants): up to ``b`` sets of nodes (ascending), each a union of whole components
+    with a movable node, holding about as many edges each (components ordered by their smallest
+    node); and the components of ``least`` nodes or more (0: none) holding more than a batch's
+    share, each apart (ascending), for rounds (:mod:`facepipe.stages.cluster.rounds`)."""
     root = components_csr(indptr, indices)
     has = np.zeros(len(root), bool)
     has[root[movable]] = True
     weight = np.bincount(root, weights=np.diff(indptr) + 1, minlength=len(root)) * has
+    size = np.bincount(root, minlength=len(root))
+    big = np.flatnonzero((size >= least) & (weight > weight.sum() / b) & has) if least else np.zeros(0, np.int64)
+    giants = [np.flatnonzero(root == r) for r in big.tolist()]
+    has[big], weight[big] = False, 0
     cum = np.cumsum(weight)
     cut = np.searchsorted(cum, cum[-1] * np.arange(1, b) / b, side="right") if len(cum) else np.zeros(0, int)
     batch = np.searchsorted(cut, root, side="right")  # a node's batch: its root's range
     batch[~has[root]] = -1
     order = np.argsort(batch, kind="stable")
     bounds = np.searchsorted(batch[order], np.arange(b + 1))
-    return [order[bounds[i] : bounds[i + 1]] for i in range(b) if bounds[i + 1] > bounds[i]]
+    return [order[bounds[i] : bounds[i + 1]] for i in range(b) if bounds[i + 1] > bounds[i]], giants
 
 
 def subgraph(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray | None, nodes: np.ndarray) -> tuple:
@@ -127,29 +139,48 @@ def propagate_by_component(
     chunks: int = 64,
     tasks: int = 1,
     mapper: Callable[[Callable, Iterable[tuple]], list] | None = None,
+    giant: int = GIANT_MIN,
+    parts: Callable | None = None,
 ) -> np.ndarray:
     """:func:`propagate_labels`, the components in ``tasks`` batches, each a call of
     :func:`propagate_batch` made by ``mapper(fn, [args, ...])`` (default: Ray tasks,
-    :func:`on_ray`); ``tasks`` 1: on the driver, the whole graph at once. The same labels either way."""
+    :func:`on_ray`); ``tasks`` 1: on the driver, the whole graph at once. A component of
+    ``giant`` nodes or more holding more than a batch's share goes in synchronous rounds over
+    ``tasks`` parts made by ``parts`` (:func:`facepipe.stages.cluster.rounds.propagate_rounds`;
+    default: Ray actors). The same labels either way."""
     if tasks <= 1:
         return propagate_labels(indptr, indices, weights, labels, frozen, iterations, seed, chunks)
     t0 = time.perf_counter()
     label = np.asarray(labels, np.int64).copy()
     movable = movable_nodes(indptr, frozen)
     groups = pass_groups(len(movable), iterations, seed, chunks)
-    batches = component_batches(indptr, indices, movable, tasks)
-    log.info("propagation: %d batches of components, cut in %.1f s", len(batches), time.perf_counter() - t0)
+    batches, giants = component_batches(indptr, indices, movable, tasks, giant)
+    sizes, took = [len(c) for c in giants], time.perf_counter() - t0
+    log.info(
+        "propagation: %d batches of components, giant components %s in rounds; cut in %.1f s", len(batches), sizes, took
+    )
 
     def work():  # one batch's arguments at a time: each leaves the driver once handed over
         for nodes in batches:
-            at = np.searchsorted(movable, nodes)
-            mine = (at < len(movable)) & (movable[np.minimum(at, len(movable) - 1)] == nodes)
+            at, mine = _movable_among(movable, nodes)
             graph = subgraph(indptr, indices, weights, nodes)
             yield graph, label[nodes], np.flatnonzero(mine), groups[:, at[mine]], chunks
 
-    for nodes, got in zip(batches, (mapper or on_ray)(propagate_batch, work())):
+    for nodes, got in zip(batches, (mapper or on_ray)(propagate_batch, work()) if batches else []):
         label[nodes] = got
+    for nodes in giants:
+        at, mine = _movable_among(movable, nodes)
+        graph = subgraph(indptr, indices, weights, nodes)
+        label[nodes] = propagate_rounds(
+            graph, label[nodes], np.flatnonzero(mine), groups[:, at[mine]], chunks, tasks, parts
+        )
     return label
+
+
+def _movable_among(movable: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each of ``nodes``' place among ``movable``, whether it is one); both ascending."""
+    at = np.searchsorted(movable, nodes)
+    return at, (at < len(movable)) & (movable[np.minimum(at, len(movable) - 1)] == nodes)
 
 
 def task_count(nodes: int, tasks: int, least: int) -> int:

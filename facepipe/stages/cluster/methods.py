@@ -206,14 +206,18 @@ def propagate_passes(
     for groups in passes:
         changed = 0
         for nodes in groups:
-            changed += _update(indptr, indices, weights, deg, span, label, nodes)
+            changed += update_group(indptr, indices, weights, deg, span, label, nodes)
         if not changed:
             break
     return label
 
 
-def _update(indptr, indices, weights, deg, span: int, label: np.ndarray, nodes: np.ndarray) -> int:
-    """One group's nodes take their neighbours' heaviest label at once; returns how many changed."""
+def update_group(
+    indptr, indices, weights, deg, span: int, label: np.ndarray, nodes: np.ndarray, names: np.ndarray | None = None
+) -> int:
+    """One group's nodes take their neighbours' heaviest label at once; returns how many changed.
+    ``nodes``: rows of the graph; ``names``: each row's node in ``label`` and ``indices`` (None:
+    the row itself; a part of a component holds only its nodes' rows, :mod:`.rounds`)."""
     d = deg[nodes]
     owner = np.repeat(np.arange(len(nodes)), d)
     pos = np.repeat(indptr[nodes] - np.cumsum(d) + d, d) + np.arange(int(d.sum()))
@@ -227,7 +231,7 @@ def _update(indptr, indices, weights, deg, span: int, label: np.ndarray, nodes: 
     uown, ulab = ukey // span, ukey % span
     pick = np.lexsort((ulab, -score, uown))
     first = pick[np.r_[True, uown[pick][1:] != uown[pick][:-1]]]
-    who, best = nodes[uown[first]], ulab[first]
+    who, best = (nodes if names is None else names[nodes])[uown[first]], ulab[first]
     changed = int((label[who] != best).sum())
     label[who] = best
     return changed

@@ -1,6 +1,7 @@
 """Propagation one connected component at a time (facepipe.stages.cluster.by_component): the
 labels of the whole graph, bit for bit, whatever the batches -- fresh and warm-started, weighted
-or not -- and on real Ray tasks, a task whose worker dies run again."""
+or not -- and on real Ray tasks, a task whose worker dies run again; a giant component in
+synchronous rounds over parts (in this process and as Ray actors, one killed mid-rounds)."""
 
 import os
 import signal
@@ -62,7 +63,8 @@ def test_batches_are_whole_components_balanced_by_edges(graph):
     n, (indptr, indices, _) = graph
     movable = movable_nodes(indptr, None)
     root = components_csr(indptr, indices)
-    batches = component_batches(indptr, indices, movable, 4)
+    batches, giants = component_batches(indptr, indices, movable, 4)
+    assert giants == []  # none asked for
     assert len(batches) == 4
     seen = np.concatenate(batches)
     assert len(seen) == len(np.unique(seen)) and set(movable) <= set(seen)
@@ -164,3 +166,67 @@ def test_how_many_tasks(ray_cluster):
     assert task_count(10**5, 0, 10**6) == 1
     assert task_count(10**6, 0, 10**6) == 1  # the session's cluster: one node
     assert task_count(10, 3, 10**6) == 3
+
+
+@pytest.fixture(scope="module")
+def giant(graph):
+    """The synthetic graph with a chain through half of its nodes: one component of ~half the
+    graph, beside thousands of small ones."""
+    n, (indptr, indices, _) = graph
+    a = np.repeat(np.arange(n), np.diff(indptr))
+    chain = np.arange(0, n // 2, 1)
+    src, dst = np.r_[a, chain[:-1]], np.r_[indices, chain[1:]]
+    return n, symmetric_graph(n, src, dst)
+
+
+def test_a_giant_component_is_cut_apart_and_propagated_in_rounds(giant):
+    """The component larger than a batch's share is returned apart (and no batch holds it); in
+    rounds over 3 parts the labels are the whole graph's -- fresh, warm-started with frozen
+    nodes, weighted."""
+    from facepipe.stages.cluster.rounds import Parts
+
+    n, g = giant
+    movable = movable_nodes(g[0], None)
+    batches, giants = component_batches(g[0], g[1], movable, 4, least=1000)
+    assert len(giants) == 1 and len(giants[0]) > n // 2
+    assert not np.isin(np.concatenate(batches), giants[0]).any()
+    rng = np.random.default_rng(3)
+    frozen = rng.random(n) < 0.3
+    weights = rng.random(len(g[1])).astype(np.float32)
+    for labels, fz, w in (
+        (np.arange(n), None, None),
+        (rng.integers(0, 400, n), frozen, None),
+        (np.arange(n), None, weights),
+    ):
+        want = propagate_labels(g[0], g[1], w, labels, fz, seed=5)
+        got = propagate_by_component(g[0], g[1], w, labels, fz, seed=5, tasks=3, mapper=local, giant=1000, parts=Parts)
+        assert np.array_equal(got, want)
+
+
+def test_a_giant_component_on_ray_actors_one_killed_mid_rounds(giant, ray_cluster):
+    """The rounds' parts as Ray actors, one of them killed (SIGKILL) after a few rounds: Ray
+    restarts it, the driver hands it the labels the rounds had reached and runs its round again,
+    and the labels are the whole graph's."""
+    import ray
+
+    from facepipe.stages.cluster.rounds import RayParts
+
+    killed = []
+
+    class KillingParts(RayParts):
+        def step(self, t, g, nodes, new, label):
+            if (t, g) == (0, 9):
+                pid = ray.get(self.actors[0].pid.remote())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            return super().step(t, g, nodes, new, label)
+
+        def close(self):
+            killed.append(ray.get(self.actors[0].pid.remote()))  # the restarted process
+            super().close()
+
+    n, g = giant
+    want = propagate_labels(*g, np.arange(n), seed=0)
+    got = propagate_by_component(*g, np.arange(n), seed=0, tasks=2, mapper=local, giant=1000, parts=KillingParts)
+    assert len(killed) == 2 and killed[0] != killed[1], "no part was killed and restarted"
+    assert np.array_equal(got, want)
