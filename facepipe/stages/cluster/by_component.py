@@ -109,8 +109,9 @@ def subgraph(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray | None
     sub = np.zeros(len(nodes) + 1, np.int64)
     np.cumsum(d, out=sub[1:])
     pos = np.repeat(indptr[nodes] - sub[:-1], d) + np.arange(int(sub[-1]))
-    cols = np.searchsorted(nodes, indices[pos]).astype(indices.dtype)
-    return sub, cols, None if weights is None else weights[pos]
+    at = np.zeros(len(indptr) - 1, indices.dtype)  # each node's number here, by a mark per node:
+    at[nodes] = np.arange(len(nodes))  # a binary search of every edge took 3.8 s a call at 3x10^6
+    return sub, at[indices[pos]], None if weights is None else weights[pos]
 
 
 def propagate_batch(
