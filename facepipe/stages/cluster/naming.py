@@ -74,11 +74,16 @@ def encode_table(
     face once: looked up in Arrow, no dict of every face (``rows``: :func:`previous_rows`)."""
     if previous is None or not previous.num_rows:
         return np.full(len(face_ids), NEW, np.int64), []
-    ident = previous.column("identity_id").combine_chunks()
-    old_ids = sorted(pc.unique(ident).drop_null().to_pylist())
-    known = pc.index_in(ident, value_set=pa.array(old_ids, pa.string())).fill_null(POOL).to_numpy()
+    coded = previous.column("identity_id").combine_chunks().dictionary_encode()  # one pass over the ids
+    by_id = pc.sort_indices(coded.dictionary).to_numpy()
+    old_ids = coded.dictionary.take(by_id).to_pylist()  # sorted (bytewise: as Python sorts them)
+    rank = np.empty(len(by_id), np.int64)
+    rank[by_id] = np.arange(len(by_id))
+    idx = coded.indices.fill_null(-1).to_numpy()
+    known = np.full(len(idx), POOL, np.int64)  # no identity: the pool
+    known[idx >= 0] = rank[idx[idx >= 0]]
     rows = previous_rows(face_ids, previous) if rows is None else rows
-    code = np.where(rows >= 0, known.astype(np.int64)[np.maximum(rows, 0)], NEW)
+    code = np.where(rows >= 0, known[np.maximum(rows, 0)], NEW)
     return code, old_ids
 
 
