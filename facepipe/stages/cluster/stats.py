@@ -48,6 +48,13 @@ class Kept:
     labels: np.ndarray
     centroid: np.ndarray
     distance: np.ndarray
+    groups: tuple | None = None  # :func:`groups` of the night's labels, when computed already
+
+
+def groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows with a label >= 0, the distinct labels, each row's index among them, their counts)."""
+    ok = np.flatnonzero(labels >= 0)
+    return ok, *np.unique(labels[ok], return_inverse=True, return_counts=True)
 
 
 def _sums(x: np.ndarray, group: np.ndarray, m: int) -> np.ndarray:
@@ -98,8 +105,7 @@ def identity_stats(
     since 1970-01-01. Rows come sorted by face id, so ties pick the smallest face id. ``kept``:
     centroids from the last snapshot, used where each face is still at its recorded distance.
     """
-    ok = np.flatnonzero(labels >= 0)
-    ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
+    ok, ulab, inv, counts = kept.groups if kept is not None and kept.groups is not None else groups(labels)
     m = len(ulab)
     rep = _representatives(ok, inv, m, det_score[ok])
     day = days[ok].astype(np.int64)
@@ -157,13 +163,13 @@ def kept_centroids(
     except (OSError, ValueError, KeyError, TypeError) as e:  # an optimisation: every centroid summed instead
         log.warning("the last identities snapshot cannot be read (%s: %s): summing every centroid", type(e).__name__, e)
         return none
-    ok = labels >= 0
-    ulab, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
+    grouped = groups(labels)
+    ok, ulab, inv, counts = grouped
     at = {oid: j for j, oid in enumerate(old_ids)}
     was = np.array([at.get(name[la], -1) for la in ulab.tolist()], np.int64)  # the old id it has, if any
     stayed = np.bincount(inv[code[ok] != was[inv]], minlength=len(ulab)) == 0  # every face had it before
     same = (was >= 0) & stayed & (counts == n_old[np.maximum(was, 0)])
-    return Kept(ulab[same], cent[was[same]], distance)
+    return Kept(ulab[same], cent[was[same]], distance, grouped)
 
 
 def _snapshot(output: Output, old_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
