@@ -36,15 +36,11 @@ def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray
     key, count = np.unique(labels[both] * n_old + prev_code[both], return_counts=True)
     lab, old = key // n_old, key % n_old
     by = np.lexsort((old, first_row[np.searchsorted(ulab, lab)], -count))
-    name: dict[int, str] = {}
-    taken = np.zeros(n_old, bool)
-    for la, o in zip(lab[by].tolist(), old[by].tolist()):
-        if la not in name and not taken[o]:
-            name[la] = old_ids[o]
-            taken[o] = True
+    chosen = _greedy(lab, old, n_old, by)
+    name = dict(zip(lab[by][chosen].tolist(), [old_ids[o] for o in old[by][chosen].tolist()]))
     # a new id must not be an old one: an old identity's id hashes its smallest face, which may
     # now sit in another cluster than the one that kept the id
-    used = set(old_ids) | set(name.values())
+    used = set(old_ids)
     left = np.flatnonzero(~np.isin(ulab, np.fromiter(name, np.int64, len(name))))
     left = left[np.argsort(first_row[left], kind="stable")]  # by first face
     for la, first in zip(ulab[left].tolist(), take(face_ids, first_row[left])):
@@ -55,6 +51,22 @@ def name_clusters(face_ids: list[str], labels: np.ndarray, prev_code: np.ndarray
         name[la] = ident
         used.add(ident)
     return name
+
+
+def _greedy(lab: np.ndarray, old: np.ndarray, n_old: int, by: np.ndarray) -> np.ndarray:
+    """Whether the greedy over the (cluster ``lab``, old id ``old``) pairs (sorted by cluster) in
+    the order ``by`` takes each of them (in that order): each cluster and each old id once. A pair
+    alone with its cluster and its old id is taken whatever the order -- nearly every pair of a
+    night --, so the loop walks only the others."""
+    runs = np.diff(np.r_[np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]), len(lab)]) if len(lab) else lab
+    alone = (np.repeat(runs, runs) == 1) & (np.bincount(old, minlength=n_old)[old] == 1)
+    take, lab, old = alone[by], lab[by], old[by]
+    named, taken = set(), np.zeros(n_old, bool)
+    for i in np.flatnonzero(~take).tolist():
+        if int(lab[i]) not in named and not taken[old[i]]:
+            take[i], taken[old[i]] = True, True
+            named.add(int(lab[i]))
+    return take
 
 
 def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tuple[np.ndarray, list[str]]:
