@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from facepipe import schema
 from facepipe.errors import StorageError
-from facepipe.stages.cluster.arrays import Names, take
+from facepipe.stages.cluster.arrays import Names
 from facepipe.stages.cluster.stats import IdentityStats, Kept, distances, identity_stats
 from facepipe.storage.output import Output, as_output
 
@@ -168,23 +168,28 @@ def identity_tables(
     counts, cent, rep, first, last = st.counts, st.centroid, st.representative, st.first_day, st.last_day
     m = len(st.labels)
     dist = distances(fs.x, st)
-    ids = [name[int(lab)] for lab in st.labels]
-    order = sorted(range(m), key=ids.__getitem__)
+    ids = pa.array([name[lab] for lab in st.labels.tolist()], pa.string())
+    order = pc.sort_indices(ids).to_numpy()  # bytewise: the order Python sorts the ids in
+    named = (
+        pa.array([given.get(lab) for lab in st.labels[order].tolist()], pa.string())
+        if given
+        else pa.nulls(m, pa.string())
+    )
     identities = pa.table(
         {
-            "identity_id": pa.array([ids[i] for i in order], pa.string()),
+            "identity_id": ids.take(order),
             "n_faces": pa.array(counts[order], pa.int64()),
             "centroid": pa.FixedSizeListArray.from_arrays(pa.array(cent[order].reshape(-1), pa.float32()), dim),
-            "representative_face_id": pa.array(take(fs.face_ids, rep[order]), pa.string()),
+            "representative_face_id": fs.id_array().take(pa.array(rep[order])),
             "first_seen_dt": pa.array(first[order].astype("datetime64[D]"), pa.date32()),
             "last_seen_dt": pa.array(last[order].astype("datetime64[D]"), pa.date32()),
-            "embedder": pa.array([fs.embedder] * m, pa.string()),
-            "run_id": pa.array([run_id] * m, pa.string()),
-            "name": pa.array([(given or {}).get(int(st.labels[i])) for i in order], pa.string()),
+            "embedder": pa.repeat(pa.scalar(fs.embedder, pa.string()), m),
+            "run_id": pa.repeat(pa.scalar(run_id, pa.string()), m),
+            "name": named,
         },
         schema=schema.identities_schema(dim),
     )
-    return identities, _face_identity(fs, labels, st, pa.array(ids, pa.string()), dist, run_id)
+    return identities, _face_identity(fs, labels, st, ids, dist, run_id)
 
 
 def _face_identity(
