@@ -60,13 +60,13 @@ def _greedy(lab: np.ndarray, old: np.ndarray, n_old: int, by: np.ndarray) -> np.
     night --, so the loop walks only the others."""
     runs = np.diff(np.r_[np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]), len(lab)]) if len(lab) else lab
     alone = (np.repeat(runs, runs) == 1) & (np.bincount(old, minlength=n_old)[old] == 1)
-    take, lab, old = alone[by], lab[by], old[by]
+    chosen, lab, old = alone[by], lab[by], old[by]
     named, taken = set(), np.zeros(n_old, bool)
-    for i in np.flatnonzero(~take).tolist():
+    for i in np.flatnonzero(~chosen).tolist():
         if int(lab[i]) not in named and not taken[old[i]]:
-            take[i], taken[old[i]] = True, True
+            chosen[i], taken[old[i]] = True, True
             named.add(int(lab[i]))
-    return take
+    return chosen
 
 
 def encode_previous(face_ids: list[str], previous: dict[str, str | None]) -> tuple[np.ndarray, list[str]]:
