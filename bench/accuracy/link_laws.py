@@ -1,0 +1,159 @@
+"""Other laws for linking faces and identities, measured against the stage's (issue 32: measured, not kept)
+
+    .venv/bin/python -m bench.accuracy.link_laws --wild /tmp/wild2 --portraits /tmp/portraits --shared ../shared
+
+The photos in the wild split people where dlib's fixed 0.5 does not (F 0.849 against 0.918): is
+there a law, chosen from the archive without labels, that would link more of them without
+merging the portraits' look-alikes? Three families, each on the labelled sets (the caches of
+``wild_set`` / ``portraits_set``, and ``cluster_real``), faces >= 40 px as the stage clusters:
+
+1. **The tail of the different-person distances.** The stage fits a normal law to the lower side
+   of random face pairs' distances (``threshold.bulk_law``). Printed: the share of labelled
+   different-person pairs under each distance, that law's, and the same law fitted to squared
+   distances (a normal law of cosine similarities) -- and the cut each gives.
+2. **Score normalisation** (S-norm, as in speaker verification): each face's distances put on
+   its own bulk (its median and lower spread over the other faces), the two ends averaged.
+   Printed: the share of same-person pairs closer than the 1st / 3rd / 5th different-person pair,
+   raw against normalised (what any cut on that score could reach).
+3. **Identity-level evidence** for the second pass: over pairs of first-pass identities (one of
+   3+ looks), how many same-person and different-person pairs each criterion accepts at the
+   budget the stage spends (``FALSE_LINKS`` per face over the pairs tested): the stage's RMS
+   over all face pairs at its ``linkage_cut``; the RMS of one identity's faces to the other's
+   centroid under one law pooled over all 3+-look identities; the same under each identity's own
+   law (its centroid's distances to every other face).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from bench import record
+
+CUTS = (0.35, 0.40, 0.45, 0.48, 0.50, 0.52, 0.55)
+
+
+def _sets(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    from bench.accuracy.cluster_real import real_set
+    from bench.accuracy.labelled_photos import load
+
+    found = {"wild": load(args.wild / "wild.npz"), "portraits": load(args.portraits / "portraits.npz")}
+    found["cluster_real"] = real_set(args.shared)
+    return {k: (s.x[s.widths >= 40].astype(np.float64), s.labels[s.widths >= 40], s.image_ids[s.widths >= 40])
+            for k, s in found.items()}  # fmt: skip
+
+
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, 1)
+
+
+def tails(name: str, x: np.ndarray, lab: np.ndarray) -> list[str]:
+    """Family 1 (module text)."""
+    from facepipe.stages.cluster.threshold import PAIRS, bulk_law
+
+    a, b = _pairs(len(x))
+    d = np.linalg.norm(x[a] - x[b], axis=1)
+    diff = d[lab[a] != lab[b]]
+    sample = d if len(d) <= PAIRS else np.random.default_rng(0).choice(d, PAIRS, replace=False)
+    mu, sg = bulk_law(sample)
+    mu2, sg2 = bulk_law(sample**2)
+    z = NormalDist().inv_cdf(0.005 / len(x))
+    lines = [f"\n{name}: normal law of d ({mu:.4f}, {sg:.4f}) -> cut {mu + sg * z:.4f}; of d^2 ({mu2:.4f}, "
+             f"{sg2:.4f}) -> cut {np.sqrt(max(mu2 + sg2 * z, 0)):.4f}",
+             "| under | different-person pairs, measured | law of d | law of d^2 |", "|---|---|---|---|"]  # fmt: skip
+    for c in CUTS:
+        lines.append(f"| {c:.2f} | {(diff < c).mean():.1e} ({int((diff < c).sum())}) | "
+                     f"{NormalDist(mu, sg).cdf(c):.1e} | {NormalDist(mu2, sg2).cdf(c * c):.1e} |")  # fmt: skip
+    record.numbers(**{f"{name}: tails": {"d": [mu, sg], "d2": [mu2, sg2], "n": len(x)}})
+    return lines
+
+
+def snorm(name: str, x: np.ndarray, lab: np.ndarray) -> list[str]:
+    """Family 2 (module text)."""
+    from facepipe.stages.cluster.threshold import bulk_law
+
+    full = np.linalg.norm(x[:, None] - x[None], axis=2)
+    law = np.array([bulk_law(np.delete(full[i], i)) for i in range(len(x))])
+    a, b = _pairs(len(x))
+    d = full[a, b]
+    scores = {"distance": d, "S-norm": ((d - law[a, 0]) / law[a, 1] + (d - law[b, 0]) / law[b, 1]) / 2}
+    lines = [f"\n{name}: same-person pairs closer than the k-th different-person pair",
+             "| score | k = 1 | k = 3 | k = 5 |", "|---|---|---|---|"]  # fmt: skip
+    for score, v in scores.items():
+        first = np.sort(v[lab[a] != lab[b]])[:5]
+        shares = [float((v[lab[a] == lab[b]] < first[k]).mean()) for k in (0, 2, 4)]
+        lines.append(f"| {score} | " + " | ".join(f"{s:.3f}" for s in shares) + " |")
+        record.numbers(**{f"{name}: {score}": shares})
+    return lines
+
+
+def _identities(x: np.ndarray, lab: np.ndarray, images: np.ndarray):
+    """First-pass identities: (members, majority person, looks, the first cut)."""
+    from facepipe.stages.cluster.linkage import MIN_FACES, looks
+    from facepipe.stages.cluster.stage import ClusterConfig, cluster_full
+
+    labels, link = cluster_full(x.astype(np.float32), ClusterConfig(second_pass=False), image_ids=images)
+    members = [np.flatnonzero(labels == g) for g in np.unique(labels[labels >= 0])]
+    person = np.array([max(set(lab[m].tolist()), key=lambda p: ((lab[m] == p).sum(), p)) for m in members])
+    seen = np.array([int(looks(x[m], np.array([0]), link.value / 2, MIN_FACES)[0]) for m in members])
+    return labels, members, person, seen, link
+
+
+def identity_pairs(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray) -> list[str]:
+    """Family 3 (module text): accepted (same, different) pairs of first-pass identities."""
+    from facepipe.stages.cluster.linkage import MIN_FACES
+    from facepipe.stages.cluster.threshold import FALSE_LINKS, bulk_law, linkage_cut
+
+    labels, members, person, seen, link = _identities(x, lab, images)
+    big = np.flatnonzero(seen >= MIN_FACES)
+    z = NormalDist().inv_cdf(min(0.5, FALSE_LINKS * len(x) / 2 / max(1, len(big) * len(members))))
+    rms_cut = linkage_cut(link, labels, MIN_FACES)
+    rows: dict[str, list[int]] = {"RMS over face pairs (the stage)": [0, 0], "RMS to the centroid, pooled law": [0, 0],
+                                  "RMS to the centroid, the identity's own law": [0, 0]}  # fmt: skip
+    own, pooled, far = [], [], []
+    for g in big:
+        d = np.linalg.norm(x - x[members[g]].mean(0), axis=1)
+        outside = np.ones(len(x), bool)
+        outside[members[g]] = False
+        own.append(bulk_law(d[outside]))
+        pooled.append(d[outside])
+        far.append(d)
+    mu, sg = bulk_law(np.concatenate(pooled)) if pooled else (0.0, 1.0)
+    for i, g in enumerate(big):
+        for h in range(len(members)):
+            if h == g:
+                continue
+            same = int(person[g] != person[h])  # 0: same person, 1: different
+            r = float(np.sqrt(np.mean(far[i][members[h]] ** 2)))
+            rows["RMS to the centroid, pooled law"][same] += r < mu + sg * z
+            rows["RMS to the centroid, the identity's own law"][same] += r < own[i][0] + own[i][1] * z
+            if h not in big or h > g:  # unordered, once
+                rms = np.sqrt(np.mean(np.linalg.norm(x[members[g]][:, None] - x[members[h]][None], axis=2) ** 2))
+                rows["RMS over face pairs (the stage)"][same] += rms < rms_cut
+    truth = sum(person[g] == person[h] for g in big for h in range(len(members)) if h != g)
+    lines = [f"\n{name}: {len(members)} first-pass identities (cut {link.value}), {len(big)} of 3+ looks; "
+             f"{truth} (3+-look identity, other identity) pairs are one person; z at the budget {z:.2f}, "
+             f"RMS cut {rms_cut}, pooled law ({mu:.4f}, {sg:.4f})",
+             "| criterion | same-person pairs accepted | different-person pairs accepted |",
+             "|---|---|---|"]  # fmt: skip
+    lines += [f"| {k} | {v[0]} | {v[1]} |" for k, v in rows.items()]
+    record.numbers(**{f"{name}: identity pairs": rows, f"{name}: same-person pairs": int(truth)})
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wild", type=Path, required=True, help="wild_set's --work folder")
+    ap.add_argument("--portraits", type=Path, required=True, help="portraits_set's --work folder")
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    args = ap.parse_args()
+    for name, (x, lab, images) in _sets(args).items():
+        lines = tails(name, x, lab) + snorm(name, x, lab) + identity_pairs(name, x, lab, images)
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    record.run(main, "bench.accuracy.link_laws")
