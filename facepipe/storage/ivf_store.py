@@ -20,8 +20,8 @@ holds that the stage does not cluster (an outlier, too small) is passed over. It
 again, the quantizer and every face's probes replaced in one publish, when the embedder or the
 index settings changed, when the archive outgrew its cells (the cell count the archive's size
 calls for is no longer the stored one), or when the cells' balance drifted past :data:`DRIFT`
-times what it was at training. ``facepipe forget`` drops the whole index: its centroids are
-means of faces, the erased ones possibly among them.
+times what it was at training. ``facepipe forget`` takes the erased faces out of it and
+recomputes the centroids of the cells that held them (:mod:`facepipe.storage.index_erase`).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _read(output: Output, face_ids: list[str] | pa.Array, want: Trained, keys: t
     if len(qfiles) != 1:
         return None
     q = output.read_table(qfiles[0])
-    trained = Trained(**json.loads(q.schema.metadata[_META]))
+    trained = trained_of(q)
     if any(getattr(trained, k) != getattr(want, k) for k in keys):
         log.info("the stored index was trained for %s: training it again", {k: getattr(trained, k) for k in keys})
         return None
@@ -136,6 +136,11 @@ def _read(output: Output, face_ids: list[str] | pa.Array, want: Trained, keys: t
         probes[have], slots[have] = flat[pick], slot[pick]
         next_slot = max(next_slot, int(slot.max(initial=-1)) + 1)
     return StoredCells(centroids, probes, trained, slots, next_slot)
+
+
+def trained_of(quantizer: pa.Table) -> Trained:
+    """How a stored quantizer table was trained (its metadata)."""
+    return Trained(**json.loads(quantizer.schema.metadata[_META]))
 
 
 def drifted(trained: Trained, cells: np.ndarray) -> bool:

@@ -7,8 +7,9 @@
 2. **Stage.** Every table file holding a selected row is rewritten without it into
    ``OUT/_staging/forget-REQUEST/`` (the job's staging area); identities that lose some faces but
    not all get their ``n_faces``, ``centroid``, ``representative_face_id`` and first/last seen
-   recomputed from the faces left, so no erased embedding survives inside a centroid. Nothing
-   is visible yet, and a failure here changes nothing.
+   recomputed from the faces left, so no erased embedding survives inside a centroid; the kept
+   neighbour index likewise (:mod:`facepipe.storage.index_erase`). Nothing is visible yet,
+   and a failure here changes nothing.
 3. **Tombstone.** ``OUT/_tombstones/part-forget-REQUEST.parquet`` lists the erased image ids,
    source prefixes and face ids. The job's reader honours it (:class:`Tombstones`): units and
    images under an erased prefix or id are never decoded again, and erased face ids are dropped
@@ -44,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facepipe.stages.cluster.identities import identity_rows
-from facepipe.storage import ivf_store
+from facepipe.storage.index_erase import index_rewrites
 from facepipe.storage.output import AUDIT, Output, as_output, without_rows
 from facepipe.storage.tombstones import Tombstones, load_tombstones, write_tombstones  # noqa: F401 -- re-exported
 
@@ -167,8 +168,7 @@ def plan(output: str | Output, request: ForgetRequest) -> Erasure:
         if pc.any(hit).as_py():
             e.rewrites.append(_drop(out, path, t, hit))
     _plan_identities(out, e)
-    if e.face_ids:  # the kept neighbour index goes whole: its centroids are means of faces
-        e.rewrites += [_Rewrite(path, out.relative(path), None, 0) for path in ivf_store.files(out)]
+    e.rewrites += [_Rewrite(path, out.relative(path), kept, n) for path, kept, n in index_rewrites(out, e.face_ids)]
     return e
 
 

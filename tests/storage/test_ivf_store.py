@@ -116,19 +116,102 @@ def test_the_imbalance_factor_is_one_for_even_cells():
     assert ivf_store.imbalance(np.zeros(20, int), 4) == 4.0
 
 
-def test_forget_drops_the_index_and_the_next_night_trains_it_again(tmp_path):
-    """The centroids are means of faces, the erased ones possibly among them: the whole index goes."""
+def _index_held(o):
+    """{face_id: (slot, own cell)} of the stored index of the output ``o``."""
+    import pyarrow as pa
+
+    cells = pa.concat_tables([o.read_table(p) for p in o.part_files("_index/cells")])
+    probes = cells.column("probes").combine_chunks().flatten().to_numpy().reshape(cells.num_rows, -1)
+    return dict(zip(cells.column("face_id").to_pylist(), zip(cells.column("slot").to_pylist(), probes[:, 0])))
+
+
+def _index(out):
+    """The index as stored: {face_id: (slot, own cell)}, the centroids by cell, and the lists
+    {slot: named slots}."""
+    o = Output.open(str(out))
+    held = _index_held(o)
+    (q,) = [o.read_table(p).sort_by("cell") for p in o.part_files("_index/quantizer")]
+    centroids = np.stack(q.column("centroid").to_numpy(zero_copy_only=False))
+    lists = {}
+    for p in o.part_files("_index/lists"):
+        t = o.read_table(p)
+        nbr = t.column("nbr").combine_chunks().flatten().to_numpy().reshape(t.num_rows, -1)
+        lists.update(zip(t.column("slot").to_pylist(), map(set, nbr.tolist())))
+    return held, centroids, lists
+
+
+def _sharing_cells(ids, held):
+    """The first identity (by its first face) whose cells keep faces of others, and its faces."""
+    faces = {}
+    for f, i in sorted(ids.items()):
+        faces.setdefault(i, set()).add(f)
+    for person, mine in faces.items():
+        cells = {held[f][1] for f in mine}
+        if len(mine) >= 2 and all(any(c == held[g][1] for g in held if g not in mine) for c in cells):
+            return person, mine
+    raise AssertionError("every identity fills its cells")
+
+
+def test_forget_takes_the_erased_faces_out_of_the_index_and_keeps_it(tmp_path):
+    """An erasure rewrites only what names an erased face: its cells row, every list naming it,
+    the centroid of its cell (the mean of the faces the cell keeps, so no erased embedding stays
+    in one; the other centroids as they were). The next night keeps the index -- not a first
+    night again -- and groups the faces as a night whose index was dropped does."""
+    import shutil
+
+    from facepipe.tools.erase import ForgetRequest, forget
+
+    x, fids, night = _archive(tmp_path / "a")
+    run_cluster(str(tmp_path / "a"), "2026-11-01", "n1", CFG)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    held, centroids, lists = _index(tmp_path / "a")
+    person, erased = _sharing_cells(_ids(tmp_path / "a"), held)
+    for out in ("a", "b"):
+        audit = forget(str(tmp_path / out), ForgetRequest(identity_ids=(person,), request_id="erase-1"))
+        assert not [f for f in audit["files_deleted"] if f.startswith("_index/")]
+    held2, centroids2, lists2 = _index(tmp_path / "a")
+    assert set(held2) == set(held) - erased
+    gone = {held[f][0] for f in erased}
+    assert not gone & set(lists2) and not any(gone & named for named in lists2.values())
+    assert set(lists2) == {s for s, named in lists.items() if s not in gone and not gone & named}
+    touched = {held[f][1] for f in erased}
+    row = {f: i for i, f in enumerate(fids)}
+    for c in range(len(centroids)):
+        if c in touched:
+            kept = [row[f] for f, (_, cell) in held2.items() if cell == c]
+            np.testing.assert_allclose(centroids2[c], x[kept].astype(np.float64).mean(0), atol=1e-6)
+        else:
+            np.testing.assert_array_equal(centroids2[c], centroids[c])
+    # night 2, over the index kept and over the same output with its index dropped
+    Output.open(str(tmp_path / "b")).fs.delete_dir(str(tmp_path / "b" / "_index"))
+    for out in ("a", "b"):
+        write_faces(tmp_path / out, "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
+    s = run_cluster(str(tmp_path / "a"), "2026-11-02", "n2", CFG)
+    assert s["index"]["kept"] and not s["index"]["trained"]
+    assert run_cluster(str(tmp_path / "b"), "2026-11-02", "n2", CFG)["index"]["trained"]
+    assert not erased & set(_ids(tmp_path / "a"))
+    assert _groups(_ids(tmp_path / "a")) == _groups(_ids(tmp_path / "b"))
+
+
+def test_forget_that_empties_a_cell_drops_the_index_and_the_next_night_trains_it_again(tmp_path):
+    """A cell left with no face has no mean to take in place of its centroid, which held only
+    erased faces: the whole index goes, as it does for a small archive's few-face cells."""
     from facepipe.tools.erase import ForgetRequest, forget
 
     x, fids, night = _archive(tmp_path)
     run_cluster(str(tmp_path), "2026-11-01", "n1", CFG)
-    person = _ids(tmp_path)[fids[0]]
-    audit = forget(str(tmp_path), ForgetRequest(identity_ids=(person,), request_id="erase-1"))
+    held, _, _ = _index(tmp_path)
+    ids = _ids(tmp_path)
+    alone = next(
+        i for i in sorted(set(ids.values()))
+        if any(all(ids[g] == i for g in held if held[g][1] == held[f][1]) for f in held if ids[f] == i)
+    )  # fmt: skip
+    audit = forget(str(tmp_path), ForgetRequest(identity_ids=(alone,), request_id="erase-1"))
     dropped = sorted(f.split("/")[1] for f in audit["files_deleted"] if f.startswith("_index/"))
     assert dropped == ["cells", "lists", "quantizer"]
     assert not Output.open(str(tmp_path)).part_files("_index")
     s = run_cluster(str(tmp_path), "2026-11-01", "n2", CFG)
-    assert s["index"]["trained"] and fids[0] not in _ids(tmp_path)
+    assert s["index"]["trained"] and alone not in set(_ids(tmp_path).values())
 
 
 def test_the_centroids_are_encrypted_like_the_embeddings(tmp_path):
@@ -151,6 +234,14 @@ def test_the_centroids_are_encrypted_like_the_embeddings(tmp_path):
     with pytest.raises(OSError):
         pq.read_table(quantizer, columns=["centroid"])
     assert pq.read_table(quantizer, columns=["cell"]).num_rows == 64
+    # an erasure recomputes centroids in place: the rewritten quantizer is encrypted too
+    from facepipe.tools.erase import ForgetRequest, forget
+
+    person, _ = _sharing_cells(_ids(tmp_path / "out"), _index_held(out))
+    forget(out, ForgetRequest(identity_ids=(person,), request_id="erase-1"))
+    (quantizer,) = out.part_files("_index/quantizer")
+    with pytest.raises(OSError):
+        pq.read_table(quantizer, columns=["centroid"])
     write_faces(tmp_path / "out", "2026-11-02", [f for f, n in zip(fids, night) if not n], x[~night])
     assert run_cluster(out, "2026-11-02", "n2", CFG)["index"]["kept"]
 
