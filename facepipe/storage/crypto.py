@@ -169,6 +169,12 @@ def read_table(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None, **k
     return pq.read_table(path, filesystem=fs, decryption_properties=props, **kw)
 
 
+def iter_batches(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None, **kw):
+    """``ParquetFile.iter_batches`` (a file a batch at a time), decrypting when ``cfg`` is set."""
+    props = decryption_properties(cfg) if cfg is not None else None
+    return pq.ParquetFile(path, filesystem=fs, decryption_properties=props).iter_batches(**kw)
+
+
 # ---------------------------------------------------------------- the output's setting
 
 _known: dict[str, EncryptionConfig] = {}

@@ -26,7 +26,6 @@ import logging
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from facepipe import schema
 from facepipe.storage import ivf_store
@@ -37,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: a file of the index, what it keeps (None: delete it) and the rows it loses
 Rewrite = tuple[str, pa.Table | None, int]
+#: rows read at a time where a file is only looked through
+BATCH = 65_536
 
 
 def index_rewrites(out: Output, face_ids: set[str]) -> list[Rewrite]:
@@ -67,7 +68,7 @@ def _without(out: Output, erased: pa.Array) -> list[Rewrite] | None:
         if pc.any(hit).as_py():
             gone = t.filter(hit)
             slots.append(gone.column("slot").to_numpy().astype(np.int64))
-            cells.append(_own_cells(gone, trained.nprobe))
+            cells.append(_own_cells(gone.column("probes"), trained.nprobe))
             rewrites.append((path, *without_rows(t, pc.invert(hit))))
     if not rewrites:
         return []
@@ -81,29 +82,34 @@ def _without(out: Output, erased: pa.Array) -> list[Rewrite] | None:
     return rewrites + _lists(out, np.unique(np.concatenate(slots)))
 
 
-def _own_cells(t: pa.Table, nprobe: int) -> np.ndarray:
-    """Each cells row's own cell: the first of its probes."""
-    return t.column("probes").combine_chunks().flatten().to_numpy().reshape(t.num_rows, nprobe)[:, 0].astype(np.int64)
+def _own_cells(probes: pa.Array | pa.ChunkedArray, nprobe: int) -> np.ndarray:
+    """Each cells row's own cell: the first of its ``probes``."""
+    probes = probes.combine_chunks() if isinstance(probes, pa.ChunkedArray) else probes
+    return probes.flatten().to_numpy().reshape(len(probes), nprobe)[:, 0].astype(np.int64)
 
 
 def _recomputed(out: Output, q: pa.Table, cells: np.ndarray, erased: pa.Array, nprobe: int) -> np.ndarray | None:
     """The quantizer's centroids (rows by cell) with those of ``cells`` the mean of the faces
-    they keep; None when one keeps none."""
+    they keep; None when one keeps none. The faces are read a batch at a time: only theirs are
+    held, never a faces file's embeddings."""
     ids, cell_of = _members(out, cells, erased, nprobe)
-    faces = out.dataset("faces")
-    t = faces.to_table(columns=["face_id", "embedding"], filter=pads.field("face_id").isin(ids)) if faces else None
-    if t is None or not t.num_rows:
+    if len(np.unique(cell_of)) < len(cells):
         return None
-    _, first = np.unique(t.column("face_id").to_numpy(zero_copy_only=False), return_index=True)  # each face once
-    t = t.take(pa.array(first))
-    x = schema.embedding_matrix(t.column("embedding")).astype(np.float64)
-    cell = cell_of[pc.index_in(t.column("face_id"), value_set=ids).to_numpy()]
     centroids = np.stack(q.column("centroid").to_numpy(zero_copy_only=False)).astype(np.float32)
-    counts = np.bincount(cell, minlength=len(centroids))
+    sums, counts = np.zeros((len(centroids), centroids.shape[1])), np.zeros(len(centroids), np.int64)
+    seen = np.zeros(len(ids), bool)  # a face held twice (a rerun's row) counts once
+    for path in out.part_files("faces"):
+        for b in out.iter_batches(path, columns=["face_id", "embedding"], batch_size=BATCH):
+            at = pc.fill_null(pc.index_in(b.column("face_id"), value_set=ids), -1).to_numpy().astype(np.int64)
+            pos, first = np.unique(at, return_index=True)
+            new = (pos >= 0) & ~seen[np.maximum(pos, 0)]
+            pos, rows = pos[new], first[new]
+            seen[pos] = True
+            x = schema.embedding_matrix(b.column("embedding").take(pa.array(rows))).astype(np.float64)
+            np.add.at(sums, cell_of[pos], x)
+            np.add.at(counts, cell_of[pos], 1)
     if (counts[cells] == 0).any():
         return None
-    sums = np.zeros((len(centroids), x.shape[1]))
-    np.add.at(sums, cell, x)
     row = np.empty(len(centroids), np.int64)
     row[q.column("cell").to_numpy()] = np.arange(len(centroids))
     centroids[row[cells]] = (sums[cells] / counts[cells, None]).astype(np.float32)
@@ -114,12 +120,12 @@ def _members(out: Output, cells: np.ndarray, erased: pa.Array, nprobe: int) -> t
     """The faces ``cells`` keep (their ids, and each one's cell)."""
     ids, cell_of = [pa.array([], pa.string())], [np.zeros(0, np.int64)]
     for path in out.part_files(f"{ivf_store.INDEX}/cells"):
-        t = out.read_table(path, columns=["face_id", "probes"])
-        own = _own_cells(t, nprobe)
-        gone = pc.fill_null(pc.is_in(t.column("face_id"), value_set=erased), False).to_numpy(zero_copy_only=False)
-        keep = np.isin(own, cells) & ~gone
-        ids.append(t.column("face_id").combine_chunks().filter(pa.array(keep)))
-        cell_of.append(own[keep])
+        for b in out.iter_batches(path, columns=["face_id", "probes"], batch_size=BATCH):
+            own = _own_cells(b.column("probes"), nprobe)
+            gone = pc.fill_null(pc.is_in(b.column("face_id"), value_set=erased), False).to_numpy(zero_copy_only=False)
+            keep = np.isin(own, cells) & ~gone
+            ids.append(b.column("face_id").filter(pa.array(keep)))
+            cell_of.append(own[keep])
     return pa.concat_arrays(ids), np.concatenate(cell_of)
 
 

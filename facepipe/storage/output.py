@@ -115,6 +115,10 @@ class Output:
         """A table file, decrypted with the output's setting."""
         return crypto.read_table(path, self.fs, self.encryption, **kw)
 
+    def iter_batches(self, path: str, **kw):
+        """A table file a batch at a time (``ParquetFile.iter_batches``), decrypted likewise."""
+        return crypto.iter_batches(path, self.fs, self.encryption, **kw)
+
     def write_table(self, table: pa.Table, path: str) -> None:
         """A table file (zstd), its biometric columns encrypted with the output's setting."""
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
