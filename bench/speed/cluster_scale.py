@@ -250,9 +250,12 @@ def against_full(night: Snapshot, full: Snapshot) -> str:
     return f"{bcubed}, pair precision {r.pairwise_precision:.5f}"
 
 
-def merges_against_full(root: Path, night1: Snapshot, full: Snapshot) -> str:
+def merges_against_full(root: Path, night1: Snapshot, night2: Snapshot, full: Snapshot, cut: float) -> str:
     """Night 2's merge events: how many the full run makes too (the identities they join end in
-    one of its identities), and of those it does not, how many join faces of one true person."""
+    one of its identities); of those it does not, how many join faces of one true person, and
+    how many rest on exact links: the night-2 identity's faces, their exact distances under
+    ``cut`` (night 2's farthest: its second pass's), join every night-1 identity merged (links
+    the full run's k-nearest graph, searched over the approximate index, does not hold)."""
     import duckdb
 
     truth = np.load(root / "truth.npy")
@@ -262,8 +265,34 @@ def merges_against_full(root: Path, night1: Snapshot, full: Snapshot) -> str:
     merges = [np.isin(night1.codes, [code[o] for o in old]) for (old,) in duckdb.sql(sql).fetchall()]
     apart = [m for m in merges if len(set(full.ids(m))) > 1]
     right = sum(len(set(truth[m])) == 1 for m in apart)
+    linked = sum(_exactly_linked(root, night1, night2, m, cut) for m in apart)
     made = f"{len(merges) - len(apart)} of night 2's {len(merges)} merges made by the full run too"
-    return f"{made}; of the other {len(apart)}, {right} join one true person"
+    return f"{made}; of the other {len(apart)}, {right} join one true person, {linked} on exact links under {cut}"
+
+
+def _exactly_linked(root: Path, night1: Snapshot, night2: Snapshot, merged: np.ndarray, cut: float) -> bool:
+    """Whether exact links under ``cut`` among the faces of the night-2 identity holding the
+    ``merged`` faces join all their night-1 identities."""
+    import duckdb
+
+    from facepipe.stages.cluster.methods import threshold_components
+
+    (ident,) = set(night2.codes[merged].tolist())
+    rows = np.flatnonzero(night2.codes == ident)
+    sql = (
+        f"select f.file_row_number as row, x.embedding from read_parquet('{root}/face_ids.parquet', "
+        f"file_row_number=true) f join read_parquet('{root}/out/faces/*/*.parquet') x using (face_id) "
+        f"where f.file_row_number in ({','.join(map(str, rows.tolist()))}) order by row"
+    )
+    got = duckdb.sql(sql).fetchall()
+    x = np.array([e for _, e in got], np.float32)
+    d = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1)
+    parts = threshold_components(idx, np.take_along_axis(d, idx, 1), cut)
+    old = night1.codes[np.array([r for r, _ in got])]
+    held = old >= 0
+    return len(set(parts[held & np.isin(old, night1.codes[merged])].tolist())) == 1
 
 
 def edge_recall(
@@ -332,6 +361,7 @@ def main() -> None:
         build(n, root)
         print(f"\n== {n} faces (table written in {time.perf_counter() - t:.0f}s)")
         night1 = night2 = None
+        cut = 0.0
         for name in a.steps:
             s, wall, rss = run_step(root, name, a.threshold, a.shards)
             q, ids = quality(root)
@@ -339,11 +369,11 @@ def main() -> None:
             if name == "night1":
                 night1 = ids
             elif name == "night2":
-                night2 = ids
+                night2, cut = ids, max(s["threshold"]["value"], s["threshold"]["linkage"] or 0.0)
                 extra = f"; night-1 faces whose id changed: {changed(night1, ids)} of {int(night1.present.sum())}"
             else:
                 extra = "; night 2 against a full run: " + against_full(night2, ids)
-                extra += "\n        " + merges_against_full(root, night1, ids)
+                extra += "\n        " + merges_against_full(root, night1, night2, ids, cut)
             print(
                 f"{name:7s} {s['mode']:11s} threshold {s['threshold']['value']:.3f} "
                 f"faces {s['faces']:8d} placed {s['placed']:8d} region {s['region']:8d}  "
