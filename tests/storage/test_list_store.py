@@ -33,6 +33,27 @@ def test_lists_read_back_by_slot_and_the_latest_generation_wins(tmp_path):
     assert np.allclose(kept.dist[row[12]], [0.3, 0.4, 0.5])
 
 
+def test_lists_of_many_batches_read_back_whole_and_in_place(tmp_path):
+    """The files are read a batch at a time (2^16 rows): every face of a file of several batches,
+    each batch's rows in their own place, and a later night's lists over them."""
+    out, n = Output.open(str(tmp_path)), 150_000
+    rng = np.random.default_rng(0)
+    slots = rng.permutation(n)  # row i is slot slots[i]
+    nbr = np.stack([(np.arange(n) + j) % n for j in (1, 2, 3)], 1)
+    dist = rng.random((n, K)).astype(np.float32)
+    _write(out, "n1", np.arange(n), nbr, dist, slots, 1)
+    later = np.arange(0, n, 7)
+    _write(out, "n2", later, nbr[later][:, ::-1], dist[later], slots, 2)
+    order = rng.permutation(n)  # the faces tonight in another order
+    kept = list_store.load(out, slots[order].copy(), K, RADIUS)
+    want = nbr.copy()
+    want[later] = nbr[later][:, ::-1]
+    tonight = np.argsort(order)  # a row of night 1 -> its row tonight
+    assert kept.valid.all()
+    assert np.array_equal(kept.nbr[tonight], tonight[want])
+    assert np.array_equal(kept.dist[tonight], dist)
+
+
 def test_a_list_naming_a_face_no_longer_clustered_is_not_used(tmp_path):
     out = Output.open(str(tmp_path))
     slots = np.array([0, 1, 2])
