@@ -102,13 +102,10 @@ def _place(
     near = (qd < cfg.threshold) & (qi >= 0)
     touched = unique(prev_code[qi[near]])
     ph.done("new faces searched")
-    qi, qd = qi[:, :k], qd[:, :k]
     in_region = (prev_code < 0) | np.isin(prev_code, touched[touched >= 0])
     rest = np.flatnonzero(in_region & (prev_code >= 0))
-    ri, rd = index.search(rest, k) if len(rest) else (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
-    rd = cannot_link(ri, rd, rest, ids)
+    rows, nbr, dist = _region_lists(index, ids, n, (q, qi[:, :k], qd[:, :k]), rest)
     ph.done("region searched")
-    rows, nbr, dist = np.r_[q, rest], np.vstack([qi, ri]), np.vstack([qd, rd])
     src, dst = threshold_edges(nbr, dist, cfg.threshold)
     src = rows[src]
     nodes, at = _nodes(n, rows, dst)  # the region and the identities next to it; each face's node
@@ -130,6 +127,25 @@ def _place(
     return IncrementalResult(labels, len(q), int(in_region.sum()))
 
 
+def _region_lists(
+    index: NeighbourIndex, ids: np.ndarray | None, n: int, tonight: tuple, rest: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, neighbours, distances) of the region of ``n`` faces: tonight's ``(q, qi, qd)``
+    (faces, their lists) then the ``rest`` of the region, searched here as deep. The lists are held
+    once, neighbours in int32: at 10^7 faces 0.5 GB through the region's graph, not 1.4 GB."""
+    q, qi, qd = tonight
+    k = qi.shape[1]
+    ri, rd = index.search(rest, k) if len(rest) else (np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+    rd = cannot_link(ri, rd, rest, ids)
+    nbr = np.concatenate([qi, ri], dtype=_small(n))
+    del ri
+    return np.r_[q, rest], nbr, np.vstack([qd, rd])
+
+
+def _small(n: int) -> type:
+    return np.int32 if n < 2**31 else np.int64
+
+
 def _nodes(n: int, rows: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The faces among ``rows`` and ``dst`` (ascending) and each face's place among them (-1:
     none), by marks over the N faces: a sort or a binary search of the region's edges took 5 s
@@ -137,6 +153,6 @@ def _nodes(n: int, rows: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.nd
     mark = np.zeros(n, bool)
     mark[rows], mark[dst] = True, True
     nodes = np.flatnonzero(mark)
-    at = np.full(n, -1, np.int32 if len(nodes) < 2**31 else np.int64)
+    at = np.full(n, -1, _small(len(nodes)))
     at[nodes] = np.arange(len(nodes))
     return nodes, at
