@@ -16,6 +16,10 @@ and prints, per step, wall time, peak RSS, the kNN backend, and the metrics of t
 identities against the known ground truth; for step 2 also how many night-1 faces changed id;
 and the recall of the IVF graph's edges under the clustering threshold against the exact graph
 on a sample of faces.
+
+``--steps night1`` alone leaves a night-1 output in ``DIR/nN``; a copy of that folder, given as
+``--workdir`` with ``--reuse --steps night2``, measures night 2 again over the same night 1 (one
+copy per tree compared: a step changes its folder).
 """
 
 from __future__ import annotations
@@ -346,6 +350,11 @@ def main() -> None:
     ap.add_argument("--threshold", default=str(_default_threshold()), help="--cluster-threshold: a distance or auto")
     ap.add_argument("--shards", type=int, default=0, help="--cluster-shards (a local Ray cluster when > 1)")
     ap.add_argument("--steps", nargs="+", default=["night1", "night2", "full"], choices=["night1", "night2", "full"])
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="the workdir holds night 1 (a copy of a run's): run the steps on it",
+    )
     a = ap.parse_args()
     if a.step:
         step(Path(a.workdir), a.step, a.threshold, a.shards)
@@ -355,12 +364,16 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; synthetic identities of ~{faces_per_identity():.2f} faces")
     for n in a.faces:
         root = Path(a.workdir) / f"n{n}"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        t = time.perf_counter()
-        build(n, root)
-        print(f"\n== {n} faces (table written in {time.perf_counter() - t:.0f}s)")
         night1 = night2 = None
+        if a.reuse:  # its night 1, as it left it
+            night1 = quality(root)[1]
+            print(f"\n== {n} faces (night 1 of {root})")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            t = time.perf_counter()
+            build(n, root)
+            print(f"\n== {n} faces (table written in {time.perf_counter() - t:.0f}s)")
         cut = 0.0
         for name in a.steps:
             s, wall, rss = run_step(root, name, a.threshold, a.shards)
