@@ -15,8 +15,11 @@ named here through a KMS client:
 
 The setting belongs to the output, not to one run: the first run with encryption writes it to
 ``OUT/_encryption.json`` (key *ids*, never keys), and every later reader and writer of that
-output -- runs, clustering, scoring, ``forget``, the report -- follows it, so an encrypted output
-never gets a plaintext embedding file by accident. A run asking for a different setting fails.
+output -- runs, clustering, scoring, ``forget``, search, the report -- follows it, so an encrypted
+output never gets a plaintext embedding file by accident. A run asking for other keys fails. The
+local key file's path is recorded too, but it is where the first run found the file, not part of
+the setting: a machine that keeps it elsewhere (a laptop searching the archive, a moved file)
+names its copy with ``FACEPIPE_KEY_FILE`` (every command) or ``--key-file`` (a run).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import pyarrow as pa
@@ -32,12 +35,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 
+from facepipe.errors import UserError
 from facepipe.flags import flag
 from facepipe.storage import fs as fsio
 
 #: The biometric columns (a column absent from a table is simply not there to encrypt).
 BIOMETRIC_COLUMNS = ("embedding", "centroid")
 SETTINGS_FILE = "_encryption.json"
+#: this machine's copy of the local key file, when it is not where the output's first run found it
+KEY_FILE_ENV = "FACEPIPE_KEY_FILE"
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class EncryptionConfig:
             raise ValueError("encryption needs a footer key id and a column key id")
 
 
+class KeyFileError(UserError, ValueError):
+    """The local key file cannot be read: one line (exit 2), saying how to name this machine's copy."""
+
+
 class LocalKeyFileKms(pe.KmsClient):
     """Master keys from a JSON key file; data keys wrapped with AES-GCM (the key id is the
     associated data, so a wrapped key cannot be replayed under another id)."""
@@ -76,7 +86,11 @@ class LocalKeyFileKms(pe.KmsClient):
             raw = json.loads(open(key_file, "rb").read())
             self.keys = {k: base64.b64decode(v) for k, v in raw.items()}
         except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read the key file {key_file}: {e}") from None
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise KeyFileError(
+                f"cannot read the key file {key_file} ({why}); if this machine keeps it elsewhere, "
+                f"name it with {KEY_FILE_ENV}=PATH (or --key-file for a run)"
+            ) from None
         bad = [k for k, v in self.keys.items() if len(v) not in (16, 24, 32)]
         if bad:
             raise ValueError(f"key file {key_file}: keys {bad} are not 16, 24 or 32 bytes")
@@ -190,9 +204,19 @@ def for_output(output: str) -> EncryptionConfig | None:
         raw = json.loads(fsio.read_bytes(fs, f"{out}/{SETTINGS_FILE}"))
     except FileNotFoundError:
         return None
-    cfg = EncryptionConfig(**raw)
+    cfg = _here(EncryptionConfig(**raw))
     _known[output] = cfg
     return cfg
+
+
+def _keys(cfg: EncryptionConfig) -> tuple[str | None, str, str]:
+    return cfg.kms, cfg.footer_key, cfg.column_key
+
+
+def _here(cfg: EncryptionConfig) -> EncryptionConfig:
+    """``cfg`` with this machine's key file (``FACEPIPE_KEY_FILE``) when one is named."""
+    path = os.environ.get(KEY_FILE_ENV)
+    return replace(cfg, key_file=os.path.abspath(path)) if path and cfg.kms == "local" else cfg
 
 
 def check_keys(cfg: EncryptionConfig) -> None:
@@ -213,7 +237,7 @@ def ensure_output(output: str, cfg: EncryptionConfig | None) -> EncryptionConfig
         if have is not None:
             check_keys(have)
         return have
-    if have is not None and have != cfg:
+    if have is not None and _keys(have) != _keys(cfg):  # the keys, not where this machine keeps their file
         raise ValueError(f"{output} is encrypted with {asdict(have)}; this run asks for {asdict(cfg)}")
     check_keys(cfg)
     if have is None:
@@ -228,5 +252,4 @@ def ensure_output(output: str, cfg: EncryptionConfig | None) -> EncryptionConfig
             )
         fsio.write_bytes(fs, f"{out}/{SETTINGS_FILE}", json.dumps(asdict(cfg), indent=2, sort_keys=True).encode())
         _known[output] = cfg
-        return cfg
-    return have
+    return cfg  # this run's key file, wherever the output's first run found it

@@ -1,11 +1,14 @@
 """Protection at rest: the embedding and centroid columns are encrypted (Parquet modular
 encryption, plaintext footer). Without the key they cannot be read -- by pyarrow or DuckDB --
 while every other column can; with the key they round-trip. End to end, a job on an encrypted
-output clusters, scores, erases and reports through the key, and writes no plaintext embedding."""
+output clusters, scores, erases and reports through the key, and writes no plaintext embedding;
+a machine that keeps the key file elsewhere names its copy."""
 
 import base64
 import json
 import os
+import subprocess
+import sys
 
 import duckdb
 import numpy as np
@@ -138,6 +141,45 @@ def test_the_output_keeps_its_setting(enc, tmp_path):
     pq.write_table(_faces(), plain / "faces" / "dt=2026-01-01" / "part-x.parquet")
     with pytest.raises(ValueError, match="plaintext embeddings"):
         crypto.ensure_output(str(plain), enc)
+
+
+def test_a_key_file_kept_elsewhere_is_named_by_the_machine_that_reads(enc, tmp_path, monkeypatch):
+    """The key file's recorded path is where the output's first run found it, not part of the
+    setting: a machine that keeps it elsewhere names its copy (FACEPIPE_KEY_FILE for every
+    command, --key-file for a run); one that cannot read it gets one line naming the way out,
+    from the real CLI, not a traceback."""
+    from facepipe.errors import UserError
+    from facepipe.storage.output import Output
+
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    crypto.ensure_output(out, enc)
+    Output(out, enc).write_table(_faces(), f"{out}/faces/dt=2026-01-01/part-r-0.parquet")
+    moved = str(tmp_path / "elsewhere.json")
+    os.replace(enc.key_file, moved)
+    monkeypatch.setattr(crypto, "_known", {})
+    crypto._factory.cache_clear()  # as a new process: no keys held from the write
+    with pytest.raises(UserError, match=f"cannot read the key file {enc.key_file} .*{crypto.KEY_FILE_ENV}=PATH"):
+        Output.open(out).dataset("faces").to_table(columns=["embedding"])
+    r = subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", "cluster", "--output", out], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{crypto.KEY_FILE_ENV}=PATH" in r.stderr.strip().splitlines()[-1]
+
+    monkeypatch.setenv(crypto.KEY_FILE_ENV, moved)
+    monkeypatch.setattr(crypto, "_known", {})
+    got = Output.open(out)
+    assert got.encryption.key_file == moved
+    x = got.dataset("faces").to_table(columns=["embedding"]).column("embedding").to_pylist()
+    assert np.allclose(x, _faces().column("embedding").to_pylist())
+    # a run naming its own copy is the same setting; the record keeps the first run's path
+    monkeypatch.delenv(crypto.KEY_FILE_ENV)
+    monkeypatch.setattr(crypto, "_known", {})
+    assert crypto.ensure_output(out, EncryptionConfig("local", "footer", "bio", moved)).key_file == moved
+    assert json.loads((tmp_path / "out" / crypto.SETTINGS_FILE).read_text())["key_file"] == enc.key_file
+    with pytest.raises(ValueError, match="encrypted with"):
+        crypto.ensure_output(out, EncryptionConfig("local", "footer", "other", moved))
 
 
 @pytest.mark.slow
