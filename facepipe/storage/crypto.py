@@ -73,7 +73,7 @@ class EncryptionConfig:
 
 
 class KeyFileError(UserError, ValueError):
-    """The local key file cannot be read: one line (exit 2), saying how to name this machine's copy."""
+    """The local key file cannot be read, or holds a key of a wrong size: one line (exit 2)."""
 
 
 class LocalKeyFileKms(pe.KmsClient):
@@ -93,7 +93,7 @@ class LocalKeyFileKms(pe.KmsClient):
             ) from None
         bad = [k for k, v in self.keys.items() if len(v) not in (16, 24, 32)]
         if bad:
-            raise ValueError(f"key file {key_file}: keys {bad} are not 16, 24 or 32 bytes")
+            raise KeyFileError(f"key file {key_file}: keys {bad} are not 16, 24 or 32 bytes")
 
     def _key(self, key_id: str) -> bytes:
         if key_id not in self.keys:
