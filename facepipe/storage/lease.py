@@ -6,7 +6,8 @@ expiry). Taking it: read the newest generation; if it is still live, refuse
 (:class:`OutputBusy`: exit 3, retryable, naming the holder and its start); else create generation
 +1 *exclusively* -- ``O_EXCL`` on a local disk, ``If-None-Match: *`` on S3 -- so of two writers
 racing for it exactly one wins. A heartbeat thread pushes the expiry forward while the holder
-works; a holder that dies stops renewing and its lease expires after ``ttl_s``
+works (a local renewal written beside and moved over; a lease read torn or mid-release is read
+again, never taken for dead); a holder that dies stops renewing and its lease expires after ``ttl_s``
 (``FACEPIPE_LEASE_TTL_S``, default 120 s), so a killed run never blocks the next one for longer;
 on the same host a holder whose process is gone is known dead at once (its pid, from /proc).
 Before every publish the holder checks it still holds the newest live generation
@@ -118,14 +119,25 @@ def _listing(output: Output) -> list[str]:
 
 
 def _newest(output: Output) -> tuple[int, dict | None]:
-    files = _listing(output)
-    if not files:
-        return 0, None
-    newest = files[-1]
-    try:
-        return int(newest.rsplit("/", 1)[1][:-5]), json.loads(fsio.read_bytes(output.fs, newest))
-    except (ValueError, OSError):  # being written (S3: not yet visible) or foreign: not live
-        return int(newest.rsplit("/", 1)[1][:-5]), None
+    """The newest generation and its lease (None: none, or unreadable each time: foreign, not live).
+    A read can catch a renewal half written -- SeaweedFS serves an object being overwritten torn
+    (measured: 7 of 7,095 reads beside a renewing holder) -- or a generation just released, so an
+    unreadable lease is looked at again: taken for dead at once, a live holder lost its lease."""
+    gen = 0
+    for attempt in range(_READS):
+        files = _listing(output)
+        if not files:
+            return 0, None
+        gen = int(files[-1].rsplit("/", 1)[1][:-5])
+        try:
+            return gen, json.loads(fsio.read_bytes(output.fs, files[-1]))
+        except (ValueError, OSError):
+            time.sleep(0.01 * (attempt + 1))
+    return gen, None
+
+
+#: reads of an unreadable newest lease before it counts as not live (0.1 s to 0.45 s in all)
+_READS = 9
 
 
 def _create_exclusive(output: Output, path: str, data: bytes) -> bool:
@@ -183,10 +195,26 @@ def acquire(output: Output, holder: str, ttl: float | None = None) -> Lease:
     raise OutputBusy(f"{output.uri}: other writers keep taking its lease; run again later")
 
 
+def _renew(lease: Lease) -> None:
+    """The lease's file rewritten with a later expiry: on a local disk beside it and moved over
+    (a reader never finds it half written); on S3 one PUT."""
+    if fsio.is_s3(lease.output.uri):
+        fsio.write_bytes(lease.output.fs, lease.path, lease.body())
+        return
+    tmp = f"{lease.path}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(lease.body())
+        os.replace(tmp, lease.path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _heartbeat(lease: Lease) -> None:
     while not lease._stop.wait(lease.ttl_s / 4):
         try:
-            fsio.write_bytes(lease.output.fs, lease.path, lease.body())
+            _renew(lease)
         except OSError as e:  # storage trouble: the next publish's check tells whether it still holds
             log.warning("could not renew the lease of %s: %s", lease.output.uri, e)
 
