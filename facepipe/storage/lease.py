@@ -118,11 +118,15 @@ def _listing(output: Output) -> list[str]:
     raise AssertionError("unreachable")
 
 
+#: reads of an unreadable newest lease before it counts as not live (0.45 s in all)
+_READS = 9
+
+
 def _newest(output: Output) -> tuple[int, dict | None]:
     """The newest generation and its lease (None: none, or unreadable each time: foreign, not live).
     A read can catch a renewal half written -- SeaweedFS serves an object being overwritten torn
     (measured: 7 of 7,095 reads beside a renewing holder) -- or a generation just released, so an
-    unreadable lease is looked at again: taken for dead at once, a live holder lost its lease."""
+    unreadable lease is read again: taken for dead at once, it cost a live holder its output."""
     gen = 0
     for attempt in range(_READS):
         files = _listing(output)
@@ -134,10 +138,6 @@ def _newest(output: Output) -> tuple[int, dict | None]:
         except (ValueError, OSError):
             time.sleep(0.01 * (attempt + 1))
     return gen, None
-
-
-#: reads of an unreadable newest lease before it counts as not live (0.1 s to 0.45 s in all)
-_READS = 9
 
 
 def _create_exclusive(output: Output, path: str, data: bytes) -> bool:
