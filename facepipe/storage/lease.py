@@ -65,6 +65,7 @@ class Lease:
     ttl_s: float
     started: float
     _stop: threading.Event = field(default_factory=threading.Event)
+    _renewing: threading.Thread | None = None
 
     @property
     def path(self) -> str:
@@ -118,6 +119,8 @@ def _listing(output: Output) -> list[str]:
     raise AssertionError("unreachable")
 
 
+#: how long a release waits for a renewal under way (one write; the S3 client retries within it)
+RENEWAL_WAIT_S = 30.0
 #: reads of an unreadable newest lease before it counts as not live (0.45 s in all)
 _READS = 9
 
@@ -189,7 +192,8 @@ def acquire(output: Output, holder: str, ttl: float | None = None) -> Lease:
             for old in _listing(output)[:-1]:  # superseded generations
                 output.fs.delete_file(old)
             _HELD[output.uri] = lease
-            threading.Thread(target=_heartbeat, args=(lease,), name="facepipe-lease", daemon=True).start()
+            lease._renewing = threading.Thread(target=_heartbeat, args=(lease,), name="facepipe-lease", daemon=True)
+            lease._renewing.start()
             log.info("took the lease of %s (generation %d)", output.uri, lease.gen)
             return lease
     raise OutputBusy(f"{output.uri}: other writers keep taking its lease; run again later")
@@ -234,8 +238,13 @@ def check(output: Output) -> None:
 
 
 def release(lease: Lease) -> None:
-    """Stop renewing and give the lease up (its file deleted), unless it was lost meanwhile."""
+    """Stop renewing and give the lease up (its file deleted), unless it was lost meanwhile. A
+    renewal under way is waited for first (at most :data:`RENEWAL_WAIT_S`): written after the
+    delete, it brought the lease back, and the next writer waited out its TTL (on S3, 36 of 100
+    releases of a lease renewed every 5 ms)."""
     lease._stop.set()
+    if lease._renewing is not None and lease._renewing is not threading.current_thread():
+        lease._renewing.join(RENEWAL_WAIT_S)
     _HELD.pop(lease.output.uri, None)
     gen, cur = _newest(lease.output)
     if gen == lease.gen and cur is not None and cur.get("token") == lease.token:

@@ -108,6 +108,23 @@ def test_a_renewal_being_written_never_reads_as_a_free_output(output):
     assert not taken, "a second writer took the output from a live holder"
 
 
+def test_a_released_lease_stays_released_though_a_renewal_was_under_way(output):
+    """A renewal still being written when the holder releases must not bring the lease back
+    after its delete (the next writer would wait out its TTL): release waits for it. Renewing
+    every 5 ms, on S3 36 of 100 releases left a lease behind before."""
+    left = 0
+    for i in range(40):
+        held = lease.acquire(output, "a short run", ttl=0.02)
+        time.sleep(0.01 + (i % 7) * 0.003)  # released at every point of a renewal
+        lease.release(held)
+        time.sleep(0.05)
+        if lease._listing(output):
+            left += 1
+            for f in lease._listing(output):
+                output.fs.delete_file(f)
+    assert left == 0, f"{left} of 40 released leases came back"
+
+
 def _race(out: Output, writers: int = 6) -> tuple[list, list, list]:
     """``writers`` threads taking the lease of ``out`` at once: (won, refused, failed)."""
     won, refused, failed = [], [], []
