@@ -143,7 +143,11 @@ class RayParts(Parts):
 
         ensure_ray()
         cls = ray.remote(num_cpus=1, max_restarts=RETRIES, scheduling_strategy="SPREAD")(RoundPart)
-        self.actors = [cls.remote(*a) for a in args]
+        # each part's rows put once and held here for the parts' lifetime: a restarted part is
+        # built from them again (the arguments Ray promoted itself were once freed before a
+        # restart: ReferenceCountingAssertionError in a clean-clone CI run)
+        self.held = [[ray.put(x) for x in a] for a in args]
+        self.actors = [cls.remote(*refs) for refs in self.held]
 
     def step(self, t: int, g: int, nodes: np.ndarray, new: np.ndarray, label: np.ndarray) -> list[tuple]:
         import ray
@@ -169,3 +173,4 @@ class RayParts(Parts):
 
         for a in self.actors:
             ray.kill(a, no_restart=True)
+        self.held = []
