@@ -21,6 +21,11 @@ merging the portraits' look-alikes? Three families, each on the labelled sets (t
    over all face pairs at its ``linkage_cut``; the RMS of one identity's faces to the other's
    centroid under one law pooled over all 3+-look identities; the same under each identity's own
    law (its centroid's distances to every other face).
+4. **Each face its own cut** (a local false-discovery rate, 2026-12-07): a face whose nearest
+   faces hold many distinct looks (``linkage.looks``' radius) under a distance ``c`` -- more than
+   ``1 / q`` times the different-person neighbours the law expects there, ``N * F(c)`` -- may
+   link up to ``c`` (never under the stage's cut, never over ``LINKAGE_BOUND``); a link needs
+   both ends' cuts. Then the stage's second pass. Printed: BCubed per ``q``, the stage first.
 """
 
 from __future__ import annotations
@@ -144,6 +149,55 @@ def identity_pairs(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray
     return lines
 
 
+def _face_cuts(xc: np.ndarray, idx: np.ndarray, dist: np.ndarray, link, q: float) -> np.ndarray:
+    """Family 4: each face's cut -- the largest ``c`` with ``N * F(c) <= q * looks under c``."""
+    from facepipe.stages.cluster.threshold import LINKAGE_BOUND
+
+    grid = np.round(np.arange(link.value, LINKAGE_BOUND + 1e-9, 0.005), 4)
+    expected = len(xc) * np.array([NormalDist(link.mu, link.sigma).cdf(c) for c in grid])
+    cuts = np.full(len(xc), link.value)
+    for i in range(len(xc)):
+        picked, near = [xc[i]], []
+        for j, d in zip(idx[i], dist[i]):
+            if j >= 0 and d <= grid[-1] and min(np.linalg.norm(xc[j] - p) for p in picked) >= link.value / 2:
+                picked.append(xc[j])
+                near.append(d)
+        ok = expected <= q * (np.asarray(near)[:, None] < grid[None]).sum(0)
+        cuts[i] = max(cuts[i], grid[ok].max(initial=0.0))
+    return cuts
+
+
+def local_cuts(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray, qs=(0.01, 0.05, 0.1)) -> list[str]:
+    """Family 4 (module text): BCubed of the stage, then of each face its own cut, per ``q``."""
+    from facepipe.stages.cluster.constraints import cannot_link, canonical_order, drop_small, split_same_image
+    from facepipe.stages.cluster.graph import build_index
+    from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
+    from facepipe.stages.cluster.methods import chinese_whispers, threshold_edges
+    from facepipe.stages.cluster.metrics import evaluate_clusters
+    from facepipe.stages.cluster.stage import ClusterConfig
+    from facepipe.stages.cluster.threshold import auto_threshold, linkage_cut
+
+    cfg, n = ClusterConfig(), len(x)
+    link, order = auto_threshold(x.astype(np.float32)), canonical_order(x)
+    xc, ids, truth = x[order], images[order], lab[order].tolist()
+    idx, dist = build_index(xc.astype(np.float32), cfg.index).search(np.arange(n), min(cfg.k, n - 1))
+    dist = cannot_link(idx, dist, np.arange(n), ids)
+    lines = [f"\n{name}: each face its own cut (stage's cut {link.value})", "| q | median / max cut | P | R | F |"]
+    lines += ["|---|---|---|---|---|"]
+    for q in (0.0, *qs):
+        cuts = _face_cuts(xc, idx, dist, link, q) if q else np.full(n, link.value)
+        both = np.minimum(cuts[:, None], cuts[np.maximum(idx, 0)])
+        labels = chinese_whispers(idx, np.where(dist < both, dist, np.inf), np.inf, seed=cfg.seed)
+        cut2 = linkage_cut(link, labels, MIN_FACES)
+        labels = merge_by_linkage(xc, labels, *threshold_edges(idx, dist, cut2), cut2, ids, distinct=link.value / 2)
+        labels = drop_small(split_same_image(labels, xc, ids, np.ones(n, bool)), cfg.min_faces)
+        r = evaluate_clusters([f"u{i}" if v < 0 else int(v) for i, v in enumerate(labels)], truth)
+        row = f"{q or 'the stage'} | {np.median(cuts):.3f} / {cuts.max():.3f} | {r.bcubed_precision:.4f}"
+        lines.append(f"| {row} | {r.bcubed_recall:.4f} | {r.bcubed_f:.4f} |")
+        record.numbers(**{f"{name}: own cuts, q {q}": [r.bcubed_precision, r.bcubed_recall, r.bcubed_f]})
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wild", type=Path, required=True, help="wild_set's --work folder")
@@ -152,6 +206,7 @@ def main() -> None:
     args = ap.parse_args()
     for name, (x, lab, images) in _sets(args).items():
         lines = tails(name, x, lab) + snorm(name, x, lab) + identity_pairs(name, x, lab, images)
+        lines += local_cuts(name, x, lab, images)
         print("\n".join(lines), flush=True)
 
 
