@@ -185,12 +185,26 @@ def write_batch(
     ).to_table()
 
 
-def read_files(batch: pa.Table, output: Output, columns: list[str]) -> pa.Table:
-    """``columns`` of the published files listed in ``batch``'s ``path`` column, as one table."""
-    return pa.concat_tables([output.read_table(p, columns=columns) for p in batch.column("path").to_pylist()])
+def read_files(batch: pa.Table, output: Output, columns: list[str], declared: pa.Schema | None = None) -> pa.Table:
+    """``columns`` of the published files listed in ``batch``'s ``path`` column, as one table. A
+    file written before a column was added (an older schema) gives nulls of its ``declared`` type."""
+    return pa.concat_tables([_file_columns(output, p, columns, declared) for p in batch.column("path").to_pylist()])
 
 
-def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks: int = 16):
+def _file_columns(output: Output, path: str, columns: list[str], declared: pa.Schema | None) -> pa.Table:
+    if declared is None:
+        return output.read_table(path, columns=columns)
+    have = set(output.read_schema(path).names)
+    t = output.read_table(path, columns=[c for c in columns if c in have])
+    for c in columns:
+        if c not in have:
+            t = t.append_column(declared.field(c).with_nullable(True), pa.nulls(t.num_rows, declared.field(c).type))
+    return t.select(columns)
+
+
+def ray_read_files(
+    output: Output, paths: list[str], columns: list[str], blocks: int = 16, declared: pa.Schema | None = None
+):
     """A Ray dataset of ``columns`` of published table files of ``output``, read through the
     output's encryption setting (Ray Data's own Parquet reader cannot decrypt: it dies reading
     an encrypted file's footer statistics)."""
@@ -198,7 +212,10 @@ def ray_read_files(output: Output, paths: list[str], columns: list[str], blocks:
 
     items = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), blocks)))
     return items.map_batches(
-        read_files, fn_kwargs={"output": output, "columns": columns}, batch_size=1, batch_format="pyarrow"
+        read_files,
+        fn_kwargs={"output": output, "columns": columns, "declared": declared},
+        batch_size=1,
+        batch_format="pyarrow",
     )
 
 

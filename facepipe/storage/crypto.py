@@ -183,6 +183,12 @@ def read_table(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None, **k
     return pq.read_table(path, filesystem=fs, decryption_properties=props, **kw)
 
 
+def read_schema(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None) -> pa.Schema:
+    """A table file's Arrow schema (its footer only), decrypting when ``cfg`` is set."""
+    props = decryption_properties(cfg) if cfg is not None else None
+    return pq.ParquetFile(path, filesystem=fs, decryption_properties=props).schema_arrow
+
+
 def iter_batches(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None, **kw):
     """``ParquetFile.iter_batches`` (a file a batch at a time), decrypting when ``cfg`` is set."""
     props = decryption_properties(cfg) if cfg is not None else None
