@@ -18,10 +18,10 @@ N_LANDMARK_VALUES = 10
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 #: Per-face values the model actors measure beside each embedding, by name and values per face:
-#: the landmark offsets and sharpness (``facepipe.stages.align.quality``), the verifier's face log-odds
+#: the landmark offsets, sharpness and detail (``facepipe.stages.align.quality``), the verifier's face log-odds
 #: (``facepipe.stages.score.onet``). Each is a list column of the image rows (``EMBEDDING_FIELDS``,
 #: face-major) and a column of the same name in the ``faces`` table; the writer matches them by name.
-FACE_VALUES = {"landmark_offsets": N_LANDMARK_VALUES, "sharpness": 1, "face_logit": 1}
+FACE_VALUES = {"landmark_offsets": N_LANDMARK_VALUES, "sharpness": 1, "detail": 1, "face_logit": 1}
 
 #: Values of ``images.status``; anything but ``ok`` comes with an ``error`` message.
 IMAGE_STATUSES = (
@@ -61,6 +61,7 @@ def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
     ``align`` names how the face was cut out for the embedder (``facepipe.stages.align.stage``).
     ``landmark_offsets`` and ``sharpness`` say how face-like the detection is as the aligner sees
     it (``facepipe.stages.align.quality``): offsets near 0 and a sharp chip for a real face;
+    ``detail`` how much of the chip's contrast is fine detail (low: blurred, or cut from a few pixels);
     ``face_logit`` is a second model's opinion (``facepipe.stages.score.onet``): > 0 face, < 0 not a face.
     """
     return pa.schema(
@@ -83,8 +84,11 @@ def faces_schema(embedding_dim: int = DEFAULT_EMBEDDING_DIM) -> pa.Schema:
             pa.field("sharpness", pa.float32()),  # log(1 + variance of the Laplacian) of the grey chip
             pa.field("face_logit", pa.float32()),  # the face verifier's log-odds that the box holds a face
             pa.field("run_id", pa.string(), nullable=False),
+            # log(variance of the Laplacian / variance) of the grey chip's face region; null in rows
+            # written before it was measured (schema version 3)
+            pa.field("detail", pa.float32()),
         ],
-        metadata={"facepipe.table": "faces", "facepipe.schema_version": "3"},
+        metadata={"facepipe.table": "faces", "facepipe.schema_version": "4"},
     )
 
 
@@ -104,10 +108,13 @@ FACE_OUTLIERS = pa.schema(
         # log-odds added for an embedding off the confident faces' law (0 within it); in outlier_score
         pa.field("embedding_score", pa.float32()),
         # flagged faces: the largest part of the score -- 'unusable chip' (DROCC), 'not a face' (the
-        # verifier), 'embedding off the faces'; null when not flagged
+        # verifier), 'embedding off the faces', 'blurred chip'; null when not flagged
         pa.field("reason", pa.string()),
+        # log-odds added for a chip with too little detail to identify (0 above the floor, for faces
+        # narrower than the identities cluster, and for faces written without detail); in outlier_score
+        pa.field("detail_score", pa.float32()),
     ],
-    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "3"},
+    metadata={"facepipe.table": "face_outliers", "facepipe.schema_version": "4"},
 )
 
 

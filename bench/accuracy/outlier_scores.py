@@ -52,7 +52,7 @@ def job_features(archive: Path, shared: Path) -> dict[str, np.ndarray]:
     by_source: dict[str, list[int]] = {}
     for i, d in enumerate(dets):
         by_source.setdefault(d.source, []).append(i)
-    quality, chips = np.zeros((len(dets), 12), np.float32), np.zeros((len(dets), 32, 32), np.float32)
+    quality, chips = np.zeros((len(dets), 13), np.float32), np.zeros((len(dets), 32, 32), np.float32)
     emb = np.zeros((len(dets), 128), np.float32)
     for source, idx in by_source.items():
         image = decode_image(oe.load_image(source, archive, shared), DecodeConfig(long_side=0)).pixels
@@ -67,6 +67,7 @@ def job_features(archive: Path, shared: Path) -> dict[str, np.ndarray]:
         "chips": chips,
         "embedding": emb,
         "det_score": np.asarray([d.det_score for d in dets], np.float32),
+        "width": np.asarray([d.box[2] - d.box[0] for d in dets], np.float32),
         "label": np.asarray([d.label for d in dets]),
         "source": np.asarray([d.source for d in dets]),
     }
@@ -118,6 +119,7 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
     from sklearn.ensemble import IsolationForest
     from sklearn.svm import OneClassSVM
 
+    from facepipe.stages.score.detail import detail_terms
     from facepipe.stages.score.drocc import train_drocc
     from facepipe.stages.score.stage import DROCC_INPUTS, ScoreConfig, confident, face_features, fit, outlier_scores
 
@@ -133,7 +135,7 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
             {
                 "landmark_offsets": pa.FixedSizeListArray.from_arrays(pa.array(q[:, :10].reshape(-1)), 10),
                 "sharpness": q[:, 10],
-                "face_logit": q[:, 11],
+                "face_logit": q[:, 12],
                 "det_score": det,
             }
         )
@@ -156,7 +158,8 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
     emb = f["embedding"]
     model = fit(x[conf], cfg, emb[conf])
     t_fit = time.perf_counter() - t
-    drocc, combined = outlier_scores(model, x, emb)
+    blur = detail_terms(q[:, 11], f["width"])  # the detail term (0 here but for blurred chips)
+    drocc, combined = outlier_scores(model, x, emb, blur)
     rows["stage"] = evaluate(
         combined, model.threshold, y, keep, det, "**stage: DROCC + face verifier (outlier_score)**"
     )
@@ -185,7 +188,7 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
         ("labelled faces only (oracle)", keep & (y == 0)),
     ):
         m = fit(x[sel], cfg, emb[sel])
-        r = evaluate(outlier_scores(m, x, emb)[1], m.threshold, y, keep, det, f"stage, trained on {rule}")
+        r = evaluate(outlier_scores(m, x, emb, blur)[1], m.threshold, y, keep, det, f"stage, trained on {rule}")
         r.name += f" [{100 * (sel & (y == 1)).sum() / sel.sum():.0f}% non-faces]"
         rows[rule] = r
     print("\n| method | AUC, all | AUC, det >= 0.5 | non-faces flagged | faces flagged |\n|---|---|---|---|---|")
@@ -203,6 +206,8 @@ def run(archive: Path, shared: Path, chip_cnn: bool = False) -> dict[str, Row]:
     print(
         f"stage model: {model.model_id}, threshold {model.threshold:.3f} ({model.threshold_policy}), fit {t_fit:.1f}s"
     )
+    print(f"chips the detail term flags (faces / non-faces): {int((blur[keep & (y == 0)] > 0).sum())} / "
+          f"{int((blur[keep & (y == 1)] > 0).sum())}")  # fmt: skip
     rows |= _meaningless_embeddings(model, x, emb, keep & (y == 0))
     return rows
 

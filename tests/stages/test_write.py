@@ -33,6 +33,7 @@ def _detected(n_faces=(2, 0), dim=128):
                 "embeddings": [float(v) for v in range(dim * k)],
                 "landmark_offsets": [float(v) for v in range(10 * k)],
                 "sharpness": [100.0 + v for v in range(k)],
+                "detail": [300.0 + v for v in range(k)],
                 "face_logit": [200.0 + v for v in range(k)],
                 "t_embed": 0.3,
             }
@@ -52,7 +53,7 @@ def test_tables_follow_declared_schemas():
     assert faces[0]["embedder"] == "dlib_resnet@def" and faces[0]["align"] == "dlib_sp5"
     # and its slice of each per-face value list, by name
     assert faces[1]["landmark_offsets"] == [float(v) for v in range(10, 20)]
-    assert (faces[1]["sharpness"], faces[1]["face_logit"]) == (101.0, 201.0)
+    assert (faces[1]["sharpness"], faces[1]["face_logit"], faces[1]["detail"]) == (101.0, 201.0, 301.0)
 
 
 def test_columns_are_matched_by_name_so_reordered_fields_cannot_swap_data(monkeypatch):

@@ -54,6 +54,7 @@ def _faces(n=3, dim=128) -> pa.Table:
         "align": ["a"] * n,
         "landmark_offsets": [[0.0] * 10] * n,
         "sharpness": [5.0] * n,
+        "detail": [-2.0] * n,
         "face_logit": [7.0] * n,
         "run_id": ["r"] * n,
     }

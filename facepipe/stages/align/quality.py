@@ -9,6 +9,11 @@ and scored by the outlier stage (``facepipe.stages.score``).
   a coin or a texture they do not. With the landmark-fitted methods the offsets are the
   similarity fit's residuals: how far the 5 points are from a face's configuration.
 - ``sharpness``: log(1 + variance of the Laplacian) of the grey chip: blur and flat patches score low.
+- ``detail``: log(variance of the Laplacian / variance) of the grey chip's face region: the share
+  of its contrast held in the finest detail. Blur lowers it, and so does a face cut from a few
+  pixels (its chip is upsampled); a faded print, whose ``sharpness`` falls with its contrast, keeps
+  it. The outlier stage flags chips whose embedding this detail cannot carry
+  (``facepipe.stages.score.detail``).
 
 Measured on real detections (bench/accuracy/outlier_scores.py, bench/RESULTS.md): these with the detector's
 score separate non-faces from faces better than the chip's pixels or the identity embedding.
@@ -47,12 +52,30 @@ def sharpness(chips: np.ndarray) -> np.ndarray:
     return out
 
 
+#: the part of a chip ``detail`` looks at (fractions of its side): the face, inside the padding
+#: around it (dlib's chip pads the face box by a quarter of it on each side: the box spans 1/6-5/6)
+DETAIL_REGION = (0.2, 0.8)
+
+
+def detail(chips: np.ndarray) -> np.ndarray:
+    """(N,) float32 log(variance of the Laplacian / variance) of each (S, S, 3) uint8 RGB chip's
+    grey face region (:data:`DETAIL_REGION`). A flat patch (no contrast) has no detail: about -7."""
+    out = np.empty(len(chips), np.float32)
+    for i, c in enumerate(chips):
+        a, b = (int(round(f * c.shape[0])) for f in DETAIL_REGION)
+        grey = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).astype(np.float64)
+        lap = cv2.Laplacian(grey, cv2.CV_64F)[a:b, a:b]
+        out[i] = np.log((lap.var() + 1e-3) / (grey[a:b, a:b].var() + 1.0))
+    return out
+
+
 def quality_features(offsets: np.ndarray, chips: np.ndarray) -> np.ndarray:
-    """(N, 11) float32: each face's landmark offsets then its chip's sharpness (the layout
-    :func:`quality_columns` names)."""
-    return np.concatenate([np.asarray(offsets, np.float32).reshape(-1, 10), sharpness(chips)[:, None]], axis=1)
+    """(N, 12) float32: each face's landmark offsets, then its chip's sharpness and detail (the
+    layout :func:`quality_columns` names)."""
+    offsets = np.asarray(offsets, np.float32).reshape(-1, 10)
+    return np.concatenate([offsets, sharpness(chips)[:, None], detail(chips)[:, None]], axis=1)
 
 
 def quality_columns(features: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`quality_features`' matrix by name, as ``schema.FACE_VALUES`` and the faces table name them."""
-    return {"landmark_offsets": features[:, :10], "sharpness": features[:, 10]}
+    return {"landmark_offsets": features[:, :10], "sharpness": features[:, 10], "detail": features[:, 11]}

@@ -134,7 +134,7 @@ def align_batch(
 
     images: (H, W, 3) uint8 RGB; boxes[i] (N_i, 4) xyxy and landmarks[i] (N_i, 5, 2) in image i's
     pixels. Returns chips (sum N_i, S, S, 3) uint8, sampled in one warp call (on ``device``), and
-    quality (sum N_i, 11) float32.
+    quality (sum N_i, 12) float32.
     """
     regions: list[ChipRegion] = []
     offsets = []

@@ -13,6 +13,7 @@ from facepipe import schema
 from facepipe.flags import flag, positive_int, unit_float
 from facepipe.stages.cluster.constraints import canonical_order
 from facepipe.stages.score.density import fit_density
+from facepipe.stages.score.detail import MIN_DETAIL, MIN_FACE, detail_terms
 from facepipe.stages.score.drocc import train_drocc
 from facepipe.stages.score.model import DROCCConfig, DROCCModel
 
@@ -21,6 +22,8 @@ THRESHOLD_POLICIES = ("typical", "fpr", "percentile", "boundary")
 #: the columns of ``faces`` the stage reads, and :func:`face_features`' columns: the 10 landmark
 #: offsets, sharpness, the verifier's face log-odds, the detector's score
 FEATURE_COLUMNS = ["landmark_offsets", "sharpness", "face_logit", "det_score"]
+#: what the detail term reads (``facepipe.stages.score.detail``): the chip's detail, the box's width
+DETAIL_COLUMNS = ["detail", "x1", "x2"]
 #: DROCC's inputs: the first 11 features
 DROCC_INPUTS = tuple(f"landmark_offset_{i}" for i in range(schema.N_LANDMARK_VALUES)) + ("sharpness",)
 _FACE_LOGIT, _DET_SCORE = len(DROCC_INPUTS), len(DROCC_INPUTS) + 1
@@ -43,6 +46,8 @@ class ScoreConfig:
         training faces (see the module's doc); ``fpr`` -- the score that flags ``target_fpr`` of
         held-out confident faces (``holdout_fraction`` of the sample, never trained on);
         ``percentile`` -- that percentile of the training faces' scores; ``boundary`` -- 0.
+    min_detail / detail_min_face: the detail term's floor and the narrowest face it judges
+        (``facepipe.stages.score.detail``).
     min_faces: below this many confident faces nothing is trained (too little to learn "a face").
     driver_max_faces: a training sample, or a partition to score, of at most this many faces is
         handled in the driver process (torch is loaded there already); larger ones in Ray tasks
@@ -69,6 +74,13 @@ class ScoreConfig:
     target_fpr: float = flag(0.01, "--target-fpr", "for --threshold-policy fpr", type=unit_float)
     percentile: float = 99.0
     holdout_fraction: float = 0.1
+    min_detail: float = flag(
+        MIN_DETAIL,
+        "--outlier-min-detail",
+        "flag faces whose chip has less detail than this (faces.detail; the default is measured for dlib's chip)",
+        type=float,
+    )
+    detail_min_face: float = MIN_FACE
     min_faces: int = 20
     driver_max_faces: int = 5000
 
@@ -99,8 +111,8 @@ def confident(features: np.ndarray, cfg: ScoreConfig) -> np.ndarray:
     return verified & (features[:, _DET_SCORE] >= cfg.train_min_score) & (offsets <= cfg.train_max_offset)
 
 
-#: why a flagged face is flagged: the largest of the outlier score's three parts
-REASONS = ("unusable chip", "not a face", "embedding off the faces")
+#: why a flagged face is flagged: the largest of the outlier score's four parts
+REASONS = ("unusable chip", "not a face", "embedding off the faces", "blurred chip")
 
 
 def embedding_terms(model: DROCCModel, embeddings: np.ndarray | None, n: int) -> np.ndarray:
@@ -112,26 +124,27 @@ def embedding_terms(model: DROCCModel, embeddings: np.ndarray | None, n: int) ->
 
 
 def score_parts(
-    model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None
+    model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None, blur: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(drocc_score, embedding term, outlier_score) of (N, 13) features and (N, D) embeddings:
-    DROCC's -logit, the embedding's distance term, and the first minus the face log-odds plus the second."""
+    """(drocc_score, embedding term, outlier_score) of (N, 13) features, (N, D) embeddings and
+    the (N,) detail term ``blur`` (none: 0): DROCC's -logit, the embedding's distance term, and
+    the first minus the face log-odds plus both terms."""
     drocc = model.anomaly_scores(features[:, : len(DROCC_INPUTS)])
     emb = embedding_terms(model, embeddings, len(features))
-    return drocc, emb, drocc - features[:, _FACE_LOGIT] + emb
+    return drocc, emb, drocc - features[:, _FACE_LOGIT] + emb + (0.0 if blur is None else blur)
 
 
 def outlier_scores(
-    model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None
+    model: DROCCModel, features: np.ndarray, embeddings: np.ndarray | None = None, blur: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(drocc_score, outlier_score): :func:`score_parts` without the term on its own."""
-    drocc, _, score = score_parts(model, features, embeddings)
+    """(drocc_score, outlier_score): :func:`score_parts` without the embedding term on its own."""
+    drocc, _, score = score_parts(model, features, embeddings, blur)
     return drocc, score
 
 
-def reasons(model: DROCCModel, features: np.ndarray, drocc: np.ndarray, emb: np.ndarray) -> list[str]:
+def reasons(model: DROCCModel, features: np.ndarray, drocc: np.ndarray, emb: np.ndarray, blur: np.ndarray) -> list[str]:
     """The largest part of each face's outlier score above the threshold (:data:`REASONS`)."""
-    parts = np.stack([drocc - model.threshold, -features[:, _FACE_LOGIT], emb], axis=1)
+    parts = np.stack([drocc - model.threshold, -features[:, _FACE_LOGIT], emb, blur], axis=1)
     return [REASONS[i] for i in np.argmax(parts, axis=1)]
 
 
@@ -177,12 +190,23 @@ def face_embeddings(faces: pa.Table) -> np.ndarray | None:
     return out
 
 
-def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) -> pa.Table:
-    """Faces (``face_id``, ``FEATURE_COLUMNS`` and their ``embedding``) -> FACE_OUTLIERS rows."""
+def face_detail_terms(faces: pa.Table, cfg: ScoreConfig) -> np.ndarray:
+    """(N,) the detail term of faces with ``DETAIL_COLUMNS`` (0 for all without them)."""
+    if not set(DETAIL_COLUMNS) <= set(faces.column_names):
+        return np.zeros(faces.num_rows, np.float32)
+    col = lambda c: faces.column(c).to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731 (nulls: NaN)
+    return detail_terms(col("detail"), col("x2") - col("x1"), cfg.min_detail, cfg.detail_min_face)
+
+
+def score_table(
+    faces: pa.Table, model: DROCCModel, model_id: str, run_id: str, cfg: ScoreConfig | None = None
+) -> pa.Table:
+    """Faces (``face_id``, ``FEATURE_COLUMNS``, their ``embedding`` and ``DETAIL_COLUMNS``) -> FACE_OUTLIERS rows."""
     n, x, e = faces.num_rows, face_features(faces), face_embeddings(faces)
-    d, emb, s = score_parts(model, x, e) if n else (np.zeros(0, np.float32),) * 3
+    blur = face_detail_terms(faces, cfg or ScoreConfig())
+    d, emb, s = score_parts(model, x, e, blur) if n else (np.zeros(0, np.float32),) * 3
     flagged = s > model.threshold
-    why = [r if f else None for r, f in zip(reasons(model, x, d, emb), flagged)]
+    why = [r if f else None for r, f in zip(reasons(model, x, d, emb, blur), flagged)]
     return pa.table(
         {
             "face_id": faces.column("face_id").cast(pa.string()),
@@ -194,6 +218,7 @@ def score_table(faces: pa.Table, model: DROCCModel, model_id: str, run_id: str) 
             "run_id": pa.array([run_id] * n, pa.string()),
             "embedding_score": pa.array(emb, pa.float32()),
             "reason": pa.array(why, pa.string()),
+            "detail_score": pa.array(blur, pa.float32()),
         },
         schema=schema.FACE_OUTLIERS,
     )

@@ -10,7 +10,9 @@ What is scored is how face-like a detection is, not who it is. Two opinions, add
 - the **face verifier** (``facepipe.stages.score.onet``, MTCNN's ONet run by the model actors):
   ``faces.face_logit``, its log-odds that the box holds a face.
 
-``outlier_score = drocc_score - face_logit`` (higher = more anomalous), ``is_outlier =
+``outlier_score = drocc_score - face_logit`` (higher = more anomalous) plus two terms that are 0
+for ordinary faces -- an embedding off the confident faces' law (``facepipe.stages.score.density``)
+and a chip blurred past identifying (``facepipe.stages.score.detail``) -- and ``is_outlier =
 outlier_score > threshold``; the default threshold is the median ``drocc_score`` of the confident
 faces trained on, so a face is flagged when the verifier's log-odds that it is a face do not cover
 how much less face-like than a typical confident face DROCC finds it. Measured on real
@@ -52,6 +54,7 @@ from facepipe import schema
 from facepipe.stages import write as writer
 from facepipe.stages.score.model import DROCCModel
 from facepipe.stages.score.outliers import (  # noqa: F401 -- the stage's public names
+    DETAIL_COLUMNS,
     DROCC_INPUTS,
     FEATURE_COLUMNS,
     THRESHOLD_POLICIES,
@@ -144,6 +147,7 @@ def _score_batch(
     run_id: str,
     dt: str,
     only_run: str | None,
+    cfg: ScoreConfig,
 ) -> pa.Table:
     keep = pc.is_valid(batch.column("face_logit"))
     batch = batch.filter(pc.and_(keep, pc.equal(batch.column("run_id"), only_run)) if only_run else keep)
@@ -154,7 +158,7 @@ def _score_batch(
         if sel.num_rows:
             if ids[group] not in _LOADED:
                 _LOADED[ids[group]] = DROCCModel.from_bytes(blob)
-            parts.append(score_table(sel, _LOADED[ids[group]], ids[group], run_id))
+            parts.append(score_table(sel, _LOADED[ids[group]], ids[group], run_id, cfg))
     table = pa.concat_tables(parts) if parts else schema.FACE_OUTLIERS.empty_table()
     files = writer.stage_tables({"face_outliers": table}, output, run_id, dt)
     return pa.table(
@@ -247,15 +251,16 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
         return summary | {"skipped": f"no usable model ({why})"}
     t_train = time.perf_counter() - t0
     files = [f.path for f in ds.get_fragments(filter=pc.field("dt") == dt)]
-    columns = ["face_id", "detector", "align", *FEATURE_COLUMNS, "run_id"]
+    columns = ["face_id", "detector", "align", *FEATURE_COLUMNS, *DETAIL_COLUMNS, "run_id"]
     columns += ["embedding"] if "embedding" in ds.schema.names else []
     kwargs = {"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}
+    kwargs["cfg"] = cfg
     output.clear_staging(run_id, ("face_outliers",))
     if on_driver(ds.count_rows(filter=pc.field("dt") == dt), cfg):  # no Ray tasks to start
-        table = writer.read_files(pa.table({"path": files}), output, columns)
+        table = writer.read_files(pa.table({"path": files}), output, columns, schema.FACES)
         stats = [_score_batch(table, **kwargs).to_pylist()[0]]
     else:
-        data = writer.ray_read_files(output, files, columns)
+        data = writer.ray_read_files(output, files, columns, declared=schema.FACES)
         stats = data.map_batches(_score_batch, fn_kwargs=kwargs, batch_size=65536, batch_format="pyarrow").take_all()
     staged = [f for r in stats for f in r["files"]]
     output.publish(run_id, staged, tables=("face_outliers",))

@@ -1,6 +1,7 @@
 """Quality features of a detection (facepipe.stages.align.quality): the detector's landmarks sit where a
 face's do on the aligned chip for real faces and not for boxes on things that are not faces; the
-chip's sharpness drops with blur; both are deterministic functions of the pixels."""
+chip's sharpness drops with blur, its detail with blur but not with contrast; all are deterministic
+functions of the pixels."""
 
 import cv2
 import numpy as np
@@ -8,7 +9,7 @@ from skimage import data as skd
 
 from facepipe.registry import create_model
 from facepipe.stages.align.chips import DLIB_MEAN_FACE_DETECTOR_5, similarity_transform
-from facepipe.stages.align.quality import landmark_offsets, sharpness
+from facepipe.stages.align.quality import detail, landmark_offsets, sharpness
 from facepipe.stages.align.stage import align_batch
 
 
@@ -53,3 +54,26 @@ def test_sharpness_falls_with_blur_and_is_deterministic(photo_faces):
     blurred = np.stack([cv2.GaussianBlur(c, (0, 0), 3) for c in chips])
     assert (sharpness(blurred) < sharpness(chips) - 1).all()
     assert np.array_equal(sharpness(chips), sharpness(chips.copy()))
+
+
+def test_detail_falls_with_blur_and_not_with_a_faded_print(photo_faces):
+    """Every real face chip of the test photos (>= 40 px, as the identities use) has more detail
+    than the outlier stage's floor; the same chips blurred by 3% of the face's width (3 px of the
+    chip's 100 px face box) -- where dlib's embedding drifts as far as two photos of one person --
+    fall under it; a faded print of them (a quarter of the contrast) keeps its detail where its
+    sharpness drops (the washed-out prints of the group photos)."""
+    from facepipe.stages.score.detail import MIN_DETAIL
+
+    chips = []
+    for pf in photo_faces:
+        wide = pf.boxes[:, 2] - pf.boxes[:, 0] >= 40
+        chips.append(_offsets(pf.image, pf.boxes[wide], pf.landmarks[wide])[0])
+    chips = np.concatenate(chips)
+    assert len(chips) >= 10 and (detail(chips) > MIN_DETAIL + 0.5).all(), detail(chips)
+    blurred = np.stack([cv2.GaussianBlur(c, (0, 0), 3) for c in chips])
+    assert (detail(blurred) < MIN_DETAIL).all(), detail(blurred)
+    faded = np.clip(128 + (chips.astype(np.float32) - 128) / 4, 0, 255).round().astype(np.uint8)
+    assert (detail(faded) > detail(chips) - 0.1).all()  # (a little higher: its grey steps are coarser)
+    assert (sharpness(faded) < sharpness(chips) - 1).all()
+    flat = np.full((1, 150, 150, 3), 128, np.uint8)
+    assert detail(flat)[0] < MIN_DETAIL and np.array_equal(detail(chips), detail(chips.copy()))

@@ -66,6 +66,7 @@ def _face_rows(n_images: int, faces_per: int, outliers: int, seed: int, root: st
                 "embeddings": rng.normal(size=faces_per * 128).tolist(),
                 "landmark_offsets": offsets.reshape(-1).tolist(),
                 "sharpness": sharp.reshape(-1).tolist(),
+                "detail": [-2.0] * faces_per,
                 "face_logit": logit.reshape(-1).tolist(),
                 "t_embed": 0.0,
             }
@@ -230,6 +231,22 @@ def test_an_archive_written_before_the_quality_columns_still_scores_its_new_face
     assert run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))["scored"] == 240
     summary = run_score(str(out), "2026-11-01", "s0", ScoreConfig(drocc=FAST))
     assert summary["unscored"] == 240 and "no faces with quality features" in summary["skipped"]
+
+
+def test_a_partition_holding_files_written_before_detail_scores_every_face(tmp_path):
+    """Upgrading within a partition (a night rerun, ``facepipe score`` of an old date): a file
+    written before ``faces.detail`` existed is read with detail null -- its faces scored, their
+    detail term 0 -- beside a newer file of the same partition (the driver path)."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    _write_faces(out, files=((0, 30), (30, None)))
+    first, *_ = sorted((out / "faces" / f"dt={DT}").glob("*.parquet"))
+    pq.write_table(pq.read_table(first).drop_columns(["detail"]), first)
+    summary = run_score(str(out), DT, "s1", ScoreConfig(drocc=FAST))
+    assert summary["scored"] == 240
+    t = duckdb.sql(f"select detail_score from read_parquet('{out}/face_outliers/*/*.parquet')").fetchall()
+    assert len(t) == 240 and all(v == 0.0 for (v,) in t)
 
 
 def test_scoring_follows_the_executor_the_run_chose(monkeypatch):
