@@ -3,13 +3,13 @@
 A blurred face is still a face -- the verifier says so and DROCC, trained on a run's confident
 faces (blurred ones among them), finds its geometry typical -- but its embedding no longer says
 who it is, and blurred faces of different people fall together: they are the chips that bridge
-identities (issue 32). Measured on the wild set's 197 faces of at least 40 px, each chip blurred
+identities (issue 32). Measured on the wild set's 198 faces of at least 40 px, each chip blurred
 by a Gaussian of sigma = a share of the face's width (``bench/accuracy/blurred_faces.py``,
 bench/RESULTS.md "Blurred faces"): at 1% dlib's embedding moves 0.13 from the sharp chip's
 (median), at 2% 0.28, at 3% 0.39 -- as far as two photos of one person lie apart -- and at 10%
 0.69, while 14% of the blurred faces' pairs (different people) fall under 0.445, against 2.5%
 sharp. The chip's ``detail`` (``facepipe.stages.align.quality``: not its contrast, so faded prints
-and tinted duotones keep theirs) falls from a median of -1.9 (the lowest of the 197: -4.45) to
+and tinted duotones keep theirs) falls from a median of -1.9 (the lowest of 198: -4.52) to
 -3.6 at 1%, -4.9 at 2% and -5.6 at 3% (5% of them still above -4.8); among 2,089 small
 portraits 17 lie under -4.5.
 
