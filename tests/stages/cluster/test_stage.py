@@ -278,6 +278,7 @@ def test_a_flagged_face_never_joins_or_bridges_two_identities(tmp_path):
                 "model_id": ["drocc@test"] * n,
                 "run_id": ["r1"] * n,
                 "embedding_score": np.zeros(n, np.float32),
+                "detail_score": np.zeros(n, np.float32),
                 "reason": ["not a face" if f in junk else None for f in fids],
             },
             schema=schema.FACE_OUTLIERS,
