@@ -48,7 +48,9 @@ def score_lines(score: dict | None) -> list[str]:
         for v in score["models"].values()
         if "model_id" in v
     )
-    return [f"  outliers  {score['outliers']} of {score['scored']} faces flagged by {models} -> face_outliers"]
+    why = ", ".join(f"{n} {reason}" for reason, n in (score.get("reasons") or {}).items())
+    flagged = f"{score['outliers']} of {score['scored']} faces flagged" + (f" ({why})" if why else "")
+    return [f"  outliers  {flagged} by {models} -> face_outliers"]
 
 
 def cluster_lines(c: dict | None) -> list[str]:

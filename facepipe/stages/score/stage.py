@@ -42,6 +42,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -161,8 +162,10 @@ def _score_batch(
             parts.append(score_table(sel, _LOADED[ids[group]], ids[group], run_id, cfg))
     table = pa.concat_tables(parts) if parts else schema.FACE_OUTLIERS.empty_table()
     files = writer.stage_tables({"face_outliers": table}, output, run_id, dt)
+    why = [r for r in table.column("reason").to_pylist() if r is not None]
+    n_outliers = int(pc.sum(table.column("is_outlier")).as_py() or 0)
     return pa.table(
-        {"n": [table.num_rows], "n_outliers": [int(pc.sum(table.column("is_outlier")).as_py() or 0)], "files": [files]}
+        {"n": [table.num_rows], "n_outliers": [n_outliers], "files": [files], "why": [json.dumps(Counter(why))]}
     )
 
 
@@ -267,6 +270,7 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     summary.update(
         scored=sum(r["n"] for r in stats),
         outliers=sum(r["n_outliers"] for r in stats),
+        reasons=dict(sorted(sum((Counter(json.loads(r["why"])) for r in stats), Counter()).items())),
         files=sorted(staged),
         train_s=round(t_train, 3),
         wall_s=round(time.perf_counter() - t0, 3),

@@ -96,7 +96,8 @@ def test_faces_blurred_past_identifying_are_flagged_as_blurred_chips(photos, tmp
     """A face so blurred that its embedding no longer says who it is (sigma 5% of its width: dlib's
     embedding moves ~0.55 from the sharp face's) is still a face to the verifier and typical to
     DROCC; the detail term flags it ('blurred chip') and the identities leave it out, while the
-    same photos unblurred are not flagged (the job for real, the local executor, the demo photos)."""
+    same photos unblurred are not flagged, and the run's summary counts them by reason (the job for
+    real, the local executor, the demo photos)."""
     import cv2
 
     root = tmp_path / "archive"
@@ -124,6 +125,8 @@ def test_faces_blurred_past_identifying_are_flagged_as_blurred_chips(photos, tmp
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
+    # the run's summary says why faces were flagged, the blurred ones among them
+    assert re.search(r"outliers +\d+ of \d+ faces flagged \((.*, )?\d+ blurred chip", r.stdout + r.stderr), r.stdout
     rows = duckdb.sql(f"""select regexp_extract(i.source_uri, '[^/]+$') like 'blurred-%', o.is_outlier, o.reason,
             o.detail_score, fi.status, i.source_uri
         from read_parquet('{out}/faces/*/*.parquet') f join read_parquet('{out}/images/*/*.parquet') i using (image_id)
