@@ -226,6 +226,11 @@ def _model_for(output: Output, ds, dt: str, cfg: ScoreConfig, group: str) -> tup
     return model, info
 
 
+def _reasons(stats: list[dict]) -> dict[str, int]:
+    """The flagged faces of the batches' ``stats`` counted by reason."""
+    return dict(sorted(sum((Counter(json.loads(r["why"])) for r in stats), Counter()).items()))
+
+
 def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only_run: str | None = None) -> dict:
     """Score the faces of partition ``dt`` (only those of run ``only_run`` if given), publish
     ``face_outliers`` under ``run_id``; returns a summary for the run manifest."""
@@ -256,8 +261,7 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     files = [f.path for f in ds.get_fragments(filter=pc.field("dt") == dt)]
     columns = ["face_id", "detector", "align", *FEATURE_COLUMNS, *DETAIL_COLUMNS, "run_id"]
     columns += ["embedding"] if "embedding" in ds.schema.names else []
-    kwargs = {"models": models, "ids": ids, "output": output, "run_id": run_id, "dt": dt, "only_run": only_run}
-    kwargs["cfg"] = cfg
+    kwargs = dict(models=models, ids=ids, output=output, run_id=run_id, dt=dt, only_run=only_run, cfg=cfg)
     output.clear_staging(run_id, ("face_outliers",))
     if on_driver(ds.count_rows(filter=pc.field("dt") == dt), cfg):  # no Ray tasks to start
         table = writer.read_files(pa.table({"path": files}), output, columns, schema.FACES)
@@ -270,7 +274,7 @@ def run_score(output: str | Output, dt: str, run_id: str, cfg: ScoreConfig, only
     summary.update(
         scored=sum(r["n"] for r in stats),
         outliers=sum(r["n_outliers"] for r in stats),
-        reasons=dict(sorted(sum((Counter(json.loads(r["why"])) for r in stats), Counter()).items())),
+        reasons=_reasons(stats),
         files=sorted(staged),
         train_s=round(t_train, 3),
         wall_s=round(time.perf_counter() - t0, 3),
