@@ -194,8 +194,9 @@ def read_files(batch: pa.Table, output: Output, columns: list[str], declared: pa
 def _file_columns(output: Output, path: str, columns: list[str], declared: pa.Schema | None) -> pa.Table:
     if declared is None:
         return output.read_table(path, columns=columns)
-    have = set(output.read_schema(path).names)
-    t = output.read_table(path, columns=[c for c in columns if c in have])
+    file = output.parquet_file(path)  # one open: its footer says which columns it has
+    have = set(file.schema_arrow.names)
+    t = file.read(columns=[c for c in columns if c in have])
     for c in columns:
         if c not in have:
             t = t.append_column(declared.field(c).with_nullable(True), pa.nulls(t.num_rows, declared.field(c).type))

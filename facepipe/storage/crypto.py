@@ -183,16 +183,16 @@ def read_table(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None, **k
     return pq.read_table(path, filesystem=fs, decryption_properties=props, **kw)
 
 
-def read_schema(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None) -> pa.Schema:
-    """A table file's Arrow schema (its footer only), decrypting when ``cfg`` is set."""
+def parquet_file(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None) -> pq.ParquetFile:
+    """A table file opened (its footer read: ``schema_arrow``, ``read``, ``iter_batches``),
+    decrypting when ``cfg`` is set."""
     props = decryption_properties(cfg) if cfg is not None else None
-    return pq.ParquetFile(path, filesystem=fs, decryption_properties=props).schema_arrow
+    return pq.ParquetFile(path, filesystem=fs, decryption_properties=props)
 
 
 def iter_batches(path: str, fs: pafs.FileSystem, cfg: EncryptionConfig | None, **kw):
     """``ParquetFile.iter_batches`` (a file a batch at a time), decrypting when ``cfg`` is set."""
-    props = decryption_properties(cfg) if cfg is not None else None
-    return pq.ParquetFile(path, filesystem=fs, decryption_properties=props).iter_batches(**kw)
+    return parquet_file(path, fs, cfg).iter_batches(**kw)
 
 
 # ---------------------------------------------------------------- the output's setting

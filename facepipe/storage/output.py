@@ -115,9 +115,9 @@ class Output:
         """A table file, decrypted with the output's setting."""
         return crypto.read_table(path, self.fs, self.encryption, **kw)
 
-    def read_schema(self, path: str) -> pa.Schema:
-        """A table file's schema (its footer), decrypted likewise."""
-        return crypto.read_schema(path, self.fs, self.encryption)
+    def parquet_file(self, path: str):
+        """A table file opened (``pyarrow.parquet.ParquetFile``), decrypted likewise."""
+        return crypto.parquet_file(path, self.fs, self.encryption)
 
     def iter_batches(self, path: str, **kw):
         """A table file a batch at a time (``ParquetFile.iter_batches``), decrypted likewise."""

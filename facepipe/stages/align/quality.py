@@ -44,36 +44,38 @@ def landmark_offsets(
     return (on_template - np.asarray(landmark_template, np.float64)[None]).reshape(n, 10).astype(np.float32)
 
 
-def sharpness(chips: np.ndarray) -> np.ndarray:
-    """(N,) float32 log(1 + variance of the Laplacian) of each (S, S, 3) uint8 RGB chip in grey."""
-    out = np.empty(len(chips), np.float32)
-    for i, c in enumerate(chips):
-        out[i] = np.log1p(cv2.Laplacian(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
-    return out
-
-
 #: the part of a chip ``detail`` looks at (fractions of its side): the face, inside the padding
 #: around it (dlib's chip pads the face box by a quarter of it on each side: the box spans 1/6-5/6)
 DETAIL_REGION = (0.2, 0.8)
 
 
-def detail(chips: np.ndarray) -> np.ndarray:
-    """(N,) float32 log(variance of the Laplacian / variance) of each (S, S, 3) uint8 RGB chip's
-    grey face region (:data:`DETAIL_REGION`). A flat patch (no contrast) has no detail: about -7."""
-    out = np.empty(len(chips), np.float32)
+def _sharpness_and_detail(chips: np.ndarray) -> np.ndarray:
+    """(N, 2) float32 :func:`sharpness` and :func:`detail` of (N, S, S, 3) uint8 RGB chips, each
+    chip's grey and Laplacian computed once."""
+    out = np.empty((len(chips), 2), np.float32)
     for i, c in enumerate(chips):
         a, b = (int(round(f * c.shape[0])) for f in DETAIL_REGION)
         grey = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY).astype(np.float64)
-        lap = cv2.Laplacian(grey, cv2.CV_64F)[a:b, a:b]
-        out[i] = np.log((lap.var() + 1e-3) / (grey[a:b, a:b].var() + 1.0))
+        lap = cv2.Laplacian(grey, cv2.CV_64F)
+        out[i] = np.log1p(lap.var()), np.log((lap[a:b, a:b].var() + 1e-3) / (grey[a:b, a:b].var() + 1.0))
     return out
+
+
+def sharpness(chips: np.ndarray) -> np.ndarray:
+    """(N,) float32 log(1 + variance of the Laplacian) of each (S, S, 3) uint8 RGB chip in grey."""
+    return _sharpness_and_detail(chips)[:, 0]
+
+
+def detail(chips: np.ndarray) -> np.ndarray:
+    """(N,) float32 log(variance of the Laplacian / variance) of each (S, S, 3) uint8 RGB chip's
+    grey face region (:data:`DETAIL_REGION`). A flat patch (no contrast) has no detail: about -7."""
+    return _sharpness_and_detail(chips)[:, 1]
 
 
 def quality_features(offsets: np.ndarray, chips: np.ndarray) -> np.ndarray:
     """(N, 12) float32: each face's landmark offsets, then its chip's sharpness and detail (the
     layout :func:`quality_columns` names)."""
-    offsets = np.asarray(offsets, np.float32).reshape(-1, 10)
-    return np.concatenate([offsets, sharpness(chips)[:, None], detail(chips)[:, None]], axis=1)
+    return np.concatenate([np.asarray(offsets, np.float32).reshape(-1, 10), _sharpness_and_detail(chips)], axis=1)
 
 
 def quality_columns(features: np.ndarray) -> dict[str, np.ndarray]:

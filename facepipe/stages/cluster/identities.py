@@ -20,6 +20,10 @@ from facepipe.storage.output import Output, as_output
 
 log = logging.getLogger(__name__)
 
+#: faces narrower than this (pixels of the image) are left out of the identities (``too_small``)
+#: by default (``ClusterConfig.min_face``); the outlier stage's detail term judges only wider ones
+MIN_FACE_WIDTH = 40
+
 
 @dataclass
 class FaceSet:

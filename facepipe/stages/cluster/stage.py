@@ -56,7 +56,7 @@ from facepipe.stages.cluster.constraints import (
     split_same_image,
 )
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
-from facepipe.stages.cluster.identities import flagged_faces, identity_tables, load_faces
+from facepipe.stages.cluster.identities import MIN_FACE_WIDTH, flagged_faces, identity_tables, load_faces
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
 from facepipe.stages.cluster.kept import neighbour_index
 from facepipe.stages.cluster.linkage import MIN_FACES, merge_by_linkage
@@ -130,7 +130,10 @@ class ClusterConfig:
     reach: int = 50
     index: IndexConfig = field(default_factory=IndexConfig)
     min_face: int = flag(
-        40, "--cluster-min-face", "faces narrower than this many pixels are not clustered", type=non_negative_int
+        MIN_FACE_WIDTH,
+        "--cluster-min-face",
+        "faces narrower than this many pixels are not clustered",
+        type=non_negative_int,
     )
     second_pass: bool = flag(
         True,

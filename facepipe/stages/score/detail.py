@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepipe.stages.cluster.identities import MIN_FACE_WIDTH
+
 #: below this ``faces.detail`` the chip is taken as too blurred to identify (module text)
 MIN_DETAIL = -4.5
 #: log-odds per unit of detail under the floor, and at most
@@ -36,7 +38,7 @@ SLOPE = 100.0
 CAP = 20.0
 #: faces narrower than this (pixels of the image) are not judged on detail: the identity stage's
 #: ``--cluster-min-face`` default, the faces it clusters
-MIN_FACE = 40.0
+MIN_FACE = float(MIN_FACE_WIDTH)
 
 
 def detail_terms(detail: np.ndarray, width: np.ndarray, min_detail: float = MIN_DETAIL, min_face: float = MIN_FACE):
