@@ -3,8 +3,9 @@
 Each config dataclass declares its own flags (``facepipe.flags``); this module groups them per
 subcommand, and ``facepipe.commands`` runs them. Errors a user can fix (a bad flag, a missing
 input, an unknown detector), found before any work, print one line and exit 2; storage that
-stays unreachable, or cluster work lost and not rebuilt, prints one line and exits 3; anything
-else is the job's own failure: its traceback, then one line last, exit 1 (docs/operations.md).
+stays unreachable, or cluster work lost and not rebuilt, prints one line and exits 3 (``-v``
+logs its traceback before it); anything else is the job's own failure: its traceback, then one
+line last, exit 1 (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed_summary(args, "internal", why)
             return 1
         kind, why = failed
+        logging.getLogger("facepipe").info("where it failed", exc_info=True)  # with -v only: the line below suffices
         print(f"facepipe {args.command}: {kind} error: {why}{ADVICE[kind]}", file=sys.stderr)
         failed_summary(args, kind, why)
         return 3

@@ -12,6 +12,14 @@ outage of about 25 ms x 2^(attempts-1) -- 51 s by default -- after which the req
 the job reports a storage error (``facepipe.errors.storage_error``). The SDK's "standard" mode
 was not used: its retry quota (500 tokens, 5 a retry) is shared by all requests of a process, so
 an outage under many parallel reads drains it and later requests fail without waiting.
+
+Two ways throttling (``503 SlowDown``) defeated those retries, both found by
+tests/storage/test_s3_faults.py: a GET smaller than S3's error document fails without a retry
+(reads go through ``s3_reads``, which never asks for so little), and a small object written as a
+multipart upload could not be completed under sustained throttling (pyarrow re-sends
+CompleteMultipartUpload when an earlier answer in the SDK's retries was an error, and each re-send
+met the throttle again). Objects smaller than a part are therefore written with one PutObject
+(``allow_delayed_open``), which the SDK retries like any request.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from facepipe.errors import is_transient
+from facepipe.storage import s3_reads
 
 S3_RETRY_ATTEMPTS = 11
 
@@ -40,17 +49,17 @@ def is_s3(uri: str) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _s3(endpoint: str | None, region: str, attempts: int) -> pafs.S3FileSystem:
-    kw: dict = {"region": region, "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=attempts)}
+def _s3(endpoint: str | None, region: str, attempts: int) -> pafs.FileSystem:
+    kw: dict = {"region": region, "allow_delayed_open": True}  # smaller than a part: one PutObject
     if endpoint:
         u = urlparse(endpoint)
         kw["endpoint_override"] = u.netloc or u.path
         kw["scheme"] = u.scheme or "https"
         kw["force_virtual_addressing"] = False
-    return pafs.S3FileSystem(**kw)
+    return s3_reads.s3_filesystem(kw, attempts)
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
+def s3_filesystem() -> pafs.FileSystem:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return _s3(endpoint, region, s3_retry_attempts())
@@ -68,33 +77,29 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def to_uri(fs: pafs.FileSystem, path: str) -> str:
     """Inverse of :func:`resolve`: what users see in ``source_uri`` and in messages."""
-    return f"s3://{path}" if isinstance(fs, pafs.S3FileSystem) else path
+    return f"s3://{path}" if s3_reads.is_s3(fs) else path
 
 
 def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-#: An S3 GET answered with an error (a 503 SlowDown) and then retried by the AWS SDK can end in
-#: "Failed to flush response stream": the SDK writes the answers into pyarrow's buffer and reports
-#: the overflow as a non-retryable INTERNAL_FAILURE (the same misclassification apache/doris#61636
-#: retries). Found by tests/storage/test_s3_faults.py's SlowDown bursts: 1 image of 14 failed.
-#: A whole-object read that fails so, or with any other transient error (``errors.is_transient``),
-#: is retried here this many times, waiting 0.1 s doubling (6.3 s in all: the test's bursts last
-#: 1.5 s, and retries that all fell within one -- 0.75 s in all before -- lost an image in CI);
-#: other reads (ranges of tar shards and Parquet files) record the unit for the next run instead.
-FLUSH_RETRIES = 6
-_FLUSH_FAILURE = "Failed to flush response stream"
+#: A whole-object read that fails with a transient error (``errors.is_transient``: a dropped
+#: connection past the SDK's retries) is tried again this many times, waiting 0.1 s doubling
+#: (6.3 s in all); an error answer that overflowed a small GET is retried below it, like the
+#: SDK's own retries (``s3_reads``). Other reads (ranges of tar shards and Parquet files) record
+#: the unit for the next run instead.
+READ_RETRIES = 6
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    """The whole file or object (see :data:`FLUSH_RETRIES`)."""
-    for attempt in range(FLUSH_RETRIES + 1):
+    """The whole file or object (see :data:`READ_RETRIES`)."""
+    for attempt in range(READ_RETRIES + 1):
         try:
             with fs.open_input_stream(path) as f:
                 return f.readall()
         except OSError as e:
-            if not (_FLUSH_FAILURE in str(e) or is_transient(e)) or attempt == FLUSH_RETRIES:
+            if not is_transient(e) or s3_reads.FLUSH_FAILURE in str(e) or attempt == READ_RETRIES:
                 raise
             time.sleep(0.1 * 2**attempt)
     raise AssertionError("unreachable")
