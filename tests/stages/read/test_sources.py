@@ -1,11 +1,13 @@
 """Read stage: listing, WebDataset tars, Parquet columns; read failures become rows, not crashes."""
 
 import io
+import os
 import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import S3_PORT
 
 from facepipe.stages.read.sources import (
     InputError,
@@ -18,6 +20,8 @@ from facepipe.stages.read.sources import (
     split_units,
 )
 from facepipe.stages.read.tar import split_key
+from facepipe.storage import fs as fsio
+from testbed.s3_throttle import Throttle
 
 
 def _tar(path, members):
@@ -119,3 +123,24 @@ def test_unit_of_a_source_uri_finds_the_tar_or_parquet_it_came_from():
     assert unit_of("/d/part-0.parquet#key#with#hashes") == Unit("parquet", "/d/part-0.parquet", 0)
     assert unit_of("/d/odd#name.tar#m.jpg") == Unit("tar", "/d/odd#name.tar", 0)
     assert unit_of("/d/photo#1.jpg") == Unit("image", "/d/photo#1.jpg", 0)
+
+
+def test_storage_failing_mid_parquet_file_is_retried_next_run_not_recorded_as_damage(seaweedfs, monkeypatch):
+    # the real S3 server behind a throttle that, after the first rows, refuses every request: the
+    # rest of the file is a row the run records for retry (read_error), not a damaged file (corrupt)
+    seaweedfs.client.create_bucket(Bucket="midfile")
+    with Throttle(S3_PORT) as t:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", t.url)
+        monkeypatch.setenv("FACEPIPE_S3_RETRIES", "2")  # give up in 25 ms, not 51 s
+        images = [os.urandom(20_000) for _ in range(2000)]
+        table = pa.table({"key": [f"k{i}" for i in range(2000)], "image": images})
+        pq.write_table(table, "midfile/a.parquet", filesystem=fsio.s3_filesystem(), row_group_size=100)
+        rows = read_unit(Unit("parquet", "s3://midfile/a.parquet", 0), ReadConfig(id_column="key"))
+        first = next(rows)
+        t.bursts(on_s=3600, off_s=1, share=1.0)
+        rest = list(rows)
+    assert first["data"] == images[0] and first["read_error"] is None
+    good, last = rest[:-1], rest[-1]
+    assert [r["data"] for r in good] == images[1 : 1 + len(good)] and len(good) < 1999
+    assert last["source_uri"] == f"s3://midfile/a.parquet#row{len(good) + 1}+", last["source_uri"]
+    assert last["read_status"] == "read_error" and "unreadable after row" in last["read_error"], last
