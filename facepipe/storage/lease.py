@@ -147,15 +147,21 @@ def _create_exclusive(output: Output, path: str, data: bytes) -> bool:
     """Create ``path`` only if nothing is there; False when something is."""
     if fsio.is_s3(output.uri):
         import boto3
-        from botocore.exceptions import ClientError
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = path.split("/", 1)
+        retries = {"max_attempts": fsio.s3_retry_attempts(), "mode": "legacy"}  # as many tries as pyarrow's requests
         try:
-            boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            boto3.client("s3", config=Config(retries=retries)).put_object(
+                Bucket=bucket, Key=key, Body=data, IfNoneMatch="*"
+            )
             return True
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
+            raise StorageError(f"taking the lease of {output.uri}: {e}") from e
+        except BotoCoreError as e:  # no answer at all (the endpoint unreachable past the retries)
             raise StorageError(f"taking the lease of {output.uri}: {e}") from e
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"

@@ -172,3 +172,17 @@ def test_a_run_on_an_output_another_writer_holds_exits_3_naming_it(photos, tmp_p
     last = r.stderr.strip().splitlines()[-1]
     assert "being written by facepipe forget req-7" in last and "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "images").exists()
+
+
+def test_taking_a_lease_on_unreachable_s3_is_a_storage_error(monkeypatch):
+    # nothing listens on the port: boto3's request (not pyarrow's) fails without an answer -- the
+    # storage error (exit 3, retried), its one line saying what was being done
+    from facepipe.errors import retryable_error
+    from testbed.procs import free_ports
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")
+    monkeypatch.setenv("FACEPIPE_S3_RETRIES", "1")
+    with pytest.raises(Exception) as e:
+        lease._create_exclusive(Output("s3://nowhere/out"), "nowhere/out/_lease/gen-1.json", b"{}")
+    kind, line = retryable_error(e.value) or (None, repr(e.value))
+    assert kind == "storage" and line.startswith("taking the lease of s3://nowhere/out: "), line
