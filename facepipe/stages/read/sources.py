@@ -14,6 +14,7 @@ file named ``x.jpg`` becomes a ``not_image`` row). Names starting with ``.`` or 
 from __future__ import annotations
 
 import hashlib
+import tarfile
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -207,8 +208,11 @@ def _read_tar(fs: pafs.FileSystem, path: str, uri: str) -> Iterator[dict]:
                 yield _row(
                     uri, None, f"tar shard damaged: unreadable header at byte {end}, later members lost", "corrupt"
                 )
-    except Exception as e:
-        yield _row(uri, None, f"tar shard unreadable or damaged: {type(e).__name__}: {e}")
+    except Exception as e:  # a tar format error is damage; any other (storage) is retried next run
+        if isinstance(e, (tarfile.TarError, EOFError)):
+            yield _row(uri, None, f"tar shard damaged: {type(e).__name__}: {e}", "corrupt")
+        else:
+            yield _row(uri, None, f"tar shard unreadable: {type(e).__name__}: {e}")
 
 
 def read_unit(unit: Unit, cfg: ReadConfig) -> Iterator[dict]:

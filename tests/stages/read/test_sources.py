@@ -72,6 +72,7 @@ def test_tar_yields_image_members_and_records_damage(tmp_path):
         rows = list(read_unit(Unit("tar", str(bad), 0), ReadConfig()))
         assert rows[0]["source_uri"] == f"{bad}#k1.jpg" and rows[0]["data"] == b"img1", cut
         assert rows[-1]["source_uri"] == str(bad) and "damaged" in rows[-1]["read_error"], cut
+        assert rows[-1]["read_status"] == "corrupt", "damage is recorded as such, not retried every night"
         assert len(rows) == 2, cut
 
 
