@@ -38,7 +38,9 @@ def resources(compute: ComputeConfig) -> dict:
             f"--model-resource {compute.model_resource}: no node of the cluster advertises it "
             f"(ray start --resources '{{\"{compute.model_resource}\": N}}' on the nodes meant for the model actors)"
         )
-    return plan_resources(compute, float(res.get("CPU", 1)), int(res.get("GPU", 0)), slots)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")] if compute.model_resource else []
+    per_node = [(r.get("CPU", 0.0), r.get(compute.model_resource, 0.0)) for r in nodes]
+    return plan_resources(compute, float(res.get("CPU", 1)), int(res.get("GPU", 0)), slots, per_node)
 
 
 def alive_nodes() -> int:
@@ -48,11 +50,16 @@ def alive_nodes() -> int:
     return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
-def plan_resources(compute: ComputeConfig, cpus: float, gpus: int, model_slots: float = 0.0) -> dict:
+def plan_resources(
+    compute: ComputeConfig, cpus: float, gpus: int, model_slots: float = 0.0, nodes: list[tuple[float, float]] = ()
+) -> dict:
     """Actor pool size and resources, decode task CPUs and read parallelism for a cluster of
     ``cpus`` CPUs, ``gpus`` GPUs and ``model_slots`` units of ``compute.model_resource``.
     Whatever the size, a read or decode task (``decode_cpus``) fits beside the full actor pool
-    (on a 1-CPU cluster a 1-CPU task never would: the job waited forever)."""
+    (on a 1-CPU cluster a 1-CPU task never would: the job waited forever). ``nodes``: (CPUs,
+    units of the model resource) of each node, when the model resource pins the actors to their
+    nodes: a decode task then also fits beside them on each node they leave CPU on
+    (:func:`_decode_cpus`)."""
     cpus = max(cpus, 1.0)
     pools = 2 if compute.embed_pool else 1
     if gpus:
@@ -71,12 +78,22 @@ def plan_resources(compute: ComputeConfig, cpus: float, gpus: int, model_slots: 
     return {
         "cluster_cpus": int(cpus),
         "cluster_gpus": gpus,
-        "decode_cpus": min(1.0, max(0.25, free)),
+        "decode_cpus": _decode_cpus(free, [c - s * pools * actor["num_cpus"] for c, s in nodes]),
         "detect_actors": [min(compute.detect_actors_min or max_actors, max_actors), max_actors],
         "detect_actor_resources": actor,
         "torch_threads": compute.torch_threads or max(1, int(per)),
         "read_parallelism": compute.read_parallelism or 2 * int(cpus),
     }
+
+
+def _decode_cpus(free: float, node_free: list[float]) -> float:
+    """CPUs a read+decode task asks for: 1 where the actors leave that much, else what they leave
+    (at least 0.25) -- on the cluster as a whole, and on each node that keeps >= 0.25 CPU beside
+    its model actors (``node_free``). A node whose actors left it 0.5 CPU ran no decode task at
+    all when tasks asked for 1: 3 one-CPU nodes, two with a 0.5-CPU model actor, decoded on the
+    head alone (tests/test_multinode.py saw every task on one node)."""
+    usable = [f for f in node_free if f >= 0.25]
+    return min(1.0, max(0.25, free), *usable)
 
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,26 @@ def test_a_model_resource_pins_one_actor_per_unit_to_the_nodes_that_advertise_it
     assert two["detect_actor_resources"]["resources"] == {"inference": 0.5}, "a detect and an embed actor per unit"
 
 
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        [(1, 0), (1, 1), (1, 1)],  # tests/test_multinode.py's cluster: decode on all three nodes
+        [(16, 0), (16, 1), (16, 1)],
+        [(4, 0), (2, 4)],  # a model node the actors fill: no decode there
+        [(8, 2), (1.5, 1), (0, 0)],  # a head with no CPUs
+    ],
+)
+@pytest.mark.parametrize("embed_pool", [False, True])
+def test_a_decode_task_fits_beside_the_model_actors_on_every_node_they_leave_cpu_on(nodes, embed_pool):
+    cfg = ComputeConfig(model_resource="inference", embed_pool=embed_pool)
+    cpus, slots = sum(c for c, _ in nodes), sum(s for _, s in nodes)
+    r = plan_resources(cfg, cpus, 0, model_slots=slots, nodes=nodes)
+    actor_cpus = r["detect_actor_resources"]["num_cpus"] * (2 if embed_pool else 1)
+    left = [c - s * actor_cpus for c, s in nodes]
+    assert all(f >= r["decode_cpus"] for f in left if f >= 0.25), (left, r["decode_cpus"])
+    assert r["decode_cpus"] == min(1.0, *(f for f in left if f >= 0.25)), "no smaller than it must be"
+
+
 def test_a_model_resource_no_node_advertises_is_a_user_error(ray_cluster):
     from facepipe.errors import UserError
     from facepipe.run.ray_executor import resources
