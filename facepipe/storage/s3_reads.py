@@ -54,7 +54,8 @@ class WideReads:
         self._pos = 0
         self.closed = False
 
-    def read_at(self, offset: int, n: int) -> bytes:
+    def read_at(self, n: int, offset: int) -> bytes:
+        """``n`` bytes from ``offset`` (pyarrow's ``read_at`` order)."""
         n = max(0, min(n, self._size - offset))
         if n == 0:
             return b""
@@ -67,7 +68,7 @@ class WideReads:
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = self._size - self._pos
-        data = self.read_at(self._pos, n)
+        data = self.read_at(n, self._pos)
         self._pos += len(data)
         return data
 

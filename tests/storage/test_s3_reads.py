@@ -114,7 +114,7 @@ def test_short_reads_return_exactly_what_was_asked_from_a_wider_get(tmp_path, si
     rng = random.Random(0)
     for _ in range(300):
         off, n = rng.randrange(size + 5), rng.choice([0, 1, 7, 200, s3_reads.MIN_GET, 2 * size])
-        assert f.read_at(off, n) == data[off : off + n]
+        assert f.read_at(n, off) == data[off : off + n]
     f.seek(size - 3)
     assert f.read(100) == data[-3:] and f.tell() == size and f.read() == b""
     f.seek(0)
