@@ -98,8 +98,8 @@ def check_manifest(run: dict) -> dict:
     fs, root = pafs.FileSystem.from_uri(_required("FACEPIPE_OUTPUT"))
     path = f"{root.rstrip('/')}/_runs/nightly-{run['dt']}.json"
     try:
-        with fs.open_input_stream(path) as f:
-            manifest = json.loads(f.read())
+        with fs.open_input_file(path) as f:  # one GET of the whole object: a stream's short last read
+            manifest = json.loads(f.read())  # could not hold an S3 error answer (facepipe/storage/s3_reads.py)
     except FileNotFoundError:
         raise AirflowFailException(f"{run['submission_id']} succeeded but wrote no manifest at {path}") from None
     started = datetime.fromisoformat(manifest["started_at"]).timestamp() * 1000

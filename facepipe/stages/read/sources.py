@@ -179,8 +179,7 @@ def _read_parquet(fs: pafs.FileSystem, path: str, uri: str, cfg: ReadConfig) -> 
                 yield _row(f"{uri}#{rid}", data, None if data is not None else "image column is null")
             row_number += batch.num_rows
     except Exception as e:  # storage that failed mid-file: retried next run; a damaged file: recorded as such
-        what = "unreadable" if is_transient(e) else "damaged"
-        status = "read_error" if is_transient(e) else "corrupt"
+        what, status = ("unreadable", "read_error") if is_transient(e) else ("damaged", "corrupt")
         yield _row(f"{uri}#row{row_number}+", None, f"Parquet file {what} after row {row_number}: {e}", status)
 
 
