@@ -26,6 +26,15 @@ merging the portraits' look-alikes? Three families, each on the labelled sets (t
    ``1 / q`` times the different-person neighbours the law expects there, ``N * F(c)`` -- may
    link up to ``c`` (never under the stage's cut, never over ``LINKAGE_BOUND``); a link needs
    both ends' cuts. Then the stage's second pass. Printed: BCubed per ``q``, the stage first.
+5. **Other distances between two identities** (later on 2026-12-07): over pairs of first-pass
+   identities (one of 3+ looks) whose closest faces are under 0.6, the stage's RMS against the
+   mean distance, the modified Hausdorff distance (each face's nearest in the other identity,
+   averaged; the larger of the two ways, and the smaller), the centroids' distance and the
+   closest pair. Printed: the lowest different-person value per set, and how many same-person
+   pairs lie under the portraits' lowest (what any cut on that distance could link without
+   merging the portraits' look-alikes); then the wild set clustered by the stage with its second
+   cut put just under the portraits' lowest RMS -- an oracle cut, chosen with the labels: the
+   most the stage's second pass could reach there without merging a portrait.
 """
 
 from __future__ import annotations
@@ -198,16 +207,83 @@ def local_cuts(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray, qs
     return lines
 
 
+SET_DISTANCES = ("RMS (the stage)", "mean", "modified Hausdorff, larger way", "modified Hausdorff, smaller way",
+                 "centroids", "closest pair")  # fmt: skip
+
+
+def _set_distances(a: np.ndarray, b: np.ndarray) -> list[float]:
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    near = (float(d.min(1).mean()), float(d.min(0).mean()))
+    centroids = float(np.linalg.norm(a.mean(0) - b.mean(0)))
+    return [float(np.sqrt((d**2).mean())), float(d.mean()), max(near), min(near), centroids, float(d.min())]
+
+
+def set_distances(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Family 5 (module text): (same-person values, different-person values) per distance."""
+    from facepipe.stages.cluster.linkage import MIN_FACES
+
+    _, members, person, seen, _ = _identities(x, lab, images)
+    big = set(np.flatnonzero(seen >= MIN_FACES).tolist())
+    same, diff = [], []
+    for g in sorted(big):
+        for h in range(len(members)):
+            if h != g and not (h in big and h < g):
+                v = _set_distances(x[members[g]], x[members[h]])
+                if v[-1] < 0.6:
+                    (same if person[g] == person[h] else diff).append(v)
+    return {"same": np.array(same).reshape(-1, 6), "different": np.array(diff).reshape(-1, 6)}
+
+
+def set_distance_table(found: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """Family 5's table: per distance, each set's lowest different-person value, and the same-person
+    pairs of each set under the portraits' lowest."""
+    floor = found["portraits"]["different"].min(0)
+    lines = ["\nOther distances between identities: lowest different-person value per set; same-person "
+             "pairs (of all near ones) under the portraits' lowest",
+             "| distance | " + " | ".join(f"{k}: lowest different | {k}: same under" for k in found) + " |",
+             "|---|" + "---|---|" * len(found)]  # fmt: skip
+    for i, what in enumerate(SET_DISTANCES):
+        cells = []
+        for k, v in found.items():
+            low = v["different"][:, i].min() if len(v["different"]) else float("nan")
+            cells += [f"{low:.3f}", f"{int((v['same'][:, i] < floor[i]).sum())} of {len(v['same'])}"]
+            record.numbers(**{f"{k}: {what}, lowest different": float(low)})
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def oracle_second_cut(x: np.ndarray, lab: np.ndarray, images: np.ndarray, cut: float) -> list[str]:
+    """Family 5's last line: BCubed of the stage with its second pass's cut set to ``cut``."""
+    from unittest import mock
+
+    from facepipe.stages.cluster import stage
+    from facepipe.stages.cluster.metrics import evaluate_clusters
+
+    with mock.patch.object(stage, "linkage_cut", lambda *a, **k: cut):  # the stage's law replaced by the oracle
+        labels, _ = stage.cluster_full(x.astype(np.float32), stage.ClusterConfig(), image_ids=images)
+    r = evaluate_clusters([f"u{i}" if v < 0 else int(v) for i, v in enumerate(labels)], lab.tolist())
+    record.numbers(**{f"wild, second cut {cut}": [r.bcubed_precision, r.bcubed_recall, r.bcubed_f]})
+    return [
+        f"\nwild, the stage with its second cut at {cut} (oracle: under the portraits' lowest different-person "
+        f"RMS): P {r.bcubed_precision:.4f} R {r.bcubed_recall:.4f} F {r.bcubed_f:.4f}"
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wild", type=Path, required=True, help="wild_set's --work folder")
     ap.add_argument("--portraits", type=Path, required=True, help="portraits_set's --work folder")
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--only", choices=("set-distances",), help="print only that family")
     args = ap.parse_args()
-    for name, (x, lab, images) in _sets(args).items():
-        lines = tails(name, x, lab) + snorm(name, x, lab) + identity_pairs(name, x, lab, images)
-        lines += local_cuts(name, x, lab, images)
-        print("\n".join(lines), flush=True)
+    found, sets = {}, _sets(args)
+    for name, (x, lab, images) in sets.items():
+        if not args.only:
+            lines = tails(name, x, lab) + snorm(name, x, lab) + identity_pairs(name, x, lab, images)
+            print("\n".join(lines + local_cuts(name, x, lab, images)), flush=True)
+        found[name] = set_distances(name, x, lab, images)
+    floor = float(np.floor(found["portraits"]["different"][:, 0].min() * 1000) / 1000)
+    print("\n".join(set_distance_table(found) + oracle_second_cut(*sets["wild"], floor)))
 
 
 if __name__ == "__main__":
