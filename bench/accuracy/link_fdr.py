@@ -1,0 +1,108 @@
+"""The first cut from a false-discovery rate (issue 32: measured, not kept -- a lead)
+
+    .venv/bin/python -m bench.accuracy.link_fdr --wild /tmp/wild2 --portraits /tmp/portraits --shared ../shared
+
+The stage cuts where the law of different-person distances (``threshold.bulk_law``, fitted to
+random pairs) expects a fixed budget of chance links per face. That budget cannot serve both
+the wild set (28 people photographed many times: F needs a cut near 0.5) and the portraits
+(1,758 people: precision needs <= 0.40). What differs between them is how many of the pairs
+near a cut are the same person -- which a false-discovery rate sees: with ``N`` pairs, the law
+expects ``N * (F(c) - F(c - h))`` different-person pairs in the window ``[c - h, c)`` and the
+archive shows some number there; their ratio is the local false-discovery rate (Efron's lfdr) at
+``c``, and ``N * F(c)`` over the pairs under ``c`` is the global one (Benjamini-Hochberg's FDR).
+Each cut: the largest ``c`` (from the stage's cut up, on a 0.005 grid) under which every step keeps
+the rate <= ``q``; then the stage with that cut (its second pass at the same cut). Printed per set
+and ``q``: the cut and BCubed P / R / F (all pairs counted: the sets are small). ``--looks``: the
+rates counted over distinct looks only (faces at least half the stage's cut from every face kept
+before them, in the canonical order): ten re-encodings of one photo are one look.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from bench import record
+
+GRID = np.round(np.arange(0.35, 0.6001, 0.005), 3)
+WINDOW = 0.03
+QS = (0.01, 0.02, 0.05)
+
+
+def rates(d: np.ndarray, mu: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(FDR, lfdr) at each cut of :data:`GRID` for the pair distances ``d`` under the law (mu, sigma)."""
+    law = NormalDist(mu, sigma)
+    cdf = np.array([law.cdf(c) for c in GRID])
+    below = np.array([law.cdf(c - WINDOW) for c in GRID])
+    under = np.searchsorted(np.sort(d), GRID)
+    window = under - np.searchsorted(np.sort(d), GRID - WINDOW)
+    return len(d) * cdf / np.maximum(under, 1), len(d) * (cdf - below) / np.maximum(window, 1)
+
+
+def largest_cut(start: float, rate: np.ndarray, q: float) -> float:
+    """The largest grid cut from ``start`` up with the rate <= ``q`` at it and every step below it."""
+    cut = start
+    for c, r in zip(GRID, rate):
+        if c < start:
+            continue
+        if r > q:
+            break
+        cut = float(c)
+    return cut
+
+
+def looks(x: np.ndarray, radius: float) -> np.ndarray:
+    """Rows of ``x`` at least ``radius`` from every row kept before them, in the canonical order."""
+    from facepipe.stages.cluster.constraints import canonical_order
+
+    kept: list[int] = []
+    for k in canonical_order(x):
+        if not kept or np.linalg.norm(x[kept] - x[k], axis=1).min() >= radius:
+            kept.append(int(k))
+    return np.array(kept)
+
+
+def one_set(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray, distinct: bool = False) -> list[str]:
+    from facepipe.stages.cluster.metrics import evaluate_clusters
+    from facepipe.stages.cluster.stage import ClusterConfig, cluster_full
+    from facepipe.stages.cluster.threshold import auto_threshold
+
+    link = auto_threshold(x.astype(np.float32))
+    xs = x[looks(x, link.value / 2)] if distinct else x
+    i, j = np.triu_indices(len(xs), 1)
+    d = np.concatenate(
+        [np.linalg.norm(xs[i[s : s + 10**6]] - xs[j[s : s + 10**6]], axis=1) for s in range(0, len(i), 10**6)]
+    )
+    fdr, lfdr = rates(d, link.mu, link.sigma)
+    lines = [f"\n{name}: {len(x)} faces ({len(xs)} counted), {len(d)} pairs, the stage's cut {link.value}",
+             "| rate | q | cut | P | R | F |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for kind, rate in (("FDR", fdr), ("lfdr", lfdr)):
+        for q in QS:
+            cut = largest_cut(link.value, rate, q)
+            labels, _ = cluster_full(x.astype(np.float32), ClusterConfig(threshold=cut), image_ids=images)
+            r = evaluate_clusters([f"u{k}" if v < 0 else int(v) for k, v in enumerate(labels)], lab.tolist())
+            lines.append(
+                f"| {kind} | {q} | {cut:.3f} | {r.bcubed_precision:.4f} | {r.bcubed_recall:.4f} | {r.bcubed_f:.4f} |"
+            )
+            record.numbers(**{f"{name}: {kind} {q}": [cut, r.bcubed_precision, r.bcubed_recall, r.bcubed_f]})
+    return lines
+
+
+def main() -> None:
+    from bench.accuracy.link_laws import _sets
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wild", type=Path, required=True, help="wild_set's --work folder")
+    ap.add_argument("--portraits", type=Path, required=True, help="portraits_set's --work folder")
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--looks", action="store_true", help="count the rates over distinct looks only")
+    args = ap.parse_args()
+    for name, (x, lab, images) in _sets(args).items():
+        print("\n".join(one_set(name, x, lab, images, args.looks)), flush=True)
+
+
+if __name__ == "__main__":
+    record.run(main, "bench.accuracy.link_fdr")
