@@ -2,7 +2,7 @@
 run under QEMU's user-mode emulation on this x86_64 machine, and its output against this
 machine's own demo, table by table.
 
-    sudo .venv/bin/python -m bench.diagnostics.arm_demo [--root /tmp/facepipe-arm64] [--keep]
+    sudo .venv/bin/python -m bench.diagnostics.arm_demo [--root /tmp/facepipe-arm64] [--tests]
 
 Root (apt-get, chroot, binfmt_misc). What it does:
 
@@ -157,7 +157,7 @@ def compare(a: Path, b: Path) -> bool:
         for i, col in enumerate(c.strip() for c in floats.split(",") if c.strip()):
             u = [np.ravel(np.asarray(r[nk + i], np.float64)) for r in x]
             v = [np.ravel(np.asarray(r[nk + i], np.float64)) for r in y]
-            worst[col] = max((float(np.max(np.abs(p - q), initial=0.0)) for p, q in zip(u, v)), default=0.0)
+            worst[col] = max((float(np.max(np.abs(s - t), initial=0.0)) for s, t in zip(u, v)), default=0.0)
         within = all(worst[c] <= TOLERANCE[c] for c in worst)
         ok &= same and within
         diffs = ", ".join(f"{c} {w:.2g}" for c, w in worst.items())
