@@ -42,8 +42,9 @@ def rates(d: np.ndarray, mu: float, sigma: float) -> tuple[np.ndarray, np.ndarra
     law = NormalDist(mu, sigma)
     cdf = np.array([law.cdf(c) for c in GRID])
     below = np.array([law.cdf(c - WINDOW) for c in GRID])
-    under = np.searchsorted(np.sort(d), GRID)
-    window = under - np.searchsorted(np.sort(d), GRID - WINDOW)
+    d = np.sort(d)
+    under = np.searchsorted(d, GRID)
+    window = under - np.searchsorted(d, GRID - WINDOW)
     return len(d) * cdf / np.maximum(under, 1), len(d) * (cdf - below) / np.maximum(window, 1)
 
 
