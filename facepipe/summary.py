@@ -66,7 +66,11 @@ def cluster_lines(c: dict | None) -> list[str]:
     t = c.get("threshold")
     if t:  # how the link threshold was chosen (facepipe.stages.cluster.threshold)
         how += f"; link threshold {t['value']:.3f}" + (
-            f" (chosen for {t['faces']} faces)" if t["how"] == "auto" else f" ({t['how']})"
+            f" (chosen for {t['faces']} faces"
+            + (f", raised from the law's {t['law']:.3f}" if t.get("law") else "")
+            + ")"
+            if t["how"] == "auto"
+            else f" ({t['how']})"
         )
         if t.get("linkage") is not None:  # the second pass's cut (facepipe.stages.cluster.linkage)
             how += f", identities close as groups merged under {t['linkage']:.3f}"

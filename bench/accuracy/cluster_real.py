@@ -189,7 +189,10 @@ def infomap_labels(idx: np.ndarray, dist: np.ndarray, threshold: float, seed: in
 FIRST_PASS = "chinese_whispers, first pass only"
 
 
-def method_labels(name: str, x: np.ndarray, threshold: float | str, image_ids: np.ndarray, k: int = 10) -> np.ndarray:
+def method_labels(
+    name: str, x: np.ndarray, threshold: float | str, image_ids: np.ndarray, k: int = 10, fdr: float | None = None
+) -> np.ndarray:
+    """``fdr``: the stage's methods' ``ClusterConfig.fdr`` (None: its default)."""
     from facepipe.stages.cluster.graph import IndexConfig, build_index
     from facepipe.stages.cluster.methods import chinese_whispers
     from facepipe.stages.cluster.stage import METHODS, ClusterConfig, cluster_embeddings
@@ -210,16 +213,19 @@ def method_labels(name: str, x: np.ndarray, threshold: float | str, image_ids: n
         idx, dist = build_index(x, IndexConfig()).search(np.arange(len(x)), k)
         lab = chinese_whispers(idx, cannot_link(idx, dist, np.arange(len(x)), image_ids), threshold)
         return split_same_image(lab, x, image_ids, np.ones(len(x), bool))
+    more = {} if fdr is None else {"fdr": fdr}
     if name == FIRST_PASS:
-        return cluster_embeddings(x, ClusterConfig(threshold=threshold, k=k, second_pass=False), image_ids=image_ids)
-    return cluster_embeddings(x, ClusterConfig(threshold=threshold, method=name, k=k), image_ids=image_ids)
+        cfg = ClusterConfig(threshold=threshold, k=k, second_pass=False, **more)
+        return cluster_embeddings(x, cfg, image_ids=image_ids)
+    return cluster_embeddings(x, ClusterConfig(threshold=threshold, method=name, k=k, **more), image_ids=image_ids)
 
 
 def over_orders(
-    s: RealSet, name: str, threshold: float, orders: int, k: int = 10, min_face: int = 0
+    s: RealSet, name: str, threshold: float, orders: int, k: int = 10, min_face: int = 0, fdr: float | None = None
 ) -> dict[str, float]:
     """``name`` over ``orders`` random orders of the faces at least ``min_face`` wide (as the
-    stage's ``--cluster-min-face``: narrower faces are not clustered, nor counted here)."""
+    stage's ``--cluster-min-face``: narrower faces are not clustered, nor counted here); ``fdr``
+    as :func:`method_labels`."""
     from facepipe.stages.cluster.metrics import evaluate_clusters
 
     keep = s.widths >= min_face
@@ -229,7 +235,7 @@ def over_orders(
     for _ in range(orders):
         perm = rng.permutation(len(s.x))
         lab = np.empty(len(s.x), np.int64)
-        lab[perm] = method_labels(name, s.x[perm], threshold, s.image_ids[perm], k)
+        lab[perm] = method_labels(name, s.x[perm], threshold, s.image_ids[perm], k, fdr)
         pred = [f"u{i}" if v < 0 else int(v) for i, v in enumerate(lab)]
         reps.append(evaluate_clusters(pred, s.labels.tolist()))
         results.add(frozenset(frozenset(np.flatnonzero(lab == v)) for v in set(lab.tolist()) if v >= 0))
@@ -242,6 +248,7 @@ def over_orders(
         "pp": float(np.mean([r.pairwise_precision for r in reps])),
         "pr": float(np.mean([r.pairwise_recall for r in reps])),
         "merged_orders": sum(r.merged_label_errors > 0 for r in reps),
+        "most_merged": max(r.merged_label_errors for r in reps),
         "distinct": len(results),
     }
 

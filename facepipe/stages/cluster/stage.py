@@ -16,21 +16,19 @@ Two modes over the same kNN graph (:mod:`facepipe.stages.cluster.graph`) and Chi
 - **full** (``--full``, the first night, and methods other than Chinese Whispers): the whole
   archive from scratch.
 
-Either way a second pass (:mod:`facepipe.stages.cluster.linkage`) then merges identities whose
-faces are close as groups -- one person the first pass split over photos taken years apart --
-under a cut from the same law (:func:`facepipe.stages.cluster.threshold.linkage_cut`, kept with
-the snapshot like the first); an incremental night runs it on the identities of its region and
-those they come near (:mod:`facepipe.stages.cluster.incremental`).
+A full run chooses the first cut from the archive (:mod:`facepipe.stages.cluster.threshold`,
+raised by :mod:`facepipe.stages.cluster.fdr`). Either way a second pass
+(:mod:`facepipe.stages.cluster.linkage`) merges identities close as groups -- one person split
+over photos years apart -- under a cut from the same law (:func:`threshold.linkage_cut`), both
+cuts kept with the snapshot; an incremental night runs it on its region and what that comes near.
 
-Either way the human corrections (:mod:`facepipe.stages.cluster.corrections`: must-links,
-cannot-links, names) are applied to the result; then :func:`name_clusters` gives each cluster
-the previous id it overlaps most (greatest shared faces first, each old id once), else ``id-`` +
-16 hex of BLAKE2b over its smallest face id (deterministic for the same input and config), and
+Then the human corrections (:mod:`facepipe.stages.cluster.corrections`) are applied; then
+:func:`name_clusters` gives each cluster the previous id it overlaps most (greatest shared faces
+first, each old id once), else ``id-`` + 16 hex of BLAKE2b over its smallest face id, and
 :func:`identity_events` compares the two assignments: an identity whose faces went mostly into
 another is a **merge**, one that kept its id but lost a sizeable part to a new identity is a
 **split**. :func:`run_cluster` reads ``OUT/faces`` (one embedder), publishes ``identity_events``
-(this run's rows) and then the ``identities`` and ``face_identity`` snapshots through the
-staging protocol.
+(this run's rows), then the ``identities`` and ``face_identity`` snapshots (staging protocol).
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facepipe.flags import flag, non_negative_int
+from facepipe.flags import flag, non_negative_int, unit_float
 from facepipe.stages import write as writer
 from facepipe.stages.cluster import constraints, corrections
 from facepipe.stages.cluster.by_component import propagator
@@ -55,6 +53,7 @@ from facepipe.stages.cluster.constraints import (
     drop_small,
     split_same_image,
 )
+from facepipe.stages.cluster.fdr import FDR, raise_by_fdr
 from facepipe.stages.cluster.graph import IndexConfig, NeighbourIndex, build_index
 from facepipe.stages.cluster.identities import MIN_FACE_WIDTH, flagged_faces, identity_tables, load_faces
 from facepipe.stages.cluster.incremental import IncrementalResult, cluster_incremental  # noqa: F401 -- public here too
@@ -93,14 +92,14 @@ class ClusterConfig:
     faces"): Chinese Whispers on a 20-NN graph. threshold: the link distance, ``auto`` (chosen
     from the archive, ``facepipe.stages.cluster.threshold``: one fixed cut merged look-alikes
     among 1,758 parliamentarians at 0.45 and split people in the wild, bench/RESULTS.md
-    "Identities at thousands of real people") or a number. Either way the faces are clustered in :func:`canonical_order`
-    and two faces of one image are never one identity. min_faces: smaller groups stay unassigned (and are looked at
-    again each night). seed: the propagation order. full: re-cluster the whole archive instead
-    of placing the faces the last snapshot has not. split_share: a split is recorded when a new
-    identity takes at least this share (and 2 faces) of an old one. reach: how many neighbours of
-    each new face are looked at to find the identities it touches (more than k, because an old
-    face can count a new one among its k nearest while the new one has k closer faces: an
-    incremental night then misses what a full run links). index: the kNN backend.
+    "Identities at thousands of real people") or a number; fdr: an auto cut is raised where the archive's
+    own pairs near it are mostly one person (:mod:`facepipe.stages.cluster.fdr`). Either way the faces are
+    clustered in :func:`canonical_order` and two faces of one image are never one identity. min_faces:
+    smaller groups stay unassigned (and are looked at again each night). seed: the propagation order. full:
+    re-cluster the whole archive instead of placing the faces the last snapshot has not. split_share: a
+    split is recorded when a new identity takes at least this share (and 2 faces) of an old one. reach:
+    neighbours of each new face looked at to find the identities it touches (more than k: an old face can
+    count a new one among its k nearest while the new one has k closer faces). index: the kNN backend.
     second_pass: after the first pass, merge identities whose faces are close as groups
     (:mod:`facepipe.stages.cluster.linkage`; its cut from the same law, :func:`linkage_cut`).
     include_outliers: cluster the faces ``face_outliers`` flags too; by default they are left out
@@ -121,6 +120,13 @@ class ClusterConfig:
         "embedding distance that links two faces, or 'auto': chosen from the archive's own distances when it is "
         "clustered in full and kept with the snapshot (facepipe.stages.cluster.threshold)",
         type=threshold_setting,
+    )
+    fdr: float = flag(
+        FDR,
+        "--cluster-fdr",
+        "an auto cut is raised while the archive's own pairs under it keep this false-discovery rate "
+        "(facepipe.stages.cluster.fdr); 0: the law's cut",
+        type=unit_float,
     )
     k: int = 20
     min_faces: int = 1
@@ -178,10 +184,10 @@ def cluster_full(
     image_ids: np.ndarray | None = None,
     link: LinkThreshold | None = None,
 ) -> tuple[np.ndarray, LinkThreshold]:
-    """Full clustering: (N, D) embeddings -> ((N,) labels, -1 unassigned; the cuts used, the
-    second pass's included). Runs in :func:`canonical_order`, so the identities do not depend on
-    the input order; ``image_ids`` (N,): faces of one image are never one identity. ``link``:
-    the first cut, chosen by the caller (else from ``cfg``)."""
+    """Full clustering: (N, D) embeddings -> ((N,) labels, -1 unassigned; the cuts used: the first,
+    raised by the archive's pairs, and the second pass's). In :func:`canonical_order`: identities do
+    not depend on the input order. ``image_ids`` (N,): faces of one image are never one identity.
+    ``link``: the law's first cut, chosen by the caller (else from ``cfg``)."""
     n = len(x)
     link = link or resolve(cfg.threshold, x, None, full=True)
     if n == 0:
@@ -192,6 +198,7 @@ def cluster_full(
     order = canonical_order(x)
     xc, ids = Reordered(x, order), None if image_ids is None else np.asarray(image_ids)[order]
     idx, dist = Permuted(index or build_index(x, cfg.index), order).search(np.arange(n), k)
+    link = raise_by_fdr(link, idx, dist, cfg.fdr)
     dist = cannot_link(idx, dist, np.arange(n), ids)
     if cfg.method == "chinese_whispers":
         lab = chinese_whispers(idx, dist, link.value, seed=cfg.seed, propagate=propagator(n, cfg))

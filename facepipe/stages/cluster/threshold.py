@@ -16,7 +16,9 @@ different-person neighbours among the N faces: ``mu + sigma * z(false_links / N)
 ``bounds``. A larger archive gets a tighter cut; a sparse one, of few people far apart, a
 looser one; one of under :data:`LAW_MIN_FACES` distinct faces, the upper bound. The pairs are
 drawn in an order of the embeddings themselves (:func:`content_order`), so the cut does not
-depend on the order of the faces.
+depend on the order of the faces. Once the k-NN graph is built, the cut is raised where the
+archive's own pairs near it are mostly one person (:mod:`facepipe.stages.cluster.fdr`: a
+false-discovery rate), up to the same upper bound.
 
 Identities must stay put from night to night, so the cut is chosen when the archive is clustered
 in full (the first night, ``--full``) and kept with the snapshot (:func:`attach`,
@@ -85,6 +87,9 @@ class LinkThreshold:
     #: the second pass's cut on the RMS distance of two identities (:func:`linkage_cut`); None:
     #: a snapshot written before the second pass (its nights merge nothing there)
     linkage: float | None = None
+    #: the law's cut where the archive's own pairs raised ``value`` above it
+    #: (:mod:`facepipe.stages.cluster.fdr`); None: not raised
+    law: float | None = None
 
 
 def content_order(x: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Identities on real faces (bench/accuracy/cluster_real.py; numbers in bench/RESULTS.md): 363 faces of 29
 people from the photos that ship offline and their realistic changes (crops, scales, JPEG,
-greyscale, mirror, light). With the default clustering (Chinese Whispers at 0.45 on a 20-NN
-graph, canonical order, two faces of one image never one person, faces under 40 px left out) no
-two people are merged in any of 20 face orders and BCubed F is at least 0.99; and the job itself,
+greyscale, mirror, light). With the law's cut (Chinese Whispers on a 20-NN graph, canonical
+order, two faces of one image never one person, faces under 40 px left out) no two people are
+merged in any of 20 face orders; with the defaults (the cut raised by the archive's own pairs) one
+face is, precision >= 0.99 and BCubed F >= 0.99 in every order; and the job itself,
 run on those photos under two folder names with the files renamed, gives the same identities,
 which `facepipe eval-cluster` scores the same. Builds the set (about two minutes) once per
 content: the builder, facepipe's models and the photos (testbed.cache)."""
@@ -59,9 +60,15 @@ def test_no_two_people_merged_in_any_order_of_real_faces(real):
 
     mod, s, _, _ = real
     cfg = ClusterConfig()
-    r = mod.over_orders(s, "chinese_whispers", cfg.threshold, 20, cfg.k, cfg.min_face)
+    # the law's cut alone (--cluster-fdr 0): no two people merged
+    r = mod.over_orders(s, "chinese_whispers", cfg.threshold, 20, cfg.k, cfg.min_face, fdr=0)
     assert r["worst_bp"] == 1.0 and r["merged_orders"] == 0, r
     assert r["bf"] >= 0.99 and r["distinct"] == 1, r
+    # the defaults: the cut raised by the archive's own pairs (0.460 -> 0.510, facepipe.stages.cluster.fdr) links
+    # one upscaled 72 px face of a PASCAL group photo to another person 0.472 away -- the one merge its 1% rate
+    # of false discoveries allows here (bench/RESULTS.md); precision stays >= 0.99, in every order the same
+    r = mod.over_orders(s, "chinese_whispers", cfg.threshold, 20, cfg.k, cfg.min_face)
+    assert r["worst_bp"] >= 0.99 and r["most_merged"] <= 1 and r["bf"] >= 0.99 and r["distinct"] == 1, r
     # not the luck of one order: with the cannot-link but in the order given, no merge either
     r = mod.over_orders(s, "chinese_whispers + cannot-link (order as given)", cfg.threshold, 20, cfg.k, cfg.min_face)
     assert r["worst_bp"] == 1.0, r
@@ -109,7 +116,7 @@ def test_the_job_gives_the_same_identities_under_other_names_and_eval_cluster_sc
         assert main(["eval-cluster", "--output", str(out), "--labels", str(labels)]) == 0
         report = capsys.readouterr().out
         p, r, f = map(float, re.search(r"BCubed P/R/F ([\d.]+)/([\d.]+)/([\d.]+)", report).groups())
-        assert p == 1.0 and f >= 0.99, report
+        assert p >= 0.99 and f >= 0.99, report  # the defaults' one merge (above)
         reports.append(report)
         back = {v: k for k, v in new_of.items()} if name == "b" else {}
         found = duckdb.sql(f"""select i.source_uri, f.face_index, fi.identity_id
