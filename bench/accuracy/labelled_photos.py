@@ -186,21 +186,24 @@ def compare(name: str, s: RealSet, orders: int, curve: list[float]) -> list[str]
     lines += ["| method | threshold | BCubed P (worst / mean) | R | F | orders with a merge | distinct results |"]
     lines += ["|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    from facepipe.stages.cluster.threshold import auto_threshold
+    from facepipe.stages.cluster.stage import cluster_full
 
+    link = cluster_full(clustered.x.astype(np.float32), default, image_ids=clustered.image_ids)[1]
+    chose = f"chose {link.value}" + (f", raised from the law's {link.law}" if link.law else "")
     rows = [
-        ("facepipe (defaults)", default.method, default.threshold),
-        ("dlib: Chinese Whispers", CHINESE_WHISPERS, 0.5),
+        ("facepipe (defaults)", default.method, default.threshold, None),
+        ("dlib: Chinese Whispers", CHINESE_WHISPERS, 0.5, None),
     ]
     rows += [
-        (f"facepipe, --cluster-threshold auto (chose {auto_threshold(clustered.x).value})", default.method, "auto"),
-        ("facepipe, first pass only (--no-cluster-second-pass)", FIRST_PASS, "auto"),
+        (f"facepipe, --cluster-threshold auto ({chose})", default.method, "auto", None),
+        ("facepipe, the law's cut (--cluster-fdr 0)", default.method, "auto", 0.0),
+        ("facepipe, the law's cut, first pass only (--no-cluster-second-pass --cluster-fdr 0)", FIRST_PASS, "auto", 0),
     ]
-    rows += [("facepipe", default.method, t) for t in curve] + [
-        ("Chinese Whispers", CHINESE_WHISPERS, t) for t in curve
+    rows += [("facepipe", default.method, t, None) for t in curve] + [
+        ("Chinese Whispers", CHINESE_WHISPERS, t, None) for t in curve
     ]
-    for title, method, t in rows:
-        r = over_orders(clustered, method, t, orders, default.k)  # the stage's graph for every method
+    for title, method, t, fdr in rows:
+        r = over_orders(clustered, method, t, orders, default.k, fdr=fdr)  # the stage's graph for every method
         record.numbers(**{f"{name}: {title} @ {t}": r})
         lines.append(
             f"| {title} | {t} | {r['worst_bp']:.3f} / {r['bp']:.3f} | {r['br']:.3f} | {r['bf']:.3f} | "

@@ -1,8 +1,14 @@
-"""The first cut from a false-discovery rate (issue 32: measured, not kept -- a lead)
+"""The first cut from a false-discovery rate (issue 32; in the stage since 2026-12-08:
+``facepipe.stages.cluster.fdr``, FDR 0.01 on the k-NN graph, capped at 0.52, copies left out)
 
     .venv/bin/python -m bench.accuracy.link_fdr --wild /tmp/wild2 --portraits /tmp/portraits --shared ../shared
+    .venv/bin/python -m bench.accuracy.link_fdr --wild /tmp/wild2 --portraits /tmp/portraits --shared ../shared --mixed
 
-The stage cuts where the law of different-person distances (``threshold.bulk_law``, fitted to
+Below, "the stage's cut" is the law's (``threshold.auto_threshold``), and each rule's cut is given
+to the stage as a number. ``--mixed`` runs the stage itself, its defaults against
+``--cluster-fdr 0``, on each set and on archives that mix them.
+
+The law's cut lies where the law of different-person distances (``threshold.bulk_law``, fitted to
 random pairs) expects a fixed budget of chance links per face. That budget cannot serve both
 the wild set (28 people photographed many times: F needs a cut near 0.5) and the portraits
 (1,758 people: precision needs <= 0.40). What differs between them is how many of the pairs
@@ -129,6 +135,42 @@ def knn_line(name: str, x: np.ndarray, lab: list, images: np.ndarray | None, cap
     return f"| {name} | {len(x)} | {link.value} | {cut:.3f} | {scores} |"
 
 
+MIXES = (("wild",), ("portraits",), ("cluster_real",), ("wild", "portraits"), ("cluster_real", "portraits"),
+         ("wild", "cluster_real", "portraits"))  # fmt: skip
+
+
+def mixed_lines(sets: dict) -> list[str]:
+    """``--mixed``: the stage itself (``cluster_full``, defaults against ``--cluster-fdr 0``) on each
+    set and on archives that mix them, BCubed over the whole archive and over each part."""
+    from facepipe.stages.cluster.metrics import evaluate_clusters
+    from facepipe.stages.cluster.stage import ClusterConfig, cluster_full
+
+    lines = ["| archive | --cluster-fdr | cut (the law's) | all: P / R / F | each part: P / R / F |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    print("\n".join(lines), flush=True)
+    for names in MIXES:
+        x = np.concatenate([sets[n][0] for n in names]).astype(np.float32)
+        part = np.concatenate([[n] * len(sets[n][0]) for n in names])
+        lab = [f"{n}:{v}" for n in names for v in sets[n][1]]
+        images = np.array([f"{n}:{v}" for n in names for v in sets[n][2]], object)
+        for fdr in (0.0, 0.01):
+            labels, link = cluster_full(x, ClusterConfig(fdr=fdr), image_ids=images)
+            pred = [f"u{k}" if v < 0 else int(v) for k, v in enumerate(labels)]
+            scores = {}
+            for n in ("all", *names):
+                keep = [i for i in range(len(x)) if n in ("all", part[i])]
+                r = evaluate_clusters([pred[i] for i in keep], [lab[i] for i in keep])
+                scores[n] = [r.bcubed_precision, r.bcubed_recall, r.bcubed_f]
+            record.numbers(**{f"mixed {'+'.join(names)}: fdr {fdr}": {"cut": [link.value, link.law], **scores}})
+            show = {n: " / ".join(f"{v:.4f}" for v in scores[n]) for n in scores}
+            each = "; ".join(f"{n} {show[n]}" for n in names) if len(names) > 1 else "--"
+            lines.append(
+                f"| {' + '.join(names)} | {fdr} | {link.value} ({link.law or link.value}) | {show['all']} | {each} |"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     from bench.accuracy.link_laws import _sets
 
@@ -140,7 +182,11 @@ def main() -> None:
     ap.add_argument("--knn", action="store_true", help="FDR 0.01 counted on the k-NN graph, the cut capped")
     ap.add_argument("--cap", type=float, default=0.55, help="with --knn: the largest cut")
     ap.add_argument("--synthetic", type=int, default=0, help="with --knn: also this many synthetic faces")
+    ap.add_argument("--mixed", action="store_true", help="the stage's defaults on each set and on mixtures of them")
     args = ap.parse_args()
+    if args.mixed:
+        mixed_lines(_sets(args))
+        return
     if args.knn:
         print("| set | faces | the stage's cut | FDR cut | P | R | F |\n|---|---|---|---|---|---|---|")
     for name, (x, lab, images) in _sets(args).items():
@@ -156,4 +202,5 @@ def main() -> None:
 if __name__ == "__main__":
     import sys
 
-    record.run(main, "bench.accuracy.link_fdr" + (".knn" if "--knn" in sys.argv else ""))  # its own record
+    mode = ".knn" if "--knn" in sys.argv else ".mixed" if "--mixed" in sys.argv else ""
+    record.run(main, "bench.accuracy.link_fdr" + mode)  # its own record

@@ -51,7 +51,8 @@ def cluster_incremental(
     """Place the faces with ``prev_code`` NEW or POOL among the identities ``0..n_old-1`` of the
     others (see the module text). Returns labels over all N faces. Runs in :func:`canonical_order`;
     ``image_ids`` (N,): a face placed tonight never joins an identity holding a face of its image.
-    An ``auto`` threshold is chosen from ``x`` here; :func:`run_cluster` passes the snapshot's,
+    An ``auto`` threshold is the law's, chosen from ``x`` here (unraised: :mod:`.fdr` needs the
+    full graph); :func:`run_cluster` passes the snapshot's,
     and its second pass's cut as ``linkage`` (None: the first cut); ``phases``: its parts timed."""
     cfg = dataclasses.replace(cfg, threshold=resolve(cfg.threshold, x, None, full=True).value)
     linkage = cfg.threshold if linkage is None else linkage
