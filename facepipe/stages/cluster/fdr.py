@@ -30,6 +30,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from facepipe.stages.cluster.arrays import CHUNK
 from facepipe.stages.cluster.threshold import AUTO, BOUNDS, LinkThreshold
 
 #: the false-discovery rate the first cut may be raised to (``--cluster-fdr``; 0: the law's cut)
@@ -40,13 +41,16 @@ STEP = 0.005
 
 def graph_pairs(idx: np.ndarray, dist: np.ndarray, below: float) -> np.ndarray:
     """The sorted distances under ``below`` of the k-NN graph ``(idx, dist)`` (row i: face i's
-    neighbours, -1 none), each unordered pair once."""
-    n = len(idx)
-    a, b, d = np.repeat(np.arange(n), idx.shape[1]), idx.ravel(), dist.ravel()
-    ok = (b >= 0) & (b != a) & (d < below)
-    key = np.minimum(a[ok], b[ok]).astype(np.int64) * n + np.maximum(a[ok], b[ok])
-    _, first = np.unique(key, return_index=True)
-    return np.sort(d[ok][first])
+    neighbours, -1 none), each unordered pair once; read :data:`CHUNK` rows at a time (only the
+    links under ``below`` are held: at 10^7 faces every link's row number alone is 1.6 GB)."""
+    n, keys, found = len(idx), [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    for s in range(0, n, CHUNK):
+        r, c = np.nonzero((dist[s : s + CHUNK] < below) & (idx[s : s + CHUNK] >= 0))
+        a, b = r.astype(np.int64) + s, idx[s : s + CHUNK][r, c].astype(np.int64)
+        keys.append((np.minimum(a, b) * n + np.maximum(a, b))[a != b])
+        found.append(dist[s : s + CHUNK][r, c][a != b])
+    _, first = np.unique(np.concatenate(keys), return_index=True)
+    return np.sort(np.concatenate(found)[first])
 
 
 def raise_by_fdr(
