@@ -31,6 +31,8 @@ look-alikes drawn 0.50-0.65 apart, where the issue asks precision >= 0.9999).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 from pathlib import Path
 from statistics import NormalDist
 
@@ -139,13 +141,60 @@ MIXES = (("wild",), ("portraits",), ("cluster_real",), ("wild", "portraits"), ("
          ("wild", "cluster_real", "portraits"))  # fmt: skip
 
 
-def mixed_lines(sets: dict) -> list[str]:
+def regional_cuts(x: np.ndarray, k: int) -> np.ndarray:
+    """Each face's cut from a regional law: every face's own bulk law (``bulk_law`` over its
+    distances to every other face) averaged with its ``k`` nearest faces' laws, cut at the stage's
+    budget (``FALSE_LINKS`` per face among the N), within the stage's bounds."""
+    from facepipe.stages.cluster.threshold import BOUNDS, FALSE_LINKS, bulk_law
+
+    d = np.sqrt(np.maximum(((x[:, None, :] - x[None]) ** 2).sum(-1), 0))
+    np.fill_diagonal(d, np.inf)
+    laws = np.array([bulk_law(np.delete(row, i)) for i, row in enumerate(d)])
+    near = np.argsort(d, axis=1)[:, :k]
+    mu, sigma = (laws + laws[near].sum(1)).T / (k + 1)
+    return np.clip(mu + sigma * NormalDist().inv_cdf(min(0.5, FALSE_LINKS / len(x))), *BOUNDS)
+
+
+def regional(x: np.ndarray, images: np.ndarray, k: int) -> tuple[np.ndarray, str]:
+    """The stage with every link also under both its faces' cuts: the larger of each face's
+    regional cut (:func:`regional_cuts`) and the stage's own (raised) cut. Patched in here, not in
+    the stage; the first pass and the second pass's floor at the largest of the faces' cuts."""
+    from unittest import mock
+
+    import facepipe.stages.cluster.stage as stage
+    from facepipe.stages.cluster.constraints import canonical_order
+
+    raised = stage.cluster_full(x, stage.ClusterConfig(), image_ids=images)[1]
+    cuts = np.maximum(regional_cuts(x, k), raised.value)
+    c = cuts[canonical_order(x)]  # the stage's rows
+
+    def linked(idx, dist, rows, ids, _cut=stage.cannot_link):
+        d = _cut(idx, dist, rows, ids)
+        return np.where(d < np.minimum(c[:, None], np.where(idx >= 0, c[np.maximum(idx, 0)], 0)), d, np.inf)
+
+    link = dataclasses.replace(raised, value=float(cuts.max()), law=None)
+    with mock.patch.object(stage, "cannot_link", linked):
+        labels, _ = stage.cluster_full(x, stage.ClusterConfig(fdr=0), image_ids=images, link=link)
+    return labels, "each face's, 10% / 50% / 90%: " + " / ".join(f"{v:.3f}" for v in np.quantile(cuts, [0.1, 0.5, 0.9]))
+
+
+def mixed_lines(sets: dict, regions: tuple[int, ...] = ()) -> list[str]:
     """``--mixed``: the stage itself (``cluster_full``, defaults against ``--cluster-fdr 0``) on each
-    set and on archives that mix them, BCubed over the whole archive and over each part."""
+    set and on archives that mix them, BCubed over the whole archive and over each part;
+    ``--regional K``: also :func:`regional` with K neighbours."""
     from facepipe.stages.cluster.metrics import evaluate_clusters
     from facepipe.stages.cluster.stage import ClusterConfig, cluster_full
 
-    lines = ["| archive | --cluster-fdr | cut (the law's) | all: P / R / F | each part: P / R / F |",
+    def stage(fdr: float):
+        def run(x, images):
+            labels, link = cluster_full(x, ClusterConfig(fdr=fdr), image_ids=images)
+            return labels, f"{link.value} ({link.law or link.value})"
+
+        return run
+
+    variants = {"--cluster-fdr 0": stage(0.0), "defaults": stage(0.01)}
+    variants |= {f"regional law, {k} faces": functools.partial(regional, k=k) for k in regions}
+    lines = ["| archive | clustering | cut (the law's) | all: P / R / F | each part: P / R / F |",
              "|---|---|---|---|---|"]  # fmt: skip
     print("\n".join(lines), flush=True)
     for names in MIXES:
@@ -153,20 +202,18 @@ def mixed_lines(sets: dict) -> list[str]:
         part = np.concatenate([[n] * len(sets[n][0]) for n in names])
         lab = [f"{n}:{v}" for n in names for v in sets[n][1]]
         images = np.array([f"{n}:{v}" for n in names for v in sets[n][2]], object)
-        for fdr in (0.0, 0.01):
-            labels, link = cluster_full(x, ClusterConfig(fdr=fdr), image_ids=images)
+        for title, run in variants.items():
+            labels, cut = run(x, images)
             pred = [f"u{k}" if v < 0 else int(v) for k, v in enumerate(labels)]
             scores = {}
             for n in ("all", *names):
                 keep = [i for i in range(len(x)) if n in ("all", part[i])]
                 r = evaluate_clusters([pred[i] for i in keep], [lab[i] for i in keep])
                 scores[n] = [r.bcubed_precision, r.bcubed_recall, r.bcubed_f]
-            record.numbers(**{f"mixed {'+'.join(names)}: fdr {fdr}": {"cut": [link.value, link.law], **scores}})
+            record.numbers(**{f"mixed {'+'.join(names)}: {title}": {"cut": cut, **scores}})
             show = {n: " / ".join(f"{v:.4f}" for v in scores[n]) for n in scores}
             each = "; ".join(f"{n} {show[n]}" for n in names) if len(names) > 1 else "--"
-            lines.append(
-                f"| {' + '.join(names)} | {fdr} | {link.value} ({link.law or link.value}) | {show['all']} | {each} |"
-            )
+            lines.append(f"| {' + '.join(names)} | {title} | {cut} | {show['all']} | {each} |")
             print(lines[-1], flush=True)
     return lines
 
@@ -183,9 +230,10 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=0.55, help="with --knn: the largest cut")
     ap.add_argument("--synthetic", type=int, default=0, help="with --knn: also this many synthetic faces")
     ap.add_argument("--mixed", action="store_true", help="the stage's defaults on each set and on mixtures of them")
+    ap.add_argument("--regional", default="", help="with --mixed: also regional laws over these many faces (20,50)")
     args = ap.parse_args()
     if args.mixed:
-        mixed_lines(_sets(args))
+        mixed_lines(_sets(args), tuple(int(k) for k in args.regional.split(",") if k))
         return
     if args.knn:
         print("| set | faces | the stage's cut | FDR cut | P | R | F |\n|---|---|---|---|---|---|---|")
