@@ -141,21 +141,38 @@ MIXES = (("wild",), ("portraits",), ("cluster_real",), ("wild", "portraits"), ("
          ("wild", "cluster_real", "portraits"))  # fmt: skip
 
 
-def regional_cuts(x: np.ndarray, k: int) -> np.ndarray:
+def regional_cuts(x: np.ndarray, spec: str) -> np.ndarray:
     """Each face's cut from a regional law: every face's own bulk law (``bulk_law`` over its
-    distances to every other face) averaged with its ``k`` nearest faces' laws, cut at the stage's
-    budget (``FALSE_LINKS`` per face among the N), within the stage's bounds."""
-    from facepipe.stages.cluster.threshold import BOUNDS, FALSE_LINKS, bulk_law
+    distances to every other face, or with ``sM`` in ``spec`` to M reference faces taken evenly
+    through the content order), averaged with its K nearest faces' laws (``spec`` "K") or smoothed
+    H times over the stage's 20-NN graph (``hH``: each face the mean of itself and its
+    neighbours), cut at the stage's budget (``FALSE_LINKS`` per face among the N), within the
+    stage's bounds. "50": exact, 50 faces; "s1000h2": what a stage could do at any scale."""
+    import re
 
-    d = np.sqrt(np.maximum(((x[:, None, :] - x[None]) ** 2).sum(-1), 0))
-    np.fill_diagonal(d, np.inf)
-    laws = np.array([bulk_law(np.delete(row, i)) for i, row in enumerate(d)])
-    near = np.argsort(d, axis=1)[:, :k]
-    mu, sigma = (laws + laws[near].sum(1)).T / (k + 1)
-    return np.clip(mu + sigma * NormalDist().inv_cdf(min(0.5, FALSE_LINKS / len(x))), *BOUNDS)
+    from facepipe.stages.cluster.graph import build_index
+    from facepipe.stages.cluster.stage import ClusterConfig
+    from facepipe.stages.cluster.threshold import BOUNDS, FALSE_LINKS, bulk_law, content_order
+
+    parts = re.fullmatch(r"(?:s(\d+))?(?:h(\d+))?", "" if spec.isdigit() else spec)
+    sample, hops = (int(v) if v else 0 for v in parts.groups())
+    n = len(x)
+    ref = content_order(x)[:: max(1, n // sample)][:sample] if sample else np.arange(n)
+    d = np.sqrt(np.maximum(((x[:, None, :] - x[ref][None]) ** 2).sum(-1), 0))
+    d[ref, np.arange(len(ref))] = np.inf  # a face is not its own reference
+    laws = np.array([bulk_law(row[np.isfinite(row)]) for row in d])
+    if spec.isdigit():
+        near = np.argsort(d, axis=1)[:, : int(spec)]
+        laws = (laws + laws[near].sum(1)) / (int(spec) + 1)
+    else:
+        idx, _ = build_index(x, ClusterConfig().index).search(np.arange(n), min(20, n - 1))
+        for _ in range(hops):
+            laws = (laws + laws[idx].sum(1)) / (idx.shape[1] + 1)
+    mu, sigma = laws.T
+    return np.clip(mu + sigma * NormalDist().inv_cdf(min(0.5, FALSE_LINKS / n)), *BOUNDS)
 
 
-def regional(x: np.ndarray, images: np.ndarray, k: int) -> tuple[np.ndarray, str]:
+def regional(x: np.ndarray, images: np.ndarray, k: str) -> tuple[np.ndarray, str]:
     """The stage with every link also under both its faces' cuts: the larger of each face's
     regional cut (:func:`regional_cuts`) and the stage's own (raised) cut. Patched in here, not in
     the stage; the first pass and the second pass's floor at the largest of the faces' cuts."""
@@ -178,10 +195,10 @@ def regional(x: np.ndarray, images: np.ndarray, k: int) -> tuple[np.ndarray, str
     return labels, "each face's, 10% / 50% / 90%: " + " / ".join(f"{v:.3f}" for v in np.quantile(cuts, [0.1, 0.5, 0.9]))
 
 
-def mixed_lines(sets: dict, regions: tuple[int, ...] = ()) -> list[str]:
+def mixed_lines(sets: dict, regions: tuple[str, ...] = ()) -> list[str]:
     """``--mixed``: the stage itself (``cluster_full``, defaults against ``--cluster-fdr 0``) on each
     set and on archives that mix them, BCubed over the whole archive and over each part;
-    ``--regional K``: also :func:`regional` with K neighbours."""
+    ``--regional SPEC,...``: also :func:`regional` with each ``SPEC`` (:func:`regional_cuts`)."""
     from facepipe.stages.cluster.metrics import evaluate_clusters
     from facepipe.stages.cluster.stage import ClusterConfig, cluster_full
 
@@ -193,7 +210,7 @@ def mixed_lines(sets: dict, regions: tuple[int, ...] = ()) -> list[str]:
         return run
 
     variants = {"--cluster-fdr 0": stage(0.0), "defaults": stage(0.01)}
-    variants |= {f"regional law, {k} faces": functools.partial(regional, k=k) for k in regions}
+    variants |= {f"regional law, {k}": functools.partial(regional, k=k) for k in regions}
     lines = ["| archive | clustering | cut (the law's) | all: P / R / F | each part: P / R / F |",
              "|---|---|---|---|---|"]  # fmt: skip
     print("\n".join(lines), flush=True)
@@ -230,10 +247,12 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=0.55, help="with --knn: the largest cut")
     ap.add_argument("--synthetic", type=int, default=0, help="with --knn: also this many synthetic faces")
     ap.add_argument("--mixed", action="store_true", help="the stage's defaults on each set and on mixtures of them")
-    ap.add_argument("--regional", default="", help="with --mixed: also regional laws over these many faces (20,50)")
+    ap.add_argument(
+        "--regional", default="", help="with --mixed: also regional laws, e.g. 20,50,s1000h2 (regional_cuts)"
+    )
     args = ap.parse_args()
     if args.mixed:
-        mixed_lines(_sets(args), tuple(int(k) for k in args.regional.split(",") if k))
+        mixed_lines(_sets(args), tuple(k for k in args.regional.split(",") if k))
         return
     if args.knn:
         print("| set | faces | the stage's cut | FDR cut | P | R | F |\n|---|---|---|---|---|---|---|")
