@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from facepipe.stages.cluster.arrays import CHUNK, positions
 from facepipe.stages.cluster.graph import NeighbourIndex
+from facepipe.stages.cluster.methods import components
 
 
 def canonical_order(x: np.ndarray) -> np.ndarray:
@@ -89,22 +90,39 @@ def cannot_link(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, image_ids: 
 
 
 def split_same_image(
-    labels: np.ndarray, x: np.ndarray, image_ids: np.ndarray | None, movable: np.ndarray
+    labels: np.ndarray, x: np.ndarray, image_ids: np.ndarray | None, movable: np.ndarray, regroup: float = 0.0
 ) -> np.ndarray:
     """Where one identity holds two faces of one image, the face nearest the identity's mean stays
-    (or the one that may not move) and every other becomes an identity of its own; the pairs go
-    by identity, then by their first face (rows: the clustering's order, not the image ids)."""
+    (or the one that may not move) and every other leaves it; the pairs go by identity, then by
+    their first face (rows: the clustering's order, not the image ids). Each face that left is an
+    identity of its own -- or, with ``regroup`` (the link cut), the faces one identity gave up are
+    grouped again among themselves (:func:`regrouped`), so the second of two people of one photo
+    that the clustering joined keeps its faces together rather than falling into single faces."""
     if image_ids is None:
         return labels
     out = labels.copy()
+    while True:
+        out, left = _split_once(out, x, image_ids, movable)
+        if not regroup or not left:
+            return out
+        before = out.copy()
+        for faces in left:
+            out = regrouped(out, x, image_ids, faces, regroup)
+        if np.array_equal(before, out):  # nothing joined again: no new pair of one image to part
+            return out
+
+
+def _split_once(out: np.ndarray, x, image_ids: np.ndarray, movable: np.ndarray) -> tuple[np.ndarray, list]:
+    """One pass of :func:`split_same_image`: (the labels, each face that left an identity of its
+    own; the faces that left, per identity in the order of the pairs, for :func:`regrouped`)."""
     nxt = int(out.max(initial=-1)) + 1
     rows = np.flatnonzero(out >= 0)
     if not len(rows):
-        return out
+        return out, []
     image, span = image_numbers(np.asarray(image_ids)[rows])
     pair = out[rows].astype(np.int64) * span + image  # (identity, image): one number
     uniq, inv, counts = np.unique(pair, return_inverse=True, return_counts=True)
-    key = {}
+    key, left = {}, {}
     for i in rows[counts[inv] > 1]:  # only the pairs held twice or more (a Python loop over all took 8 s at 10^6)
         key.setdefault((int(out[i]), image_ids[i]), []).append(i)
     for (lab, _), members in sorted(key.items(), key=lambda kv: (kv[0][0], kv[1][0])):
@@ -113,6 +131,23 @@ def split_same_image(
         for i in members:
             if i != keep and movable[i]:
                 out[i], nxt = nxt, nxt + 1
+                left.setdefault(lab, []).append(i)
+    return out, [np.array(sorted(v)) for _, v in sorted(left.items())]
+
+
+def regrouped(labels: np.ndarray, x, image_ids: np.ndarray, faces: np.ndarray, cut: float) -> np.ndarray:
+    """``labels`` with ``faces`` (each an identity of its own) joined where a chain of faces closer
+    than ``cut``, of different images, links them: each group takes its first face's label."""
+    if len(faces) < 2:
+        return labels
+    xe, img = np.asarray(x[faces], np.float32), np.asarray(image_ids)[faces]
+    a, b = [], []
+    for s in range(0, len(faces), 1024):  # the faces one identity gave up: few, but never all pairs at once
+        d = np.linalg.norm(xe[s : s + 1024, None] - xe[None], axis=2)
+        r, c = np.nonzero((d < cut) & (img[s : s + 1024, None] != img[None]))
+        a.append(r + s), b.append(c)
+    out = labels.copy()
+    out[faces] = labels[faces[components(len(faces), np.concatenate(a), np.concatenate(b))]]
     return out
 
 

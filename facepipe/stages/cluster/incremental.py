@@ -123,7 +123,7 @@ def _place(
         src, dst = threshold_edges(nbr, dist, linkage)
         labels = merge_by_linkage(x, labels, rows[src], dst, linkage, ids, distinct=cfg.threshold / 2)
         ph.done("second pass")
-    labels = drop_small(split_same_image(labels, x, ids, prev_code < 0), cfg.min_faces)
+    labels = drop_small(split_same_image(labels, x, ids, prev_code < 0, cfg.threshold), cfg.min_faces)
     ph.done("same-image split")
     return IncrementalResult(labels, len(q), int(in_region.sum()))
 

@@ -210,7 +210,7 @@ def cluster_full(
         link = dataclasses.replace(link, linkage=linkage_cut(link, lab, MIN_FACES))
         edges = threshold_edges(idx, dist, link.linkage)
         lab = merge_by_linkage(xc, lab, *edges, link.linkage, ids, distinct=link.value / 2)
-    lab = drop_small(split_same_image(lab, xc, ids, np.ones(n, bool)), cfg.min_faces)
+    lab = drop_small(split_same_image(lab, xc, ids, np.ones(n, bool), link.value), cfg.min_faces)
     labels = np.empty(n, np.int64)
     labels[order] = lab
     return labels, link
