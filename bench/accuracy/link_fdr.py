@@ -107,16 +107,13 @@ def one_set(name: str, x: np.ndarray, lab: np.ndarray, images: np.ndarray, disti
 
 def knn_fdr(x: np.ndarray, mu: float, sigma: float, k: int = 20) -> np.ndarray:
     """The FDR at each cut of :data:`GRID`, the pairs under it counted on the k-NN graph."""
+    from facepipe.stages.cluster.fdr import graph_pairs
     from facepipe.stages.cluster.graph import build_index
     from facepipe.stages.cluster.stage import ClusterConfig
 
     n = len(x)
     idx, dist = build_index(x, ClusterConfig().index).search(np.arange(n), min(k, n - 1))
-    a, b, d = np.repeat(np.arange(n), idx.shape[1]), idx.ravel(), dist.ravel()
-    ok = (b >= 0) & (b != a)
-    key = np.minimum(a[ok], b[ok]).astype(np.int64) * n + np.maximum(a[ok], b[ok])
-    _, first = np.unique(key, return_index=True)  # each unordered pair once
-    under = np.searchsorted(np.sort(d[ok][first]), GRID)
+    under = np.searchsorted(graph_pairs(idx, dist, np.inf), GRID)  # each unordered pair once
     law = NormalDist(mu, sigma)
     return n * (n - 1) / 2 * np.array([law.cdf(c) for c in GRID]) / np.maximum(under, 1)
 
